@@ -1,0 +1,162 @@
+//! The shape of `pgvigil.toml`. Every field is optional here so that the
+//! file, the flags and the defaults can be layered; `resolve` fills the gaps.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub pgvigil: ProxySection,
+    #[serde(default)]
+    pub pool: PoolSection,
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseSection>,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub client_auth: Option<String>,
+    pub max_client_conn: Option<usize>,
+    pub max_packet_size: Option<usize>,
+    pub log_format: Option<String>,
+}
+
+/// Pool settings; used both as the global `[pool]` defaults and, flattened,
+/// as per-database overrides.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    pub pool_mode: Option<String>,
+    pub pool_size: Option<usize>,
+    pub min_pool_size: Option<usize>,
+    pub max_overflow: Option<usize>,
+    pub acquire_timeout: Option<f64>,
+    pub server_lifetime: Option<f64>,
+    pub server_idle_timeout: Option<f64>,
+    pub server_check_delay: Option<f64>,
+    pub server_connect_timeout: Option<f64>,
+    pub server_reset_query: Option<String>,
+    pub max_prepared_statements: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub dbname: Option<String>,
+    // Per-database overrides of `[pool]`. Listed out rather than flattened:
+    // serde cannot combine `flatten` with `deny_unknown_fields`, and a typo
+    // in a key must be an error, not a silently ignored setting.
+    pub pool_mode: Option<String>,
+    pub pool_size: Option<usize>,
+    pub min_pool_size: Option<usize>,
+    pub max_overflow: Option<usize>,
+    pub acquire_timeout: Option<f64>,
+    pub server_lifetime: Option<f64>,
+    pub server_idle_timeout: Option<f64>,
+    pub server_check_delay: Option<f64>,
+    pub server_connect_timeout: Option<f64>,
+    pub server_reset_query: Option<String>,
+    pub max_prepared_statements: Option<usize>,
+}
+
+impl DatabaseSection {
+    pub fn pool_overrides(&self) -> PoolSection {
+        PoolSection {
+            pool_mode: self.pool_mode.clone(),
+            pool_size: self.pool_size,
+            min_pool_size: self.min_pool_size,
+            max_overflow: self.max_overflow,
+            acquire_timeout: self.acquire_timeout,
+            server_lifetime: self.server_lifetime,
+            server_idle_timeout: self.server_idle_timeout,
+            server_check_delay: self.server_check_delay,
+            server_connect_timeout: self.server_connect_timeout,
+            server_reset_query: self.server_reset_query.clone(),
+            max_prepared_statements: self.max_prepared_statements,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSection {
+    pub password: Option<String>,
+}
+
+impl FileConfig {
+    /// Parses TOML, reporting the dotted path of the offending key.
+    pub fn from_toml(text: &str) -> Result<FileConfig, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|err| {
+            let path = err.path().to_string();
+            // toml's own message spans several lines (with a source excerpt);
+            // keep its first line so the binary can print one line.
+            let inner = err.into_inner();
+            let message = inner.message().lines().next().unwrap_or("").to_string();
+            let key = if path == "." || path.is_empty() {
+                unknown_field_name(&message).unwrap_or_else(|| "<file>".to_string())
+            } else {
+                path
+            };
+            ConfigError::invalid(key, message)
+        })
+    }
+
+    pub fn from_path(path: &std::path::Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+}
+
+/// serde reports unknown fields at the parent's path; pull the field's name
+/// out of "unknown field `x`, expected ..." so the error names it.
+fn unknown_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    Some(rest[..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_error_names_the_key_path() {
+        let err = FileConfig::from_toml("[pool]\npool_sise = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("pool_sise"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_error_names_the_key_path() {
+        let err = FileConfig::from_toml("[pool]\npool_size = \"big\"\n").unwrap_err();
+        assert!(err.to_string().contains("pool.pool_size"), "{err}");
+    }
+
+    #[test]
+    fn database_sections_take_pool_overrides() {
+        let cfg = FileConfig::from_toml(
+            "[databases.appdb]\nhost = \"db\"\nport = 5433\npool_mode = \"session\"\n",
+        )
+        .unwrap();
+        let db = &cfg.databases["appdb"];
+        assert_eq!(db.port, Some(5433));
+        assert_eq!(db.pool_overrides().pool_mode.as_deref(), Some("session"));
+    }
+}

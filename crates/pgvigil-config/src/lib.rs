@@ -1,0 +1,33 @@
+//! pgvigil's configuration: the TOML file, command-line overrides and
+//! validation, resolved into the plain values the proxy runs on.
+//!
+//! The vocabulary follows PgBouncer's (`pool_mode`, `min_pool_size`,
+//! `server_lifetime`, ...) so operators can carry their habits over. Every
+//! error names the key it is about, because the binary prints it as one line.
+
+mod file;
+mod resolve;
+
+pub use file::{DatabaseSection, FileConfig, PoolSection, ProxySection, UserSection};
+pub use resolve::{
+    ClientAuth, Config, DatabaseConfig, LogFormat, Overrides, PoolMode, PoolSettings, UserConfig,
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("invalid config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}

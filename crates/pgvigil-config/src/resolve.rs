@@ -1,0 +1,494 @@
+//! Layering: defaults, then the file, then command-line flags; then checks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::file::{FileConfig, PoolSection};
+use crate::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A client keeps one server connection from login to logout.
+    Session,
+    /// A client holds a server connection only while a transaction is open.
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Trust,
+    Md5,
+    ScramSha256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything that can be given on the command line. `None` means "not
+/// given", so the file's value (or the default) stands.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub upstream: Option<String>,
+    pub client_auth: Option<String>,
+    pub max_client_conn: Option<usize>,
+    pub max_packet_size: Option<usize>,
+    pub log_format: Option<String>,
+    pub pool: PoolSection,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub pool_mode: PoolMode,
+    pub pool_size: usize,
+    pub min_pool_size: usize,
+    pub max_overflow: usize,
+    pub acquire_timeout: Duration,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_check_delay: Duration,
+    pub server_connect_timeout: Duration,
+    /// Empty means "no reset".
+    pub server_reset_query: String,
+    pub max_prepared_statements: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            pool_mode: PoolMode::Session,
+            pool_size: 20,
+            min_pool_size: 0,
+            max_overflow: 0,
+            acquire_timeout: Duration::from_secs(120),
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
+            server_check_delay: Duration::from_secs(30),
+            server_connect_timeout: Duration::from_secs(15),
+            server_reset_query: "DISCARD ALL".to_string(),
+            max_prepared_statements: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// The name clients ask for in their startup message.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// The name on the PostgreSQL server.
+    pub dbname: String,
+    pub pool: PoolSettings,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct UserConfig {
+    pub name: String,
+    pub password: Option<String>,
+}
+
+// Passwords must never reach a log line, including a `{:?}` of the config.
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub client_auth: ClientAuth,
+    pub max_client_conn: usize,
+    pub max_packet_size: usize,
+    pub log_format: LogFormat,
+    pub pool_defaults: PoolSettings,
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    pub users: BTreeMap<String, UserConfig>,
+}
+
+/// PostgreSQL's own limit on a message is 1 GB; a smaller default keeps a
+/// misbehaving client from making pgvigil buffer that much.
+const DEFAULT_MAX_PACKET_SIZE: usize = 256 * 1024 * 1024;
+
+impl Config {
+    pub fn resolve(file: FileConfig, flags: Overrides) -> Result<Config, ConfigError> {
+        let p = &file.pgvigil;
+        let listen = parse_addr(
+            "listen",
+            flags.listen.as_deref().or(p.listen.as_deref()),
+            "127.0.0.1:6432",
+        )?;
+        let admin_listen = parse_addr(
+            "admin_listen",
+            flags.admin_listen.as_deref().or(p.admin_listen.as_deref()),
+            "127.0.0.1:9930",
+        )?;
+        let client_auth = match flags
+            .client_auth
+            .as_deref()
+            .or(p.client_auth.as_deref())
+            .unwrap_or("scram-sha-256")
+        {
+            "trust" => ClientAuth::Trust,
+            "md5" => ClientAuth::Md5,
+            "scram-sha-256" => ClientAuth::ScramSha256,
+            other => {
+                return Err(ConfigError::invalid(
+                    "client_auth",
+                    format!("`{other}` is not one of trust, md5, scram-sha-256"),
+                ))
+            }
+        };
+        let log_format = match flags
+            .log_format
+            .as_deref()
+            .or(p.log_format.as_deref())
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log_format",
+                    format!("`{other}` is not one of text, json"),
+                ))
+            }
+        };
+        let max_client_conn = flags.max_client_conn.or(p.max_client_conn).unwrap_or(100);
+        if max_client_conn == 0 {
+            return Err(ConfigError::invalid("max_client_conn", "must be at least 1"));
+        }
+        let max_packet_size = flags
+            .max_packet_size
+            .or(p.max_packet_size)
+            .unwrap_or(DEFAULT_MAX_PACKET_SIZE);
+        if max_packet_size < 1024 {
+            return Err(ConfigError::invalid(
+                "max_packet_size",
+                "must be at least 1024 bytes",
+            ));
+        }
+
+        // Flags override the file's [pool] defaults and every database's
+        // own overrides: a flag is the operator's last word.
+        let pool_defaults = apply_pool(PoolSettings::default(), &file.pool, "pool")?;
+        let pool_defaults = apply_pool(pool_defaults, &flags.pool, "pool")?;
+
+        let mut databases = BTreeMap::new();
+        for (name, section) in &file.databases {
+            let key = format!("databases.{name}");
+            let pool = apply_pool(pool_defaults.clone(), &section.pool_overrides(), &key)?;
+            let pool = apply_pool(pool, &flags.pool, "pool")?;
+            databases.insert(
+                name.clone(),
+                DatabaseConfig {
+                    name: name.clone(),
+                    host: section.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                    port: section.port.unwrap_or(5432),
+                    dbname: section.dbname.clone().unwrap_or_else(|| name.clone()),
+                    pool,
+                },
+            );
+        }
+        let mut users: BTreeMap<String, UserConfig> = file
+            .users
+            .iter()
+            .map(|(name, u)| {
+                (
+                    name.clone(),
+                    UserConfig {
+                        name: name.clone(),
+                        password: u.password.clone(),
+                    },
+                )
+            })
+            .collect();
+
+        if let Some(url) = flags.upstream.as_deref() {
+            let up = parse_upstream(url)?;
+            let pool = match file.databases.get(&up.dbname) {
+                Some(section) => {
+                    let key = format!("databases.{}", up.dbname);
+                    let pool = apply_pool(pool_defaults.clone(), &section.pool_overrides(), &key)?;
+                    apply_pool(pool, &flags.pool, "pool")?
+                }
+                None => pool_defaults.clone(),
+            };
+            databases.insert(
+                up.dbname.clone(),
+                DatabaseConfig {
+                    name: up.dbname.clone(),
+                    host: up.host,
+                    port: up.port,
+                    dbname: up.dbname,
+                    pool,
+                },
+            );
+            users.insert(
+                up.user.clone(),
+                UserConfig {
+                    name: up.user,
+                    password: up.password,
+                },
+            );
+        }
+
+        if databases.is_empty() {
+            return Err(ConfigError::invalid(
+                "databases",
+                "no database configured: give --upstream or a [databases.NAME] section",
+            ));
+        }
+        if users.is_empty() {
+            return Err(ConfigError::invalid(
+                "users",
+                "no user configured: give --upstream with a user or a [users.NAME] section",
+            ));
+        }
+        if client_auth != ClientAuth::Trust {
+            if let Some(user) = users.values().find(|u| u.password.is_none()) {
+                return Err(ConfigError::invalid(
+                    format!("users.{}.password", user.name),
+                    "a password is required unless client_auth = \"trust\"",
+                ));
+            }
+        }
+
+        Ok(Config {
+            listen,
+            admin_listen,
+            client_auth,
+            max_client_conn,
+            max_packet_size,
+            log_format,
+            pool_defaults,
+            databases,
+            users,
+        })
+    }
+}
+
+fn parse_addr(key: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.unwrap_or(default);
+    text.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("`{text}` is not an address like 127.0.0.1:6432"),
+        )
+    })
+}
+
+fn apply_pool(
+    mut pool: PoolSettings,
+    section: &PoolSection,
+    prefix: &str,
+) -> Result<PoolSettings, ConfigError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    if let Some(mode) = section.pool_mode.as_deref() {
+        pool.pool_mode = match mode {
+            "session" => PoolMode::Session,
+            "transaction" => PoolMode::Transaction,
+            other => {
+                return Err(ConfigError::invalid(
+                    key("pool_mode"),
+                    format!("`{other}` is not one of session, transaction"),
+                ))
+            }
+        };
+    }
+    if let Some(v) = section.pool_size {
+        pool.pool_size = v;
+    }
+    if let Some(v) = section.min_pool_size {
+        pool.min_pool_size = v;
+    }
+    if let Some(v) = section.max_overflow {
+        pool.max_overflow = v;
+    }
+    if let Some(v) = section.max_prepared_statements {
+        pool.max_prepared_statements = v;
+    }
+    if let Some(v) = &section.server_reset_query {
+        pool.server_reset_query = v.clone();
+    }
+    let seconds = |name: &str, v: Option<f64>, slot: &mut Duration| -> Result<(), ConfigError> {
+        if let Some(v) = v {
+            if !v.is_finite() || v < 0.0 {
+                return Err(ConfigError::invalid(
+                    key(name),
+                    format!("`{v}` is not a number of seconds >= 0"),
+                ));
+            }
+            *slot = Duration::from_secs_f64(v);
+        }
+        Ok(())
+    };
+    seconds(
+        "acquire_timeout",
+        section.acquire_timeout,
+        &mut pool.acquire_timeout,
+    )?;
+    seconds(
+        "server_lifetime",
+        section.server_lifetime,
+        &mut pool.server_lifetime,
+    )?;
+    seconds(
+        "server_idle_timeout",
+        section.server_idle_timeout,
+        &mut pool.server_idle_timeout,
+    )?;
+    seconds(
+        "server_check_delay",
+        section.server_check_delay,
+        &mut pool.server_check_delay,
+    )?;
+    seconds(
+        "server_connect_timeout",
+        section.server_connect_timeout,
+        &mut pool.server_connect_timeout,
+    )?;
+    if pool.pool_size == 0 {
+        return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
+    }
+    if pool.min_pool_size > pool.pool_size {
+        return Err(ConfigError::invalid(
+            key("min_pool_size"),
+            format!(
+                "{} is larger than pool_size ({})",
+                pool.min_pool_size, pool.pool_size
+            ),
+        ));
+    }
+    Ok(pool)
+}
+
+struct Upstream {
+    host: String,
+    port: u16,
+    dbname: String,
+    user: String,
+    password: Option<String>,
+}
+
+fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
+    let bad = |reason: &str| ConfigError::invalid("upstream", reason.to_string());
+    let url = url::Url::parse(text)
+        .map_err(|e| bad(&format!("not a postgres://user:password@host:port/db URL ({e})")))?;
+    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+        return Err(bad("the scheme must be postgres:// or postgresql://"));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| bad("the URL has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let user = percent_decode(url.username());
+    if user.is_empty() {
+        return Err(bad("the URL has no user name"));
+    }
+    let dbname = percent_decode(url.path().trim_start_matches('/'));
+    let dbname = if dbname.is_empty() { user.clone() } else { dbname };
+    Ok(Upstream {
+        host,
+        port: url.port().unwrap_or(5432),
+        dbname,
+        password: url.password().map(percent_decode),
+        user,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags_with_upstream(url: &str) -> Overrides {
+        Overrides {
+            upstream: Some(url.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn upstream_url_declares_database_and_user() {
+        let cfg = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://app:s%40cret@127.0.0.1:5433/appdb"),
+        )
+        .unwrap();
+        let db = &cfg.databases["appdb"];
+        assert_eq!((db.host.as_str(), db.port), ("127.0.0.1", 5433));
+        assert_eq!(cfg.users["app"].password.as_deref(), Some("s@cret"));
+    }
+
+    #[test]
+    fn flags_override_file_and_database_settings() {
+        let file = FileConfig::from_toml(
+            "[pool]\npool_size = 7\n[databases.a]\npool_size = 3\n[users.u]\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let mut flags = Overrides::default();
+        let cfg = Config::resolve(file.clone(), flags.clone()).unwrap();
+        assert_eq!(cfg.databases["a"].pool.pool_size, 3);
+        assert_eq!(cfg.pool_defaults.pool_size, 7);
+        flags.pool.pool_size = Some(9);
+        let cfg = Config::resolve(file, flags).unwrap();
+        assert_eq!(cfg.databases["a"].pool.pool_size, 9);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let file = FileConfig::from_toml(
+            "[databases.a]\npool_mode = \"statement\"\n[users.u]\npassword = \"p\"\n",
+        )
+        .unwrap();
+        let err = Config::resolve(file, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("databases.a.pool_mode"), "{err}");
+
+        let err = Config::resolve(
+            FileConfig::default(),
+            Overrides {
+                listen: Some("nowhere".into()),
+                ..flags_with_upstream("postgres://a:b@h/d")
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`listen`"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted_in_debug_output() {
+        let cfg = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://app:hunter2@h/d"),
+        )
+        .unwrap();
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,84 @@
+//! CancelRequest routing. Clients only ever see pgvigil's own keys; a
+//! cancel arrives on a fresh connection carrying one, and is passed on,
+//! with the real backend's key, to whichever backend serves that client
+//! at this moment.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use pgvigil_wire::frontend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::ids::{BackendKey, ClientKey};
+use crate::server::ServerTarget;
+
+/// Where a client's queries currently run. Updated when a server is
+/// attached or released; a single atomic so the hot path pays one store.
+pub struct CancelTarget {
+    host: String,
+    port: u16,
+    backend: AtomicU64,
+}
+
+impl CancelTarget {
+    pub fn set(&self, key: Option<BackendKey>) {
+        self.backend
+            .store(key.map_or(0, BackendKey::pack), Ordering::Release);
+    }
+}
+
+#[derive(Default)]
+pub struct CancelRegistry {
+    clients: DashMap<ClientKey, Arc<CancelTarget>>,
+}
+
+impl CancelRegistry {
+    /// Issues a fresh key for a client whose pool talks to `server`.
+    pub fn register(&self, server: &ServerTarget) -> (ClientKey, Arc<CancelTarget>) {
+        let target = Arc::new(CancelTarget {
+            host: server.host.clone(),
+            port: server.port,
+            backend: AtomicU64::new(0),
+        });
+        loop {
+            let key = ClientKey {
+                process_id: rand::random::<i32>() & i32::MAX,
+                secret_key: rand::random::<i32>(),
+            };
+            if let dashmap::Entry::Vacant(slot) = self.clients.entry(key) {
+                slot.insert(target.clone());
+                return (key, target);
+            }
+        }
+    }
+
+    pub fn unregister(&self, key: ClientKey) {
+        self.clients.remove(&key);
+    }
+
+    /// Passes a cancel on. Unknown keys and idle clients are ignored, as
+    /// PostgreSQL ignores a cancel it cannot match.
+    pub async fn cancel(&self, key: ClientKey) {
+        let Some(target) = self.clients.get(&key).map(|t| t.clone()) else {
+            tracing::debug!("cancel request with an unknown key ignored");
+            return;
+        };
+        let Some(backend) = BackendKey::unpack(target.backend.load(Ordering::Acquire)) else {
+            return;
+        };
+        let packet = frontend::cancel_request(backend.process_id, backend.secret_key);
+        let send = async {
+            let mut s = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            s.write_all(&packet).await?;
+            s.shutdown().await
+        };
+        match tokio::time::timeout(Duration::from_secs(5), send).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("could not forward cancel request: {e}"),
+            Err(_) => tracing::warn!("forwarding a cancel request timed out"),
+        }
+    }
+}

@@ -1,0 +1,947 @@
+//! The forwarding loop of one logged-in client.
+//!
+//! One task owns the client socket and, while one is attached, a server
+//! connection. It waits on whichever of the four directions can make
+//! progress (client readable, server readable, and either writable when
+//! bytes are queued), so a slow reader on one side never blocks the other
+//! direction, and each queue is capped: a client that stops reading makes
+//! pgvigil stop reading from the server, and the server's own socket
+//! buffer holds the rest (backpressure, flat memory).
+//!
+//! Frames are forwarded as the bytes they arrived as. Only the message
+//! types that drive pooling (transaction boundaries, prepared statements,
+//! session parameters) are decoded, and every request is matched with its
+//! reply through `expected`, the one place where each statement and its
+//! completion are seen.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgvigil_config::PoolMode;
+use pgvigil_wire::backend::{self, tag as be, Severity, TransactionStatus};
+use pgvigil_wire::frontend::{self, tag as fe, BindView, ParseView, TargetView, TARGET_STATEMENT};
+use pgvigil_wire::FrameHeader;
+
+use super::settings::ClientSettings;
+use crate::cancel::CancelTarget;
+use crate::error::ProxyError;
+use crate::ids::ClientId;
+use crate::outqueue::{OutQueue, Splicer};
+use crate::pool::{PooledServer, ServerPool};
+use crate::prepared::{ClientStatements, Prepared, StatementId};
+
+/// Beyond this many queued bytes toward a peer, stop reading from the
+/// other one.
+const QUEUE_LIMIT: usize = 512 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A request whose reply has not arrived yet.
+#[derive(Debug)]
+enum Expect {
+    /// The server will answer; pass the answer on.
+    Forward(Request),
+    /// The server will answer a message pgvigil added; drop the answer.
+    Swallow(Request),
+    /// pgvigil answers itself, in this position of the reply stream.
+    Reply(Bytes),
+}
+
+#[derive(Debug, Clone)]
+enum Request {
+    /// A Parse; for a renamed statement, what it created, so a failure
+    /// can be forgotten.
+    Parse(Option<(StatementId, Vec<u8>)>),
+    Bind,
+    Describe,
+    Execute,
+    Close,
+    /// Sync, simple Query and FunctionCall all end with ReadyForQuery.
+    UntilReady,
+}
+
+impl Request {
+    /// Whether a server message with this tag is the final reply.
+    fn completed_by(&self, tag: u8) -> bool {
+        match self {
+            Request::Parse(_) => tag == be::PARSE_COMPLETE,
+            Request::Bind => tag == be::BIND_COMPLETE,
+            Request::Close => tag == be::CLOSE_COMPLETE,
+            Request::Describe => tag == be::ROW_DESCRIPTION || tag == be::NO_DATA,
+            Request::Execute => matches!(
+                tag,
+                be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
+            ),
+            Request::UntilReady => tag == be::READY_FOR_QUERY,
+        }
+    }
+
+    /// Extended-protocol requests: after an error the server skips them
+    /// until Sync.
+    fn skipped_after_error(&self) -> bool {
+        !matches!(self, Request::UntilReady)
+    }
+}
+
+/// Why the loop ended.
+pub(crate) enum Exit {
+    ClientLeft,
+    Error(ProxyError),
+}
+
+pub(crate) struct Session {
+    pub(crate) id: ClientId,
+    pub(crate) client: tokio::net::TcpStream,
+    pub(crate) client_buf: BytesMut,
+    pub(crate) pool: Arc<ServerPool>,
+    pub(crate) settings: ClientSettings,
+    /// ParameterStatus values this client has been told.
+    pub(crate) told: HashMap<String, String>,
+    pub(crate) cancel: Arc<CancelTarget>,
+    pub(crate) max_frame: usize,
+
+    server: Option<PooledServer>,
+    to_client: OutQueue,
+    to_server: OutQueue,
+    expected: VecDeque<Expect>,
+    /// An extended-protocol request failed and no Sync was sent after it:
+    /// the server ignores everything until the next Sync.
+    skipping_until_sync: bool,
+    /// Extended-protocol messages were sent since the last Sync.
+    unsynced: bool,
+    /// Bytes of a server frame still to pass through unexamined.
+    passthrough: usize,
+    statements: ClientStatements,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ClientId,
+        client: tokio::net::TcpStream,
+        client_buf: BytesMut,
+        pool: Arc<ServerPool>,
+        settings: ClientSettings,
+        told: HashMap<String, String>,
+        cancel: Arc<CancelTarget>,
+        max_frame: usize,
+    ) -> Session {
+        Session {
+            id,
+            client,
+            client_buf,
+            pool,
+            settings,
+            told,
+            cancel,
+            max_frame,
+            server: None,
+            to_client: OutQueue::default(),
+            to_server: OutQueue::default(),
+            expected: VecDeque::new(),
+            skipping_until_sync: false,
+            unsynced: false,
+            passthrough: 0,
+            statements: ClientStatements::default(),
+        }
+    }
+
+    fn transaction_mode(&self) -> bool {
+        self.pool.mode() == PoolMode::Transaction
+    }
+
+    pub(crate) async fn run(mut self) -> Exit {
+        let exit = self.forward().await;
+        self.finish(&exit).await;
+        exit
+    }
+
+    async fn forward(&mut self) -> Exit {
+        // Frames may have arrived together with the startup message.
+        match self.on_client_data().await {
+            Ok(true) => {}
+            Ok(false) => return Exit::ClientLeft,
+            Err(e) => return Exit::Error(e),
+        }
+        loop {
+            if let Err(e) = self.flush_and_maybe_release() {
+                return Exit::Error(e);
+            }
+            if self.to_server.len() < QUEUE_LIMIT && self.client_frame_ready() {
+                match self.on_client_data().await {
+                    Ok(true) => continue,
+                    Ok(false) => return Exit::ClientLeft,
+                    Err(e) => return Exit::Error(e),
+                }
+            }
+            let want_client_read = self.to_server.len() < QUEUE_LIMIT;
+            let want_server_read = self.server.is_some() && self.to_client.len() < QUEUE_LIMIT;
+            let want_client_write = !self.to_client.is_empty();
+            let want_server_write = self.server.is_some() && !self.to_server.is_empty();
+            let server = self.server.as_ref().map(|s| &s.stream);
+            let event = tokio::select! {
+                r = self.client.readable(), if want_client_read => Event::ClientReadable(r),
+                r = async { server.expect("guarded").readable().await }, if want_server_read => Event::ServerReadable(r),
+                r = self.client.writable(), if want_client_write => Event::Writable(r.map_err(ProxyError::ClientIo)),
+                r = async { server.expect("guarded").writable().await }, if want_server_write => Event::Writable(r.map_err(ProxyError::ServerIo)),
+            };
+            let step = match event {
+                Event::ClientReadable(Err(e)) => Err(ProxyError::ClientIo(e)),
+                Event::ClientReadable(Ok(())) => match self.read_client() {
+                    Ok(0) => return Exit::ClientLeft,
+                    Ok(_) => self.on_client_data().await,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+                    Err(e) => Err(ProxyError::ClientIo(e)),
+                },
+                Event::ServerReadable(Err(e)) => Err(ProxyError::ServerIo(e)),
+                Event::ServerReadable(Ok(())) => match self.read_server() {
+                    Ok(0) => Err(ProxyError::ServerClosed),
+                    Ok(_) => self.on_server_data().map(|()| true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+                    Err(e) => Err(ProxyError::ServerIo(e)),
+                },
+                Event::Writable(r) => r.map(|()| true),
+            };
+            match step {
+                Ok(true) => {}
+                Ok(false) => return Exit::ClientLeft,
+                Err(e) => return Exit::Error(e),
+            }
+        }
+    }
+
+    fn read_client(&mut self) -> io::Result<usize> {
+        self.client_buf.reserve(READ_CHUNK);
+        self.client.try_read_buf(&mut self.client_buf)
+    }
+
+    fn read_server(&mut self) -> io::Result<usize> {
+        let server = &mut **self.server.as_mut().expect("reading from an attached server");
+        server.buf.reserve(READ_CHUNK);
+        server.stream.try_read_buf(&mut server.buf)
+    }
+
+    /// Writes what the sockets take now, then lets go of the server if the
+    /// transaction is over (transaction mode).
+    fn flush_and_maybe_release(&mut self) -> Result<(), ProxyError> {
+        self.to_client
+            .try_flush(&self.client)
+            .map_err(ProxyError::ClientIo)?;
+        if let Some(server) = self.server.as_ref() {
+            self.to_server
+                .try_flush(&server.stream)
+                .map_err(ProxyError::ServerIo)?;
+        }
+        if self.transaction_mode() && self.server_settled() {
+            self.release_server();
+        }
+        Ok(())
+    }
+
+    /// The server has answered everything and sits outside a transaction.
+    fn server_settled(&self) -> bool {
+        match self.server.as_ref() {
+            Some(s) => {
+                s.status == TransactionStatus::Idle
+                    && self.expected.is_empty()
+                    && !self.unsynced
+                    && self.to_server.is_empty()
+                    && self.passthrough == 0
+                    && s.buf.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    fn release_server(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.settled = true;
+            self.cancel.set(None);
+            drop(server);
+        }
+    }
+
+    /// Gets a server connection for this client and makes it carry the
+    /// client's settings.
+    async fn attach_server(&mut self) -> Result<(), ProxyError> {
+        let mut server = self.pool.acquire().await?;
+        self.cancel.set(Some(server.backend_key));
+        if server.applied_signature != self.settings.signature() {
+            if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
+                match server.run_own_query(&sql).await {
+                    Ok(reported) => {
+                        for (k, v) in reported {
+                            self.tell_client(&k, &v);
+                        }
+                    }
+                    Err(ProxyError::ServerLogin { code, message }) => {
+                        // PostgreSQL would have refused the login; the
+                        // client's setting is invalid, not the session.
+                        tracing::warn!(client = %self.id, %code, "could not apply a startup setting: {message}");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            server.applied = self.settings.as_applied();
+            server.applied_signature = self.settings.signature();
+        }
+        if self.transaction_mode() {
+            let excess = server.statements.over_capacity();
+            if !excess.is_empty() {
+                let sql: String = excess
+                    .iter()
+                    .map(|id| format!("DEALLOCATE {};", id.server_name()))
+                    .collect();
+                server.run_own_query(&sql).await?;
+            }
+        }
+        server.settled = false;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    fn tell_client(&mut self, name: &str, value: &str) {
+        if self.told.get(name).map(String::as_str) != Some(value) {
+            let mut buf = BytesMut::new();
+            backend::write_parameter_status(&mut buf, name.as_bytes(), value.as_bytes());
+            self.to_client.push(buf.freeze());
+            self.told.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    /// Handles the complete frames the client has sent. Returns false when
+    /// the client said goodbye.
+    async fn on_client_data(&mut self) -> Result<bool, ProxyError> {
+        while self.to_server.len() < QUEUE_LIMIT {
+            let Some(h) = FrameHeader::peek(&self.client_buf, self.max_frame)? else {
+                return Ok(true);
+            };
+            if self.client_buf.len() < h.frame_len {
+                self.client_buf.reserve(h.frame_len - self.client_buf.len());
+                return Ok(true);
+            }
+            if h.tag == fe::TERMINATE {
+                return Ok(false);
+            }
+            if self.server.is_none() {
+                if self.answer_without_server(h)? {
+                    continue;
+                }
+                self.attach_server().await?;
+            }
+            self.process_client_frames()?;
+        }
+        Ok(true)
+    }
+
+    /// A complete client frame is buffered but not yet handled (the
+    /// queue to the server was full when it arrived).
+    fn client_frame_ready(&self) -> bool {
+        matches!(
+            FrameHeader::peek(&self.client_buf, self.max_frame),
+            Ok(Some(h)) if self.client_buf.len() >= h.frame_len
+        )
+    }
+
+    /// Some requests are answered by pgvigil without taking a server from
+    /// the pool. Returns true if the frame was handled.
+    fn answer_without_server(&mut self, h: FrameHeader) -> Result<bool, ProxyError> {
+        if !self.transaction_mode() {
+            return Ok(false);
+        }
+        if h.tag == fe::PARSE {
+            return self.answer_known_parses();
+        }
+        if h.tag != fe::QUERY {
+            return Ok(false);
+        }
+        let frame = &self.client_buf[..h.frame_len];
+        let text = frontend::query_text(frame)?;
+        match local_command(text) {
+            Some(LocalCommand::Listen) => {
+                let _ = self.client_buf.split_to(h.frame_len);
+                self.to_client.push(backend::error_response(
+                    Severity::Error,
+                    "0A000",
+                    "LISTEN is not supported in transaction pool mode: notifications arrive on a server connection the client does not keep. Use a pool with pool_mode = \"session\".",
+                ));
+                self.to_client
+                    .push(backend::ready_for_query(TransactionStatus::Idle));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// A batch of only Parse messages, each for a statement some server of
+    /// this pool has already accepted, then Sync, is answered without a
+    /// server: the statement is prepared on whichever server first needs
+    /// it. Clients that prepare synchronously while other connections of
+    /// theirs hold servers (pgbench -M prepared does) would otherwise wait
+    /// on the pool for an answer that needs no server at all.
+    fn answer_known_parses(&mut self) -> Result<bool, ProxyError> {
+        let mut at = 0;
+        let mut parsed = Vec::new();
+        loop {
+            let Some(h) = FrameHeader::peek(&self.client_buf[at..], self.max_frame)? else {
+                return Ok(false);
+            };
+            let Some(frame) = self.client_buf.get(at..at + h.frame_len) else {
+                return Ok(false);
+            };
+            match h.tag {
+                fe::PARSE => {
+                    let view = ParseView::new(frame)?;
+                    let prepared = Prepared::from_parse(&view);
+                    if view.statement.is_empty() || !self.pool.statement_known(prepared.id) {
+                        return Ok(false);
+                    }
+                    parsed.push((view.statement.to_vec(), Arc::new(prepared)));
+                }
+                fe::SYNC => {
+                    at += h.frame_len;
+                    break;
+                }
+                _ => return Ok(false),
+            }
+            at += h.frame_len;
+        }
+        let _ = self.client_buf.split_to(at);
+        for (name, prepared) in parsed {
+            self.statements.insert(&name, prepared);
+            self.to_client.push(backend::parse_complete());
+        }
+        self.to_client
+            .push(backend::ready_for_query(TransactionStatus::Idle));
+        Ok(true)
+    }
+
+    /// Forwards (or rewrites) every complete client frame to the server.
+    fn process_client_frames(&mut self) -> Result<(), ProxyError> {
+        let rewrite = self.transaction_mode();
+        let mut src = std::mem::take(&mut self.client_buf);
+        let mut out = std::mem::take(&mut self.to_server);
+        let result = (|| {
+            let mut sp = Splicer::new(&mut src, &mut out);
+            while let Some(h) = FrameHeader::peek(sp.pending(), self.max_frame)? {
+                if sp.pending().len() < h.frame_len || h.tag == fe::TERMINATE {
+                    break;
+                }
+                let frame = &sp.pending()[..h.frame_len];
+                let action = self.client_frame_action(h.tag, frame, rewrite)?;
+                match action {
+                    Action::Keep => sp.keep(h.frame_len),
+                    Action::Replace(parts) => {
+                        sp.skip(h.frame_len);
+                        for p in parts {
+                            sp.insert(p);
+                        }
+                    }
+                    Action::Drop => sp.skip(h.frame_len),
+                }
+                if sp.out_len() >= QUEUE_LIMIT {
+                    break;
+                }
+            }
+            Ok::<(), ProxyError>(())
+        })();
+        self.client_buf = src;
+        self.to_server = out;
+        if let Some(server) = self.server.as_mut() {
+            if !self.to_server.is_empty() {
+                server.settled = false;
+            }
+        }
+        self.emit_leading_replies();
+        result
+    }
+
+    /// Decides what happens to one client frame and records the reply it
+    /// will get.
+    fn client_frame_action(
+        &mut self,
+        tag: u8,
+        frame: &[u8],
+        rewrite: bool,
+    ) -> Result<Action, ProxyError> {
+        let extended = matches!(
+            tag,
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE | fe::FLUSH
+        );
+        if extended {
+            self.unsynced = true;
+        }
+        if self.skipping_until_sync && extended {
+            // The server discards these; so does pgvigil's bookkeeping.
+            return Ok(Action::Keep);
+        }
+        let action = match tag {
+            fe::QUERY => {
+                let action = if rewrite {
+                    self.local_statement_command(frontend::query_text(frame)?)
+                } else {
+                    Action::Keep
+                };
+                self.expected.push_back(Expect::Forward(Request::UntilReady));
+                action
+            }
+            fe::FUNCTION_CALL => {
+                self.expected.push_back(Expect::Forward(Request::UntilReady));
+                Action::Keep
+            }
+            fe::SYNC => {
+                self.skipping_until_sync = false;
+                self.unsynced = false;
+                self.expected.push_back(Expect::Forward(Request::UntilReady));
+                Action::Keep
+            }
+            fe::PARSE => {
+                let view = ParseView::new(frame)?;
+                if rewrite && !view.statement.is_empty() {
+                    let prepared = Arc::new(Prepared::from_parse(&view));
+                    self.statements.insert(view.statement, prepared.clone());
+                    let server = self.server.as_mut().expect("attached");
+                    if server.statements.touch(prepared.id) {
+                        self.expected
+                            .push_back(Expect::Reply(backend::parse_complete()));
+                        Action::Drop
+                    } else {
+                        server.statements.insert(prepared.id);
+                        self.expected.push_back(Expect::Forward(Request::Parse(Some((
+                            prepared.id,
+                            view.statement.to_vec(),
+                        )))));
+                        Action::Replace(vec![prepared.parse.clone()])
+                    }
+                } else {
+                    self.expected.push_back(Expect::Forward(Request::Parse(None)));
+                    Action::Keep
+                }
+            }
+            fe::BIND => {
+                let view = BindView::new(frame)?;
+                let renamed = match self.renamed(rewrite, view.statement) {
+                    Some((prepare, name)) => {
+                        let mut parts = prepare;
+                        parts.push(frontend::bind_renamed(&view, &name));
+                        Action::Replace(parts)
+                    }
+                    None => Action::Keep,
+                };
+                self.expected.push_back(Expect::Forward(Request::Bind));
+                renamed
+            }
+            fe::DESCRIBE => {
+                let view = TargetView::new(frame)?;
+                let action = if view.kind == TARGET_STATEMENT {
+                    match self.renamed(rewrite, view.name) {
+                        Some((prepare, name)) => {
+                            let mut parts = prepare;
+                            parts.push(frontend::describe(view.kind, &name));
+                            Action::Replace(parts)
+                        }
+                        None => Action::Keep,
+                    }
+                } else {
+                    Action::Keep
+                };
+                self.expected.push_back(Expect::Forward(Request::Describe));
+                action
+            }
+            fe::CLOSE => {
+                let view = TargetView::new(frame)?;
+                if rewrite && view.kind == TARGET_STATEMENT && !view.name.is_empty() {
+                    // The server-side statement stays for other clients;
+                    // only this client's name goes.
+                    self.statements.remove(view.name);
+                    self.expected
+                        .push_back(Expect::Reply(backend::close_complete()));
+                    Action::Drop
+                } else {
+                    self.expected.push_back(Expect::Forward(Request::Close));
+                    Action::Keep
+                }
+            }
+            fe::EXECUTE => {
+                self.expected.push_back(Expect::Forward(Request::Execute));
+                Action::Keep
+            }
+            // Flush, CopyData/CopyDone/CopyFail, and types this proxy does
+            // not know: forwarded, no reply of their own.
+            _ => Action::Keep,
+        };
+        Ok(action)
+    }
+
+    /// DEALLOCATE and DISCARD ALL name statements by the client's names,
+    /// which the server does not know: translate them.
+    fn local_statement_command(&mut self, text: &[u8]) -> Action {
+        let server = self.server.as_mut().expect("attached");
+        match local_command(text) {
+            Some(LocalCommand::DiscardAll) | Some(LocalCommand::Deallocate(None)) => {
+                // The server drops every statement, pgvigil's included.
+                self.statements.clear();
+                server.statements.clear();
+                if matches!(local_command(text), Some(LocalCommand::DiscardAll)) {
+                    server.applied.clear();
+                    server.applied_signature = 0;
+                }
+                Action::Keep
+            }
+            Some(LocalCommand::Deallocate(Some(name))) => {
+                let Some(prepared) = self.statements.get(&name).cloned() else {
+                    return Action::Keep; // perhaps an SQL-level PREPARE
+                };
+                self.statements.remove(&name);
+                // Deallocating the server's copy keeps PostgreSQL's reply
+                // (tag, transaction status) exactly what the client
+                // expects; the statement is prepared first if this server
+                // lacks it, so the command cannot fail here.
+                let mut parts = Vec::with_capacity(2);
+                if !server.statements.touch(prepared.id) {
+                    parts.push(prepared.parse.clone());
+                    self.expected
+                        .push_back(Expect::Swallow(Request::Parse(None)));
+                }
+                server.statements.remove(prepared.id);
+                let sql = format!("DEALLOCATE {}", prepared.id.server_name());
+                parts.push(frontend::query(&sql));
+                Action::Replace(parts)
+            }
+            _ => Action::Keep,
+        }
+    }
+
+    /// For a Bind or Describe naming a client's statement: the server-side
+    /// name, and the Parse to send first if this server lacks it.
+    fn renamed(&mut self, rewrite: bool, client_name: &[u8]) -> Option<(Vec<Bytes>, Bytes)> {
+        if !rewrite || client_name.is_empty() {
+            return None;
+        }
+        // Unknown names go through unchanged, so the client gets
+        // PostgreSQL's own "does not exist" error.
+        let prepared = self.statements.get(client_name)?.clone();
+        let server = self.server.as_mut().expect("attached");
+        let mut parts = Vec::with_capacity(2);
+        if !server.statements.touch(prepared.id) {
+            server.statements.insert(prepared.id);
+            parts.push(prepared.parse.clone());
+            self.expected
+                .push_back(Expect::Swallow(Request::Parse(Some((prepared.id, Vec::new())))));
+        }
+        Some((parts, prepared.server_name.clone()))
+    }
+
+    /// Replies pgvigil makes itself go out as soon as everything before
+    /// them has.
+    fn emit_leading_replies(&mut self) {
+        while let Some(Expect::Reply(_)) = self.expected.front() {
+            if let Some(Expect::Reply(bytes)) = self.expected.pop_front() {
+                self.to_client.push(bytes);
+            }
+        }
+    }
+
+    /// Passes server frames to the client, dropping replies to messages
+    /// pgvigil added and inserting replies pgvigil made.
+    fn on_server_data(&mut self) -> Result<(), ProxyError> {
+        let max_frame = self.max_frame;
+        let mut server = self.server.take().expect("attached");
+        let mut src = std::mem::take(&mut server.buf);
+        let mut out = std::mem::take(&mut self.to_client);
+        let result = (|| {
+            let mut sp = Splicer::new(&mut src, &mut out);
+            loop {
+                if self.passthrough > 0 {
+                    let n = self.passthrough.min(sp.pending().len());
+                    if n == 0 {
+                        break;
+                    }
+                    sp.keep(n);
+                    self.passthrough -= n;
+                    continue;
+                }
+                let Some(h) = FrameHeader::peek(sp.pending(), usize::MAX)? else {
+                    break;
+                };
+                let decoded = matches!(
+                    h.tag,
+                    be::READY_FOR_QUERY | be::ERROR_RESPONSE | be::PARAMETER_STATUS
+                ) || matches!(self.expected.front(), Some(Expect::Swallow(_)));
+                if decoded && h.frame_len > max_frame {
+                    return Err(ProxyError::Protocol(pgvigil_wire::FrameError::TooLarge {
+                        tag: h.tag as char,
+                        size: h.frame_len,
+                        limit: max_frame,
+                    }));
+                }
+                if decoded && sp.pending().len() < h.frame_len {
+                    break;
+                }
+                // Our own replies that are due before this message.
+                while let Some(Expect::Reply(_)) = self.expected.front() {
+                    if let Some(Expect::Reply(bytes)) = self.expected.pop_front() {
+                        sp.insert(bytes);
+                    }
+                }
+                let frame = if decoded {
+                    Some(&sp.pending()[..h.frame_len])
+                } else {
+                    None
+                };
+                let forward = self.route_server_message(&mut server, h.tag, frame)?;
+                if forward {
+                    if decoded {
+                        sp.keep(h.frame_len);
+                    } else {
+                        self.passthrough = h.frame_len;
+                    }
+                } else {
+                    sp.skip(h.frame_len);
+                }
+            }
+            Ok(())
+        })();
+        server.buf = src;
+        self.to_client = out;
+        self.server = Some(server);
+        self.emit_leading_replies();
+        result
+    }
+
+    /// Bookkeeping for one server message; returns whether the client
+    /// gets it.
+    fn route_server_message(
+        &mut self,
+        server: &mut PooledServer,
+        tag: u8,
+        frame: Option<&[u8]>,
+    ) -> Result<bool, ProxyError> {
+        match tag {
+            be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE => return Ok(true),
+            be::PARAMETER_STATUS => {
+                let (k, v) = backend::parameter_status(frame.expect("decoded"))?;
+                let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
+                self.told.insert(k.to_string(), v.to_string());
+                self.settings.record_change(&k, &v);
+                server.applied.insert(k.to_string(), v.to_string());
+                server.applied_signature = self.settings.signature();
+                return Ok(true);
+            }
+            be::READY_FOR_QUERY => {
+                server.status = backend::ready_for_query_status(frame.expect("decoded"))?;
+            }
+            _ => {}
+        }
+        let Some(head) = self.expected.front() else {
+            return Ok(true); // e.g. a FATAL before the server closes
+        };
+        let request = match head {
+            Expect::Forward(r) | Expect::Swallow(r) => r.clone(),
+            Expect::Reply(_) => unreachable!("replies were emitted"),
+        };
+        let swallow = matches!(head, Expect::Swallow(_));
+        if tag == be::ERROR_RESPONSE && request.skipped_after_error() {
+            // The failed request is done, and the server skips the rest
+            // up to the next Sync.
+            let failed = self.expected.pop_front();
+            self.forget_failed(server, failed);
+            let mut synced = false;
+            while let Some(e) = self.expected.front() {
+                match e {
+                    Expect::Forward(Request::UntilReady) | Expect::Swallow(Request::UntilReady) => {
+                        synced = true;
+                        break;
+                    }
+                    _ => {
+                        let skipped = self.expected.pop_front();
+                        self.forget_failed(server, skipped);
+                    }
+                }
+            }
+            if !synced {
+                self.skipping_until_sync = true;
+            }
+            // An error answers the client's request even when it was for
+            // a Parse pgvigil added: the client's Bind fails with it.
+            return Ok(true);
+        }
+        if request.completed_by(tag) {
+            if let Request::Parse(Some((id, _))) = request {
+                self.pool.remember_statement(id);
+            }
+            self.expected.pop_front();
+            return Ok(!swallow);
+        }
+        Ok(true)
+    }
+
+    /// A request the server did not carry out: whatever pgvigil recorded
+    /// about statements it would have created is forgotten.
+    fn forget_failed(&mut self, server: &mut PooledServer, failed: Option<Expect>) {
+        if let Some(Expect::Forward(Request::Parse(Some((id, name)))))
+        | Some(Expect::Swallow(Request::Parse(Some((id, name))))) = failed
+        {
+            server.statements.remove(id);
+            if !name.is_empty() && self.statements.get(&name).map(|p| p.id) == Some(id) {
+                self.statements.remove(&name);
+            }
+        }
+    }
+
+    /// Ends the session: what was queued for the client goes out, and the
+    /// server connection goes back to the pool only if it is clean.
+    async fn finish(&mut self, exit: &Exit) {
+        if let Exit::Error(e) = exit {
+            let message = match e {
+                ProxyError::ServerClosed | ProxyError::ServerIo(_) => {
+                    "server connection lost: the server closed the connection or crashed while serving this client".to_string()
+                }
+                other => other.to_string(),
+            };
+            if !matches!(e, ProxyError::ClientIo(_)) {
+                self.to_client.push(backend::error_response(
+                    Severity::Fatal,
+                    e.sqlstate(),
+                    &message,
+                ));
+            }
+            if let ProxyError::ServerClosed | ProxyError::ServerIo(_) = e {
+                if let Some(mut s) = self.server.take() {
+                    s.settled = false;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !self.to_client.is_empty() {
+                if self.client.writable().await.is_err()
+                    || self.to_client.try_flush(&self.client).is_err()
+                {
+                    break;
+                }
+            }
+        })
+        .await;
+        self.cancel.set(None);
+        if let Some(mut server) = self.server.take() {
+            let clean = self.server_settled_with(&server);
+            server.settled = clean;
+            if clean && !self.transaction_mode() {
+                server.reset_and_release().await;
+            }
+        }
+    }
+
+    fn server_settled_with(&self, s: &PooledServer) -> bool {
+        s.status == TransactionStatus::Idle
+            && self.expected.is_empty()
+            && !self.unsynced
+            && self.to_server.is_empty()
+            && self.passthrough == 0
+            && s.buf.is_empty()
+    }
+}
+
+enum Event {
+    ClientReadable(io::Result<()>),
+    ServerReadable(io::Result<()>),
+    Writable(Result<(), ProxyError>),
+}
+
+enum Action {
+    Keep,
+    Replace(Vec<Bytes>),
+    Drop,
+}
+
+/// Simple-protocol commands transaction mode handles itself.
+#[derive(Debug, PartialEq, Eq)]
+enum LocalCommand {
+    /// DEALLOCATE [PREPARE] name; None means ALL.
+    Deallocate(Option<Vec<u8>>),
+    DiscardAll,
+    Listen,
+}
+
+/// Recognises a few single statements by their leading words. Anything
+/// else, including these inside a multi-statement string, is forwarded.
+fn local_command(text: &[u8]) -> Option<LocalCommand> {
+    let text = trim_statement(text);
+    let mut words = text
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    let first = words.next()?;
+    if first.eq_ignore_ascii_case(b"listen") {
+        return Some(LocalCommand::Listen);
+    }
+    if first.eq_ignore_ascii_case(b"discard") {
+        let second = words.next()?;
+        return (second.eq_ignore_ascii_case(b"all") && words.next().is_none())
+            .then_some(LocalCommand::DiscardAll);
+    }
+    if !first.eq_ignore_ascii_case(b"deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case(b"prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some() {
+        return None;
+    }
+    if name.eq_ignore_ascii_case(b"all") {
+        return Some(LocalCommand::Deallocate(None));
+    }
+    let name = if name.len() >= 2 && name[0] == b'"' && name[name.len() - 1] == b'"' {
+        name[1..name.len() - 1].to_vec()
+    } else {
+        name.to_ascii_lowercase()
+    };
+    Some(LocalCommand::Deallocate(Some(name)))
+}
+
+fn trim_statement(text: &[u8]) -> &[u8] {
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let mut end = text.len();
+    while end > start && (text[end - 1].is_ascii_whitespace() || text[end - 1] == b';') {
+        end -= 1;
+    }
+    &text[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deallocate_forms_are_recognised() {
+        assert_eq!(
+            local_command(b"  DEALLOCATE PREPARE S_1 ;"),
+            Some(LocalCommand::Deallocate(Some(b"s_1".to_vec())))
+        );
+        assert_eq!(
+            local_command(b"deallocate \"Mixed\""),
+            Some(LocalCommand::Deallocate(Some(b"Mixed".to_vec())))
+        );
+        assert_eq!(
+            local_command(b"DEALLOCATE ALL"),
+            Some(LocalCommand::Deallocate(None))
+        );
+        assert_eq!(local_command(b"discard all"), Some(LocalCommand::DiscardAll));
+        assert_eq!(local_command(b"DISCARD PLANS"), None);
+        assert_eq!(local_command(b"SELECT 1; DEALLOCATE x"), None);
+        assert_eq!(local_command(b"listen chan"), Some(LocalCommand::Listen));
+    }
+
+    #[test]
+    fn error_skips_extended_requests_but_not_ready() {
+        assert!(Request::Bind.skipped_after_error());
+        assert!(!Request::UntilReady.skipped_after_error());
+        assert!(Request::Describe.completed_by(be::NO_DATA));
+        assert!(!Request::Describe.completed_by(be::PARAMETER_DESCRIPTION));
+    }
+}

@@ -1,0 +1,110 @@
+//! The accept loop: caps clients at `max_client_conn`, survives accept
+//! errors such as running out of file descriptors, runs pool upkeep, and
+//! shuts down gracefully.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgvigil_config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::{client, Shared};
+
+/// How often pools close idle connections and top up `min_pool_size`.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long shutdown waits for sessions to end by themselves.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+impl Proxy {
+    /// Binds the client listener; nothing is served until `run`.
+    pub async fn bind(config: Config) -> io::Result<Proxy> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Proxy {
+            shared: Arc::new(Shared::new(config)),
+            listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until `shutdown` completes, then stops accepting and
+    /// gives running sessions a grace period to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let limit = shared.config.max_client_conn;
+        let permits = Arc::new(Semaphore::new(limit));
+        let mut sessions = JoinSet::new();
+        let upkeep = tokio::spawn(maintain_pools(shared.clone()));
+        for pool in shared.pools.values() {
+            pool.maintain();
+        }
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => accepted,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let shared = shared.clone();
+                            sessions.spawn(async move {
+                                client::serve(shared, stream, peer).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tokio::spawn(client::reject_too_many(stream, limit));
+                        }
+                    }
+                }
+                Err(e) => {
+                    // EMFILE and friends: the listener itself is fine, so
+                    // wait for descriptors to free up instead of spinning
+                    // or exiting.
+                    tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        drop(self.listener);
+        tracing::info!(
+            "shutting down: waiting up to {SHUTDOWN_GRACE:?} for {} sessions",
+            sessions.len()
+        );
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        sessions.abort_all();
+        upkeep.abort();
+    }
+}
+
+async fn maintain_pools(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for pool in shared.pools.values() {
+            pool.maintain();
+        }
+    }
+}

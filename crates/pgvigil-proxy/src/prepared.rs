@@ -1,0 +1,181 @@
+//! Named prepared statements in transaction mode.
+//!
+//! A client's next transaction may land on any server connection, where
+//! its statements do not exist. So each distinct (query, parameter types)
+//! gets one server-side name, `pgv_<hash>`, shared by every client; a
+//! client's own name maps to it; and each server connection remembers
+//! which of those it has, re-preparing on demand. Identical statements
+//! from many clients are prepared once per server connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pgvigil_wire::frontend::{self, ParseView};
+
+/// Identity of a statement's text and parameter types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StatementId(pub u64);
+
+impl StatementId {
+    /// FNV-1a: fixed, fast, and the name only has to be stable within
+    /// one pgvigil process.
+    fn of(query: &[u8], param_types: &[u8]) -> StatementId {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in query.iter().chain([0u8].iter()).chain(param_types) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        StatementId(h)
+    }
+
+    pub fn server_name(self) -> String {
+        format!("pgv_{:016x}", self.0)
+    }
+}
+
+/// A client's statement as it exists on servers.
+#[derive(Debug)]
+pub struct Prepared {
+    pub id: StatementId,
+    pub server_name: Bytes,
+    /// The Parse to send to a server that lacks it.
+    pub parse: Bytes,
+}
+
+impl Prepared {
+    pub fn from_parse(view: &ParseView<'_>) -> Prepared {
+        let id = StatementId::of(view.query, view.param_types);
+        let server_name = Bytes::from(id.server_name());
+        let parse = frontend::parse(&server_name, view.query, view.param_types);
+        Prepared {
+            id,
+            server_name,
+            parse,
+        }
+    }
+}
+
+/// The statements one client has prepared, by the client's names.
+#[derive(Default)]
+pub struct ClientStatements {
+    by_name: HashMap<Vec<u8>, Arc<Prepared>>,
+}
+
+impl ClientStatements {
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<Prepared>> {
+        self.by_name.get(name)
+    }
+
+    pub fn insert(&mut self, name: &[u8], prepared: Arc<Prepared>) {
+        self.by_name.insert(name.to_vec(), prepared);
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        self.by_name.remove(name).is_some()
+    }
+
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+}
+
+/// The statements pgvigil created on one server connection, bounded by
+/// `max_prepared_statements`; the least recently used go first.
+pub struct ServerStatements {
+    cap: usize,
+    tick: u64,
+    last_used: HashMap<StatementId, u64>,
+}
+
+impl ServerStatements {
+    pub fn new(cap: usize) -> Self {
+        ServerStatements {
+            cap: cap.max(1),
+            tick: 0,
+            last_used: HashMap::new(),
+        }
+    }
+
+    /// Whether the server has it; counts as a use.
+    pub fn touch(&mut self, id: StatementId) -> bool {
+        self.tick += 1;
+        match self.last_used.get_mut(&id) {
+            Some(t) => {
+                *t = self.tick;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn insert(&mut self, id: StatementId) {
+        self.tick += 1;
+        self.last_used.insert(id, self.tick);
+    }
+
+    /// Forgets the least recently used statements beyond the cap and
+    /// returns them, for the caller to deallocate on the server. Called
+    /// between transactions, when closing them cannot interleave with a
+    /// client's own messages.
+    pub fn over_capacity(&mut self) -> Vec<StatementId> {
+        let excess = self.last_used.len().saturating_sub(self.cap);
+        if excess == 0 {
+            return Vec::new();
+        }
+        let mut by_age: Vec<(u64, StatementId)> =
+            self.last_used.iter().map(|(id, t)| (*t, *id)).collect();
+        by_age.sort_unstable();
+        let evicted: Vec<StatementId> = by_age.into_iter().take(excess).map(|(_, id)| id).collect();
+        for id in &evicted {
+            self.last_used.remove(id);
+        }
+        evicted
+    }
+
+    pub fn remove(&mut self, id: StatementId) {
+        self.last_used.remove(&id);
+    }
+
+    /// After DISCARD ALL or DEALLOCATE ALL the server has none.
+    pub fn clear(&mut self) {
+        self.last_used.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.last_used.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_and_types_share_a_server_name() {
+        let a = frontend::parse(b"P_0", b"SELECT $1", b"\0\0");
+        let b = frontend::parse(b"other", b"SELECT $1", b"\0\0");
+        let c = frontend::parse(b"P_0", b"SELECT $1", b"\0\x01\0\0\0\x17");
+        let pa = Prepared::from_parse(&ParseView::new(&a).unwrap());
+        let pb = Prepared::from_parse(&ParseView::new(&b).unwrap());
+        let pc = Prepared::from_parse(&ParseView::new(&c).unwrap());
+        assert_eq!(pa.server_name, pb.server_name);
+        assert_ne!(pa.server_name, pc.server_name);
+    }
+
+    #[test]
+    fn server_cache_evicts_least_recently_used() {
+        let mut s = ServerStatements::new(2);
+        s.insert(StatementId(1));
+        s.insert(StatementId(2));
+        assert!(s.touch(StatementId(1)));
+        s.insert(StatementId(3));
+        assert_eq!(s.over_capacity(), vec![StatementId(2)]);
+        assert!(s.touch(StatementId(1)));
+        assert!(!s.touch(StatementId(2)));
+        assert_eq!(s.len(), 2);
+        assert!(s.over_capacity().is_empty());
+    }
+}

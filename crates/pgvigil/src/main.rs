@@ -1,0 +1,166 @@
+//! The `pgvigil` binary: flags and config file in, a running proxy out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use pgvigil_config::{Config, FileConfig, LogFormat, Overrides, PoolSection};
+use pgvigil_proxy::Proxy;
+use tracing_subscriber::EnvFilter;
+
+/// A transparent PostgreSQL proxy that pools server connections and
+/// watches every query. Flags override the config file.
+#[derive(Debug, Parser)]
+#[command(name = "pgvigil", version)]
+struct Cli {
+    /// TOML config file (see config/pgvigil.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address clients connect to [default: 127.0.0.1:6432].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// postgres://USER:PASSWORD@HOST:PORT/DBNAME: declares one database and user.
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// Address of the admin HTTP listener [default: 127.0.0.1:9930].
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// session or transaction [default: session].
+    #[arg(long, value_name = "MODE")]
+    pool_mode: Option<String>,
+    /// Server connections per (database, user) pool [default: 20].
+    #[arg(long, value_name = "N")]
+    pool_size: Option<usize>,
+    /// Server connections opened at start and kept [default: 0].
+    #[arg(long, value_name = "N")]
+    min_pool_size: Option<usize>,
+    /// Extra connections allowed under load, closed again when idle [default: 0].
+    #[arg(long, value_name = "N")]
+    max_overflow: Option<usize>,
+    /// Most clients connected at once [default: 100].
+    #[arg(long, value_name = "N")]
+    max_client_conn: Option<usize>,
+    /// trust, md5 or scram-sha-256 [default: scram-sha-256].
+    #[arg(long, value_name = "METHOD")]
+    client_auth: Option<String>,
+    /// Seconds a client waits for a server connection [default: 120].
+    #[arg(long, value_name = "SECONDS")]
+    acquire_timeout: Option<f64>,
+    /// Seconds after which a server connection is closed and replaced [default: 3600].
+    #[arg(long, value_name = "SECONDS")]
+    server_lifetime: Option<f64>,
+    /// Seconds an unused server connection stays open [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    server_idle_timeout: Option<f64>,
+    /// Seconds idle before a server connection is health-checked on checkout [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    server_check_delay: Option<f64>,
+    /// Largest message a client may send, in bytes [default: 268435456].
+    #[arg(long, value_name = "BYTES")]
+    max_packet_size: Option<usize>,
+    /// text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+impl Cli {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            admin_listen: self.admin_listen.clone(),
+            upstream: self.upstream.clone(),
+            client_auth: self.client_auth.clone(),
+            max_client_conn: self.max_client_conn,
+            max_packet_size: self.max_packet_size,
+            log_format: self.log_format.clone(),
+            pool: PoolSection {
+                pool_mode: self.pool_mode.clone(),
+                pool_size: self.pool_size,
+                min_pool_size: self.min_pool_size,
+                max_overflow: self.max_overflow,
+                acquire_timeout: self.acquire_timeout,
+                server_lifetime: self.server_lifetime,
+                server_idle_timeout: self.server_idle_timeout,
+                server_check_delay: self.server_check_delay,
+                ..PoolSection::default()
+            },
+        }
+    }
+}
+
+/// Exit code for unusable flags or config, as clap uses for bad flags.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgvigil: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(config.log_format);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, pgvigil_config::ConfigError> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::from_path(path)?,
+        None => FileConfig::default(),
+    };
+    Config::resolve(file, cli.overrides())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let proxy = Proxy::bind(config)
+            .await
+            .with_context(|| format!("binding the client listener on {listen}"))?;
+        let addr = proxy.local_addr()?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "listening on {addr}");
+        proxy.run(shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# pgvigil demo, self-contained:
+#   1. builds pgvigil (release),
+#   2. creates a throwaway PostgreSQL 15 cluster on a free port (SCRAM auth,
+#      role app/secret owning database appdb),
+#   3. starts pgvigil in front of it in transaction mode with 5 server
+#      connections,
+#   4. runs a short workload through pgvigil: psql, then pgbench with 16
+#      clients using prepared statements,
+#   5. prints a summary, and removes everything it started or created.
+# Installs PostgreSQL 15 with apt-get if it is missing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=/usr/lib/postgresql/15/bin
+export PATH="$PG_BIN:$PATH"
+
+CLIENTS=16
+THREADS=2
+DURATION=5 # seconds
+POOL_SIZE=5
+PGVIGIL="$ROOT/target/release/pgvigil"
+
+TMP=""
+DATA=""
+PG_STARTED=""
+PGVIGIL_PID=""
+BENCH_PID=""
+
+step() { printf '\n==> %s\n' "$*"; }
+# pgvigil's log may carry terminal colors; show it plain.
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
+die() {
+    printf 'demo FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+# initdb and pg_ctl refuse to run as root: run them as the postgres user then.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        (cd "$TMP" && runuser -u postgres -- "$@")
+    else
+        (cd "$TMP" && "$@")
+    fi
+}
+
+# Superuser session over the cluster's Unix socket (trust auth, never through
+# pgvigil); used for setup and for watching pg_stat_activity.
+pg_super() {
+    psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d postgres "$@"
+}
+
+# Stop a background process: SIGTERM, up to $2 seconds, then SIGKILL.
+# Prints nothing; returns the process's exit status.
+stop_process() {
+    local pid=$1 grace=$2 i
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        if [ "$i" -eq 0 ]; then kill -TERM "$pid" 2>/dev/null || true; fi
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    local rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    return "$rc"
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ -n "$BENCH_PID" ]; then stop_process "$BENCH_PID" 2; fi
+    if [ -n "$PGVIGIL_PID" ]; then stop_process "$PGVIGIL_PID" 5; fi
+    if [ -n "$PG_STARTED" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1
+    fi
+    if [ -n "$TMP" ]; then rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 0. prerequisites ------------------------------------------------------
+"$ROOT/scripts/ensure-postgres.sh"
+for tool in python3 cargo; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+# --- 1. build ---------------------------------------------------------------
+step "Building pgvigil (cargo build --release -p pgvigil)"
+(cd "$ROOT" && cargo build --release -p pgvigil)
+[ -x "$PGVIGIL" ] || die "$PGVIGIL was not built"
+
+# --- 2. throwaway PostgreSQL -------------------------------------------------
+# Three distinct free loopback ports: PostgreSQL, pgvigil, pgvigil's admin.
+read -r PG_PORT PROXY_PORT ADMIN_PORT < <(python3 -c 'import socket; s = [socket.socket() for _ in range(3)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))')
+
+if [ "$(id -u)" -eq 0 ]; then
+    TMP=$(mktemp -d /tmp/pgvigil-demo.XXXXXX)
+    chown postgres:postgres "$TMP"
+else
+    TMP=$(mktemp -d -t pgvigil-demo.XXXXXX)
+fi
+DATA="$TMP/data"
+
+step "Creating a PostgreSQL 15 cluster in $TMP (port $PG_PORT, scram-sha-256)"
+as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --no-locale -E UTF8 >"$TMP/initdb.log" 2>&1 || {
+    cat "$TMP/initdb.log" >&2
+    die "initdb failed"
+}
+# Appended as the invoking user; the file keeps its owner.
+cat >>"$DATA/postgresql.conf" <<EOF
+
+# pgvigil demo (throwaway cluster)
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$TMP'
+fsync = off
+EOF
+PG_STARTED=1
+as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$TMP/postgres.log" -w -t 60 start >/dev/null || {
+    cat "$TMP/postgres.log" >&2
+    die "PostgreSQL did not start"
+}
+pg_super -c "CREATE ROLE app LOGIN PASSWORD 'secret'" -c "CREATE DATABASE appdb OWNER app"
+echo "PostgreSQL $(pg_super -At -c 'SHOW server_version') up; role app owns database appdb"
+
+# --- 3. pgvigil ---------------------------------------------------------------
+step "Starting pgvigil on 127.0.0.1:$PROXY_PORT (transaction mode, pool size $POOL_SIZE)"
+UPSTREAM="postgres://app:secret@127.0.0.1:$PG_PORT/appdb"
+echo "pgvigil --listen 127.0.0.1:$PROXY_PORT --upstream $UPSTREAM --admin-listen 127.0.0.1:$ADMIN_PORT --pool-mode transaction --pool-size $POOL_SIZE"
+"$PGVIGIL" --listen "127.0.0.1:$PROXY_PORT" \
+    --upstream "$UPSTREAM" \
+    --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    --pool-mode transaction \
+    --pool-size "$POOL_SIZE" \
+    </dev/null >"$TMP/pgvigil.log" 2>&1 &
+PGVIGIL_PID=$!
+for ((i = 0; i < 300; i++)); do
+    grep -q "listening on" "$TMP/pgvigil.log" && break
+    if ! kill -0 "$PGVIGIL_PID" 2>/dev/null; then
+        plain "$TMP/pgvigil.log" >&2
+        die "pgvigil exited before listening"
+    fi
+    sleep 0.1
+done
+grep -q "listening on" "$TMP/pgvigil.log" || {
+    plain "$TMP/pgvigil.log" >&2
+    die "pgvigil did not log 'listening on' within 30 s"
+}
+grep -m1 "listening on" "$TMP/pgvigil.log" | plain
+
+# Every client below talks to pgvigil, never to PostgreSQL directly.
+export PGHOST=127.0.0.1 PGPORT="$PROXY_PORT" PGUSER=app PGPASSWORD=secret PGDATABASE=appdb
+
+# --- 4. workload ---------------------------------------------------------------
+step "psql through pgvigil"
+psql -X -v ON_ERROR_STOP=1 <<'SQL'
+SELECT current_user, current_database(), inet_server_port() AS server_port;
+CREATE TABLE demo_orders (
+    id         bigserial PRIMARY KEY,
+    customer   text NOT NULL,
+    amount     numeric(10, 2) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO demo_orders (customer, amount)
+SELECT 'customer-' || (i % 20), (i * 37 % 10000) / 100.0
+FROM generate_series(1, 500) AS i;
+SELECT customer, count(*) AS orders, sum(amount) AS total
+FROM demo_orders GROUP BY customer ORDER BY total DESC, customer LIMIT 3;
+BEGIN;
+UPDATE demo_orders SET amount = amount + 1 WHERE customer = 'customer-1';
+SELECT count(*) AS orders_of_customer_1, sum(amount) AS new_total
+FROM demo_orders WHERE customer = 'customer-1';
+COMMIT;
+SQL
+
+step "pgbench -i -s 1 through pgvigil"
+pgbench -i -s 1 >"$TMP/pgbench-init.log" 2>&1 || {
+    cat "$TMP/pgbench-init.log" >&2
+    die "pgbench -i failed"
+}
+tail -n 1 "$TMP/pgbench-init.log"
+
+step "pgbench -M prepared -c $CLIENTS -j $THREADS -T $DURATION through pgvigil"
+pgbench -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" >"$TMP/pgbench.log" 2>&1 &
+BENCH_PID=$!
+# Meanwhile, sample the server side: which backends serve database appdb.
+: >"$TMP/backends"
+peak=0
+while kill -0 "$BENCH_PID" 2>/dev/null; do
+    pids=$(pg_super -At -c "SELECT pid FROM pg_stat_activity
+                            WHERE datname = 'appdb' AND backend_type = 'client backend'") || pids=""
+    if [ -n "$pids" ]; then
+        printf '%s\n' "$pids" >>"$TMP/backends"
+        n=$(printf '%s\n' "$pids" | wc -l)
+        if [ "$n" -gt "$peak" ]; then peak=$n; fi
+    fi
+    sleep 0.2
+done
+bench_rc=0
+wait "$BENCH_PID" || bench_rc=$?
+BENCH_PID=""
+distinct=$(sort -u "$TMP/backends" | grep -c . || true)
+cat "$TMP/pgbench.log"
+
+# --- 5. summary ------------------------------------------------------------------
+pgvigil_rc=0
+stop_process "$PGVIGIL_PID" 10 || pgvigil_rc=$?
+PGVIGIL_PID=""
+
+field() { sed -n "s/^$1//p" "$TMP/pgbench.log" | head -n 1; }
+tps=$(field 'tps = ' | awk '{ print $1 }')
+processed=$(field 'number of transactions actually processed: ')
+failed=$(field 'number of failed transactions: ')
+latency=$(field 'latency average = ')
+
+problems=()
+[ "$bench_rc" -eq 0 ] || problems+=("pgbench exited with code $bench_rc")
+[ -n "$tps" ] || problems+=("pgbench reported no tps")
+case "$failed" in
+    "" | 0\ *) ;;
+    *) problems+=("pgbench reported failed transactions: $failed") ;;
+esac
+[ "$peak" -gt 0 ] || problems+=("no server backend seen on database appdb during the run")
+[ "$peak" -le "$POOL_SIZE" ] || problems+=("$peak server backends at once, more than pool size $POOL_SIZE")
+[ "$pgvigil_rc" -eq 0 ] || problems+=("pgvigil exited with code $pgvigil_rc on SIGTERM")
+
+printf '\n========================= pgvigil demo summary =========================\n'
+printf '%-22s %s\n' "workload" "pgbench -M prepared, $CLIENTS clients, $THREADS threads, $DURATION s, scale 1"
+printf '%-22s %s\n' "path" "pgbench -> pgvigil :$PROXY_PORT (transaction mode, pool size $POOL_SIZE) -> PostgreSQL :$PG_PORT"
+printf '%-22s %s\n' "throughput" "${tps:-?} tps"
+printf '%-22s %s\n' "transactions" "${processed:-?} processed, ${failed:-?} failed"
+printf '%-22s %s\n' "latency average" "${latency:-?}"
+printf '%-22s %s\n' "server backends" "$peak at most at once, $distinct distinct over the run, for $CLIENTS clients (pg_stat_activity)"
+printf '%-22s %s\n' "pgvigil shutdown" "SIGTERM -> exit code $pgvigil_rc"
+printf -- '--- pgvigil log, last 15 lines ---\n'
+tail -n 15 "$TMP/pgvigil.log" | plain
+printf '=========================================================================\n'
+
+if [ "${#problems[@]}" -gt 0 ]; then
+    printf 'demo FAILED:\n' >&2
+    printf '  - %s\n' "${problems[@]}" >&2
+    exit 1
+fi
+echo "demo OK: $CLIENTS clients were served by $peak PostgreSQL backends."

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, clippy, build, and
+# all unit and integration tests. The integration tests start throwaway
+# PostgreSQL 15 clusters and the debug pgvigil binary (target/debug/pgvigil).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PATH="/usr/lib/postgresql/15/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+"$ROOT/scripts/ensure-postgres.sh"
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --workspace"
+cargo build --workspace
+
+step "cargo test --workspace"
+cargo test --workspace
