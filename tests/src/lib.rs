@@ -8,6 +8,15 @@
 //!
 //! Every long-lived child process (postgres, pgvigil) is tied to the test process
 //! with `PR_SET_PDEATHSIG`, so a crashed or killed test binary leaves nothing behind.
+//!
+//! Running:
+//! ```text
+//! cargo build -p pgvigil && cargo test -p pgvigil-integration -- --test-threads 4
+//! ```
+//! Needs PostgreSQL 15 server binaries in /usr/lib/postgresql/15/bin (or
+//! `PG_BINDIR`) and psql/pgbench in /usr/bin. As root, the server runs as the
+//! `postgres` system user. `PGVIGIL_BIN` overrides the binary under test.
+//! A failing test prints the tail of pgvigil's stderr.
 
 pub mod cluster;
 pub mod raw;
@@ -25,7 +34,7 @@ pub use tokio_postgres;
 /// Generates one test per pool mode from an async fn taking a [`PoolMode`] and
 /// returning `anyhow::Result<()>`:
 ///
-/// ```ignore
+/// ```text
 /// both_modes!(simple_query, check_simple_query);
 /// ```
 /// defines `simple_query::session_mode` and `simple_query::transaction_mode`.

@@ -58,8 +58,7 @@ pub fn binary_path() -> PathBuf {
 }
 
 /// Builds a `pgvigil` command line and spawns it.
-pub struct PgvigilBuilder<'a> {
-    cluster: &'a PgCluster,
+pub struct PgvigilBuilder {
     upstream: Option<String>,
     pool_mode: Option<PoolMode>,
     pool_size: Option<u32>,
@@ -70,7 +69,7 @@ pub struct PgvigilBuilder<'a> {
     env: Vec<(String, String)>,
 }
 
-impl<'a> PgvigilBuilder<'a> {
+impl PgvigilBuilder {
     /// Upstream URL; defaults to `postgres://app:secret@127.0.0.1:<cluster port>/appdb`
     /// unless a config file is given.
     pub fn upstream(mut self, url: impl Into<String>) -> Self {
@@ -124,16 +123,6 @@ impl<'a> PgvigilBuilder<'a> {
             .tempdir()
             .context("creating pgvigil's temporary directory")?;
         let stderr_path = dir.path().join("stderr.log");
-        if std::env::var_os("PGVIGIL_TEST_DIRECT").is_some() {
-            // Harness self-check: hand out PostgreSQL itself instead of pgvigil.
-            return Ok(Pgvigil {
-                child: None,
-                port: self.cluster.port(),
-                admin_port: 0,
-                stderr_path,
-                _dir: dir,
-            });
-        }
         let bin = binary_path();
         let ports = free_ports(2)?;
         let (port, admin_port) = (ports[0], ports[1]);
@@ -198,9 +187,8 @@ pub struct Pgvigil {
 impl Pgvigil {
     /// A builder in front of `cluster` with the default upstream
     /// `postgres://app:secret@127.0.0.1:<port>/appdb`.
-    pub fn builder(cluster: &PgCluster) -> PgvigilBuilder<'_> {
+    pub fn builder(cluster: &PgCluster) -> PgvigilBuilder {
         PgvigilBuilder {
-            cluster,
             upstream: Some(cluster.url(APP_DB)),
             pool_mode: None,
             pool_size: None,
@@ -263,7 +251,7 @@ impl Pgvigil {
         self.child
             .as_ref()
             .map(|c| c.id())
-            .context("no pgvigil process (PGVIGIL_TEST_DIRECT is set)")
+            .context("pgvigil process already reaped")
     }
 
     /// Current resident set size of the pgvigil process, in bytes.
@@ -283,10 +271,9 @@ impl Pgvigil {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => true,
-        }
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// Sends SIGTERM and waits up to `limit` for the exit status.
@@ -388,6 +375,17 @@ impl Drop for Pgvigil {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // The test harness shows a test's captured stdout only when it fails.
+        let stderr = self.stderr();
+        let lines: Vec<&str> = stderr.lines().collect();
+        let skip = lines.len().saturating_sub(40);
+        println!(
+            "--- pgvigil on port {} stderr (last {} of {} lines) ---\n{}\n---",
+            self.port,
+            lines.len() - skip,
+            lines.len(),
+            lines[skip..].join("\n")
+        );
     }
 }
 

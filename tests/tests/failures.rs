@@ -181,7 +181,8 @@ async fn terminated_backend_errors_only_its_client(mode: PoolMode) -> Result<()>
     timed(LIMIT, async {
         let cluster = shared_cluster();
         let direct = cluster.connect_direct().await?;
-        let vigil = Pgvigil::start(cluster, mode, 3).await?;
+        // Session mode: victim, other and two more clients each need a server.
+        let vigil = Pgvigil::start(cluster, mode, 4).await?;
         let victim = vigil.connect_app().await?;
         let other = vigil.connect_app().await?;
         other
@@ -212,7 +213,7 @@ async fn terminated_backend_errors_only_its_client(mode: PoolMode) -> Result<()>
             .get(0);
         ensure!(terminated, "pg_terminate_backend({pid}) returned false");
 
-        let (result, _victim) = tokio::time::timeout(Duration::from_secs(5), victim_task)
+        let (result, victim) = tokio::time::timeout(Duration::from_secs(5), victim_task)
             .await
             .context("the victim's query did not return within 5 s of its backend dying")?
             .context("victim task panicked")?;
@@ -225,6 +226,7 @@ async fn terminated_backend_errors_only_its_client(mode: PoolMode) -> Result<()>
             matches!(code, Some(c) if c.starts_with("08") || c == "57P01"),
             "expected SQLSTATE class 08 or 57P01, got {code:?}: {err:?}"
         );
+        drop(victim);
 
         // Everyone else carries on, including with the whole pool busy.
         other
@@ -232,7 +234,7 @@ async fn terminated_backend_errors_only_its_client(mode: PoolMode) -> Result<()>
             .await
             .context("the other client after the termination")?;
         let mut clients = vec![other];
-        for _ in 0..3 {
+        for _ in 0..2 {
             clients.push(vigil.connect_app().await?);
         }
         let work = clients.iter().map(|c| async move {
@@ -274,11 +276,12 @@ both_modes!(
 async fn postgres_restart_recovers_without_restarting_pgvigil(mode: PoolMode) -> Result<()> {
     timed(LIMIT, async {
         let cluster = PgCluster::new_async().await?;
-        let mut vigil = Pgvigil::start(&cluster, mode, 3).await?;
+        // Session mode: idle, busy and two warm-up clients each hold a server.
+        let mut vigil = Pgvigil::start(&cluster, mode, 4).await?;
         let idle = vigil.connect_app().await?;
         let busy = vigil.connect_app().await?;
         // Fill the pool with server connections that the restart will kill.
-        let warm: Vec<Client> = try_join_all((0..3).map(|_| vigil.connect_app())).await?;
+        let warm: Vec<Client> = try_join_all((0..2).map(|_| vigil.connect_app())).await?;
         try_join_all(warm.iter().map(|c| c.simple_query("SELECT pg_sleep(0.1)")))
             .await
             .context("warming the pool")?;
@@ -343,7 +346,8 @@ async fn postgres_restart_recovers_without_restarting_pgvigil(mode: PoolMode) ->
 
         // Once one query works, the pool holds no dead servers: a burst that
         // needs every server succeeds.
-        let fresh: Vec<Client> = try_join_all((0..4).map(|_| vigil.connect_app())).await?;
+        drop(warm);
+        let fresh: Vec<Client> = try_join_all((0..3).map(|_| vigil.connect_app())).await?;
         let burst = fresh.iter().map(|c| async move {
             for _ in 0..5 {
                 c.simple_query("SELECT pg_sleep(0.02)").await?;

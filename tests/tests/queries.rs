@@ -253,42 +253,32 @@ async fn transactions_commit_and_rollback(mode: PoolMode) -> Result<()> {
             .batch_execute(&format!("CREATE TABLE {table} (v int)"))
             .await
             .context("create table")?;
-        let read = |sql: String| {
-            let reader = &reader;
-            async move {
-                reader
-                    .query_one(&sql, &[])
-                    .await
-                    .map(|r| r.get::<_, Vec<i32>>(0))
-                    .context("reading the table")
-            }
-        };
         let select = format!("SELECT coalesce(array_agg(v ORDER BY v), '{{}}') FROM {table}");
+        let (reader_ref, select_ref) = (&reader, &select);
+        // What another client sees in the table.
+        let read = move || async move {
+            reader_ref
+                .query_one(select_ref, &[])
+                .await
+                .map(|r| r.get::<_, Vec<i32>>(0))
+                .context("reading the table")
+        };
 
         // Simple-protocol BEGIN/INSERT/COMMIT; invisible to others until COMMIT.
         writer
             .batch_execute(&format!("BEGIN; INSERT INTO {table} VALUES (1)"))
             .await
             .context("BEGIN; INSERT")?;
-        ensure!(
-            read(select.clone()).await?.is_empty(),
-            "uncommitted row visible"
-        );
+        ensure!(read().await?.is_empty(), "uncommitted row visible");
         writer.batch_execute("COMMIT").await.context("COMMIT")?;
-        ensure!(
-            read(select.clone()).await? == vec![1],
-            "committed row not visible"
-        );
+        ensure!(read().await? == vec![1], "committed row not visible");
 
         // ROLLBACK discards.
         writer
             .batch_execute(&format!("BEGIN; INSERT INTO {table} VALUES (2); ROLLBACK"))
             .await
             .context("BEGIN; INSERT; ROLLBACK")?;
-        ensure!(
-            read(select.clone()).await? == vec![1],
-            "rolled-back row visible"
-        );
+        ensure!(read().await? == vec![1], "rolled-back row visible");
 
         // Extended protocol inside tokio-postgres transactions.
         let tx = writer.transaction().await.context("begin")?;
@@ -301,10 +291,7 @@ async fn transactions_commit_and_rollback(mode: PoolMode) -> Result<()> {
             .await
             .context("insert 4")?;
         tx.rollback().await.context("rollback")?;
-        ensure!(
-            read(select.clone()).await? == vec![1, 3],
-            "after commit 3 / rollback 4"
-        );
+        ensure!(read().await? == vec![1, 3], "after commit 3 / rollback 4");
 
         // An error aborts the transaction; ROLLBACK recovers the session.
         writer
@@ -324,10 +311,7 @@ async fn transactions_commit_and_rollback(mode: PoolMode) -> Result<()> {
             .context("query in an aborted transaction did not fail")?;
         ensure!(sqlstate(&err) == Some("25P02"), "expected 25P02: {err:?}");
         writer.batch_execute("ROLLBACK").await.context("ROLLBACK")?;
-        ensure!(
-            read(select.clone()).await? == vec![1, 3],
-            "after aborted transaction"
-        );
+        ensure!(read().await? == vec![1, 3], "after aborted transaction");
         writer
             .batch_execute(&format!("DROP TABLE {table}"))
             .await
@@ -343,7 +327,12 @@ both_modes!(
 );
 async fn transaction_stays_on_one_server(mode: PoolMode) -> Result<()> {
     timed(LIMIT, async {
-        let vigil = Pgvigil::start(shared_cluster(), mode, 3).await?;
+        // Transaction mode: four clients share three servers. Session mode: one each.
+        let pool_size = match mode {
+            PoolMode::Session => 4,
+            PoolMode::Transaction => 3,
+        };
+        let vigil = Pgvigil::start(shared_cluster(), mode, pool_size).await?;
         // Busy neighbours keep the pool's servers changing hands.
         let stop = Arc::new(AtomicBool::new(false));
         let mut neighbours = Vec::new();

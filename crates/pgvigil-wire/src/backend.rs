@@ -134,12 +134,12 @@ pub fn auth_request(frame: &[u8]) -> Result<AuthRequest<'_>, FrameError> {
         3 => AuthRequest::Cleartext,
         5 => {
             let rest = c.rest();
-            let salt: [u8; 4] = rest
-                .get(..4)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(FrameError::Malformed {
-                    what: "AuthenticationMD5Password",
-                })?;
+            let salt: [u8; 4] =
+                rest.get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(FrameError::Malformed {
+                        what: "AuthenticationMD5Password",
+                    })?;
             AuthRequest::Md5 { salt }
         }
         10 => {

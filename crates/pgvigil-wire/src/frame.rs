@@ -10,7 +10,11 @@ pub enum FrameError {
     #[error("invalid message length {length} for message type {tag:?}")]
     BadLength { tag: char, length: u32 },
     #[error("message of type {tag:?} is {size} bytes, more than the limit of {limit} bytes")]
-    TooLarge { tag: char, size: usize, limit: usize },
+    TooLarge {
+        tag: char,
+        size: usize,
+        limit: usize,
+    },
     #[error("malformed {what} message")]
     Malformed { what: &'static str },
 }
@@ -40,7 +44,8 @@ impl FrameHeader {
                 length,
             });
         }
-        let frame_len = length as usize + 1;
+        // Saturating: where usize is 32 bits, u32::MAX + 1 would overflow.
+        let frame_len = (length as usize).saturating_add(1);
         if frame_len > max_frame {
             return Err(FrameError::TooLarge {
                 tag: tag as char,

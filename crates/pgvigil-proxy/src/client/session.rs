@@ -57,8 +57,11 @@ enum Request {
     Describe,
     Execute,
     Close,
-    /// Sync, simple Query and FunctionCall all end with ReadyForQuery.
+    /// Simple Query and FunctionCall end with ReadyForQuery.
     UntilReady,
+    /// So does Sync, except while the server is in COPY FROM STDIN,
+    /// when it ignores Sync.
+    Sync,
 }
 
 impl Request {
@@ -73,14 +76,14 @@ impl Request {
                 tag,
                 be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
             ),
-            Request::UntilReady => tag == be::READY_FOR_QUERY,
+            Request::UntilReady | Request::Sync => tag == be::READY_FOR_QUERY,
         }
     }
 
     /// Extended-protocol requests: after an error the server skips them
     /// until Sync.
     fn skipped_after_error(&self) -> bool {
-        !matches!(self, Request::UntilReady)
+        !matches!(self, Request::UntilReady | Request::Sync)
     }
 }
 
@@ -112,6 +115,8 @@ pub(crate) struct Session {
     unsynced: bool,
     /// Bytes of a server frame still to pass through unexamined.
     passthrough: usize,
+    /// The server is in COPY FROM STDIN, waiting for the client's data.
+    copy_in: bool,
     statements: ClientStatements,
 }
 
@@ -143,6 +148,7 @@ impl Session {
             skipping_until_sync: false,
             unsynced: false,
             passthrough: 0,
+            copy_in: false,
             statements: ClientStatements::default(),
         }
     }
@@ -490,10 +496,15 @@ impl Session {
                 self.expected.push_back(Expect::Forward(Request::UntilReady));
                 Action::Keep
             }
+            fe::SYNC if self.copy_in => Action::Keep, // ignored by the server
             fe::SYNC => {
                 self.skipping_until_sync = false;
                 self.unsynced = false;
-                self.expected.push_back(Expect::Forward(Request::UntilReady));
+                self.expected.push_back(Expect::Forward(Request::Sync));
+                Action::Keep
+            }
+            fe::COPY_DONE | fe::COPY_FAIL => {
+                self.copy_in = false;
                 Action::Keep
             }
             fe::PARSE => {
@@ -732,6 +743,19 @@ impl Session {
             be::READY_FOR_QUERY => {
                 server.status = backend::ready_for_query_status(frame.expect("decoded"))?;
             }
+            be::COPY_IN_RESPONSE => {
+                // Syncs the client sent after the COPY's Execute, before
+                // its data, will be ignored by the server: expect no reply.
+                self.copy_in = true;
+                let mut i = 1;
+                while i < self.expected.len() {
+                    if matches!(self.expected[i], Expect::Forward(Request::Sync)) {
+                        self.expected.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
             _ => {}
         }
         let Some(head) = self.expected.front() else {
@@ -750,7 +774,8 @@ impl Session {
             let mut synced = false;
             while let Some(e) = self.expected.front() {
                 match e {
-                    Expect::Forward(Request::UntilReady) | Expect::Swallow(Request::UntilReady) => {
+                    Expect::Forward(Request::UntilReady | Request::Sync)
+                    | Expect::Swallow(Request::UntilReady | Request::Sync) => {
                         synced = true;
                         break;
                     }
