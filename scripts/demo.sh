@@ -214,7 +214,7 @@ stop_process "$PGVIGIL_PID" 10 || pgvigil_rc=$?
 PGVIGIL_PID=""
 
 field() { sed -n "s/^$1//p" "$TMP/pgbench.log" | head -n 1; }
-tps=$(field 'tps = ' | awk '{ print $1 }')
+tps=$(field 'tps = ' | awk '{ printf "%.0f", $1 }')
 processed=$(field 'number of transactions actually processed: ')
 failed=$(field 'number of failed transactions: ')
 latency=$(field 'latency average = ')

@@ -52,7 +52,10 @@ except ImportError as exc:
 DSN = os.environ.get("PGVIGIL_DSN", "")
 POOL_SIZE = int(os.environ["PGVIGIL_POOL_SIZE"]) if os.environ.get("PGVIGIL_POOL_SIZE") else None
 CLIENTS = int(os.environ.get("PGVIGIL_CLIENTS", "20"))
-SCENARIO_TIMEOUT = 25.0
+ONLY = {int(n) for n in os.environ.get("PGVIGIL_SCENARIOS", "").split(",") if n.strip()}
+SCENARIO_TIMEOUT = 20.0
+# A hung pgvigil must not hold the run for every scenario's full timeout.
+TOTAL_BUDGET = 90.0
 
 PFX = f"pyd_{os.getpid()}"
 ITEMS = f"{PFX}_items"
@@ -100,7 +103,8 @@ class Step:
 
 class ClientError(Exception):
     def __init__(self, client, step, exc):
-        super().__init__(f"client {client}, while {step}: {type(exc).__name__}: {exc}")
+        first_line = (str(exc).splitlines() or [""])[0]
+        super().__init__(f"client {client}, while {step}: {type(exc).__name__}: {first_line}")
         self.client = client
         self.step = step
         self.exc = exc
@@ -193,7 +197,7 @@ async def apg_items(conn, scenario, client):
     return {r[0]: r[1] for r in rows}
 
 
-async def asyncpg_concurrent(client, step, pids, txns=25):
+async def asyncpg_concurrent(client, step, pids, txns=15):
     """Cached statements in and out of transactions, an explicit statement
     whose client-side name every client uses for a different query,
     executemany, and a cursor."""
@@ -261,7 +265,7 @@ async def asyncpg_pool(client, step, pids, rounds=10):
         await pool.close()
 
 
-async def asyncpg_errors(client, step, pids, rounds=4):
+async def asyncpg_errors(client, step, pids, rounds=3):
     """Errors inside transactions, rollback, savepoints, statements that fail
     to prepare, and the prepared statements keep working."""
     conn = await apg_connect()
@@ -325,7 +329,7 @@ async def asyncpg_errors(client, step, pids, rounds=4):
         await conn.close()
 
 
-async def asyncpg_deallocate(client, step, pids, rounds=4):
+async def asyncpg_deallocate(client, step, pids, rounds=3):
     """DEALLOCATE ALL / DISCARD ALL after preparing: statements prepared
     before are gone (PostgreSQL's error), statements prepared after work,
     and so does asyncpg's cache once told to reload."""
@@ -411,7 +415,7 @@ def pg3_prepared_count(conn):
     return None if names is None else len(names)
 
 
-async def psycopg_threshold0(client, step, pids, txns=25):
+async def psycopg_threshold0(client, step, pids, txns=15):
     """prepare_threshold=0: every statement prepared. Half the clients are
     autocommit with explicit transactions, half use implicit transactions."""
     autocommit = client % 2 == 0
@@ -484,7 +488,7 @@ async def psycopg_prepare_true(client, step, pids, txns=10):
         await conn.close()
 
 
-async def psycopg_errors(client, step, pids, rounds=4):
+async def psycopg_errors(client, step, pids, rounds=3):
     """Errors in transactions with prepared statements, rollback (after which
     psycopg itself sends DEALLOCATE ALL), savepoints, a statement that fails
     to prepare; prepared statements keep working."""
@@ -543,35 +547,38 @@ async def psycopg_errors(client, step, pids, rounds=4):
         await conn.close()
 
 
-async def psycopg_deallocate(client, step, pids, rounds=4):
-    """DEALLOCATE ALL and DISCARD ALL sent by the application, plainly
-    (simple query) and as psycopg sends them with prepare_threshold=0 (as
-    prepared statements); a tiny prepared_max so psycopg closes evicted
-    statements itself."""
+async def psycopg_deallocate(client, step, pids, rounds=4, prepare=False):
+    """DEALLOCATE ALL and DISCARD ALL sent by the application after preparing
+    (prepare_threshold=0), as plain SQL (simple query); a tiny prepared_max so
+    psycopg also closes evicted statements itself (Close)."""
     conn = await pg3_connect(prepare_threshold=0, autocommit=True)
     conn.prepared_max = 3
+    how = "as a prepared statement" if prepare is None else "as plain SQL"
     try:
         for k in range(rounds):
             command = "DEALLOCATE ALL" if (client + k) % 2 == 0 else "DISCARD ALL"
-            for prepare in (False, None):
-                how = "plain" if prepare is False else "prepared"
-                step(f"round {k}: statements before {command} ({how})")
-                await pg3_queries(conn, client, k, step, pids)
-                step(f"round {k}: {command} ({how})")
-                await conn.execute(command, prepare=prepare)
-                step(f"round {k}: statements after {command} ({how})")
-                await pg3_queries(conn, client, k + 1, step, pids)
-                async with conn.transaction():
-                    await pg3_queries(conn, client, k + 2, step, pids)
+            step(f"round {k}: statements before {command}")
+            await pg3_queries(conn, client, k, step, pids)
+            step(f"round {k}: {command} {how}")
+            await conn.execute(command, prepare=prepare)
+            step(f"round {k}: statements after {command}")
+            await pg3_queries(conn, client, k + 1, step, pids)
+            async with conn.transaction():
+                await pg3_queries(conn, client, k + 2, step, pids)
     finally:
         await conn.close()
 
 
+async def psycopg_deallocate_prepared(client, step, pids):
+    """The same, but DEALLOCATE ALL / DISCARD ALL go the way psycopg sends
+    them by default with prepare_threshold=0: as prepared statements
+    (Parse/Bind/Execute), not as a simple query."""
+    await psycopg_deallocate(client, step, pids, prepare=None)
+
+
 async def psycopg_pipeline(client, step, pids, rounds=10):
     """Pipeline mode with prepare_threshold=0: batches of prepared statements,
-    transactions inside a pipeline, an error in the middle of a pipeline (the
-    statements after it, including new ones, are skipped by the server), and
-    executemany."""
+    transactions inside a pipeline, and executemany (pipelined by psycopg)."""
     autocommit = client % 2 == 0
     conn = await pg3_connect(prepare_threshold=0, autocommit=autocommit)
     try:
@@ -606,29 +613,6 @@ async def psycopg_pipeline(client, step, pids, rounds=10):
                 check(v == k + 1000, f"round {k}: pid statement returned {v}")
                 pids.add(pid)
 
-            step(f"round {k}: error in a pipeline")
-            fresh = f"SELECT %s::int4 + {100 * k + client}, 'fresh'"
-            with raises(pgerrors.DivisionByZero, f"round {k}: 100/0 in a pipeline"):
-                async with conn.pipeline():
-                    async with conn.transaction():
-                        await pg3_insert(conn, "pg3pipe", client, k, "rolled back")
-                        await conn.execute(psycopg_sql(DIV_SQL), (0,))
-                        await conn.execute(fresh, (1,))
-                        await pg3_insert(conn, "pg3pipe", client, k, "rolled back")
-            step(f"round {k}: after the failed pipeline")
-            cur = await conn.execute(fresh, (1,))
-            check(
-                await cur.fetchall() == [(100 * k + client + 1, "fresh")],
-                f"round {k}: statement skipped in the failed pipeline, run again",
-            )
-            async with conn.pipeline():
-                c1 = await conn.execute(fresh, (2,))
-                c2 = await conn.execute(psycopg_sql(DIV_SQL), (4,))
-            check(await c1.fetchall() == [(100 * k + client + 2, "fresh")], f"round {k}: pipelined fresh statement")
-            check((await c2.fetchone())[0] == 25, f"round {k}: pipelined 100/4")
-            if not autocommit:
-                await conn.commit()
-
         step("executemany")
         async with conn.cursor() as cur:
             await cur.executemany(
@@ -640,6 +624,126 @@ async def psycopg_pipeline(client, step, pids, rounds=10):
         check(counts == {"tx": 2 * rounds, "many": 10}, f"rows written: {counts}")
     finally:
         await conn.close()
+
+
+async def psycopg_pipeline_error(client, step, pids, rounds=5):
+    """An error in the middle of a transaction in a pipeline: the statements
+    after it, including new ones, are skipped by the server; psycopg rolls
+    back and, as after every ROLLBACK while it has prepared statements, sends
+    DEALLOCATE ALL, here inside the pipeline (extended protocol). Prepared
+    statements must keep working afterwards."""
+    autocommit = client % 2 == 0
+    conn = await pg3_connect(prepare_threshold=0, autocommit=autocommit)
+    try:
+        for k in range(rounds):
+            step(f"round {k}: statements before the error")
+            await pg3_queries(conn, client, k, step, pids)
+            if not autocommit:
+                await conn.commit()
+            step(f"round {k}: error in a pipeline")
+            fresh = f"SELECT %s::int4 + {100 * k + client}, 'fresh'"
+            with raises(pgerrors.DivisionByZero, f"round {k}: 100/0 in a pipeline"):
+                async with conn.pipeline():
+                    async with conn.transaction():
+                        await pg3_insert(conn, "pg3pipeerr", client, k, "rolled back")
+                        await conn.execute(psycopg_sql(DIV_SQL), (0,))
+                        await conn.execute(fresh, (1,))
+                        await pg3_insert(conn, "pg3pipeerr", client, k, "rolled back")
+            step(f"round {k}: the statement skipped in the failed pipeline, run again")
+            cur = await conn.execute(fresh, (1,))
+            check(
+                await cur.fetchall() == [(100 * k + client + 1, "fresh")],
+                f"round {k}: statement skipped in the failed pipeline, run again",
+            )
+            step(f"round {k}: statements after the failed pipeline")
+            await pg3_queries(conn, client, k + 1, step, pids)
+            async with conn.pipeline():
+                c1 = await conn.execute(fresh, (2,))
+                c2 = await conn.execute(psycopg_sql(DIV_SQL), (4,))
+            check(await c1.fetchall() == [(100 * k + client + 2, "fresh")], f"round {k}: pipelined fresh statement")
+            check((await c2.fetchone())[0] == 25, f"round {k}: pipelined 100/4")
+            if not autocommit:
+                await conn.commit()
+        counts = await pg3_items(conn, "pg3pipeerr", client)
+        check(counts == {}, f"rows written by rolled back transactions: {counts}")
+    finally:
+        await conn.close()
+
+
+async def schema_change(client, step, pids, per_driver=5):
+    """ALTER TABLE changes the result type of a statement that is prepared on
+    every server connection. PostgreSQL then fails the old statement with
+    "cached plan must not change result type" (0A000); a new Parse of the
+    same text must work again: asyncpg re-prepares and retries by itself
+    (outside a transaction), psycopg prepares anew after the failed
+    transaction's rollback, and new connections prepare it afresh."""
+    table = f"{PFX}_shape_{client}"
+    sql = f"SELECT * FROM {table} ORDER BY a"
+    admin = await pg3_connect(autocommit=True)
+    apgs, pg3s = [], []
+    try:
+        step("creating the table")
+        await admin.execute(f"CREATE TABLE {table} (a int)")
+        await admin.execute(f"INSERT INTO {table} VALUES (1)")
+        apgs = [await apg_connect() for _ in range(per_driver)]
+        pg3s = [await pg3_connect(prepare_threshold=0, autocommit=True) for _ in range(per_driver)]
+
+        # Concurrent transactions, so the statement is prepared on every server.
+        async def warm_apg(conn):
+            async with conn.transaction():
+                rows = [tuple(r) for r in await conn.fetch(sql)]
+                pid = await conn.fetchval("SELECT pg_backend_pid()")
+                await asyncio.sleep(0.1)
+            check(rows == [(1,)], f"before ALTER: {rows}")
+            pids.add(pid)
+
+        async def warm_pg3(conn):
+            async with conn.transaction():
+                rows = await (await conn.execute(sql)).fetchall()
+                pid = (await (await conn.execute("SELECT pg_backend_pid()", prepare=False)).fetchone())[0]
+                await asyncio.sleep(0.1)
+            check(rows == [(1,)], f"before ALTER: {rows}")
+            pids.add(pid)
+
+        step("running the statement before ALTER TABLE")
+        await asyncio.gather(*(warm_apg(c) for c in apgs), *(warm_pg3(c) for c in pg3s))
+        step("ALTER TABLE")
+        await admin.execute(f"ALTER TABLE {table} ADD COLUMN b int DEFAULT 7")
+        want = [(1, 7)]
+        for i, conn in enumerate(apgs):
+            step(f"asyncpg connection {i}: the statement after ALTER TABLE (asyncpg re-prepares)")
+            rows = [tuple(r) for r in await conn.fetch(sql)]
+            check(rows == want, f"asyncpg connection {i} after ALTER: {rows}")
+        for i, conn in enumerate(pg3s):
+            step(f"psycopg connection {i}: the statement after ALTER TABLE")
+            try:
+                async with conn.transaction():
+                    rows = await (await conn.execute(sql)).fetchall()
+            except pgerrors.FeatureNotSupported:
+                # PostgreSQL's answer to the statement prepared before. The
+                # ROLLBACK makes psycopg forget its prepared statements.
+                step(f"psycopg connection {i}: the statement again after rollback, prepared anew")
+                async with conn.transaction():
+                    rows = await (await conn.execute(sql)).fetchall()
+            check(rows == want, f"psycopg connection {i} after ALTER: {rows}")
+        step("a new asyncpg connection")
+        fresh = await apg_connect()
+        try:
+            rows = [tuple(r) for r in await fresh.fetch(sql)]
+            check(rows == want, f"new asyncpg connection after ALTER: {rows}")
+        finally:
+            await fresh.close()
+        step("a new psycopg connection")
+        async with await pg3_connect(prepare_threshold=0) as fresh:
+            rows = await (await fresh.execute(sql)).fetchall()
+            check(rows == want, f"new psycopg connection after ALTER: {rows}")
+    finally:
+        for conn in apgs:
+            await conn.close()
+        for conn in pg3s:
+            await conn.close()
+        await admin.execute(f"DROP TABLE IF EXISTS {table}")
+        await admin.close()
 
 
 async def vandal(client, step, pids, rounds=40):
@@ -661,21 +765,33 @@ async def vandal(client, step, pids, rounds=40):
 # ---------------------------------------------------------------- runner
 
 
-async def run_clients(label, kinds):
-    """Runs the (function, count) client kinds concurrently; returns the
-    backend pids each client saw. Raises Failure listing what went wrong."""
+async def run_clients(kinds, limit):
+    """Runs the (function, count) client kinds concurrently for at most
+    `limit` seconds; returns the backend pids each client saw. Raises Failure
+    listing what went wrong, or where clients were stuck."""
     jobs = [(next(CLIENT_IDS), fn) for fn, count in kinds for _ in range(count)]
     pids = {c: set() for c, _ in jobs}
+    steps = {c: Step() for c, _ in jobs}
 
     async def one(c, fn):
-        step = Step()
         try:
-            await fn(c, step, pids[c])
+            await fn(c, steps[c], pids[c])
         except Exception as exc:
-            raise ClientError(c, f"{fn.__name__}: {step.what}", exc) from exc
+            raise ClientError(c, f"{fn.__name__}: {steps[c].what}", exc) from exc
 
-    results = await asyncio.gather(*(one(c, fn) for c, fn in jobs), return_exceptions=True)
-    errors = [r for r in results if isinstance(r, BaseException)]
+    tasks = {asyncio.ensure_future(one(c, fn)): (c, fn) for c, fn in jobs}
+    _, pending = await asyncio.wait(tasks, timeout=limit)
+    if pending:
+        stuck = sorted(tasks[t] for t in pending)
+        for t in pending:
+            t.cancel()
+        await asyncio.wait(pending, timeout=5)
+        lines = [f"did not finish within {limit:.0f} s; {len(stuck)} of {len(jobs)} clients stuck:"]
+        lines += [f"  client {c}, {fn.__name__}: {steps[c].what}" for c, fn in stuck[:8]]
+        if len(stuck) > 8:
+            lines.append(f"  ... and {len(stuck) - 8} more")
+        raise Failure("\n".join(lines))
+    errors = [t.exception() for t in tasks if t.exception() is not None]
     if errors:
         lines = [f"{len(errors)} of {len(jobs)} clients failed:"]
         for e in errors[:8]:
@@ -720,18 +836,24 @@ SCENARIOS = [
     ("psycopg: default prepare_threshold", [(psycopg_default_threshold, CLIENTS)]),
     ("psycopg: execute(prepare=True)", [(psycopg_prepare_true, CLIENTS)]),
     ("psycopg: errors, rollback, savepoints", [(psycopg_errors, CLIENTS)]),
-    ("psycopg: DEALLOCATE ALL / DISCARD ALL, prepared_max eviction", [(psycopg_deallocate, CLIENTS)]),
+    ("psycopg: DEALLOCATE ALL / DISCARD ALL as plain SQL, prepared_max eviction", [(psycopg_deallocate, CLIENTS)]),
     ("psycopg: pipeline mode", [(psycopg_pipeline, CLIENTS)]),
     (
-        "mixed: asyncpg + psycopg + pipeline with DISCARD ALL / DEALLOCATE ALL in between",
+        "mixed: asyncpg + psycopg + pipeline, DISCARD ALL / DEALLOCATE ALL in between",
         [
             (asyncpg_concurrent, max(1, CLIENTS // 4)),
             (psycopg_threshold0, max(1, CLIENTS // 4)),
             (psycopg_pipeline, max(1, CLIENTS // 4)),
             (asyncpg_errors, max(1, CLIENTS // 8)),
+            (psycopg_errors, max(1, CLIENTS // 8)),
             (vandal, 2),
         ],
     ),
+    ("schema change: statements prepared again after ALTER TABLE", [(schema_change, 1)]),
+    # These two make the server connections lose statements behind pgvigil's
+    # back if it misses the DEALLOCATE ALL / DISCARD ALL, so they come last.
+    ("psycopg: error in a pipeline transaction (DEALLOCATE ALL in the pipeline)", [(psycopg_pipeline_error, CLIENTS)]),
+    ("psycopg: DEALLOCATE ALL / DISCARD ALL as prepared statements", [(psycopg_deallocate_prepared, CLIENTS)]),
 ]
 
 
@@ -767,16 +889,23 @@ async def main():
         print(f"SETUP FAILED: {type(exc).__name__}: {exc}", flush=True)
         return 1
     failed = []
+    ran = 0
     try:
-        for label, kinds in SCENARIOS:
+        for number, (label, kinds) in enumerate(SCENARIOS, 1):
+            if ONLY and number not in ONLY:
+                continue
+            ran += 1
+            label = f"{number:2}. {label}"
             t0 = time.monotonic()
+            limit = min(SCENARIO_TIMEOUT, TOTAL_BUDGET - (t0 - started))
+            if limit <= 0:
+                failed.append(label)
+                print(f"FAIL  {label}: not run, the whole run took over {TOTAL_BUDGET} s", flush=True)
+                continue
             try:
-                pids = await asyncio.wait_for(run_clients(label, kinds), SCENARIO_TIMEOUT)
+                pids = await run_clients(kinds, limit)
                 summary = check_pooling(pids)
                 print(f"ok    {label} [{time.monotonic() - t0:.1f} s; {summary}]", flush=True)
-            except asyncio.TimeoutError:
-                failed.append(label)
-                print(f"FAIL  {label}: did not finish within {SCENARIO_TIMEOUT} s", flush=True)
             except Failure as exc:
                 failed.append(label)
                 print(f"FAIL  {label} [{time.monotonic() - t0:.1f} s]\n{exc}", flush=True)
@@ -790,11 +919,11 @@ async def main():
             print(f"(teardown failed: {type(exc).__name__}: {exc})", flush=True)
     elapsed = time.monotonic() - started
     if failed:
-        print(f"\n{len(failed)} of {len(SCENARIOS)} scenarios FAILED in {elapsed:.1f} s:", flush=True)
+        print(f"\n{len(failed)} of {ran} scenarios FAILED in {elapsed:.1f} s:", flush=True)
         for label in failed:
             print(f"  - {label}", flush=True)
         return 1
-    print(f"\nall {len(SCENARIOS)} scenarios passed in {elapsed:.1f} s", flush=True)
+    print(f"\nall {ran} scenarios passed in {elapsed:.1f} s", flush=True)
     return 0
 
 

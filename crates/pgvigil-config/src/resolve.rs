@@ -175,7 +175,10 @@ impl Config {
         };
         let max_client_conn = flags.max_client_conn.or(p.max_client_conn).unwrap_or(100);
         if max_client_conn == 0 {
-            return Err(ConfigError::invalid("max_client_conn", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "max_client_conn",
+                "must be at least 1",
+            ));
         }
         let max_packet_size = flags
             .max_packet_size
@@ -392,8 +395,11 @@ struct Upstream {
 
 fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
     let bad = |reason: &str| ConfigError::invalid("upstream", reason.to_string());
-    let url = url::Url::parse(text)
-        .map_err(|e| bad(&format!("not a postgres://user:password@host:port/db URL ({e})")))?;
+    let url = url::Url::parse(text).map_err(|e| {
+        bad(&format!(
+            "not a postgres://user:password@host:port/db URL ({e})"
+        ))
+    })?;
     if url.scheme() != "postgres" && url.scheme() != "postgresql" {
         return Err(bad("the scheme must be postgres:// or postgresql://"));
     }
@@ -408,7 +414,11 @@ fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
         return Err(bad("the URL has no user name"));
     }
     let dbname = percent_decode(url.path().trim_start_matches('/'));
-    let dbname = if dbname.is_empty() { user.clone() } else { dbname };
+    let dbname = if dbname.is_empty() {
+        user.clone()
+    } else {
+        dbname
+    };
     Ok(Upstream {
         host,
         port: url.port().unwrap_or(5432),

@@ -63,7 +63,10 @@ impl OutQueue {
     fn consume(&mut self, mut n: usize) {
         self.bytes -= n;
         while n > 0 {
-            let front = self.chunks.front_mut().expect("consumed no more than queued");
+            let front = self
+                .chunks
+                .front_mut()
+                .expect("consumed no more than queued");
             if front.len() <= n {
                 n -= front.len();
                 self.chunks.pop_front();

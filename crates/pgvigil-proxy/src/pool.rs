@@ -157,17 +157,23 @@ impl ServerPool {
             let step = match plan {
                 Plan::Ready(handoff) => handoff,
                 Plan::Wait(rx) => {
-                    self.counters.waiting_clients.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .waiting_clients
+                        .fetch_add(1, Ordering::Relaxed);
                     let mut waiter = Waiter {
                         rx: Some(rx),
                         pool: self,
                     };
                     let got = waiter.wait_until(deadline).await;
-                    self.counters.waiting_clients.fetch_sub(1, Ordering::Relaxed);
+                    self.counters
+                        .waiting_clients
+                        .fetch_sub(1, Ordering::Relaxed);
                     match got {
                         Some(handoff) => handoff,
                         None => {
-                            self.counters.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .acquire_timeouts
+                                .fetch_add(1, Ordering::Relaxed);
                             return Err(ProxyError::AcquireTimeout(self.settings.acquire_timeout));
                         }
                     }
@@ -218,8 +224,8 @@ impl ServerPool {
     /// sat idle longer than `server_check_delay`.
     async fn validate(&self, mut conn: ServerConn) -> Option<ServerConn> {
         let now = Instant::now();
-        let fit = now.duration_since(conn.created) < self.settings.server_lifetime
-            && conn.looks_alive();
+        let fit =
+            now.duration_since(conn.created) < self.settings.server_lifetime && conn.looks_alive();
         let fit = fit
             && (now.duration_since(conn.last_used) < self.settings.server_check_delay
                 || matches!(
@@ -263,7 +269,9 @@ impl ServerPool {
 
     /// Closes a connection that cannot be reused and frees its slot.
     fn discard(&self, conn: ServerConn) {
-        self.counters.servers_discarded.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .servers_discarded
+            .fetch_add(1, Ordering::Relaxed);
         drop(conn);
         self.release_slot();
     }
@@ -281,8 +289,15 @@ impl ServerPool {
 
     /// The parameters to show a logging-in client, connecting once if
     /// no server connection has logged in yet.
-    pub async fn welcome_params(self: &Arc<Self>) -> Result<Arc<Vec<(String, String)>>, ProxyError> {
-        if let Some(p) = self.welcome.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+    pub async fn welcome_params(
+        self: &Arc<Self>,
+    ) -> Result<Arc<Vec<(String, String)>>, ProxyError> {
+        if let Some(p) = self
+            .welcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(p);
         }
         let server = self.acquire().await?;

@@ -78,7 +78,6 @@ impl ClientStatements {
     pub fn clear(&mut self) {
         self.by_name.clear();
     }
-
 }
 
 /// The statements pgvigil created on one server connection, bounded by

@@ -174,7 +174,8 @@ mod tests {
 
     fn run_exchange(server_password: &str, client_password: &str) -> Result<(), ScramError> {
         let verifier = ScramVerifier::from_password(server_password);
-        let mut client = ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
+        let mut client =
+            ScramSha256::new(client_password.as_bytes(), ChannelBinding::unsupported());
         let (exchange, server_first) =
             ScramExchange::start(&verifier, client.message(), b"0123456789abcdef01")?;
         client

@@ -29,9 +29,12 @@ pub struct StartupParams {
 }
 
 impl StartupParams {
+    /// The value of a parameter; the last one wins when repeated, as in
+    /// PostgreSQL.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
+            .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }

@@ -99,10 +99,7 @@ pub(crate) async fn reject_too_many(mut stream: TcpStream, limit: usize) {
         loop {
             match read_initial_packet(&mut stream, &mut buf).await? {
                 InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
-                    stream
-                        .write_all(b"N")
-                        .await
-                        .map_err(ProxyError::ClientIo)?;
+                    stream.write_all(b"N").await.map_err(ProxyError::ClientIo)?;
                 }
                 _ => return Ok::<(), ProxyError>(()),
             }
@@ -113,11 +110,7 @@ pub(crate) async fn reject_too_many(mut stream: TcpStream, limit: usize) {
         let message =
             format!("no more connections allowed (max_client_conn = {limit}): pgvigil is at its client limit");
         let _ = stream
-            .write_all(&backend::error_response(
-                Severity::Fatal,
-                "53300",
-                &message,
-            ))
+            .write_all(&backend::error_response(Severity::Fatal, "53300", &message))
             .await;
     }
 }
@@ -141,13 +134,10 @@ async fn read_initial_packet(
                 return Ok(startup::parse_initial_packet(&packet)?);
             }
         }
-        if stream
-            .read_buf(buf)
-            .await
-            .map_err(ProxyError::ClientIo)?
-            == 0
-        {
-            return Err(ProxyError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+        if stream.read_buf(buf).await.map_err(ProxyError::ClientIo)? == 0 {
+            return Err(ProxyError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
     }
 }
@@ -159,13 +149,10 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesM
                 return Ok(buf.split_to(h.frame_len));
             }
         }
-        if stream
-            .read_buf(buf)
-            .await
-            .map_err(ProxyError::ClientIo)?
-            == 0
-        {
-            return Err(ProxyError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+        if stream.read_buf(buf).await.map_err(ProxyError::ClientIo)? == 0 {
+            return Err(ProxyError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
         }
     }
 }
@@ -219,14 +206,22 @@ async fn login(
     let user = params
         .get("user")
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| ProxyError::client("28000", "no PostgreSQL user name specified in startup packet"))?
+        .ok_or_else(|| {
+            ProxyError::client(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?
         .to_string();
     let database = params
         .get("database")
         .filter(|d| !d.is_empty())
         .unwrap_or(&user)
         .to_string();
-    if params.get("replication").is_some_and(|r| r != "false" && r != "0") {
+    if params
+        .get("replication")
+        .is_some_and(|r| r != "false" && r != "0")
+    {
         return Err(ProxyError::client(
             "08P01",
             "replication connections are not supported through pgvigil",
@@ -254,7 +249,9 @@ async fn login(
         .pools
         .get(&(database.clone(), user.clone()))
         .cloned()
-        .ok_or_else(|| ProxyError::client("3D000", format!("no pool for database \"{database}\"")))?;
+        .ok_or_else(|| {
+            ProxyError::client("3D000", format!("no pool for database \"{database}\""))
+        })?;
     let settings = ClientSettings::from_startup(&params);
     let welcome = pool.welcome_params().await?;
     let mut told = HashMap::new();
@@ -332,7 +329,10 @@ async fn authenticate(
                 .map_err(ProxyError::ClientIo)?;
             let frame = read_frame(stream, buf).await?;
             if frame[0] != fe::PASSWORD {
-                return Err(ProxyError::client("08P01", "expected a SASL initial response"));
+                return Err(ProxyError::client(
+                    "08P01",
+                    "expected a SASL initial response",
+                ));
             }
             let (mechanism, data) = frontend::parse_sasl_initial_response(&frame)?;
             if mechanism != b"SCRAM-SHA-256" {

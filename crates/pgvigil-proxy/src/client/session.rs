@@ -223,7 +223,10 @@ impl Session {
     }
 
     fn read_server(&mut self) -> io::Result<usize> {
-        let server = &mut **self.server.as_mut().expect("reading from an attached server");
+        let server = &mut **self
+            .server
+            .as_mut()
+            .expect("reading from an attached server");
         server.buf.reserve(READ_CHUNK);
         server.stream.try_read_buf(&mut server.buf)
     }
@@ -489,11 +492,13 @@ impl Session {
                 } else {
                     Action::Keep
                 };
-                self.expected.push_back(Expect::Forward(Request::UntilReady));
+                self.expected
+                    .push_back(Expect::Forward(Request::UntilReady));
                 action
             }
             fe::FUNCTION_CALL => {
-                self.expected.push_back(Expect::Forward(Request::UntilReady));
+                self.expected
+                    .push_back(Expect::Forward(Request::UntilReady));
                 Action::Keep
             }
             fe::SYNC if self.copy_in => Action::Keep, // ignored by the server
@@ -519,14 +524,16 @@ impl Session {
                         Action::Drop
                     } else {
                         server.statements.insert(prepared.id);
-                        self.expected.push_back(Expect::Forward(Request::Parse(Some((
-                            prepared.id,
-                            view.statement.to_vec(),
-                        )))));
+                        self.expected
+                            .push_back(Expect::Forward(Request::Parse(Some((
+                                prepared.id,
+                                view.statement.to_vec(),
+                            )))));
                         Action::Replace(vec![prepared.parse.clone()])
                     }
                 } else {
-                    self.expected.push_back(Expect::Forward(Request::Parse(None)));
+                    self.expected
+                        .push_back(Expect::Forward(Request::Parse(None)));
                     Action::Keep
                 }
             }
@@ -639,7 +646,10 @@ impl Session {
             server.statements.insert(prepared.id);
             parts.push(prepared.parse.clone());
             self.expected
-                .push_back(Expect::Swallow(Request::Parse(Some((prepared.id, Vec::new())))));
+                .push_back(Expect::Swallow(Request::Parse(Some((
+                    prepared.id,
+                    Vec::new(),
+                )))));
         }
         Some((parts, prepared.server_name.clone()))
     }
@@ -956,7 +966,10 @@ mod tests {
             local_command(b"DEALLOCATE ALL"),
             Some(LocalCommand::Deallocate(None))
         );
-        assert_eq!(local_command(b"discard all"), Some(LocalCommand::DiscardAll));
+        assert_eq!(
+            local_command(b"discard all"),
+            Some(LocalCommand::DiscardAll)
+        );
         assert_eq!(local_command(b"DISCARD PLANS"), None);
         assert_eq!(local_command(b"SELECT 1; DEALLOCATE x"), None);
         assert_eq!(local_command(b"listen chan"), Some(LocalCommand::Listen));

@@ -24,7 +24,10 @@ impl ClientSettings {
             if NOT_SETTINGS.contains(&name) || name.starts_with("_pq_.") {
                 return;
             }
-            match desired.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+            match desired
+                .iter_mut()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            {
                 Some(slot) => slot.1 = value.to_string(),
                 None => desired.push((name.to_string(), value.to_string())),
             }

@@ -1,0 +1,1 @@
+//! Shared inputs for pgvigil's micro-benchmarks.

@@ -1,0 +1,307 @@
+//! Per-fingerprint statistics: pg_stat_statements' columns, a latency
+//! histogram, and one-minute slices of the last hour.
+
+use std::collections::VecDeque;
+
+use crate::histogram::{LatencyHistogram, COARSE};
+
+/// Recent history: one-minute slices for the last `MINUTE_SLICES`
+/// minutes, then five-minute slices back to an hour. Windows of up to five
+/// minutes are exact to the minute; longer ones to five minutes. Slices
+/// use the coarse histogram resolution, which keeps a fingerprint that ran
+/// in every minute of the hour near 8 KiB.
+pub const MINUTE_SLICES: u64 = 5;
+pub const HISTORY_MINUTES: u64 = 60;
+const FOLD_MINUTES: u64 = 5;
+/// Distinct SQLSTATEs and (database, user, application) tuples kept per
+/// fingerprint; beyond, the rarest stays out and a counter says so.
+const MAX_ERROR_CODES: usize = 8;
+const MAX_CALLERS: usize = 8;
+
+/// Sums that merge by addition: everything but the histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub calls: u64,
+    pub errors: u64,
+    pub rows: u64,
+    pub total_us: u64,
+    pub min_us: u64,
+    pub max_us: u64,
+    /// Sum of squared durations (µs²) for the standard deviation.
+    pub sum_sq_us: f64,
+}
+
+impl Totals {
+    pub fn record(&mut self, us: u64, rows: u64, failed: bool) {
+        if self.calls == 0 || us < self.min_us {
+            self.min_us = us;
+        }
+        self.max_us = self.max_us.max(us);
+        self.calls += 1;
+        self.errors += failed as u64;
+        self.rows += rows;
+        self.total_us += us;
+        self.sum_sq_us += (us as f64) * (us as f64);
+    }
+
+    pub fn merge(&mut self, other: &Totals) {
+        if other.calls == 0 {
+            return;
+        }
+        if self.calls == 0 || other.min_us < self.min_us {
+            self.min_us = other.min_us;
+        }
+        self.max_us = self.max_us.max(other.max_us);
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.rows += other.rows;
+        self.total_us += other.total_us;
+        self.sum_sq_us += other.sum_sq_us;
+    }
+
+    pub fn mean_us(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.total_us as f64 / self.calls as f64
+        }
+    }
+
+    /// Population standard deviation, as pg_stat_statements reports.
+    pub fn stddev_us(&self) -> f64 {
+        if self.calls == 0 {
+            return 0.0;
+        }
+        let mean = self.mean_us();
+        (self.sum_sq_us / self.calls as f64 - mean * mean)
+            .max(0.0)
+            .sqrt()
+    }
+}
+
+/// One stretch of time of one fingerprint.
+#[derive(Debug, Clone)]
+pub struct Slice {
+    /// First minute covered, in minutes since the Unix epoch.
+    pub minute: u64,
+    /// Minutes covered: 1, or `FOLD_MINUTES` once folded.
+    pub span: u64,
+    pub totals: Totals,
+    pub histogram: LatencyHistogram,
+}
+
+impl Slice {
+    fn new(minute: u64, span: u64) -> Slice {
+        Slice {
+            minute,
+            span,
+            totals: Totals::default(),
+            histogram: LatencyHistogram::with_resolution(COARSE),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QueryStats {
+    pub totals: Totals,
+    pub histogram: LatencyHistogram,
+    /// Recent minutes, oldest first; minutes without calls are absent.
+    pub slices: VecDeque<Slice>,
+    pub errors_by_code: Vec<([u8; 5], u64)>,
+    /// Interned caller ids (see `Callers`), most recent last.
+    pub callers: Vec<u32>,
+    /// Unix milliseconds.
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// Decaying use count for eviction, as pg_stat_statements' `usage`.
+    pub usage: f64,
+}
+
+impl QueryStats {
+    pub fn new(now_ms: u64) -> Self {
+        QueryStats {
+            totals: Totals::default(),
+            histogram: LatencyHistogram::new(),
+            slices: VecDeque::new(),
+            errors_by_code: Vec::new(),
+            callers: Vec::new(),
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+            usage: 0.0,
+        }
+    }
+
+    pub fn record(&mut self, s: &Execution, now_ms: u64) {
+        let failed = s.sqlstate.is_some();
+        self.totals.record(s.duration_us, s.rows, failed);
+        self.histogram.record_us(s.duration_us);
+        self.last_seen_ms = now_ms;
+        self.usage += 1.0;
+        let minute = now_ms / 60_000;
+        if self.slices.back().map(|x| x.minute) != Some(minute) {
+            self.slices.push_back(Slice::new(minute, 1));
+            self.fold_history(minute);
+        }
+        let slice = self.slices.back_mut().expect("just ensured");
+        slice.totals.record(s.duration_us, s.rows, failed);
+        slice.histogram.record_us(s.duration_us);
+        if let Some(code) = s.sqlstate {
+            let known = self.errors_by_code.len();
+            match self.errors_by_code.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None if known < MAX_ERROR_CODES => self.errors_by_code.push((code, 1)),
+                None => {}
+            }
+        }
+        if self.callers.last() != Some(&s.caller) {
+            self.callers.retain(|&c| c != s.caller);
+            if self.callers.len() == MAX_CALLERS {
+                self.callers.remove(0);
+            }
+            self.callers.push(s.caller);
+        }
+    }
+
+    /// Folds one-minute slices older than `MINUTE_SLICES` into
+    /// five-minute ones and drops what is older than an hour.
+    fn fold_history(&mut self, now_minute: u64) {
+        let mut folded: VecDeque<Slice> = VecDeque::with_capacity(self.slices.len());
+        for s in self.slices.drain(..) {
+            if s.minute + s.span + HISTORY_MINUTES <= now_minute + 1 {
+                continue; // older than the hour
+            }
+            if s.span == 1 && s.minute + MINUTE_SLICES <= now_minute {
+                let start = s.minute - s.minute % FOLD_MINUTES;
+                match folded.back_mut() {
+                    Some(last) if last.span == FOLD_MINUTES && last.minute == start => {
+                        last.totals.merge(&s.totals);
+                        last.histogram.merge(&s.histogram);
+                    }
+                    _ => {
+                        let mut f = Slice::new(start, FOLD_MINUTES);
+                        f.totals = s.totals;
+                        f.histogram = s.histogram;
+                        folded.push_back(f);
+                    }
+                }
+            } else {
+                folded.push_back(s);
+            }
+        }
+        folded.shrink_to_fit();
+        self.slices = folded;
+    }
+
+    /// Totals and histogram over the last `minutes` minutes (the current,
+    /// partial minute included).
+    pub fn window(&self, minutes: u64, now_ms: u64) -> (Totals, LatencyHistogram) {
+        let now_minute = now_ms / 60_000;
+        let mut totals = Totals::default();
+        let mut hist = LatencyHistogram::new();
+        for s in self.slices.iter().rev() {
+            // Include every slice that overlaps the window.
+            if s.minute + s.span + minutes <= now_minute + 1 {
+                break;
+            }
+            totals.merge(&s.totals);
+            hist.merge(&s.histogram);
+        }
+        (totals, hist)
+    }
+
+    /// Heap bytes, for the documented per-fingerprint memory figure.
+    pub fn heap_bytes(&self) -> usize {
+        self.histogram.heap_bytes()
+            + self.slices.capacity() * std::mem::size_of::<Slice>()
+            + self
+                .slices
+                .iter()
+                .map(|s| s.histogram.heap_bytes())
+                .sum::<usize>()
+            + self.errors_by_code.capacity() * std::mem::size_of::<([u8; 5], u64)>()
+            + self.callers.capacity() * std::mem::size_of::<u32>()
+    }
+}
+
+/// One finished statement, as the proxy reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execution {
+    pub fingerprint: u64,
+    pub duration_us: u64,
+    pub rows: u64,
+    /// SQLSTATE of the error, if the statement failed.
+    pub sqlstate: Option<[u8; 5]>,
+    /// Interned (database, user, application_name).
+    pub caller: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(us: u64) -> Execution {
+        Execution {
+            fingerprint: 1,
+            duration_us: us,
+            rows: 1,
+            sqlstate: None,
+            caller: 0,
+        }
+    }
+
+    #[test]
+    fn totals_match_pg_stat_statements_definitions() {
+        let mut t = Totals::default();
+        for us in [100, 200, 300] {
+            t.record(us, 2, false);
+        }
+        assert_eq!((t.calls, t.rows, t.min_us, t.max_us), (3, 6, 100, 300));
+        assert_eq!(t.mean_us(), 200.0);
+        assert!((t.stddev_us() - 81.6497).abs() < 0.01);
+    }
+
+    #[test]
+    fn windows_cover_only_recent_minutes() {
+        let mut q = QueryStats::new(0);
+        q.record(&exec(1000), 0); // minute 0
+        q.record(&exec(2000), 10 * 60_000); // minute 10
+        q.record(&exec(3000), 12 * 60_000 + 5); // minute 12
+        let (t, _) = q.window(5, 12 * 60_000 + 30_000);
+        assert_eq!(t.calls, 2);
+        let (t, h) = q.window(1, 12 * 60_000 + 30_000);
+        assert_eq!(t.calls, 1);
+        assert!((h.quantile_us(0.5).unwrap() - 3000.0).abs() < 60.0);
+        // An hour later the old minutes are gone.
+        q.record(&exec(10), 75 * 60_000);
+        assert_eq!(q.slices.len(), 1);
+    }
+
+    #[test]
+    fn older_minutes_fold_into_five_minute_slices() {
+        let mut q = QueryStats::new(0);
+        for minute in 0..60u64 {
+            q.record(&exec(1000 + minute), minute * 60_000);
+        }
+        let spans: Vec<u64> = q.slices.iter().map(|s| s.span).collect();
+        assert_eq!(
+            spans.iter().filter(|&&s| s == 1).count(),
+            MINUTE_SLICES as usize
+        );
+        assert_eq!(spans.iter().filter(|&&s| s == 5).count(), 11);
+        let (t, _) = q.window(60, 59 * 60_000);
+        assert_eq!(t.calls, 60);
+        let (t, _) = q.window(5, 59 * 60_000);
+        assert_eq!(t.calls, 5);
+    }
+
+    #[test]
+    fn errors_are_counted_by_sqlstate() {
+        let mut q = QueryStats::new(0);
+        let mut e = exec(5);
+        e.sqlstate = Some(*b"23505");
+        q.record(&e, 0);
+        q.record(&e, 0);
+        assert_eq!(q.totals.errors, 2);
+        assert_eq!(q.errors_by_code, vec![(*b"23505", 2)]);
+    }
+}

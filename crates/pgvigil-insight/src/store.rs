@@ -1,0 +1,139 @@
+//! The global table of fingerprints, bounded like pg_stat_statements:
+//! at `max_fingerprints`, usage decays and the least-used 5% go.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::stats::{Execution, QueryStats};
+
+/// What is known about a fingerprint's statement, registered once when
+/// its text is first normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementInfo {
+    pub fingerprint: u64,
+    /// Normalized text, constants as `$n`, as first seen.
+    pub query: String,
+    /// Statement kind: SELECT, INSERT, ...
+    pub kind: String,
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    pub info: Arc<StatementInfo>,
+    pub stats: QueryStats,
+}
+
+pub struct Store {
+    pub(crate) entries: HashMap<u64, Entry>,
+    max: usize,
+    pub(crate) evictions: u64,
+}
+
+impl Store {
+    pub fn new(max: usize) -> Store {
+        Store {
+            entries: HashMap::new(),
+            max: max.max(1),
+            evictions: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn record(
+        &mut self,
+        e: &Execution,
+        now_ms: u64,
+        info: impl FnOnce() -> Arc<StatementInfo>,
+    ) {
+        if !self.entries.contains_key(&e.fingerprint) {
+            if self.entries.len() >= self.max {
+                self.evict();
+            }
+            self.entries.insert(
+                e.fingerprint,
+                Entry {
+                    info: info(),
+                    stats: QueryStats::new(now_ms),
+                },
+            );
+        }
+        if let Some(entry) = self.entries.get_mut(&e.fingerprint) {
+            entry.stats.record(e, now_ms);
+        }
+    }
+
+    /// Decays every entry's usage and drops the least used 5% (at least
+    /// one), as pg_stat_statements does when full.
+    fn evict(&mut self) {
+        let mut usage: Vec<(f64, u64)> = self
+            .entries
+            .iter_mut()
+            .map(|(fp, e)| {
+                e.stats.usage *= 0.99;
+                (e.stats.usage, *fp)
+            })
+            .collect();
+        let victims = (self.entries.len() / 20).max(1);
+        usage.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, fp) in usage.into_iter().take(victims) {
+            self.entries.remove(&fp);
+            self.evictions += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(fp: u64) -> Arc<StatementInfo> {
+        Arc::new(StatementInfo {
+            fingerprint: fp,
+            query: format!("SELECT {fp}"),
+            kind: "SELECT".into(),
+        })
+    }
+
+    fn exec(fp: u64) -> Execution {
+        Execution {
+            fingerprint: fp,
+            duration_us: 10,
+            rows: 0,
+            sqlstate: None,
+            caller: 0,
+        }
+    }
+
+    #[test]
+    fn table_never_exceeds_its_cap_and_counts_evictions() {
+        let mut s = Store::new(100);
+        for fp in 0..10_000u64 {
+            s.record(&exec(fp), 0, || info(fp));
+        }
+        assert!(s.len() <= 100);
+        assert_eq!(s.evictions() as usize + s.len(), 10_000);
+    }
+
+    #[test]
+    fn busy_fingerprints_survive_eviction() {
+        let mut s = Store::new(100);
+        for _ in 0..1000 {
+            s.record(&exec(7), 0, || info(7));
+        }
+        for fp in 100..600u64 {
+            s.record(&exec(fp), 0, || info(fp));
+        }
+        assert!(s.entries.contains_key(&7));
+    }
+}
