@@ -5,6 +5,7 @@
 //! * [`raw`]: a minimal hand-rolled wire-protocol client for the cases where a
 //!   real driver hides what the test needs to see (auth request codes, a client
 //!   that stops reading).
+//! * [`api`]: requests to pgvigil's admin JSON API (`Pgvigil::api_get` and friends).
 //!
 //! Every long-lived child process (postgres, pgvigil) is tied to the test process
 //! with `PR_SET_PDEATHSIG`, so a crashed or killed test binary leaves nothing behind.
@@ -18,17 +19,20 @@
 //! `postgres` system user. `PGVIGIL_BIN` overrides the binary under test.
 //! A failing test prints the tail of pgvigil's stderr.
 
+pub mod api;
 pub mod cluster;
 pub mod raw;
 mod spawn;
 pub mod util;
 pub mod vigil;
 
+pub use api::ApiResponse;
 pub use cluster::{shared_cluster, PgCluster};
 pub use util::{sqlstate, timed, unique_name, wait_until};
 pub use vigil::{PgbenchReport, Pgvigil, PgvigilBuilder, PoolMode};
 
 /// Re-exported so tests use the same versions as the harness.
+pub use serde_json;
 pub use tokio_postgres;
 
 /// Generates one test per pool mode from an async fn taking a [`PoolMode`] and

@@ -69,7 +69,11 @@ async fn require_drivers() -> Result<()> {
         bail!(
             "the Python drivers asyncpg and psycopg are not installed \
              (`python3 -c \"import asyncpg, psycopg\"` failed: {}): {INSTALL_HINT}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no error output")
+                .trim()
         );
     }
     Ok(())
@@ -90,11 +94,9 @@ async fn asyncpg_and_psycopg_in_transaction_mode() -> Result<()> {
         vigil.port()
     );
     let mut cmd = python3();
-    cmd.arg(&script).env("PGVIGIL_DSN", &dsn);
-    // With PGVIGIL_TEST_DIRECT the "pgvigil" is PostgreSQL itself: no pool to check.
-    if std::env::var_os("PGVIGIL_TEST_DIRECT").is_none() {
-        cmd.env("PGVIGIL_POOL_SIZE", POOL_SIZE.to_string());
-    }
+    cmd.arg(&script)
+        .env("PGVIGIL_DSN", &dsn)
+        .env("PGVIGIL_POOL_SIZE", POOL_SIZE.to_string());
     let out = run(cmd, &format!("python3 {}", script.display())).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

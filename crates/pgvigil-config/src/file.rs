@@ -18,6 +18,46 @@ pub struct FileConfig {
     pub databases: BTreeMap<String, DatabaseSection>,
     #[serde(default)]
     pub users: BTreeMap<String, UserSection>,
+    #[serde(default)]
+    pub insight: InsightSection,
+    #[serde(default)]
+    pub n_plus_one: NPlusOneSection,
+    #[serde(default)]
+    pub slow_rules: Vec<SlowRuleSection>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InsightSection {
+    pub analytics: Option<bool>,
+    pub max_fingerprints: Option<usize>,
+    pub slow_query_ms: Option<f64>,
+    pub log_parameters: Option<bool>,
+    pub max_slow_events: Option<usize>,
+    pub max_detections: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NPlusOneSection {
+    pub enabled: Option<bool>,
+    pub min_repeats: Option<usize>,
+    pub max_gap_ms: Option<f64>,
+    pub max_unit_statements: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowRuleSection {
+    pub name: String,
+    pub threshold_ms: f64,
+    pub fingerprint: Option<String>,
+    pub statement: Option<String>,
+    pub table: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub application_name: Option<String>,
+    pub query_regex: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -8,9 +8,13 @@
 mod file;
 mod resolve;
 
-pub use file::{DatabaseSection, FileConfig, PoolSection, ProxySection, UserSection};
+pub use file::{
+    DatabaseSection, FileConfig, InsightSection, NPlusOneSection, PoolSection, ProxySection,
+    SlowRuleSection, UserSection,
+};
 pub use resolve::{
-    ClientAuth, Config, DatabaseConfig, LogFormat, Overrides, PoolMode, PoolSettings, UserConfig,
+    ClientAuth, Config, DatabaseConfig, InsightSettings, LogFormat, NPlusOneSettings, Overrides,
+    PoolMode, PoolSettings, SlowRuleSettings, UserConfig,
 };
 
 use thiserror::Error;

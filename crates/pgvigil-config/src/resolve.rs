@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::file::{FileConfig, PoolSection};
+use crate::file::{FileConfig, InsightSection, NPlusOneSection, PoolSection, SlowRuleSection};
 use crate::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,7 @@ pub struct Overrides {
     pub max_packet_size: Option<usize>,
     pub log_format: Option<String>,
     pub pool: PoolSection,
+    pub insight: InsightSection,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,6 +114,41 @@ impl std::fmt::Debug for UserConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct InsightSettings {
+    /// Off: pgvigil only pools; nothing is normalized, timed or detected.
+    pub analytics: bool,
+    pub max_fingerprints: usize,
+    pub slow_query: Duration,
+    pub log_parameters: bool,
+    pub max_slow_events: usize,
+    pub max_detections: usize,
+    pub n_plus_one: NPlusOneSettings,
+    pub slow_rules: Vec<SlowRuleSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NPlusOneSettings {
+    pub enabled: bool,
+    pub min_repeats: usize,
+    pub max_gap: Duration,
+    pub max_unit_statements: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowRuleSettings {
+    pub name: String,
+    pub threshold: Duration,
+    pub fingerprint: Option<u64>,
+    pub statement: Option<String>,
+    pub table: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub application_name: Option<String>,
+    /// Checked to compile when the config is loaded.
+    pub query_regex: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -123,6 +159,7 @@ pub struct Config {
     pub pool_defaults: PoolSettings,
     pub databases: BTreeMap<String, DatabaseConfig>,
     pub users: BTreeMap<String, UserConfig>,
+    pub insight: InsightSettings,
 }
 
 /// PostgreSQL's own limit on a message is 1 GB; a smaller default keeps a
@@ -276,7 +313,15 @@ impl Config {
             }
         }
 
+        let insight = resolve_insight(
+            &file.insight,
+            &flags.insight,
+            &file.n_plus_one,
+            &file.slow_rules,
+        )?;
+
         Ok(Config {
+            insight,
             listen,
             admin_listen,
             client_auth,
@@ -288,6 +333,100 @@ impl Config {
             users,
         })
     }
+}
+
+fn millis(key: &str, v: f64) -> Result<Duration, ConfigError> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{v}` is not a number of milliseconds >= 0"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(v / 1000.0))
+}
+
+fn resolve_insight(
+    file: &InsightSection,
+    flags: &InsightSection,
+    n1: &NPlusOneSection,
+    rules: &[SlowRuleSection],
+) -> Result<InsightSettings, ConfigError> {
+    let max_fingerprints = flags
+        .max_fingerprints
+        .or(file.max_fingerprints)
+        .unwrap_or(5000);
+    if max_fingerprints == 0 {
+        return Err(ConfigError::invalid(
+            "insight.max_fingerprints",
+            "must be at least 1",
+        ));
+    }
+    let slow_query = millis(
+        "insight.slow_query_ms",
+        flags.slow_query_ms.or(file.slow_query_ms).unwrap_or(500.0),
+    )?;
+    let min_repeats = n1.min_repeats.unwrap_or(5);
+    if min_repeats < 2 {
+        return Err(ConfigError::invalid(
+            "n_plus_one.min_repeats",
+            "must be at least 2",
+        ));
+    }
+    let n_plus_one = NPlusOneSettings {
+        enabled: n1.enabled.unwrap_or(true),
+        min_repeats,
+        max_gap: millis("n_plus_one.max_gap_ms", n1.max_gap_ms.unwrap_or(100.0))?,
+        max_unit_statements: n1.max_unit_statements.unwrap_or(512).max(min_repeats),
+    };
+    let mut slow_rules = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let key = |k: &str| format!("slow_rules[{i}].{k}");
+        if r.name.is_empty() {
+            return Err(ConfigError::invalid(key("name"), "must not be empty"));
+        }
+        let fingerprint =
+            match &r.fingerprint {
+                Some(f) if f.len() == 16 => Some(u64::from_str_radix(f, 16).map_err(|_| {
+                    ConfigError::invalid(key("fingerprint"), "must be 16 hex digits")
+                })?),
+                Some(_) => {
+                    return Err(ConfigError::invalid(
+                        key("fingerprint"),
+                        "must be 16 hex digits",
+                    ))
+                }
+                None => None,
+            };
+        if let Some(re) = &r.query_regex {
+            regex::Regex::new(re).map_err(|e| {
+                ConfigError::invalid(key("query_regex"), e.to_string().replace('\n', " "))
+            })?;
+        }
+        slow_rules.push(SlowRuleSettings {
+            name: r.name.clone(),
+            threshold: millis(&key("threshold_ms"), r.threshold_ms)?,
+            fingerprint,
+            statement: r.statement.clone(),
+            table: r.table.clone(),
+            database: r.database.clone(),
+            user: r.user.clone(),
+            application_name: r.application_name.clone(),
+            query_regex: r.query_regex.clone(),
+        });
+    }
+    Ok(InsightSettings {
+        analytics: flags.analytics.or(file.analytics).unwrap_or(true),
+        max_fingerprints,
+        slow_query,
+        log_parameters: flags
+            .log_parameters
+            .or(file.log_parameters)
+            .unwrap_or(false),
+        max_slow_events: file.max_slow_events.unwrap_or(1000).max(1),
+        max_detections: file.max_detections.unwrap_or(1000).max(1),
+        n_plus_one,
+        slow_rules,
+    })
 }
 
 fn parse_addr(key: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
@@ -490,6 +629,34 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("`listen`"), "{err}");
+    }
+
+    #[test]
+    fn slow_rules_are_checked_and_named_by_position() {
+        let file = FileConfig::from_toml(
+            "[[slow_rules]]\nname = \"r\"\nthreshold_ms = 5\nquery_regex = \"(\"\n[users.u]\npassword = \"p\"\n[databases.d]\n",
+        )
+        .unwrap();
+        let err = Config::resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("slow_rules[0].query_regex"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn insight_defaults_follow_pg_stat_statements_and_the_issue() {
+        let cfg = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://a:b@h/d"),
+        )
+        .unwrap();
+        assert!(cfg.insight.analytics);
+        assert_eq!(cfg.insight.max_fingerprints, 5000);
+        assert_eq!(cfg.insight.slow_query, Duration::from_millis(500));
+        assert_eq!(cfg.insight.n_plus_one.min_repeats, 5);
+        assert_eq!(cfg.insight.n_plus_one.max_gap, Duration::from_millis(100));
     }
 
     #[test]

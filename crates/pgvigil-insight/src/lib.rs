@@ -136,6 +136,18 @@ pub struct QueryRow {
     pub p999_ms: f64,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
+    /// From the statement's lint, once it ran (see `annotate`).
+    pub tables: Vec<String>,
+    /// (code, message) findings.
+    pub lint: Vec<(String, String)>,
+}
+
+/// What the off-hot-path analysis of a statement found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Annotation {
+    pub parsed: bool,
+    pub tables: Vec<String>,
+    pub findings: Vec<(String, String)>,
 }
 
 /// A fingerprint in detail: its row, histogram, errors and callers.
@@ -202,6 +214,7 @@ pub struct Insight {
     id: u64,
     config: InsightConfig,
     catalog: DashMap<u64, Arc<StatementInfo>>,
+    annotations: DashMap<u64, Arc<Annotation>>,
     store: Mutex<Store>,
     shards: Mutex<Vec<Arc<Shard>>>,
     callers: Mutex<(HashMap<Caller, u32>, Vec<Caller>)>,
@@ -221,6 +234,7 @@ impl Insight {
             slow: Mutex::new(SlowLog::new(config.max_slow_events)),
             config,
             catalog: DashMap::new(),
+            annotations: DashMap::new(),
             shards: Mutex::new(Vec::new()),
             callers: Mutex::new((HashMap::new(), Vec::new())),
             detections: Mutex::new(HashMap::new()),
@@ -235,16 +249,29 @@ impl Insight {
     }
 
     /// Makes a statement's text known; called once per newly normalized
-    /// text, off the per-execution path.
-    pub fn register(&self, info: Arc<StatementInfo>) {
+    /// text, off the per-execution path. Returns whether it was new, so
+    /// the caller can have it analysed once.
+    pub fn register(&self, info: Arc<StatementInfo>) -> bool {
         if self.catalog.contains_key(&info.fingerprint) {
-            return;
+            return false;
         }
         if self.catalog.len() >= self.config.max_fingerprints * CATALOG_FACTOR {
             // Texts of fingerprints still in the table live on there.
             self.catalog.clear();
         }
-        self.catalog.insert(info.fingerprint, info);
+        self.catalog.insert(info.fingerprint, info).is_none()
+    }
+
+    /// Attaches lint results to a fingerprint; bounded like the catalog.
+    pub fn annotate(&self, fingerprint: u64, annotation: Annotation) {
+        if self.annotations.len() >= self.config.max_fingerprints * CATALOG_FACTOR {
+            self.annotations.clear();
+        }
+        self.annotations.insert(fingerprint, Arc::new(annotation));
+    }
+
+    pub fn annotation(&self, fingerprint: u64) -> Option<Arc<Annotation>> {
+        self.annotations.get(&fingerprint).map(|a| a.clone())
     }
 
     pub fn statement(&self, fingerprint: u64) -> Option<Arc<StatementInfo>> {
@@ -414,7 +441,7 @@ impl Insight {
     /// Detections, most recent first.
     pub fn detections(&self) -> Vec<DetectionRow> {
         let mut rows: Vec<DetectionRow> = lock(&self.detections).values().cloned().collect();
-        rows.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.last_seen_ms));
         rows
     }
 
@@ -455,6 +482,9 @@ impl Insight {
         };
         rows.sort_by(|a, b| key(b).total_cmp(&key(a)));
         rows.truncate(limit);
+        for r in &mut rows {
+            self.fill_annotation(r);
+        }
         rows
     }
 
@@ -497,6 +527,13 @@ impl Insight {
             callers,
             minutes,
         })
+    }
+
+    fn fill_annotation(&self, r: &mut QueryRow) {
+        if let Some(a) = self.annotation(r.fingerprint) {
+            r.tables = a.tables.clone();
+            r.lint = a.findings.clone();
+        }
     }
 
     /// Forgets all statistics, events and detections, like
@@ -552,6 +589,8 @@ fn row(e: &store::Entry, t: &Totals, h: &LatencyHistogram) -> QueryRow {
         p999_ms: ms(h.quantile_us(0.999)),
         first_seen_ms: e.stats.first_seen_ms,
         last_seen_ms: e.stats.last_seen_ms,
+        tables: Vec::new(),
+        lint: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! cancel routing. Framing comes from `pgvigil-wire`; this crate owns
 //! sockets and tasks.
 
+mod analysis;
 mod cancel;
 mod client;
 mod error;
@@ -18,6 +19,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pgvigil_config::Config;
+use pgvigil_insight::Insight;
+use tokio::sync::mpsc;
 
 pub use error::ProxyError;
 pub use ids::{BackendKey, ClientId, ClientKey, ServerId};
@@ -35,6 +38,9 @@ pub(crate) struct Shared {
     pub(crate) pools: HashMap<(String, String), Arc<ServerPool>>,
     pub(crate) users: HashMap<String, Account>,
     pub(crate) cancel: CancelRegistry,
+    /// None when analytics are off.
+    pub(crate) insight: Option<Arc<Insight>>,
+    pub(crate) lint: Option<mpsc::Sender<client::LintJob>>,
 }
 
 impl Shared {
@@ -70,11 +76,17 @@ impl Shared {
                 );
             }
         }
+        let insight = config
+            .insight
+            .analytics
+            .then(|| Arc::new(Insight::new(analysis::insight_config(&config.insight))));
         Shared {
             config,
             pools,
             users,
             cancel: CancelRegistry::default(),
+            insight,
+            lint: None,
         }
     }
 }

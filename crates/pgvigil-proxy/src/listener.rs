@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::{client, Shared};
+use crate::{analysis, client, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -29,10 +29,19 @@ impl Proxy {
     /// Binds the client listener; nothing is served until `run`.
     pub async fn bind(config: Config) -> io::Result<Proxy> {
         let listener = TcpListener::bind(config.listen).await?;
+        let mut shared = Shared::new(config);
+        if let Some(insight) = &shared.insight {
+            shared.lint = Some(analysis::start_lint_worker(insight.clone()));
+        }
         Ok(Proxy {
-            shared: Arc::new(Shared::new(config)),
+            shared: Arc::new(shared),
             listener,
         })
+    }
+
+    /// Query insight, for the admin API; None when analytics are off.
+    pub fn insight(&self) -> Option<Arc<pgvigil_insight::Insight>> {
+        self.shared.insight.clone()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -47,6 +56,10 @@ impl Proxy {
         let permits = Arc::new(Semaphore::new(limit));
         let mut sessions = JoinSet::new();
         let upkeep = tokio::spawn(maintain_pools(shared.clone()));
+        let flusher = shared
+            .insight
+            .clone()
+            .map(|i| tokio::spawn(analysis::flush_periodically(i)));
         for pool in shared.pools.values() {
             pool.maintain();
         }
@@ -95,6 +108,12 @@ impl Proxy {
         .await;
         sessions.abort_all();
         upkeep.abort();
+        if let Some(f) = flusher {
+            f.abort();
+        }
+        if let Some(i) = &shared.insight {
+            i.flush(analysis::now_ms());
+        }
     }
 }
 

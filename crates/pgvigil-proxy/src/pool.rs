@@ -22,10 +22,13 @@ use crate::server::{ServerConn, ServerTarget};
 /// What a waiting client is handed when capacity frees up.
 enum Handoff {
     /// An idle connection, ready to use.
-    Conn(ServerConn),
+    Conn(Box<ServerConn>),
     /// Room to open a new connection; the slot is already counted.
     Slot,
 }
+
+/// ParameterStatus (name, value) pairs from a server login.
+pub type WelcomeParams = Arc<Vec<(String, String)>>;
 
 enum Plan {
     Ready(Handoff),
@@ -57,7 +60,7 @@ pub struct ServerPool {
     state: Mutex<PoolState>,
     /// ParameterStatus values of the latest login, shown to clients at
     /// theirs (PostgreSQL clients expect server_version and friends).
-    welcome: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    welcome: Mutex<Option<WelcomeParams>>,
     pub counters: PoolCounters,
     /// Statements some server of this pool accepted (see
     /// `Session::answer_known_parses`); bounded, and only an optimisation.
@@ -144,7 +147,7 @@ impl ServerPool {
             let plan = {
                 let mut st = self.lock();
                 if let Some(conn) = st.idle.pop() {
-                    Plan::Ready(Handoff::Conn(conn))
+                    Plan::Ready(Handoff::Conn(Box::new(conn)))
                 } else if st.total < self.capacity() {
                     st.total += 1;
                     Plan::Ready(Handoff::Slot)
@@ -181,7 +184,7 @@ impl ServerPool {
             };
             match step {
                 Handoff::Conn(conn) => {
-                    if let Some(conn) = self.validate(conn).await {
+                    if let Some(conn) = self.validate(*conn).await {
                         return Ok(self.guard(conn));
                     }
                 }
@@ -249,15 +252,15 @@ impl ServerPool {
     fn checkin(&self, mut conn: ServerConn) {
         conn.last_used = Instant::now();
         let mut st = self.lock();
-        let mut conn = Some(conn);
+        let mut conn = Box::new(conn);
         while let Some(tx) = st.waiters.pop_front() {
-            match tx.send(Handoff::Conn(conn.take().expect("connection present"))) {
+            match tx.send(Handoff::Conn(conn)) {
                 Ok(()) => return,
-                Err(Handoff::Conn(back)) => conn = Some(back),
+                Err(Handoff::Conn(back)) => conn = back,
                 Err(Handoff::Slot) => unreachable!("sent a connection"),
             }
         }
-        let conn = conn.expect("connection present");
+        let conn = *conn;
         if st.total > self.settings.pool_size {
             st.total -= 1;
             drop(st);
@@ -379,7 +382,7 @@ impl Drop for Waiter<'_> {
         if let Some(mut rx) = self.rx.take() {
             rx.close();
             match rx.try_recv() {
-                Ok(Handoff::Conn(conn)) => self.pool.checkin(conn),
+                Ok(Handoff::Conn(conn)) => self.pool.checkin(*conn),
                 Ok(Handoff::Slot) => self.pool.release_slot(),
                 Err(_) => {}
             }

@@ -41,6 +41,11 @@ pub struct Prepared {
     pub server_name: Bytes,
     /// The Parse to send to a server that lacks it.
     pub parse: Bytes,
+    /// A Close of the same name, sent just before `parse`: closing a
+    /// statement that does not exist is not an error, so the pair
+    /// (re)creates the statement whatever pgvigil's record of the server
+    /// says (a DEALLOCATE ALL it did not see, a stale plan after ALTER).
+    pub close: Bytes,
 }
 
 impl Prepared {
@@ -48,10 +53,12 @@ impl Prepared {
         let id = StatementId::of(view.query, view.param_types);
         let server_name = Bytes::from(id.server_name());
         let parse = frontend::parse(&server_name, view.query, view.param_types);
+        let close = frontend::close(frontend::TARGET_STATEMENT, &server_name);
         Prepared {
             id,
             server_name,
             parse,
+            close,
         }
     }
 }

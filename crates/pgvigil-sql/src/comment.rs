@@ -30,7 +30,11 @@ pub(crate) fn parse_tags(comment: &[u8], out: &mut Vec<(String, String)>) {
             return;
         };
         let key = &rest[..eq];
-        if key.is_empty() || key.iter().any(|&c| c == b'\'' || c == b',' || c.is_ascii_whitespace()) {
+        if key.is_empty()
+            || key
+                .iter()
+                .any(|&c| c == b'\'' || c == b',' || c.is_ascii_whitespace())
+        {
             return;
         }
         rest = &rest[eq + 1..];
@@ -99,7 +103,10 @@ fn decode(s: &[u8]) -> String {
     let mut i = 0;
     while let Some(&c) = s.get(i) {
         if c == b'%' {
-            let hex = s.get(i + 1).and_then(|&h| hex_val(h)).zip(s.get(i + 2).and_then(|&l| hex_val(l)));
+            let hex = s
+                .get(i + 1)
+                .and_then(|&h| hex_val(h))
+                .zip(s.get(i + 2).and_then(|&l| hex_val(l)));
             if let Some((h, l)) = hex {
                 out.push(h << 4 | l);
                 i += 3;
@@ -135,7 +142,9 @@ mod tests {
     }
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -144,7 +153,10 @@ mod tests {
             tags("/*controller='orders',action='show'*/"),
             pairs(&[("controller", "orders"), ("action", "show")])
         );
-        assert_eq!(tags("/* a='1' , b='2' */"), pairs(&[("a", "1"), ("b", "2")]));
+        assert_eq!(
+            tags("/* a='1' , b='2' */"),
+            pairs(&[("a", "1"), ("b", "2")])
+        );
     }
 
     #[test]
@@ -157,7 +169,10 @@ mod tests {
                 ("q", "it's")
             ])
         );
-        assert_eq!(tags("/*db%20driver='x%zz'*/"), pairs(&[("db driver", "x%zz")]));
+        assert_eq!(
+            tags("/*db%20driver='x%zz'*/"),
+            pairs(&[("db driver", "x%zz")])
+        );
     }
 
     #[test]

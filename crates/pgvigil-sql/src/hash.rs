@@ -113,10 +113,7 @@ pub(crate) fn hash_text(bytes: &[u8]) -> u64 {
         let mut b = [0u8; 8];
         a.copy_from_slice(&c[..8]);
         b.copy_from_slice(&c[8..]);
-        state = fold_mul(
-            u64::from_le_bytes(a) ^ state,
-            u64::from_le_bytes(b) ^ K1,
-        );
+        state = fold_mul(u64::from_le_bytes(a) ^ state, u64::from_le_bytes(b) ^ K1);
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {

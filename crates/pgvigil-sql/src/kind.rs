@@ -200,7 +200,8 @@ pub(crate) fn classify(src: &[u8], toks: &[Token]) -> StatementKind {
         b"commit" | b"end" => Transaction("COMMIT"),
         b"rollback" | b"abort" if lead.is(1, "prepared") => Transaction("ROLLBACK PREPARED"),
         b"rollback" | b"abort"
-            if lead.is(1, "to") || (lead.is(1, "transaction") || lead.is(1, "work")) && lead.is(2, "to") =>
+            if lead.is(1, "to")
+                || (lead.is(1, "transaction") || lead.is(1, "work")) && lead.is(2, "to") =>
         {
             Transaction("ROLLBACK TO SAVEPOINT")
         }
@@ -257,7 +258,11 @@ fn lower<'b>(w: &[u8], buf: &'b mut [u8; 12]) -> Option<&'b [u8]> {
     Some(out)
 }
 
-fn ddl(lead: &Leading<'_>, table: &[(&str, &str, &'static str)], verb: &'static str) -> StatementKind {
+fn ddl(
+    lead: &Leading<'_>,
+    table: &[(&str, &str, &'static str)],
+    verb: &'static str,
+) -> StatementKind {
     let mut i = 1;
     if verb == "CREATE" {
         while i < lead.n && CREATE_MODIFIERS.iter().any(|m| lead.is(i, m)) {
@@ -318,12 +323,18 @@ mod tests {
     #[test]
     fn dml_kinds_come_from_the_first_keyword_in_any_case() {
         assert_eq!(kind("select 1"), StatementKind::Select);
-        assert_eq!(kind("/* c */ (SELECT 1) UNION (SELECT 2)"), StatementKind::Select);
+        assert_eq!(
+            kind("/* c */ (SELECT 1) UNION (SELECT 2)"),
+            StatementKind::Select
+        );
         assert_eq!(kind("VALUES (1)"), StatementKind::Select);
         assert_eq!(kind("Insert into t values (1)"), StatementKind::Insert);
         assert_eq!(kind("UPDATE t SET a = 1"), StatementKind::Update);
         assert_eq!(kind("DELETE FROM t"), StatementKind::Delete);
-        assert_eq!(kind("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE"), StatementKind::Merge);
+        assert_eq!(
+            kind("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE"),
+            StatementKind::Merge
+        );
     }
 
     #[test]
@@ -346,26 +357,56 @@ mod tests {
     #[test]
     fn transaction_control_kinds() {
         assert_eq!(kind("BEGIN"), StatementKind::Transaction("BEGIN"));
-        assert_eq!(kind("start transaction isolation level serializable").as_str(), "START TRANSACTION");
+        assert_eq!(
+            kind("start transaction isolation level serializable").as_str(),
+            "START TRANSACTION"
+        );
         assert_eq!(kind("END").as_str(), "COMMIT");
         assert_eq!(kind("abort").as_str(), "ROLLBACK");
-        assert_eq!(kind("ROLLBACK TO SAVEPOINT s1").as_str(), "ROLLBACK TO SAVEPOINT");
-        assert_eq!(kind("rollback work to s1").as_str(), "ROLLBACK TO SAVEPOINT");
+        assert_eq!(
+            kind("ROLLBACK TO SAVEPOINT s1").as_str(),
+            "ROLLBACK TO SAVEPOINT"
+        );
+        assert_eq!(
+            kind("rollback work to s1").as_str(),
+            "ROLLBACK TO SAVEPOINT"
+        );
         assert_eq!(kind("RELEASE SAVEPOINT s1").as_str(), "RELEASE");
-        assert_eq!(kind("PREPARE TRANSACTION 'x'").as_str(), "PREPARE TRANSACTION");
+        assert_eq!(
+            kind("PREPARE TRANSACTION 'x'").as_str(),
+            "PREPARE TRANSACTION"
+        );
         assert_eq!(kind("COMMIT PREPARED 'x'").as_str(), "COMMIT PREPARED");
     }
 
     #[test]
     fn ddl_kinds_name_the_object_past_modifiers() {
-        assert_eq!(kind("CREATE TABLE t (a int)"), StatementKind::Ddl("CREATE TABLE"));
+        assert_eq!(
+            kind("CREATE TABLE t (a int)"),
+            StatementKind::Ddl("CREATE TABLE")
+        );
         assert_eq!(kind("create temp table t (a int)").as_str(), "CREATE TABLE");
-        assert_eq!(kind("CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)").as_str(), "CREATE INDEX");
-        assert_eq!(kind("CREATE OR REPLACE FUNCTION f() RETURNS int").as_str(), "CREATE FUNCTION");
-        assert_eq!(kind("create materialized view v as select 1").as_str(), "CREATE MATERIALIZED VIEW");
-        assert_eq!(kind("ALTER TABLE t ADD COLUMN b int").as_str(), "ALTER TABLE");
+        assert_eq!(
+            kind("CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)").as_str(),
+            "CREATE INDEX"
+        );
+        assert_eq!(
+            kind("CREATE OR REPLACE FUNCTION f() RETURNS int").as_str(),
+            "CREATE FUNCTION"
+        );
+        assert_eq!(
+            kind("create materialized view v as select 1").as_str(),
+            "CREATE MATERIALIZED VIEW"
+        );
+        assert_eq!(
+            kind("ALTER TABLE t ADD COLUMN b int").as_str(),
+            "ALTER TABLE"
+        );
         assert_eq!(kind("DROP INDEX IF EXISTS i").as_str(), "DROP INDEX");
-        assert_eq!(kind("CREATE CONSTRAINT TRIGGER x").as_str(), "CREATE TRIGGER");
+        assert_eq!(
+            kind("CREATE CONSTRAINT TRIGGER x").as_str(),
+            "CREATE TRIGGER"
+        );
         assert_eq!(kind("CREATE WIDGET x").as_str(), "CREATE");
         assert_eq!(kind("TRUNCATE t").as_str(), "TRUNCATE TABLE");
     }
@@ -375,7 +416,10 @@ mod tests {
         assert_eq!(kind("SET work_mem = '8MB'"), StatementKind::Utility("SET"));
         assert_eq!(kind("explain analyze select 1").as_str(), "EXPLAIN");
         assert_eq!(kind("VACUUM (ANALYZE) t").as_str(), "VACUUM");
-        assert_eq!(kind("REFRESH MATERIALIZED VIEW v").as_str(), "REFRESH MATERIALIZED VIEW");
+        assert_eq!(
+            kind("REFRESH MATERIALIZED VIEW v").as_str(),
+            "REFRESH MATERIALIZED VIEW"
+        );
         assert_eq!(kind("frobnicate"), StatementKind::Unknown);
         assert_eq!(kind("'just a string'"), StatementKind::Unknown);
         assert!(StatementKind::Select.is_dml());

@@ -336,20 +336,18 @@ impl Lexer<'_> {
     fn uescape(&mut self) {
         let src = self.src;
         let mut i = self.pos;
-        let skip = |mut i: usize| {
-            loop {
-                match src.get(i).copied() {
-                    Some(c) if is_space(c) => i += 1,
-                    Some(b'-') if src.get(i + 1) == Some(&b'-') => {
-                        while let Some(&c) = src.get(i) {
-                            if c == b'\n' || c == b'\r' {
-                                break;
-                            }
-                            i += 1;
+        let skip = |mut i: usize| loop {
+            match src.get(i).copied() {
+                Some(c) if is_space(c) => i += 1,
+                Some(b'-') if src.get(i + 1) == Some(&b'-') => {
+                    while let Some(&c) = src.get(i) {
+                        if c == b'\n' || c == b'\r' {
+                            break;
                         }
+                        i += 1;
                     }
-                    _ => return i,
                 }
+                _ => return i,
             }
         };
         i = skip(i);
@@ -486,10 +484,12 @@ impl Lexer<'_> {
         // holds one of `~ ! @ # % ^ & | ` ?`: `=-1` is `=` then `-1`.
         if len > 1 && matches!(src[start + len - 1], b'+' | b'-') {
             let op = &src[start..start + len];
-            if !op
-                .iter()
-                .any(|c| matches!(c, b'~' | b'!' | b'@' | b'#' | b'%' | b'^' | b'&' | b'|' | b'`' | b'?'))
-            {
+            if !op.iter().any(|c| {
+                matches!(
+                    c,
+                    b'~' | b'!' | b'@' | b'#' | b'%' | b'^' | b'&' | b'|' | b'`' | b'?'
+                )
+            }) {
                 while len > 1 && matches!(src[start + len - 1], b'+' | b'-') {
                     len -= 1;
                 }
@@ -578,16 +578,22 @@ mod tests {
 
     #[test]
     fn standard_string_doubles_quotes_and_keeps_backslashes() {
-        assert_eq!(kinds(r"'it''s' 'a\' x"), vec![
-            (Kind::String, "'it''s'"),
-            (Kind::String, r"'a\'"),
-            (Kind::Word, "x")
-        ]);
+        assert_eq!(
+            kinds(r"'it''s' 'a\' x"),
+            vec![
+                (Kind::String, "'it''s'"),
+                (Kind::String, r"'a\'"),
+                (Kind::Word, "x")
+            ]
+        );
     }
 
     #[test]
     fn escape_string_honours_backslash_escapes() {
-        assert_eq!(one(r"E'it\'s \\ ''ok'''"), (Kind::String, r"E'it\'s \\ ''ok'''"));
+        assert_eq!(
+            one(r"E'it\'s \\ ''ok'''"),
+            (Kind::String, r"E'it\'s \\ ''ok'''")
+        );
         assert_eq!(one(r"e'\n'"), (Kind::String, r"e'\n'"));
     }
 
@@ -595,7 +601,10 @@ mod tests {
     fn unicode_string_and_identifier_take_their_uescape_clause() {
         assert_eq!(
             kinds(r"U&'d!0061t' UESCAPE '!' x"),
-            vec![(Kind::String, r"U&'d!0061t' UESCAPE '!'"), (Kind::Word, "x")]
+            vec![
+                (Kind::String, r"U&'d!0061t' UESCAPE '!'"),
+                (Kind::Word, "x")
+            ]
         );
         assert_eq!(one(r#"u&"d\0061t""#), (Kind::QuotedIdent, r#"u&"d\0061t""#));
         assert_eq!(
@@ -612,7 +621,10 @@ mod tests {
 
     #[test]
     fn national_string_is_the_word_n_then_a_string_like_postgres() {
-        assert_eq!(kinds("N'abc'"), vec![(Kind::Word, "N"), (Kind::String, "'abc'")]);
+        assert_eq!(
+            kinds("N'abc'"),
+            vec![(Kind::Word, "N"), (Kind::String, "'abc'")]
+        );
     }
 
     #[test]
@@ -630,7 +642,10 @@ mod tests {
             one("$fn$ select $$x$$; $fn$"),
             (Kind::DollarString, "$fn$ select $$x$$; $fn$")
         );
-        assert_eq!(one("$a$never closed"), (Kind::DollarString, "$a$never closed"));
+        assert_eq!(
+            one("$a$never closed"),
+            (Kind::DollarString, "$a$never closed")
+        );
     }
 
     #[test]
@@ -642,7 +657,11 @@ mod tests {
     fn parameters_are_dollar_digits() {
         assert_eq!(
             kinds("$1,$23"),
-            vec![(Kind::Param, "$1"), (Kind::Punct, ","), (Kind::Param, "$23")]
+            vec![
+                (Kind::Param, "$1"),
+                (Kind::Punct, ","),
+                (Kind::Param, "$23")
+            ]
         );
         assert_eq!(one("$"), (Kind::Other, "$"));
     }
@@ -670,8 +689,18 @@ mod tests {
     #[test]
     fn numbers_in_every_notation() {
         for n in [
-            "42", "3.14", "5.", ".5", "1e10", "2.5E-3", "1_000_000", "0x1F", "0o17", "0b1010",
-            "0x_FF", "1_000.000_1",
+            "42",
+            "3.14",
+            "5.",
+            ".5",
+            "1e10",
+            "2.5E-3",
+            "1_000_000",
+            "0x1F",
+            "0o17",
+            "0b1010",
+            "0x_FF",
+            "1_000.000_1",
         ] {
             assert_eq!(one(n), (Kind::Number, n));
         }
@@ -756,7 +785,9 @@ mod tests {
 
     #[test]
     fn unterminated_literals_run_to_the_end() {
-        for s in ["'abc", "E'abc\\", "\"abc", "$$abc", "/* abc", "U&'x", "B'01"] {
+        for s in [
+            "'abc", "E'abc\\", "\"abc", "$$abc", "/* abc", "U&'x", "B'01",
+        ] {
             let t = lex(s.as_bytes());
             assert_eq!(t.len(), 1, "{s}");
             assert_eq!(t[0].end, s.len(), "{s}");

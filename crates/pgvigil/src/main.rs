@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use pgvigil_config::{Config, FileConfig, LogFormat, Overrides, PoolSection};
+use pgvigil_config::{Config, FileConfig, InsightSection, LogFormat, Overrides, PoolSection};
 use pgvigil_proxy::Proxy;
 use tracing_subscriber::EnvFilter;
 
@@ -62,6 +62,23 @@ struct Cli {
     /// text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// on or off: normalize, time and analyse every statement [default: on].
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    analytics: Option<bool>,
+    /// Executions at least this long are slow-query events [default: 500].
+    #[arg(long, value_name = "MS")]
+    slow_query_ms: Option<f64>,
+    /// Most fingerprints kept; the least used are evicted [default: 5000].
+    #[arg(long, value_name = "N")]
+    max_fingerprints: Option<usize>,
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("`{other}` is not on or off")),
+    }
 }
 
 impl Cli {
@@ -84,6 +101,12 @@ impl Cli {
                 server_idle_timeout: self.server_idle_timeout,
                 server_check_delay: self.server_check_delay,
                 ..PoolSection::default()
+            },
+            insight: InsightSection {
+                analytics: self.analytics,
+                slow_query_ms: self.slow_query_ms,
+                max_fingerprints: self.max_fingerprints,
+                ..InsightSection::default()
             },
         }
     }
@@ -138,12 +161,33 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listen = config.listen;
+        let admin_listen = config.admin_listen;
         let proxy = Proxy::bind(config)
             .await
             .with_context(|| format!("binding the client listener on {listen}"))?;
+        let admin = tokio::net::TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
         let addr = proxy.local_addr()?;
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), "listening on {addr}");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            admin = %admin.local_addr()?,
+            "listening on {addr}"
+        );
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = pgvigil_admin::AdminState {
+            insight: proxy.insight(),
+        };
+        let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
+            let _ = admin_stopped.await;
+        }));
         proxy.run(shutdown_signal()).await;
+        let _ = stop_admin.send(());
+        match admin_task.await {
+            Ok(Err(e)) => tracing::warn!("admin listener: {e}"),
+            Err(e) => tracing::warn!("admin listener task: {e}"),
+            Ok(Ok(())) => {}
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -2,6 +2,7 @@
 //! (SSL/GSS negotiation, cancel requests, authentication) here, the
 //! forwarding loop in `session`.
 
+mod observe;
 mod session;
 mod settings;
 
@@ -24,6 +25,8 @@ use crate::error::ProxyError;
 use crate::ids::{ClientId, ClientKey};
 use crate::scram::{md5_matches, ScramExchange};
 use crate::Shared;
+pub(crate) use observe::LintJob;
+use observe::Observer;
 use session::{Exit, Session};
 use settings::ClientSettings;
 
@@ -73,6 +76,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         cancel,
     } = login;
     tracing::debug!(client = %id, %peer, database = %pool.database, user = %pool.user, "client logged in");
+    let observer = match (&shared.insight, &shared.lint) {
+        (Some(insight), Some(lint)) => Some(Observer::new(
+            insight.clone(),
+            lint.clone(),
+            &pool.database,
+            &pool.user,
+            settings.get("application_name").unwrap_or(""),
+            peer.ip().to_string(),
+        )),
+        _ => None,
+    };
     let session = Session::new(
         id,
         stream,
@@ -82,6 +96,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         told,
         cancel,
         shared.config.max_packet_size,
+        observer,
     );
     let exit = session.run().await;
     shared.cancel.unregister(key);

@@ -24,6 +24,7 @@ use pgvigil_wire::backend::{self, tag as be, Severity, TransactionStatus};
 use pgvigil_wire::frontend::{self, tag as fe, BindView, ParseView, TargetView, TARGET_STATEMENT};
 use pgvigil_wire::FrameHeader;
 
+use super::observe::{Observer, Tracked};
 use super::settings::ClientSettings;
 use crate::cancel::CancelTarget;
 use crate::error::ProxyError;
@@ -48,17 +49,19 @@ enum Expect {
     Reply(Bytes),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Request {
     /// A Parse; for a renamed statement, what it created, so a failure
     /// can be forgotten.
     Parse(Option<(StatementId, Vec<u8>)>),
-    Bind,
-    Describe,
-    Execute,
+    /// With the renamed statement it uses, if any.
+    Bind(Option<StatementId>),
+    Describe(Option<StatementId>),
+    /// With the statement being timed, when analytics are on.
+    Execute(Option<Tracked>),
     Close,
     /// Simple Query and FunctionCall end with ReadyForQuery.
-    UntilReady,
+    UntilReady(Option<Tracked>),
     /// So does Sync, except while the server is in COPY FROM STDIN,
     /// when it ignores Sync.
     Sync,
@@ -69,21 +72,28 @@ impl Request {
     fn completed_by(&self, tag: u8) -> bool {
         match self {
             Request::Parse(_) => tag == be::PARSE_COMPLETE,
-            Request::Bind => tag == be::BIND_COMPLETE,
+            Request::Bind(_) => tag == be::BIND_COMPLETE,
             Request::Close => tag == be::CLOSE_COMPLETE,
-            Request::Describe => tag == be::ROW_DESCRIPTION || tag == be::NO_DATA,
-            Request::Execute => matches!(
+            Request::Describe(_) => tag == be::ROW_DESCRIPTION || tag == be::NO_DATA,
+            Request::Execute(_) => matches!(
                 tag,
                 be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
             ),
-            Request::UntilReady | Request::Sync => tag == be::READY_FOR_QUERY,
+            Request::UntilReady(_) | Request::Sync => tag == be::READY_FOR_QUERY,
         }
     }
 
     /// Extended-protocol requests: after an error the server skips them
     /// until Sync.
     fn skipped_after_error(&self) -> bool {
-        !matches!(self, Request::UntilReady | Request::Sync)
+        !matches!(self, Request::UntilReady(_) | Request::Sync)
+    }
+
+    fn tracked_mut(&mut self) -> Option<&mut Tracked> {
+        match self {
+            Request::Execute(t) | Request::UntilReady(t) => t.as_mut(),
+            _ => None,
+        }
     }
 }
 
@@ -118,6 +128,9 @@ pub(crate) struct Session {
     /// The server is in COPY FROM STDIN, waiting for the client's data.
     copy_in: bool,
     statements: ClientStatements,
+    /// Which statements and portals run DISCARD ALL / DEALLOCATE ALL.
+    resets: ResetTracker,
+    observer: Option<Observer>,
 }
 
 impl Session {
@@ -131,6 +144,7 @@ impl Session {
         told: HashMap<String, String>,
         cancel: Arc<CancelTarget>,
         max_frame: usize,
+        observer: Option<Observer>,
     ) -> Session {
         Session {
             id,
@@ -150,6 +164,8 @@ impl Session {
             passthrough: 0,
             copy_in: false,
             statements: ClientStatements::default(),
+            resets: ResetTracker::default(),
+            observer,
         }
     }
 
@@ -406,7 +422,11 @@ impl Session {
                     if view.statement.is_empty() || !self.pool.statement_known(prepared.id) {
                         return Ok(false);
                     }
-                    parsed.push((view.statement.to_vec(), Arc::new(prepared)));
+                    parsed.push((
+                        view.statement.to_vec(),
+                        view.query.to_vec(),
+                        Arc::new(prepared),
+                    ));
                 }
                 fe::SYNC => {
                     at += h.frame_len;
@@ -417,7 +437,11 @@ impl Session {
             at += h.frame_len;
         }
         let _ = self.client_buf.split_to(at);
-        for (name, prepared) in parsed {
+        for (name, query, prepared) in parsed {
+            if let Some(o) = self.observer.as_mut() {
+                o.on_parse(&name, &query);
+            }
+            self.resets.on_parse(&name, &query);
             self.statements.insert(&name, prepared);
             self.to_client.push(backend::parse_complete());
         }
@@ -487,18 +511,27 @@ impl Session {
         }
         let action = match tag {
             fe::QUERY => {
+                let text = frontend::query_text(frame)?;
                 let action = if rewrite {
-                    self.local_statement_command(frontend::query_text(frame)?)
+                    self.local_statement_command(text)
                 } else {
                     Action::Keep
                 };
+                if let Some(LocalCommand::DiscardAll | LocalCommand::Deallocate(None)) =
+                    local_command(text)
+                {
+                    if let Some(o) = self.observer.as_mut() {
+                        o.forget_statements();
+                    }
+                }
+                let tracked = self.observer.as_mut().and_then(|o| o.track_query(text));
                 self.expected
-                    .push_back(Expect::Forward(Request::UntilReady));
+                    .push_back(Expect::Forward(Request::UntilReady(tracked)));
                 action
             }
             fe::FUNCTION_CALL => {
                 self.expected
-                    .push_back(Expect::Forward(Request::UntilReady));
+                    .push_back(Expect::Forward(Request::UntilReady(None)));
                 Action::Keep
             }
             fe::SYNC if self.copy_in => Action::Keep, // ignored by the server
@@ -514,23 +547,23 @@ impl Session {
             }
             fe::PARSE => {
                 let view = ParseView::new(frame)?;
+                if let Some(o) = self.observer.as_mut() {
+                    o.on_parse(view.statement, view.query);
+                }
+                if rewrite {
+                    self.resets.on_parse(view.statement, view.query);
+                }
                 if rewrite && !view.statement.is_empty() {
+                    // A client's own Parse always reaches the server, as
+                    // Close + Parse: the statement is then as fresh as the
+                    // client asked (after ALTER TABLE a stale copy would
+                    // describe the old columns), and it costs one message
+                    // per statement per client connection.
                     let prepared = Arc::new(Prepared::from_parse(&view));
                     self.statements.insert(view.statement, prepared.clone());
-                    let server = self.server.as_mut().expect("attached");
-                    if server.statements.touch(prepared.id) {
-                        self.expected
-                            .push_back(Expect::Reply(backend::parse_complete()));
-                        Action::Drop
-                    } else {
-                        server.statements.insert(prepared.id);
-                        self.expected
-                            .push_back(Expect::Forward(Request::Parse(Some((
-                                prepared.id,
-                                view.statement.to_vec(),
-                            )))));
-                        Action::Replace(vec![prepared.parse.clone()])
-                    }
+                    let mut parts = Vec::with_capacity(2);
+                    self.prepare_on_server(&prepared, &mut parts, Some(view.statement.to_vec()));
+                    Action::Replace(parts)
                 } else {
                     self.expected
                         .push_back(Expect::Forward(Request::Parse(None)));
@@ -539,36 +572,49 @@ impl Session {
             }
             fe::BIND => {
                 let view = BindView::new(frame)?;
-                let renamed = match self.renamed(rewrite, view.statement) {
-                    Some((prepare, name)) => {
+                if let Some(o) = self.observer.as_mut() {
+                    o.on_bind(view.portal, view.statement, view.rest);
+                }
+                if rewrite {
+                    self.resets.on_bind(view.portal, view.statement);
+                }
+                let (action, id) = match self.renamed(rewrite, view.statement) {
+                    Some((prepare, name, id)) => {
                         let mut parts = prepare;
                         parts.push(frontend::bind_renamed(&view, &name));
-                        Action::Replace(parts)
+                        (Action::Replace(parts), Some(id))
                     }
-                    None => Action::Keep,
+                    None => (Action::Keep, None),
                 };
-                self.expected.push_back(Expect::Forward(Request::Bind));
-                renamed
+                self.expected.push_back(Expect::Forward(Request::Bind(id)));
+                action
             }
             fe::DESCRIBE => {
                 let view = TargetView::new(frame)?;
-                let action = if view.kind == TARGET_STATEMENT {
-                    match self.renamed(rewrite, view.name) {
-                        Some((prepare, name)) => {
-                            let mut parts = prepare;
-                            parts.push(frontend::describe(view.kind, &name));
-                            Action::Replace(parts)
-                        }
-                        None => Action::Keep,
-                    }
+                let renamed = if view.kind == TARGET_STATEMENT {
+                    self.renamed(rewrite, view.name)
                 } else {
-                    Action::Keep
+                    None
                 };
-                self.expected.push_back(Expect::Forward(Request::Describe));
+                let (action, id) = match renamed {
+                    Some((prepare, name, id)) => {
+                        let mut parts = prepare;
+                        parts.push(frontend::describe(view.kind, &name));
+                        (Action::Replace(parts), Some(id))
+                    }
+                    None => (Action::Keep, None),
+                };
+                self.expected
+                    .push_back(Expect::Forward(Request::Describe(id)));
                 action
             }
             fe::CLOSE => {
                 let view = TargetView::new(frame)?;
+                if view.kind == TARGET_STATEMENT {
+                    if let Some(o) = self.observer.as_mut() {
+                        o.on_close_statement(view.name);
+                    }
+                }
                 if rewrite && view.kind == TARGET_STATEMENT && !view.name.is_empty() {
                     // The server-side statement stays for other clients;
                     // only this client's name goes.
@@ -582,7 +628,18 @@ impl Session {
                 }
             }
             fe::EXECUTE => {
-                self.expected.push_back(Expect::Forward(Request::Execute));
+                let portal = frontend::execute_portal(frame)?;
+                if rewrite {
+                    if let Some(reset) = self.resets.executes(portal) {
+                        self.forget_server_state(reset);
+                    }
+                }
+                let tracked = match self.observer.as_mut() {
+                    Some(o) => o.track_execute(portal),
+                    None => None,
+                };
+                self.expected
+                    .push_back(Expect::Forward(Request::Execute(tracked)));
                 Action::Keep
             }
             // Flush, CopyData/CopyDone/CopyFail, and types this proxy does
@@ -597,14 +654,12 @@ impl Session {
     fn local_statement_command(&mut self, text: &[u8]) -> Action {
         let server = self.server.as_mut().expect("attached");
         match local_command(text) {
-            Some(LocalCommand::DiscardAll) | Some(LocalCommand::Deallocate(None)) => {
-                // The server drops every statement, pgvigil's included.
-                self.statements.clear();
-                server.statements.clear();
-                if matches!(local_command(text), Some(LocalCommand::DiscardAll)) {
-                    server.applied.clear();
-                    server.applied_signature = 0;
-                }
+            Some(LocalCommand::DiscardAll) => {
+                self.forget_server_state(Reset::DiscardAll);
+                Action::Keep
+            }
+            Some(LocalCommand::Deallocate(None)) => {
+                self.forget_server_state(Reset::DeallocateAll);
                 Action::Keep
             }
             Some(LocalCommand::Deallocate(Some(name))) => {
@@ -616,12 +671,11 @@ impl Session {
                 // (tag, transaction status) exactly what the client
                 // expects; the statement is prepared first if this server
                 // lacks it, so the command cannot fail here.
-                let mut parts = Vec::with_capacity(2);
+                let mut parts = Vec::with_capacity(3);
                 if !server.statements.touch(prepared.id) {
-                    parts.push(prepared.parse.clone());
-                    self.expected
-                        .push_back(Expect::Swallow(Request::Parse(None)));
+                    self.prepare_on_server(&prepared, &mut parts, None);
                 }
+                let server = self.server.as_mut().expect("attached");
                 server.statements.remove(prepared.id);
                 let sql = format!("DEALLOCATE {}", prepared.id.server_name());
                 parts.push(frontend::query(&sql));
@@ -632,8 +686,13 @@ impl Session {
     }
 
     /// For a Bind or Describe naming a client's statement: the server-side
-    /// name, and the Parse to send first if this server lacks it.
-    fn renamed(&mut self, rewrite: bool, client_name: &[u8]) -> Option<(Vec<Bytes>, Bytes)> {
+    /// name and id, and the messages that prepare it first if this server
+    /// lacks it.
+    fn renamed(
+        &mut self,
+        rewrite: bool,
+        client_name: &[u8],
+    ) -> Option<(Vec<Bytes>, Bytes, StatementId)> {
         if !rewrite || client_name.is_empty() {
             return None;
         }
@@ -641,17 +700,44 @@ impl Session {
         // PostgreSQL's own "does not exist" error.
         let prepared = self.statements.get(client_name)?.clone();
         let server = self.server.as_mut().expect("attached");
-        let mut parts = Vec::with_capacity(2);
+        let mut parts = Vec::with_capacity(3);
         if !server.statements.touch(prepared.id) {
-            server.statements.insert(prepared.id);
-            parts.push(prepared.parse.clone());
-            self.expected
-                .push_back(Expect::Swallow(Request::Parse(Some((
-                    prepared.id,
-                    Vec::new(),
-                )))));
+            self.prepare_on_server(&prepared, &mut parts, None);
         }
-        Some((parts, prepared.server_name.clone()))
+        Some((parts, prepared.server_name.clone(), prepared.id))
+    }
+
+    /// Queues Close + Parse of a renamed statement. The client's own Parse
+    /// (`client_name` given) gets the server's reply; one pgvigil adds
+    /// for a Bind or Describe does not.
+    fn prepare_on_server(
+        &mut self,
+        prepared: &Prepared,
+        parts: &mut Vec<Bytes>,
+        client_name: Option<Vec<u8>>,
+    ) {
+        let server = self.server.as_mut().expect("attached");
+        server.statements.insert(prepared.id);
+        parts.push(prepared.close.clone());
+        parts.push(prepared.parse.clone());
+        self.expected.push_back(Expect::Swallow(Request::Close));
+        self.expected.push_back(match client_name {
+            Some(name) => Expect::Forward(Request::Parse(Some((prepared.id, name)))),
+            None => Expect::Swallow(Request::Parse(Some((prepared.id, Vec::new())))),
+        });
+    }
+
+    /// DISCARD ALL or DEALLOCATE ALL is on its way to the server, which
+    /// will drop every prepared statement (and with DISCARD, every
+    /// setting): pgvigil's records of it and of the client's names go too.
+    fn forget_server_state(&mut self, reset: Reset) {
+        self.statements.clear();
+        let server = self.server.as_mut().expect("attached");
+        server.statements.clear();
+        if reset == Reset::DiscardAll {
+            server.applied.clear();
+            server.applied_signature = 0;
+        }
     }
 
     /// Replies pgvigil makes itself go out as soon as everything before
@@ -689,7 +775,8 @@ impl Session {
                 let decoded = matches!(
                     h.tag,
                     be::READY_FOR_QUERY | be::ERROR_RESPONSE | be::PARAMETER_STATUS
-                ) || matches!(self.expected.front(), Some(Expect::Swallow(_)));
+                ) || (h.tag == be::COMMAND_COMPLETE && self.observer.is_some())
+                    || matches!(self.expected.front(), Some(Expect::Swallow(_)));
                 if decoded && h.frame_len > max_frame {
                     return Err(ProxyError::Protocol(pgvigil_wire::FrameError::TooLarge {
                         tag: h.tag as char,
@@ -746,6 +833,11 @@ impl Session {
                 let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
                 self.told.insert(k.to_string(), v.to_string());
                 self.settings.record_change(&k, &v);
+                if k == "application_name" {
+                    if let Some(o) = self.observer.as_mut() {
+                        o.set_application_name(&v);
+                    }
+                }
                 server.applied.insert(k.to_string(), v.to_string());
                 server.applied_signature = self.settings.signature();
                 return Ok(true);
@@ -768,15 +860,51 @@ impl Session {
             }
             _ => {}
         }
-        let Some(head) = self.expected.front() else {
-            return Ok(true); // e.g. a FATAL before the server closes
+        if tag == be::READY_FOR_QUERY {
+            if let Some(observer) = self.observer.as_mut() {
+                observer.on_ready(server.status);
+            }
+        }
+        let (swallow, skipped_after_error, completed, learned, uses) = match self
+            .expected
+            .front_mut()
+        {
+            None => return Ok(true), // e.g. a FATAL before the server closes
+            Some(Expect::Reply(_)) => unreachable!("replies were emitted"),
+            Some(head) => {
+                let swallow = matches!(head, Expect::Swallow(_));
+                let (Expect::Forward(r) | Expect::Swallow(r)) = head else {
+                    unreachable!("matched above");
+                };
+                if let (Some(observer), Some(tracked)) = (self.observer.as_mut(), r.tracked_mut()) {
+                    observer.on_reply(tracked, tag, frame);
+                }
+                let learned = match r {
+                    Request::Parse(Some((id, _))) => Some(*id),
+                    _ => None,
+                };
+                let uses = match r {
+                    Request::Bind(id) | Request::Describe(id) => *id,
+                    _ => None,
+                };
+                (
+                    swallow,
+                    r.skipped_after_error(),
+                    r.completed_by(tag),
+                    learned,
+                    uses,
+                )
+            }
         };
-        let request = match head {
-            Expect::Forward(r) | Expect::Swallow(r) => r.clone(),
-            Expect::Reply(_) => unreachable!("replies were emitted"),
-        };
-        let swallow = matches!(head, Expect::Swallow(_));
-        if tag == be::ERROR_RESPONSE && request.skipped_after_error() {
+        if tag == be::ERROR_RESPONSE && skipped_after_error {
+            // A renamed statement the server no longer has, or whose plan
+            // went stale after a schema change: prepare it afresh next time.
+            if let (Some(id), Some(frame)) = (uses, frame) {
+                let code = backend::error_fields(frame)?.code;
+                if code == b"26000" || code == b"0A000" {
+                    server.statements.remove(id);
+                }
+            }
             // The failed request is done, and the server skips the rest
             // up to the next Sync.
             let failed = self.expected.pop_front();
@@ -784,8 +912,8 @@ impl Session {
             let mut synced = false;
             while let Some(e) = self.expected.front() {
                 match e {
-                    Expect::Forward(Request::UntilReady | Request::Sync)
-                    | Expect::Swallow(Request::UntilReady | Request::Sync) => {
+                    Expect::Forward(Request::UntilReady(_) | Request::Sync)
+                    | Expect::Swallow(Request::UntilReady(_) | Request::Sync) => {
                         synced = true;
                         break;
                     }
@@ -802,8 +930,8 @@ impl Session {
             // a Parse pgvigil added: the client's Bind fails with it.
             return Ok(true);
         }
-        if request.completed_by(tag) {
-            if let Request::Parse(Some((id, _))) = request {
+        if completed {
+            if let Some(id) = learned {
                 self.pool.remember_statement(id);
             }
             self.expected.pop_front();
@@ -828,6 +956,9 @@ impl Session {
     /// Ends the session: what was queued for the client goes out, and the
     /// server connection goes back to the pool only if it is clean.
     async fn finish(&mut self, exit: &Exit) {
+        if let Some(o) = self.observer.as_mut() {
+            o.finish();
+        }
         if let Exit::Error(e) = exit {
             let message = match e {
                 ProxyError::ServerClosed | ProxyError::ServerIo(_) => {
@@ -888,6 +1019,59 @@ enum Action {
     Keep,
     Replace(Vec<Bytes>),
     Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reset {
+    DiscardAll,
+    DeallocateAll,
+}
+
+/// Drivers also send DISCARD ALL and DEALLOCATE ALL through the extended
+/// protocol (psycopg does, after a failed pipeline). What a portal runs is
+/// only known from the Parse and Bind before its Execute, so the few
+/// statements and portals that run these commands are remembered.
+#[derive(Default)]
+struct ResetTracker {
+    statements: HashMap<Vec<u8>, Reset>,
+    portals: HashMap<Vec<u8>, Reset>,
+}
+
+impl ResetTracker {
+    fn on_parse(&mut self, name: &[u8], query: &[u8]) {
+        let reset = match local_command(query) {
+            Some(LocalCommand::DiscardAll) => Some(Reset::DiscardAll),
+            Some(LocalCommand::Deallocate(None)) => Some(Reset::DeallocateAll),
+            _ => None,
+        };
+        match reset {
+            Some(r) => {
+                self.statements.insert(name.to_vec(), r);
+            }
+            None if !self.statements.is_empty() => {
+                self.statements.remove(name);
+            }
+            None => {}
+        }
+    }
+
+    fn on_bind(&mut self, portal: &[u8], statement: &[u8]) {
+        if self.statements.is_empty() && self.portals.is_empty() {
+            return;
+        }
+        match self.statements.get(statement) {
+            Some(&r) => {
+                self.portals.insert(portal.to_vec(), r);
+            }
+            None => {
+                self.portals.remove(portal);
+            }
+        }
+    }
+
+    fn executes(&self, portal: &[u8]) -> Option<Reset> {
+        self.portals.get(portal).copied()
+    }
 }
 
 /// Simple-protocol commands transaction mode handles itself.
@@ -977,9 +1161,9 @@ mod tests {
 
     #[test]
     fn error_skips_extended_requests_but_not_ready() {
-        assert!(Request::Bind.skipped_after_error());
-        assert!(!Request::UntilReady.skipped_after_error());
-        assert!(Request::Describe.completed_by(be::NO_DATA));
-        assert!(!Request::Describe.completed_by(be::PARAMETER_DESCRIPTION));
+        assert!(Request::Bind(None).skipped_after_error());
+        assert!(!Request::UntilReady(None).skipped_after_error());
+        assert!(Request::Describe(None).completed_by(be::NO_DATA));
+        assert!(!Request::Describe(None).completed_by(be::PARAMETER_DESCRIPTION));
     }
 }

@@ -1,0 +1,502 @@
+//! What one session tells query insight: each statement's fingerprint,
+//! duration, rows and outcome, its slow executions, and its N+1 loops.
+//!
+//! The session calls in at the points where it already decodes messages
+//! (Query, Parse, Bind, Execute, and the replies that complete them), so
+//! observing adds no decoding of its own beyond CommandComplete tags.
+//! Normalization is cached per session by SQL text, and by statement name
+//! for prepared statements, so a Bind/Execute of a known statement costs a
+//! map lookup.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pgvigil_insight::{
+    Execution, Insight, NPlusOneDetector, Observed, SeenBy, SlowContext, SlowEvent, StatementInfo,
+};
+use pgvigil_sql::{NormalizeCache, NormalizedStatement, StatementKind};
+use pgvigil_wire::backend::{self, tag as be, TransactionStatus};
+use tokio::sync::mpsc;
+
+/// Distinct SQL texts a session keeps normalized.
+const SESSION_TEXT_CACHE: usize = 256;
+/// Fingerprints a session remembers having registered.
+const SESSION_REGISTERED: usize = 4096;
+
+type Statements = Arc<[NormalizedStatement]>;
+
+/// A new fingerprint's raw text, for the lint worker.
+pub(crate) type LintJob = (u64, String);
+
+/// A request whose statements are being timed.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    statements: Statements,
+    /// Index of the statement the next completion belongs to.
+    next: usize,
+    params_hash: u64,
+    /// Bind parameters, only when `log_parameters` is on.
+    parameters: Option<String>,
+    /// The original text, only when `log_parameters` is on.
+    raw: Option<Arc<[u8]>>,
+    started: Instant,
+}
+
+pub(crate) struct Observer {
+    insight: Arc<Insight>,
+    lint: mpsc::Sender<LintJob>,
+    texts: NormalizeCache,
+    registered: HashSet<u64>,
+    named: HashMap<Vec<u8>, Statements>,
+    unnamed: Option<Statements>,
+    portals: HashMap<Vec<u8>, (Statements, u64, Option<String>)>,
+    caller: u32,
+    database: Arc<str>,
+    user: Arc<str>,
+    application_name: String,
+    client_addr: String,
+    detector: NPlusOneDetector,
+    in_transaction: bool,
+    epoch: Instant,
+    /// When the previous statement completed: a pipelined statement's
+    /// time starts there, not when it was sent.
+    last_completion: Instant,
+}
+
+impl Observer {
+    pub(crate) fn new(
+        insight: Arc<Insight>,
+        lint: mpsc::Sender<LintJob>,
+        database: &str,
+        user: &str,
+        application_name: &str,
+        client_addr: String,
+    ) -> Observer {
+        let caller = insight.caller(database, user, application_name);
+        let detector = NPlusOneDetector::new(insight.config().n_plus_one);
+        let now = Instant::now();
+        Observer {
+            insight,
+            lint,
+            texts: NormalizeCache::new(SESSION_TEXT_CACHE),
+            registered: HashSet::new(),
+            named: HashMap::new(),
+            unnamed: None,
+            portals: HashMap::new(),
+            caller,
+            database: database.into(),
+            user: user.into(),
+            application_name: application_name.to_string(),
+            client_addr,
+            detector,
+            in_transaction: false,
+            epoch: now,
+            last_completion: now,
+        }
+    }
+
+    /// application_name changed (SET application_name, or a reset).
+    pub(crate) fn set_application_name(&mut self, name: &str) {
+        if self.application_name != name {
+            self.application_name = name.to_string();
+            self.caller = self
+                .insight
+                .caller(&self.database, &self.user, &self.application_name);
+        }
+    }
+
+    fn normalize(&mut self, sql: &[u8]) -> Statements {
+        let statements = self.texts.get_or_normalize(sql);
+        for s in statements.iter() {
+            let fp = s.fingerprint.0;
+            if self.registered.contains(&fp) {
+                continue;
+            }
+            if self.registered.len() >= SESSION_REGISTERED {
+                self.registered.clear();
+            }
+            self.registered.insert(fp);
+            let info = Arc::new(StatementInfo {
+                fingerprint: fp,
+                query: s.text.clone(),
+                kind: s.kind.as_str().to_string(),
+            });
+            if self.insight.register(info) {
+                let raw = sql.get(s.span.clone()).unwrap_or_default();
+                // Lint is best effort: a full queue only loses the lint.
+                let _ = self
+                    .lint
+                    .try_send((fp, String::from_utf8_lossy(raw).into_owned()));
+            }
+        }
+        statements
+    }
+
+    pub(crate) fn track_query(&mut self, text: &[u8]) -> Option<Tracked> {
+        let statements = self.normalize(text);
+        if statements.is_empty() {
+            return None;
+        }
+        let log = self.insight.config().log_parameters;
+        Some(Tracked {
+            statements,
+            next: 0,
+            params_hash: 0,
+            parameters: None,
+            raw: log.then(|| Arc::from(text)),
+            started: Instant::now(),
+        })
+    }
+
+    pub(crate) fn on_parse(&mut self, name: &[u8], query: &[u8]) {
+        let statements = self.normalize(query);
+        if name.is_empty() {
+            self.unnamed = Some(statements);
+        } else {
+            self.named.insert(name.to_vec(), statements);
+        }
+    }
+
+    pub(crate) fn on_bind(&mut self, portal: &[u8], statement: &[u8], rest: &[u8]) {
+        let statements = if statement.is_empty() {
+            self.unnamed.clone()
+        } else {
+            self.named.get(statement).cloned()
+        };
+        let Some(statements) = statements else {
+            return;
+        };
+        let parameters = self
+            .insight
+            .config()
+            .log_parameters
+            .then(|| render_bind_parameters(rest));
+        let entry = (statements, fnv1a(rest), parameters);
+        if portal.is_empty() {
+            // The unnamed portal is by far the common case; keep its entry
+            // allocation-free after the first.
+            match self.portals.get_mut(portal) {
+                Some(slot) => *slot = entry,
+                None => {
+                    self.portals.insert(Vec::new(), entry);
+                }
+            }
+        } else {
+            self.portals.insert(portal.to_vec(), entry);
+        }
+    }
+
+    pub(crate) fn on_close_statement(&mut self, name: &[u8]) {
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.named.remove(name);
+        }
+    }
+
+    pub(crate) fn forget_statements(&mut self) {
+        self.named.clear();
+        self.unnamed = None;
+        self.portals.clear();
+    }
+
+    pub(crate) fn track_execute(&mut self, portal: &[u8]) -> Option<Tracked> {
+        let (statements, params_hash, parameters) = self.portals.get(portal)?;
+        Some(Tracked {
+            statements: statements.clone(),
+            next: 0,
+            params_hash: *params_hash,
+            parameters: parameters.clone(),
+            raw: None,
+            started: Instant::now(),
+        })
+    }
+
+    /// A reply arrived for a tracked request. Returns nothing; records
+    /// each statement it completes.
+    pub(crate) fn on_reply(&mut self, tracked: &mut Tracked, tag: u8, frame: Option<&[u8]>) {
+        let (rows, sqlstate) = match tag {
+            be::COMMAND_COMPLETE => (frame.map_or(0, rows_of), None),
+            be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED => (0, None),
+            be::ERROR_RESPONSE => {
+                let code = frame
+                    .and_then(|f| backend::error_fields(f).ok())
+                    .and_then(|f| <[u8; 5]>::try_from(f.code).ok())
+                    .unwrap_or(*b"XX000");
+                (0, Some(code))
+            }
+            _ => return,
+        };
+        let Some(statement) = tracked.statements.get(tracked.next) else {
+            return;
+        };
+        let statement = statement.clone();
+        let now = Instant::now();
+        let started = tracked.started.max(self.last_completion);
+        let duration_us = now.duration_since(started).as_micros() as u64;
+        self.last_completion = now;
+        tracked.started = now;
+        // After an error PostgreSQL skips the rest of a multi-statement
+        // string; a portal's later completions (PortalSuspended then
+        // CommandComplete) belong to the same statement.
+        if sqlstate.is_some() {
+            tracked.next = tracked.statements.len();
+        } else if tag != be::PORTAL_SUSPENDED && tracked.statements.len() > 1 {
+            tracked.next += 1;
+        }
+        self.record(&statement, tracked, started, duration_us, rows, sqlstate);
+    }
+
+    fn record(
+        &mut self,
+        s: &NormalizedStatement,
+        tracked: &Tracked,
+        started: Instant,
+        duration_us: u64,
+        rows: u64,
+        sqlstate: Option<[u8; 5]>,
+    ) {
+        let fingerprint = s.fingerprint.0;
+        self.insight.record(Execution {
+            fingerprint,
+            duration_us,
+            rows,
+            sqlstate,
+            caller: self.caller,
+        });
+        let rules = &self.insight.config().slow_rules;
+        if rules.could_be_slow(duration_us) {
+            self.check_slow(s, tracked, duration_us);
+        }
+        let before = self.in_transaction;
+        let after = match s.kind {
+            StatementKind::Transaction("BEGIN" | "START TRANSACTION") => true,
+            StatementKind::Transaction("COMMIT" | "ROLLBACK") => false,
+            _ => before,
+        };
+        self.in_transaction = after;
+        let params_hash = if tracked.params_hash != 0 {
+            tracked.params_hash
+        } else {
+            s.constants_hash
+        };
+        let observed = Observed {
+            fingerprint,
+            is_select: s.kind == StatementKind::Select,
+            params_hash,
+            started_us: started.duration_since(self.epoch).as_micros() as u64,
+            duration_us,
+            in_transaction_before: before,
+            in_transaction_after: after,
+        };
+        let found = self.detector.observe(&observed);
+        self.report(found, &s.tags);
+    }
+
+    fn check_slow(&self, s: &NormalizedStatement, tracked: &Tracked, duration_us: u64) {
+        let tables = self
+            .insight
+            .annotation(s.fingerprint.0)
+            .map(|a| a.tables.clone())
+            .unwrap_or_default();
+        let context = SlowContext {
+            fingerprint: s.fingerprint.0,
+            statement: s.kind.as_str(),
+            tables: &tables,
+            database: &self.database,
+            user: &self.user,
+            application_name: &self.application_name,
+            query: &s.text,
+        };
+        let Some(rule) = self
+            .insight
+            .config()
+            .slow_rules
+            .classify(duration_us, &context)
+        else {
+            return;
+        };
+        let parameters = if self.insight.config().log_parameters {
+            tracked.parameters.clone().or_else(|| {
+                tracked
+                    .raw
+                    .as_ref()
+                    .and_then(|raw| raw.get(s.span.clone()))
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+            })
+        } else {
+            None
+        };
+        let event = SlowEvent {
+            at_ms: unix_ms(),
+            rule: rule.to_string(),
+            fingerprint: s.fingerprint.0,
+            query: s.text.clone(),
+            duration_us,
+            database: self.database.to_string(),
+            user: self.user.to_string(),
+            application_name: self.application_name.clone(),
+            client_addr: self.client_addr.clone(),
+            tags: s.tags.clone(),
+            parameters,
+        };
+        tracing::warn!(
+            target: "pgvigil::slow_query",
+            rule = %event.rule,
+            fingerprint = %s.fingerprint,
+            duration_ms = duration_us as f64 / 1000.0,
+            database = %event.database,
+            user = %event.user,
+            application_name = %event.application_name,
+            client_addr = %event.client_addr,
+            tags = ?event.tags,
+            query = %event.query,
+            parameters = ?event.parameters,
+            "slow query"
+        );
+        self.insight.report_slow(event);
+    }
+
+    fn report(&self, found: Vec<pgvigil_insight::Detection>, tags: &[(String, String)]) {
+        if found.is_empty() {
+            return;
+        }
+        let seen = SeenBy {
+            caller: self.caller,
+            tags: tags.to_vec(),
+            now_ms: unix_ms(),
+        };
+        for d in &found {
+            tracing::info!(
+                target: "pgvigil::n_plus_one",
+                child = %format!("{:016x}", d.child),
+                pattern = ?d.pattern,
+                repeats = d.repeats,
+                total_ms = d.total_us as f64 / 1000.0,
+                database = %self.database,
+                user = %self.user,
+                application_name = %self.application_name,
+                "repeated query pattern"
+            );
+            self.insight.report_detection(d, &seen);
+        }
+    }
+
+    /// ReadyForQuery carries the authoritative transaction state.
+    pub(crate) fn on_ready(&mut self, status: TransactionStatus) {
+        self.in_transaction = status != TransactionStatus::Idle;
+    }
+
+    /// The session ended: the last unit of work is complete.
+    pub(crate) fn finish(&mut self) {
+        let found = self.detector.finish_unit();
+        self.report(found, &[]);
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h | 1
+}
+
+/// Rows from a command tag: the last number of `SELECT 5`, `INSERT 0 5`,
+/// `UPDATE 5`, `COPY 5`...; 0 for tags without one.
+fn rows_of(frame: &[u8]) -> u64 {
+    let Ok(tag) = backend::command_tag(frame) else {
+        return 0;
+    };
+    let last = tag.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    std::str::from_utf8(last)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bind parameters as `$1 = '...'` text, for operators who opted in with
+/// `log_parameters`; binary values are shown as hex.
+fn render_bind_parameters(rest: &[u8]) -> String {
+    fn i16_at(b: &[u8], at: usize) -> Option<i16> {
+        Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    }
+    fn i32_at(b: &[u8], at: usize) -> Option<i32> {
+        Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+    let render = || -> Option<String> {
+        let nformats = i16_at(rest, 0)?.max(0) as usize;
+        let formats: Vec<i16> = (0..nformats)
+            .map(|i| i16_at(rest, 2 + 2 * i))
+            .collect::<Option<_>>()?;
+        let mut at = 2 + 2 * nformats;
+        let nparams = i16_at(rest, at)?.max(0) as usize;
+        at += 2;
+        let mut out = Vec::with_capacity(nparams);
+        for i in 0..nparams {
+            let len = i32_at(rest, at)?;
+            at += 4;
+            let format = match formats.len() {
+                0 => 0,
+                1 => formats[0],
+                _ => *formats.get(i)?,
+            };
+            let value = if len < 0 {
+                "NULL".to_string()
+            } else {
+                let bytes = rest.get(at..at + len as usize)?;
+                at += len as usize;
+                if format == 0 {
+                    format!("'{}'", String::from_utf8_lossy(bytes).replace('\'', "''"))
+                } else {
+                    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    format!("'\\x{hex}'")
+                }
+            };
+            out.push(format!("${} = {value}", i + 1));
+        }
+        Some(out.join(", "))
+    };
+    render().unwrap_or_else(|| "(unreadable parameters)".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_come_from_the_last_number_of_the_tag() {
+        assert_eq!(rows_of(&backend::command_complete("SELECT 12")), 12);
+        assert_eq!(rows_of(&backend::command_complete("INSERT 0 3")), 3);
+        assert_eq!(rows_of(&backend::command_complete("CREATE TABLE")), 0);
+    }
+
+    #[test]
+    fn bind_parameters_render_text_binary_and_null() {
+        let mut rest = Vec::new();
+        rest.extend_from_slice(&2i16.to_be_bytes());
+        rest.extend_from_slice(&0i16.to_be_bytes());
+        rest.extend_from_slice(&1i16.to_be_bytes());
+        rest.extend_from_slice(&3i16.to_be_bytes());
+        rest.extend_from_slice(&4i32.to_be_bytes());
+        rest.extend_from_slice(b"it's");
+        rest.extend_from_slice(&2i32.to_be_bytes());
+        rest.extend_from_slice(&[0xde, 0xad]);
+        rest.extend_from_slice(&(-1i32).to_be_bytes());
+        rest.extend_from_slice(&0i16.to_be_bytes());
+        assert_eq!(
+            render_bind_parameters(&rest),
+            "$1 = 'it''s', $2 = '\\xdead', $3 = NULL"
+        );
+        assert_eq!(render_bind_parameters(b"\x00"), "(unreadable parameters)");
+    }
+}
