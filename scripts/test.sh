@@ -12,6 +12,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 "$ROOT/scripts/ensure-postgres.sh"
 
+step "python drivers for the integration tests (tests/python/requirements.txt)"
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
@@ -22,4 +25,4 @@ step "cargo build --workspace"
 cargo build --workspace
 
 step "cargo test --workspace"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
