@@ -25,7 +25,7 @@ pub fn large_query() -> String {
             columns.push_str(&format!("{t}.{c} AS {t}_{c}_{i}, "));
         }
     }
-    let ids: Vec<String> = (1..=60).map(|i| (i * 37).to_string()).collect();
+    let ids: Vec<String> = (1..=130).map(|i| (i * 37).to_string()).collect();
     format!(
         "WITH recent AS (SELECT user_id, sum(total) AS spent, count(*) AS n FROM orders \
          WHERE created_at > now() - interval '30 days' AND status <> 'cancelled' GROUP BY user_id) \

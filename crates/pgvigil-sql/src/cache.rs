@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::hash::hash_text;
 use crate::{normalize, NormalizedStatement};
 
-/// Bounded map from SQL text to its [`normalize`] result.
+/// Bounded map from SQL text to its [`normalize()`](crate::normalize()) result.
 ///
 /// Takes `&mut self`: the proxy keeps one per worker (no lock, no shared
 /// cache line) or wraps it in a mutex.

@@ -1,4 +1,4 @@
-//! sqlcommenter tags (https://google.github.io/sqlcommenter/spec/).
+//! sqlcommenter tags (<https://google.github.io/sqlcommenter/spec/>).
 //!
 //! ORMs and tracing libraries append `/*key='value',key2='value2'*/` to
 //! statements so that whoever sees the SQL can tell which controller, route

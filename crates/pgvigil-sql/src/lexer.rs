@@ -5,8 +5,8 @@
 //! it is an order of magnitude cheaper than a parse. It never fails: an
 //! unterminated quote or comment runs to the end of the input, and a byte
 //! that starts no token becomes a one-byte [`Kind::Other`] token. Bytes
-//! >= 0x80 are identifier characters, as in PostgreSQL, so LATIN1 and other
-//! single-byte encodings lex the same way UTF-8 does.
+//! from 0x80 up are identifier characters, as in PostgreSQL, so LATIN1 and
+//! other single-byte encodings lex the same way UTF-8 does.
 //!
 //! `standard_conforming_strings` is assumed on (the default since 9.1):
 //! backslashes are escapes only in `E'...'` strings.
@@ -136,7 +136,7 @@ fn is_op_char(b: u8) -> bool {
 
 /// Splits `src` into tokens (comments included, whitespace dropped).
 pub(crate) fn lex(src: &[u8]) -> Vec<Token> {
-    let mut tokens = Vec::with_capacity(src.len() / 5 + 4);
+    let mut tokens = Vec::with_capacity(src.len() / 4 + 8);
     let mut lx = Lexer { src, pos: 0 };
     let mut gap = false;
     while let Some(&b) = src.get(lx.pos) {
@@ -272,10 +272,8 @@ impl Lexer<'_> {
         while let Some(&c) = src.get(self.pos) {
             self.pos += 1;
             match c {
-                b'\\' if quote == Quote::Escape => {
-                    if self.pos < src.len() {
-                        self.pos += 1;
-                    }
+                b'\\' if quote == Quote::Escape && self.pos < src.len() => {
+                    self.pos += 1;
                 }
                 b'\'' => {
                     if quote != Quote::Bits && self.at(self.pos) == b'\'' {

@@ -375,6 +375,24 @@ impl<'a> Builder<'a> {
             self.constant(i, i);
             return i + 1;
         }
+        if let StatementKind::Transaction(tag) = self.kind {
+            // One command, several spellings: END is COMMIT, ABORT is
+            // ROLLBACK, and WORK, TRANSACTION and SAVEPOINT are optional
+            // noise (PostgreSQL parses them to the same node).
+            if self.prev.is_none() {
+                self.emit(i);
+                self.fp.write_u64(T_WORD | tag.len() as u64);
+                self.fp.write_bytes_lowercase(tag.as_bytes());
+                return i + 1;
+            }
+            if [&b"work"[..], b"transaction", b"savepoint"]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k))
+            {
+                self.emit(i);
+                return i + 1;
+            }
+        }
         match w.len() {
             2 if w.eq_ignore_ascii_case(b"in") => {
                 if let Some(end) = self.list(i, ListKind::In) {

@@ -298,6 +298,19 @@ fn savepoint_names_are_constants() {
 }
 
 #[test]
+fn transaction_commands_spelled_differently_share_a_fingerprint() {
+    same_fingerprint("COMMIT", "end transaction");
+    same_fingerprint("ROLLBACK", "ABORT WORK");
+    same_fingerprint("BEGIN", "BEGIN TRANSACTION");
+    same_fingerprint("ROLLBACK TO SAVEPOINT a", "rollback transaction to b");
+    same_fingerprint("RELEASE SAVEPOINT a", "RELEASE b");
+    different_fingerprint("BEGIN", "START TRANSACTION");
+    different_fingerprint("BEGIN", "BEGIN ISOLATION LEVEL SERIALIZABLE");
+    different_fingerprint("COMMIT", "ROLLBACK");
+    assert_eq!(text("end work"), "end work");
+}
+
+#[test]
 fn function_bodies_are_code_not_constants() {
     let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$";
     assert_eq!(text(sql), sql);
@@ -557,14 +570,17 @@ fn fingerprints_are_pinned_across_versions() {
     // Stored fingerprints must keep matching after an upgrade: a change to
     // the hash or to what it covers fails here, and must not ship silently.
     let pinned = [
-        ("SELECT 1", "fill"),
-        ("SELECT * FROM users WHERE id = $1", "fill"),
-        ("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')", "fill"),
+        ("SELECT 1", "a461c00c530a7033"),
+        ("SELECT * FROM users WHERE id = $1", "9935fc563812d079"),
+        (
+            "INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')",
+            "affeae60fda7d201",
+        ),
         (
             "select * from orders where customer_id in (1,2,3) order by created_at desc limit 10",
-            "fill",
+            "0b0f99ec3b3d8752",
         ),
-        ("BEGIN", "fill"),
+        ("BEGIN", "6905bc3b626fbc31"),
     ];
     for (sql, want) in pinned {
         assert_eq!(fp(sql).to_string(), want, "{sql}");

@@ -200,10 +200,12 @@ impl Cluster {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
+        let as_postgres = id_of("-u", None) == 0;
+        let owner =
+            as_postgres.then(|| (id_of("-u", Some("postgres")), id_of("-g", Some("postgres"))));
         let root =
             std::env::temp_dir().join(format!("pgvigil-sql-pgss-{}-{nanos}", std::process::id()));
         std::fs::create_dir(&root).unwrap_or_else(|e| panic!("creating {}: {e}", root.display()));
-        let as_postgres = id_of("-u", None) == 0;
         let mut cluster = Cluster {
             data: root.join("data"),
             root,
@@ -214,8 +216,7 @@ impl Cluster {
             as_postgres,
             started: false,
         };
-        if as_postgres {
-            let (uid, gid) = (id_of("-u", Some("postgres")), id_of("-g", Some("postgres")));
+        if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&cluster.root, Some(uid), Some(gid))
                 .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", cluster.root.display()));
         }
@@ -551,7 +552,9 @@ async fn run_corpus(
                 failures.push(format!("{at}: pgvigil found no statement in {variant:?}"));
                 continue;
             }
-            let mut used = vec![false; rows.len()];
+            // How many of our statements each entry stands for: it must be
+            // its `calls`, or pgvigil split the text differently.
+            let mut used = vec![0i64; rows.len()];
             for (si, st) in ours.iter().enumerate() {
                 let row = if ours.len() == 1 && rows.len() == 1 {
                     Some(0)
@@ -568,7 +571,7 @@ async fn run_corpus(
                     ));
                     continue;
                 };
-                used[ri] = true;
+                used[ri] += 1;
                 observations.push(Observation {
                     group: gi,
                     variant: vi,
@@ -579,11 +582,11 @@ async fn run_corpus(
                     theirs: rows[ri].1.clone(),
                 });
             }
-            for (ri, u) in used.iter().enumerate() {
-                if !u {
+            for (ri, &n) in used.iter().enumerate() {
+                if n != rows[ri].2 {
                     failures.push(format!(
-                        "{at}: pg_stat_statements recorded {:?}, which pgvigil did not split out of {variant:?}",
-                        rows[ri].1
+                        "{at}: pg_stat_statements ran {:?} {} times, pgvigil found it {n} times in {variant:?}",
+                        rows[ri].1, rows[ri].2
                     ));
                 }
             }

@@ -127,7 +127,7 @@ fn literal(kind: LitKind, seed: u32) -> String {
             4 => format!("$q$ {n} $$ $q$"),
             _ => format!("U&'d\\00{}1'", n % 10),
         },
-        LitKind::Bool => if seed % 2 == 0 { "TRUE" } else { "false" }.to_owned(),
+        LitKind::Bool => if seed & 1 == 0 { "TRUE" } else { "false" }.to_owned(),
     }
 }
 

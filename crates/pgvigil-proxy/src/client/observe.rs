@@ -483,9 +483,10 @@ mod tests {
     #[test]
     fn bind_parameters_render_text_binary_and_null() {
         let mut rest = Vec::new();
-        rest.extend_from_slice(&2i16.to_be_bytes());
+        rest.extend_from_slice(&3i16.to_be_bytes());
         rest.extend_from_slice(&0i16.to_be_bytes());
         rest.extend_from_slice(&1i16.to_be_bytes());
+        rest.extend_from_slice(&0i16.to_be_bytes());
         rest.extend_from_slice(&3i16.to_be_bytes());
         rest.extend_from_slice(&4i32.to_be_bytes());
         rest.extend_from_slice(b"it's");

@@ -884,6 +884,19 @@ start transaction read only
 COMMIT
 commit
 
+-- @group tx_end_is_commit
+-- @differs utility-raw-text
+-- @before BEGIN
+COMMIT
+END
+commit work
+
+-- @group tx_rollback_spellings
+-- @differs utility-raw-text
+-- @before BEGIN; SAVEPOINT sp_a
+ROLLBACK TO SAVEPOINT sp_a; ROLLBACK
+ROLLBACK TRANSACTION TO sp_a; ABORT
+
 -- @group tx_rollback
 -- @differs utility-raw-text
 -- @before BEGIN
