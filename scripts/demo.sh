@@ -208,6 +208,50 @@ BENCH_PID=""
 distinct=$(sort -u "$TMP/backends" | grep -c . || true)
 cat "$TMP/pgbench.log"
 
+step "an ORM-style page through pgvigil: 20 customers, then their orders one by one (N+1)"
+{
+    echo "BEGIN;"
+    echo "SELECT DISTINCT customer FROM demo_orders ORDER BY customer LIMIT 20;"
+    for i in $(seq 0 19); do
+        echo "SELECT id, amount FROM demo_orders WHERE customer = 'customer-$i' ORDER BY id;"
+    done
+    echo "COMMIT;"
+} | psql -X -q -v ON_ERROR_STOP=1 >/dev/null
+echo "done"
+
+step "a slow query through pgvigil (slow_query_ms defaults to 500)"
+psql -X -q -c "SELECT pg_sleep(0.6)" >/dev/null
+echo "done"
+
+# Statistics are merged from per-thread buffers every 250 ms.
+sleep 1
+api() { curl -fsS "http://127.0.0.1:$ADMIN_PORT$1" 2>/dev/null || python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())" "http://127.0.0.1:$ADMIN_PORT$1"; }
+api "/api/queries?sort=total_time&limit=5" >"$TMP/queries.json" || problems_api="GET /api/queries failed"
+api "/api/n-plus-one" >"$TMP/n_plus_one.json" || problems_api="GET /api/n-plus-one failed"
+api "/api/slow?limit=5" >"$TMP/slow.json" || problems_api="GET /api/slow failed"
+insight_report=$(python3 - "$TMP" <<'PY'
+import json, sys
+d = sys.argv[1]
+queries = json.load(open(f"{d}/queries.json"))["queries"]
+detections = json.load(open(f"{d}/n_plus_one.json"))["detections"]
+slow = json.load(open(f"{d}/slow.json"))["events"]
+print("top statements by total time (GET /api/queries):")
+print(f"  {'calls':>7} {'total ms':>9} {'mean ms':>8} {'p95 ms':>7}  query")
+for q in queries:
+    print(f"  {q['calls']:>7} {q['total_ms']:>9.1f} {q['mean_ms']:>8.3f} {q['p95_ms']:>7.3f}  {q['query'][:70]}")
+print("N+1 detections (GET /api/n-plus-one):")
+for x in detections:
+    print(f"  {x['kind']}: {x['repeats']}x  {x['query'][:70]}")
+    if x.get("parent_query"):
+        print(f"    after parent: {x['parent_query'][:70]}")
+    print(f"    suggestion: {x['suggestion'][:150]}...")
+print("slow queries (GET /api/slow):")
+for e in slow:
+    print(f"  {e['duration_ms']:.0f} ms  rule={e['rule']}  {e['query'][:60]}  ({e['application_name']})")
+print(f"COUNTS {len(queries)} {len(detections)} {len(slow)}")
+PY
+) || problems_api="could not read the API's answers"
+
 # --- 5. summary ------------------------------------------------------------------
 pgvigil_rc=0
 stop_process "$PGVIGIL_PID" 10 || pgvigil_rc=$?
@@ -229,6 +273,11 @@ esac
 [ "$peak" -gt 0 ] || problems+=("no server backend seen on database appdb during the run")
 [ "$peak" -le "$POOL_SIZE" ] || problems+=("$peak server backends at once, more than pool size $POOL_SIZE")
 [ "$pgvigil_rc" -eq 0 ] || problems+=("pgvigil exited with code $pgvigil_rc on SIGTERM")
+[ -z "${problems_api:-}" ] || problems+=("$problems_api")
+read -r n_queries n_detections n_slow < <(printf '%s\n' "$insight_report" | sed -n 's/^COUNTS //p')
+[ "${n_queries:-0}" -gt 0 ] || problems+=("the query insight API listed no statements")
+[ "${n_detections:-0}" -gt 0 ] || problems+=("the N+1 loop was not detected")
+[ "${n_slow:-0}" -gt 0 ] || problems+=("the slow query was not recorded")
 
 printf '\n========================= pgvigil demo summary =========================\n'
 printf '%-22s %s\n' "workload" "pgbench -M prepared, $CLIENTS clients, $THREADS threads, $DURATION s, scale 1"
@@ -238,6 +287,8 @@ printf '%-22s %s\n' "transactions" "${processed:-?} processed, ${failed:-?} fail
 printf '%-22s %s\n' "latency average" "${latency:-?}"
 printf '%-22s %s\n' "server backends" "$peak at most at once, $distinct distinct over the run, for $CLIENTS clients (pg_stat_activity)"
 printf '%-22s %s\n' "pgvigil shutdown" "SIGTERM -> exit code $pgvigil_rc"
+printf -- '--- query insight ---\n'
+printf '%s\n' "$insight_report" | grep -v '^COUNTS '
 printf -- '--- pgvigil log, last 15 lines ---\n'
 tail -n 15 "$TMP/pgvigil.log" | plain
 printf '=========================================================================\n'

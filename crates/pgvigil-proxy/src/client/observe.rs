@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pgvigil_insight::{
-    Execution, Insight, NPlusOneDetector, Observed, SeenBy, SlowContext, SlowEvent, StatementInfo,
+    Execution, Insight, NPlusOneDetector, Observed, Pattern, SeenBy, SlowContext, SlowEvent,
+    StatementInfo,
 };
 use pgvigil_sql::{NormalizeCache, NormalizedStatement, StatementKind};
 use pgvigil_wire::backend::{self, tag as be, TransactionStatus};
@@ -368,10 +369,15 @@ impl Observer {
             now_ms: unix_ms(),
         };
         for d in &found {
+            let (pattern, parent) = match d.pattern {
+                Pattern::NPlusOne { parent } => ("n_plus_one", format!("{parent:016x}")),
+                Pattern::RepeatedIdentical => ("repeated_identical", String::new()),
+            };
             tracing::info!(
                 target: "pgvigil::n_plus_one",
-                child = %format!("{:016x}", d.child),
-                pattern = ?d.pattern,
+                pattern,
+                fingerprint = %format!("{:016x}", d.child),
+                parent_fingerprint = %parent,
                 repeats = d.repeats,
                 total_ms = d.total_us as f64 / 1000.0,
                 database = %self.database,
