@@ -106,6 +106,12 @@ impl RawConn {
         self.write(&msg).await
     }
 
+    /// Any frontend message: `tag` plus `body` (the length is added), for
+    /// messages without a helper (FunctionCall) or with non-UTF-8 text.
+    pub async fn send_message(&mut self, tag: u8, body: &[u8]) -> Result<()> {
+        self.send_tagged(tag, body).await
+    }
+
     /// Simple-protocol Query.
     pub async fn send_query(&mut self, sql: &str) -> Result<()> {
         let mut body = sql.as_bytes().to_vec();

@@ -510,9 +510,9 @@ impl Insight {
                 minute_start_ms: s.minute * 60_000,
                 minutes: s.span,
                 calls: s.totals.calls,
-                p50_ms: ms(s.histogram.quantile_us(0.5)),
-                p95_ms: ms(s.histogram.quantile_us(0.95)),
-                p99_ms: ms(s.histogram.quantile_us(0.99)),
+                p50_ms: percentile_ms(&s.histogram, &s.totals, 0.5),
+                p95_ms: percentile_ms(&s.histogram, &s.totals, 0.95),
+                p99_ms: percentile_ms(&s.histogram, &s.totals, 0.99),
             })
             .collect();
         drop(store);
@@ -565,8 +565,15 @@ impl Insight {
     }
 }
 
-fn ms(us: Option<f64>) -> f64 {
-    us.unwrap_or(0.0) / 1000.0
+/// A percentile in milliseconds. Histogram answers are bucket midpoints,
+/// which may fall just outside what was actually measured; the recorded
+/// minimum and maximum are exact, so the answer is kept between them.
+fn percentile_ms(h: &LatencyHistogram, t: &Totals, q: f64) -> f64 {
+    match h.quantile_us(q) {
+        Some(us) if t.calls > 0 => us.clamp(t.min_us as f64, t.max_us as f64) / 1000.0,
+        Some(us) => us / 1000.0,
+        None => 0.0,
+    }
 }
 
 fn row(e: &store::Entry, t: &Totals, h: &LatencyHistogram) -> QueryRow {
@@ -582,11 +589,11 @@ fn row(e: &store::Entry, t: &Totals, h: &LatencyHistogram) -> QueryRow {
         min_ms: t.min_us as f64 / 1000.0,
         max_ms: t.max_us as f64 / 1000.0,
         stddev_ms: t.stddev_us() / 1000.0,
-        p50_ms: ms(h.quantile_us(0.5)),
-        p90_ms: ms(h.quantile_us(0.9)),
-        p95_ms: ms(h.quantile_us(0.95)),
-        p99_ms: ms(h.quantile_us(0.99)),
-        p999_ms: ms(h.quantile_us(0.999)),
+        p50_ms: percentile_ms(h, t, 0.5),
+        p90_ms: percentile_ms(h, t, 0.9),
+        p95_ms: percentile_ms(h, t, 0.95),
+        p99_ms: percentile_ms(h, t, 0.99),
+        p999_ms: percentile_ms(h, t, 0.999),
         first_seen_ms: e.stats.first_seen_ms,
         last_seen_ms: e.stats.last_seen_ms,
         tables: Vec::new(),
@@ -677,6 +684,17 @@ mod tests {
         assert_eq!(rows[0].fingerprint, 2);
         let rows = insight.queries(SortBy::Calls, 1, None, 0);
         assert_eq!(rows[0].fingerprint, 1);
+    }
+
+    #[test]
+    fn percentiles_never_leave_the_measured_range() {
+        let insight = Insight::new(InsightConfig::default());
+        insight.record(exec(1, 200_600));
+        insight.flush(0);
+        let r = &insight.queries(SortBy::Calls, 1, None, 0)[0];
+        for p in [r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms] {
+            assert_eq!(p, 200.6);
+        }
     }
 
     #[test]

@@ -131,12 +131,18 @@ impl ServerConn {
                         self.send(&msg).await?;
                     }
                     AuthRequest::SaslContinue { data } => {
-                        let s = scram
-                            .as_mut()
+                        let mut s = scram
+                            .take()
                             .ok_or_else(|| login_error("unexpected SASL continue"))?;
-                        s.update(data)
+                        // 4096 rounds of PBKDF2: milliseconds of CPU that
+                        // must not stall the sessions sharing this thread.
+                        let data = data.to_vec();
+                        let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s))
+                            .await
+                            .map_err(|e| login_error(&format!("SCRAM: {e}")))?
                             .map_err(|e| login_error(&format!("SCRAM: {e}")))?;
                         let msg = frontend::sasl_response(s.message());
+                        scram = Some(s);
                         self.send(&msg).await?;
                     }
                     AuthRequest::SaslFinal { data } => {
