@@ -508,6 +508,63 @@ async fn server_check_delay_zero_replaces_a_terminated_idle_backend_without_clie
     .await
 }
 
+/// Sends SIGCONT to a stopped backend when dropped, whatever the test's outcome.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: plain syscall.
+        unsafe {
+            libc::kill(self.0, libc::SIGCONT);
+        }
+    }
+}
+
+/// A backend that hangs without closing its socket (SIGSTOP) looks alive to
+/// a readability probe; only the `SELECT 1` that `server_check_delay = 0`
+/// runs at checkout finds it out. Own cluster: a stopped backend would hold
+/// up barriers (DROP DATABASE) on the shared one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_check_delay_zero_replaces_a_hung_idle_backend() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = PgCluster::new_async().await?;
+        let vigil = Pgvigil::builder(&cluster)
+            .config_file("[pool]\nserver_connect_timeout = 1.0\n")
+            .upstream(cluster.url("appdb"))
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(1)
+            .arg("--server-check-delay")
+            .arg("0")
+            .spawn()
+            .await?;
+        let client = vigil.connect_app().await?;
+        let victim = backend_pid(&client).await?;
+        // SAFETY: plain syscall.
+        let rc = unsafe { libc::kill(victim, libc::SIGSTOP) };
+        ensure!(
+            rc == 0,
+            "SIGSTOP to backend {victim}: {}",
+            std::io::Error::last_os_error()
+        );
+        let _resume = Resume(victim);
+        let start = Instant::now();
+        let pid = tokio::time::timeout(Duration::from_secs(8), backend_pid(&client))
+            .await
+            .with_context(|| {
+                format!("query still waiting 8 s after its idle backend {victim} hung")
+            })?
+            .context("query after the idle backend hung")?;
+        let took = start.elapsed();
+        ensure!(pid != victim, "served by the hung backend {victim}");
+        ensure!(
+            took < Duration::from_secs(5),
+            "replacing the hung backend took {took:?} (server_connect_timeout 1 s)"
+        );
+        Ok(())
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------
 // 7. Session mode reset
 
@@ -789,7 +846,7 @@ async fn latin1_bytes_pass_through_unchanged() -> Result<()> {
         let vigil = Pgvigil::builder(cluster)
             .upstream(cluster.url(&db))
             .pool_mode(PoolMode::Transaction)
-            .pool_size(2)
+            .pool_size(1)
             .client_auth("trust")
             .spawn()
             .await?;
@@ -820,6 +877,18 @@ async fn latin1_bytes_pass_through_unchanged() -> Result<()> {
             .await
             .context("LATIN1 insert through pgvigil")?;
 
+        // A UTF-8 client shares the one server connection: client_encoding
+        // must switch back and forth with whoever holds it.
+        let utf8 = vigil.connect("app", "", &db).await?;
+        let seen = scalar(&utf8, "SELECT v FROM words WHERE id = 1").await?;
+        ensure!(
+            seen.as_deref() == Some("caf\u{e9} \u{fc}ber"),
+            "a UTF-8 client reads the LATIN1 client's row as {seen:?}"
+        );
+        utf8.batch_execute("INSERT INTO words VALUES (3, 'caf\u{e9} \u{fc}ber')")
+            .await
+            .context("UTF-8 insert through pgvigil")?;
+
         let direct_params = [
             ("user", "trustuser"),
             ("database", db.as_str()),
@@ -832,7 +901,7 @@ async fn latin1_bytes_pass_through_unchanged() -> Result<()> {
 
         let via_vigil = raw_query(&mut through, select).await?;
         let via_direct = raw_query(&mut plain, select).await?;
-        let expected: Vec<RawRow> = ["1", "2"]
+        let expected: Vec<RawRow> = ["1", "2", "3"]
             .iter()
             .map(|id| {
                 vec![

@@ -34,6 +34,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/slow", get(slow))
         .route("/api/n-plus-one", get(n_plus_one))
         .route("/api/reset", post(reset))
+        .route("/api/insight", get(insight_status))
         .with_state(state)
 }
 
@@ -278,6 +279,28 @@ async fn n_plus_one(State(state): State<AdminState>) -> Response {
     };
     let rows: Vec<Value> = insight.detections().iter().map(detection_json).collect();
     Json(json!({ "detections": rows })).into_response()
+}
+
+/// The table's size and what every bounded buffer dropped.
+async fn insight_status(State(state): State<AdminState>) -> Response {
+    let Some(insight) = state.insight.as_ref() else {
+        return analytics_off();
+    };
+    let c = insight.counters();
+    let cfg = insight.config();
+    Json(json!({
+        "fingerprints": c.fingerprints,
+        "max_fingerprints": cfg.max_fingerprints,
+        "fingerprint_evictions": c.evictions,
+        "slow_events": c.slow_events,
+        "slow_events_dropped": c.slow_events_dropped,
+        "max_slow_events": cfg.max_slow_events,
+        "detections": c.detections,
+        "detections_dropped": c.detections_dropped,
+        "max_detections": cfg.max_detections,
+        "lint_dropped": c.lint_dropped,
+    }))
+    .into_response()
 }
 
 async fn reset(State(state): State<AdminState>) -> Response {

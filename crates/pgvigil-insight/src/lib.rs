@@ -208,6 +208,8 @@ pub struct InsightCounters {
     pub slow_events_dropped: u64,
     pub detections: u64,
     pub detections_dropped: u64,
+    /// New fingerprints not linted because the lint queue was full.
+    pub lint_dropped: u64,
 }
 
 pub struct Insight {
@@ -224,6 +226,7 @@ pub struct Insight {
     detections_dropped: AtomicU64,
     /// The `now_ms` of the latest flush, for merges a thread triggers.
     last_flush_ms: AtomicU64,
+    lint_dropped: AtomicU64,
 }
 
 impl Insight {
@@ -241,6 +244,7 @@ impl Insight {
             detections_total: AtomicU64::new(0),
             detections_dropped: AtomicU64::new(0),
             last_flush_ms: AtomicU64::new(0),
+            lint_dropped: AtomicU64::new(0),
         }
     }
 
@@ -268,6 +272,11 @@ impl Insight {
             self.annotations.clear();
         }
         self.annotations.insert(fingerprint, Arc::new(annotation));
+    }
+
+    /// A new fingerprint could not be queued for lint.
+    pub fn count_lint_dropped(&self) {
+        self.lint_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn annotation(&self, fingerprint: u64) -> Option<Arc<Annotation>> {
@@ -561,6 +570,7 @@ impl Insight {
             slow_events_dropped,
             detections: self.detections_total.load(Ordering::Relaxed),
             detections_dropped: self.detections_dropped.load(Ordering::Relaxed),
+            lint_dropped: self.lint_dropped.load(Ordering::Relaxed),
         }
     }
 }

@@ -126,9 +126,10 @@ impl Observer {
             if self.insight.register(info) {
                 let raw = sql.get(s.span.clone()).unwrap_or_default();
                 // Lint is best effort: a full queue only loses the lint.
-                let _ = self
-                    .lint
-                    .try_send((fp, String::from_utf8_lossy(raw).into_owned()));
+                let job = (fp, String::from_utf8_lossy(raw).into_owned());
+                if self.lint.try_send(job).is_err() {
+                    self.insight.count_lint_dropped();
+                }
             }
         }
         statements
