@@ -1186,6 +1186,15 @@ async fn fingerprint_table_stays_within_max_fingerprints() -> Result<()> {
                 );
                 let hot = one(&rows, "hot_after_flood")?;
                 ensure!(uint(hot, "calls")? == HOT, "hot statement: {hot}");
+                // Every eviction is counted: what is listed plus what was
+                // evicted accounts for every distinct statement.
+                let status = vigil.api_get("/api/insight").await?;
+                let evicted = status["fingerprint_evictions"].as_u64().unwrap_or(0);
+                ensure!(
+                    evicted as usize + rows.len() >= DISTINCT,
+                    "{evicted} evictions + {} listed < {DISTINCT} distinct statements: {status}",
+                    rows.len()
+                );
                 break;
             }
             tokio::time::sleep(MERGE_PERIOD).await;

@@ -187,7 +187,7 @@ async fn min_pool_size_opens_connections_before_any_client_and_keeps_them_idle()
         let seen = backends_of(&direct, &role).await?;
         ensure!(
             opened,
-            "{} backends for the pool 3 s after start with --min-pool-size 3 (no client connected): {seen:?}",
+            "{} backends 3 s after start with --min-pool-size 3 and no client: {seen:?}",
             seen.len()
         );
         ensure!(
@@ -786,10 +786,13 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() -> Result<()> 
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let cpu = cpu_time(pid)?.saturating_sub(cpu_before);
         let wall = watched.elapsed();
-        ensure!(vigil.is_running(), "pgvigil exited while out of file descriptors");
+        ensure!(
+            vigil.is_running(),
+            "pgvigil exited while out of file descriptors"
+        );
         ensure!(
             vigil.stderr().contains("accept failed"),
-            "pgvigil never hit the descriptor limit ({} sockets connected); the test proves nothing",
+            "pgvigil never hit the descriptor limit ({} sockets connected)",
             sockets.len()
         );
         ensure!(
@@ -811,7 +814,10 @@ async fn running_out_of_file_descriptors_backs_off_and_recovers() -> Result<()> 
             },
         )
         .await?;
-        ensure!(vigil.is_running(), "pgvigil exited after running out of file descriptors");
+        ensure!(
+            vigil.is_running(),
+            "pgvigil exited after running out of file descriptors"
+        );
         ensure!(
             served,
             "pgvigil did not serve a query within 10 s after the descriptors were freed"
@@ -832,7 +838,8 @@ async fn latin1_bytes_pass_through_unchanged() -> Result<()> {
         let db = unique_name("latin1db");
         direct
             .batch_execute(&format!(
-                "CREATE DATABASE {db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+                "CREATE DATABASE {db} ENCODING 'LATIN1' \
+                 LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
             ))
             .await
             .context("creating a LATIN1 database")?;
@@ -863,7 +870,11 @@ async fn latin1_bytes_pass_through_unchanged() -> Result<()> {
         let select: &[u8] =
             b"SELECT id::text, v, encode(convert_to(v, 'LATIN1'), 'hex') FROM words ORDER BY id";
 
-        let params = [("user", "app"), ("database", db.as_str()), ("client_encoding", "LATIN1")];
+        let params = [
+            ("user", "app"),
+            ("database", db.as_str()),
+            ("client_encoding", "LATIN1"),
+        ];
         let (mut through, told) = raw_login(vigil.port(), &params).await?;
         let encoding = told
             .iter()
@@ -1002,6 +1013,18 @@ async fn function_call_is_forwarded(mode: PoolMode) -> Result<()> {
 // ---------------------------------------------------------------------------
 // 12. Startup options in transaction mode
 
+/// `pg_sleep(0.5)` must have been cancelled by statement_timeout.
+fn expect_timeout(
+    what: String,
+    result: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>,
+) -> Result<()> {
+    match result {
+        Ok(_) => bail!("{what}: pg_sleep(0.5) finished despite statement_timeout=100"),
+        Err(e) if sqlstate(&e) == Some("57014") => Ok(()),
+        Err(e) => bail!("{what}: expected 57014, got {e:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_statement_timeout_cancels_on_every_server_connection() -> Result<()> {
     timed(LIMIT, async {
@@ -1014,13 +1037,6 @@ async fn startup_statement_timeout_cancels_on_every_server_connection() -> Resul
             .context("connecting with options=-c statement_timeout=100")?;
         let busy = vigil.connect_app().await?;
 
-        let expect_timeout = |what: String, result: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>| {
-            match result {
-                Ok(_) => bail!("{what}: pg_sleep(0.5) finished despite statement_timeout=100"),
-                Err(e) if sqlstate(&e) == Some("57014") => Ok(()),
-                Err(e) => bail!("{what}: expected 57014, got {e:?}"),
-            }
-        };
         let mut pids = BTreeSet::new();
         for round in 0..6 {
             // Every other round the busy client holds a server in a
@@ -1044,7 +1060,10 @@ async fn startup_statement_timeout_cancels_on_every_server_connection() -> Resul
                 "round {round}: cancelled only after {:?}",
                 started.elapsed()
             );
-            limited.batch_execute("ROLLBACK").await.context("ROLLBACK")?;
+            limited
+                .batch_execute("ROLLBACK")
+                .await
+                .context("ROLLBACK")?;
             expect_timeout(
                 format!("round {round}, outside a transaction"),
                 limited.simple_query("SELECT pg_sleep(0.5)").await,
@@ -1052,7 +1071,9 @@ async fn startup_statement_timeout_cancels_on_every_server_connection() -> Resul
             // The busy client has no statement_timeout, whichever server it gets.
             busy.batch_execute("SELECT pg_sleep(0.2)")
                 .await
-                .with_context(|| format!("round {round}: the limited client's statement_timeout leaked to another client"))?;
+                .with_context(|| {
+                    format!("round {round}: statement_timeout leaked to another client")
+                })?;
             if hold {
                 busy.batch_execute("COMMIT")
                     .await
