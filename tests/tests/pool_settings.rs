@@ -1088,3 +1088,36 @@ async fn startup_statement_timeout_cancels_on_every_server_connection() -> Resul
     })
     .await
 }
+
+/// max_packet_size guards against clients; a large message from
+/// PostgreSQL (here an error quoting 200 kB of input) is the server's
+/// answer and reaches the client as a normal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_server_messages_are_not_held_to_the_client_packet_limit() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(1)
+            .arg("--max-packet-size")
+            .arg("100000")
+            .spawn()
+            .await?;
+        let client = vigil.connect_app().await?;
+        let err = match client.simple_query("SELECT repeat('x', 200000)::int").await {
+            Ok(_) => bail!("a 200 kB string cast to int succeeded"),
+            Err(e) => e,
+        };
+        let db = err
+            .as_db_error()
+            .with_context(|| format!("expected PostgreSQL's error, got {err:?}"))?;
+        ensure!(
+            db.code().code() == "22P02" && db.severity() == "ERROR",
+            "expected ERROR 22P02 from PostgreSQL, got {db:?}"
+        );
+        let row = client.query_one("SELECT 41 + 1", &[]).await?;
+        ensure!(row.get::<_, i32>(0) == 42, "the session did not go on");
+        Ok(())
+    })
+    .await
+}

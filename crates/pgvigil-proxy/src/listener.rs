@@ -92,7 +92,10 @@ impl Proxy {
                     // wait for descriptors to free up instead of spinning
                     // or exiting.
                     tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }

@@ -37,6 +37,8 @@ use crate::prepared::{ClientStatements, Prepared, StatementId};
 /// other one.
 const QUEUE_LIMIT: usize = 512 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// PostgreSQL's MaxAllocSize: no server message is larger.
+const MAX_SERVER_FRAME: usize = 1 << 30;
 
 /// A request whose reply has not arrived yet.
 #[derive(Debug)]
@@ -753,7 +755,6 @@ impl Session {
     /// Passes server frames to the client, dropping replies to messages
     /// pgvigil added and inserting replies pgvigil made.
     fn on_server_data(&mut self) -> Result<(), ProxyError> {
-        let max_frame = self.max_frame;
         let mut server = self.server.take().expect("attached");
         let mut src = std::mem::take(&mut server.buf);
         let mut out = std::mem::take(&mut self.to_client);
@@ -777,11 +778,13 @@ impl Session {
                     be::READY_FOR_QUERY | be::ERROR_RESPONSE | be::PARAMETER_STATUS
                 ) || (h.tag == be::COMMAND_COMPLETE && self.observer.is_some())
                     || matches!(self.expected.front(), Some(Expect::Swallow(_)));
-                if decoded && h.frame_len > max_frame {
+                // The server is trusted, and PostgreSQL caps its own
+                // messages at 1 GB; max_packet_size is about clients.
+                if decoded && h.frame_len > MAX_SERVER_FRAME {
                     return Err(ProxyError::Protocol(pgvigil_wire::FrameError::TooLarge {
                         tag: h.tag as char,
                         size: h.frame_len,
-                        limit: max_frame,
+                        limit: MAX_SERVER_FRAME,
                     }));
                 }
                 if decoded && sp.pending().len() < h.frame_len {
