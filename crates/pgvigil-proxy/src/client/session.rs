@@ -266,19 +266,10 @@ impl Session {
         Ok(())
     }
 
-    /// The server has answered everything and sits outside a transaction.
     fn server_settled(&self) -> bool {
-        match self.server.as_ref() {
-            Some(s) => {
-                s.status == TransactionStatus::Idle
-                    && self.expected.is_empty()
-                    && !self.unsynced
-                    && self.to_server.is_empty()
-                    && self.passthrough == 0
-                    && s.buf.is_empty()
-            }
-            None => false,
-        }
+        self.server
+            .as_ref()
+            .is_some_and(|s| self.server_settled_with(s))
     }
 
     fn release_server(&mut self) {
@@ -1002,6 +993,7 @@ impl Session {
         }
     }
 
+    /// The server has answered everything and sits outside a transaction.
     fn server_settled_with(&self, s: &PooledServer) -> bool {
         s.status == TransactionStatus::Idle
             && self.expected.is_empty()
