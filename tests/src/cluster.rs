@@ -74,6 +74,13 @@ pub fn shared_cluster() -> &'static PgCluster {
 impl PgCluster {
     /// initdb + configure + start + create roles and database. Blocking (a few seconds).
     pub fn new() -> Result<PgCluster> {
+        PgCluster::with_settings("")
+    }
+
+    /// Like [`PgCluster::new`], with `extra_conf` (postgresql.conf lines, such
+    /// as `shared_preload_libraries = 'pg_stat_statements'`) appended after
+    /// the harness's own settings, so they take precedence.
+    pub fn with_settings(extra_conf: &str) -> Result<PgCluster> {
         sweep_stale_dirs();
         let root = tempfile::Builder::new()
             .prefix(&format!("pgvigil-it-{}-", std::process::id()))
@@ -98,7 +105,7 @@ impl PgCluster {
             root,
         };
         cluster.initdb()?;
-        cluster.configure()?;
+        cluster.configure(extra_conf)?;
         cluster.start()?;
         cluster.create_roles()?;
         Ok(cluster)
@@ -172,8 +179,8 @@ impl PgCluster {
         check_output("initdb", &out)
     }
 
-    fn configure(&self) -> Result<()> {
-        let conf = format!(
+    fn configure(&self, extra_conf: &str) -> Result<()> {
+        let mut conf = format!(
             "\n# pgvigil integration tests\n\
              port = {port}\n\
              listen_addresses = '127.0.0.1'\n\
@@ -190,6 +197,12 @@ impl PgCluster {
             port = self.port,
             sock = self.root.display()
         );
+        if !extra_conf.is_empty() {
+            conf.push_str(extra_conf);
+            if !extra_conf.ends_with('\n') {
+                conf.push('\n');
+            }
+        }
         OpenOptions::new()
             .append(true)
             .open(self.data.join("postgresql.conf"))

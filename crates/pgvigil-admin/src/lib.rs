@@ -2,6 +2,7 @@
 //! insight. The API's field names are a contract (dashboards and scripts
 //! read them): times are RFC 3339 strings, durations milliseconds.
 
+mod metrics;
 mod time;
 
 use std::future::Future;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,11 +25,16 @@ pub use time::rfc3339_ms;
 pub struct AdminState {
     /// None when analytics are off.
     pub insight: Option<Arc<Insight>>,
+    pub pools: Vec<Arc<pgvigil_proxy::ServerPool>>,
+    /// Fingerprints with their own `/metrics` series; the rest are "other".
+    pub max_query_series: usize,
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/api/queries", get(queries))
         .route("/api/queries/{fingerprint}", get(query_detail))
         .route("/api/slow", get(slow))
@@ -51,6 +57,65 @@ pub async fn serve(
 
 pub fn local_addr(listener: &tokio::net::TcpListener) -> std::io::Result<SocketAddr> {
     listener.local_addr()
+}
+
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the
+/// classic text format otherwise.
+async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let collector = metrics::PgvigilCollector {
+        insight: state.insight.clone(),
+        pools: state.pools.clone(),
+        max_query_series: state.max_query_series,
+    };
+    let Ok(text) = metrics::render(collector) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode metrics",
+        );
+    };
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            text,
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::to_classic_text(&text),
+        )
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Ready when every configured upstream accepts a login; 503 with the
+/// reasons otherwise, for load balancers and Kubernetes.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut problems = Vec::new();
+    for pool in &state.pools {
+        if !seen.insert(pool.database.clone()) {
+            continue; // one login per database is enough
+        }
+        let probe = tokio::time::timeout(std::time::Duration::from_secs(5), pool.probe()).await;
+        match probe {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => problems.push(format!("database {}: {e}", pool.database)),
+            Err(_) => problems.push(format!("database {}: no answer within 5 s", pool.database)),
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "problems": problems })),
+        )
+            .into_response()
+    }
 }
 
 fn now_ms() -> u64 {

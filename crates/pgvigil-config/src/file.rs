@@ -24,6 +24,14 @@ pub struct FileConfig {
     pub n_plus_one: NPlusOneSection,
     #[serde(default)]
     pub slow_rules: Vec<SlowRuleSection>,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub max_query_series: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

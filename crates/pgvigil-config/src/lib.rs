@@ -9,12 +9,12 @@ mod file;
 mod resolve;
 
 pub use file::{
-    DatabaseSection, FileConfig, InsightSection, NPlusOneSection, PoolSection, ProxySection,
-    SlowRuleSection, UserSection,
+    DatabaseSection, FileConfig, InsightSection, MetricsSection, NPlusOneSection, PoolSection,
+    ProxySection, SlowRuleSection, UserSection,
 };
 pub use resolve::{
-    ClientAuth, Config, DatabaseConfig, InsightSettings, LogFormat, NPlusOneSettings, Overrides,
-    PoolMode, PoolSettings, SlowRuleSettings, UserConfig,
+    ClientAuth, Config, DatabaseConfig, InsightSettings, LogFormat, MetricsSettings,
+    NPlusOneSettings, Overrides, PoolMode, PoolSettings, SlowRuleSettings, UserConfig,
 };
 
 use thiserror::Error;

@@ -160,6 +160,14 @@ pub struct Config {
     pub databases: BTreeMap<String, DatabaseConfig>,
     pub users: BTreeMap<String, UserConfig>,
     pub insight: InsightSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// Fingerprints with their own series on /metrics; the rest are
+    /// summed under fingerprint="other".
+    pub max_query_series: usize,
 }
 
 /// PostgreSQL's own limit on a message is 1 GB; a smaller default keeps a
@@ -320,7 +328,12 @@ impl Config {
             &file.slow_rules,
         )?;
 
+        let metrics = MetricsSettings {
+            max_query_series: file.metrics.max_query_series.unwrap_or(100),
+        };
+
         Ok(Config {
+            metrics,
             insight,
             listen,
             admin_listen,

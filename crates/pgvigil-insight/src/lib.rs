@@ -192,6 +192,53 @@ pub struct DetectionRow {
     pub suggestion: String,
 }
 
+/// One `/metrics` series family member; see `Insight::export`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedSeries {
+    /// None for the sum of the fingerprints beyond the series cap.
+    pub info: Option<Arc<StatementInfo>>,
+    pub buckets: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+    pub rows: u64,
+    /// Errors by SQLSTATE class (first two characters).
+    pub errors_by_class: Vec<(String, u64)>,
+}
+
+impl ExportedSeries {
+    fn empty(info: Option<Arc<StatementInfo>>, bounds: usize) -> Self {
+        ExportedSeries {
+            info,
+            buckets: vec![0; bounds + 1],
+            sum_seconds: 0.0,
+            count: 0,
+            rows: 0,
+            errors_by_class: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, stats: &QueryStats, bounds_us: &[u64]) {
+        for (low, high, n) in stats.histogram.buckets() {
+            let mid = low + (high - low) / 2;
+            let slot = bounds_us
+                .iter()
+                .position(|&le| mid <= le)
+                .unwrap_or(bounds_us.len());
+            self.buckets[slot] += n;
+        }
+        self.sum_seconds += stats.totals.total_us as f64 / 1e6;
+        self.count += stats.totals.calls;
+        self.rows += stats.totals.rows;
+        for (code, n) in &stats.errors_by_code {
+            let class = String::from_utf8_lossy(&code[..2]).into_owned();
+            match self.errors_by_class.iter_mut().find(|(c, _)| *c == class) {
+                Some((_, total)) => *total += n,
+                None => self.errors_by_class.push((class, *n)),
+            }
+        }
+    }
+}
+
 /// Context of a detection, from the session that saw it.
 #[derive(Debug, Clone)]
 pub struct SeenBy {
@@ -388,7 +435,40 @@ impl Insight {
     }
 
     pub fn report_slow(&self, event: SlowEvent) {
-        lock(&self.slow).push(event);
+        let mut slow = lock(&self.slow);
+        slow.count(&event.rule, event.fingerprint);
+        slow.push(event);
+    }
+
+    /// Slow executions counted per (rule, fingerprint), since start or
+    /// reset; fingerprint None sums what the counter's cap left out.
+    pub fn slow_counts(&self) -> Vec<(String, Option<u64>, u64)> {
+        lock(&self.slow).counts()
+    }
+
+    /// Series for `/metrics`: the `max_series` fingerprints with the most
+    /// total time each get their own, the rest are summed into one with
+    /// fingerprint None ("other"). Bucket counts are per bucket of
+    /// `bounds_us`, with one more for +Inf.
+    pub fn export(&self, max_series: usize, bounds_us: &[u64]) -> Vec<ExportedSeries> {
+        let store = lock(&self.store);
+        let mut entries: Vec<&store::Entry> = store.entries.values().collect();
+        entries.sort_by(|a, b| b.stats.totals.total_us.cmp(&a.stats.totals.total_us));
+        let mut out: Vec<ExportedSeries> = Vec::new();
+        let mut other = ExportedSeries::empty(None, bounds_us.len());
+        for (i, e) in entries.iter().enumerate() {
+            let target = if i < max_series {
+                out.push(ExportedSeries::empty(Some(e.info.clone()), bounds_us.len()));
+                out.last_mut().expect("just pushed")
+            } else {
+                &mut other
+            };
+            target.add(&e.stats, bounds_us);
+        }
+        if other.count > 0 {
+            out.push(other);
+        }
+        out
     }
 
     pub fn slow_events(&self, limit: usize) -> Vec<SlowEvent> {
@@ -705,6 +785,29 @@ mod tests {
         for p in [r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms] {
             assert_eq!(p, 200.6);
         }
+    }
+
+    #[test]
+    fn export_caps_series_and_sums_the_rest_into_other() {
+        let insight = Insight::new(InsightConfig::default());
+        for fp in 0..50u64 {
+            for _ in 0..=fp {
+                insight.record(exec(fp, 1_000));
+            }
+        }
+        insight.flush(0);
+        let series = insight.export(10, &[500, 2_000, 30_000_000]);
+        assert_eq!(series.len(), 11);
+        let top: Vec<u64> = series[..10]
+            .iter()
+            .map(|s| s.info.as_ref().unwrap().fingerprint)
+            .collect();
+        assert_eq!(top, (40..50u64).rev().collect::<Vec<_>>());
+        let other = series.last().unwrap();
+        assert!(other.info.is_none());
+        let all: u64 = series.iter().map(|s| s.count).sum();
+        assert_eq!(all, (1..=50u64).sum::<u64>());
+        assert_eq!(other.buckets[1], other.count); // 1 ms <= 2 ms
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Slow-query rules and the bounded log of slow executions.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use regex::Regex;
 
@@ -119,7 +119,14 @@ pub struct SlowLog {
     cap: usize,
     pub(crate) dropped: u64,
     pub(crate) total: u64,
+    /// Per (rule, fingerprint) counts for metrics, bounded; a pair beyond
+    /// the cap counts under fingerprint None.
+    counts: HashMap<(String, Option<u64>), u64>,
 }
+
+/// Distinct (rule, fingerprint) pairs counted before new ones go to
+/// "other".
+const MAX_COUNTED_PAIRS: usize = 10_000;
 
 impl SlowLog {
     pub fn new(cap: usize) -> Self {
@@ -128,7 +135,25 @@ impl SlowLog {
             cap: cap.max(1),
             dropped: 0,
             total: 0,
+            counts: HashMap::new(),
         }
+    }
+
+    pub(crate) fn count(&mut self, rule: &str, fingerprint: u64) {
+        let key = (rule.to_string(), Some(fingerprint));
+        let key = if self.counts.contains_key(&key) || self.counts.len() < MAX_COUNTED_PAIRS {
+            key
+        } else {
+            (rule.to_string(), None)
+        };
+        *self.counts.entry(key).or_insert(0) += 1;
+    }
+
+    pub(crate) fn counts(&self) -> Vec<(String, Option<u64>, u64)> {
+        self.counts
+            .iter()
+            .map(|((rule, fp), n)| (rule.clone(), *fp, *n))
+            .collect()
     }
 
     pub fn push(&mut self, e: SlowEvent) {
@@ -147,6 +172,7 @@ impl SlowLog {
 
     pub fn clear(&mut self) {
         self.events.clear();
+        self.counts.clear();
     }
 }
 

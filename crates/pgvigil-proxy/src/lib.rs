@@ -14,6 +14,7 @@ mod pool;
 mod prepared;
 pub mod scram;
 mod server;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;

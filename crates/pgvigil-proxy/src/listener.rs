@@ -39,6 +39,13 @@ impl Proxy {
         })
     }
 
+    /// Every pool, for the admin surface.
+    pub fn pools(&self) -> Vec<Arc<crate::ServerPool>> {
+        let mut pools: Vec<_> = self.shared.pools.values().cloned().collect();
+        pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+        pools
+    }
+
     /// Query insight, for the admin API; None when analytics are off.
     pub fn insight(&self) -> Option<Arc<pgvigil_insight::Insight>> {
         self.shared.insight.clone()

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use crate::error::ProxyError;
 use crate::prepared::StatementId;
 use crate::server::{ServerConn, ServerTarget};
+use crate::stats::WaitHistogram;
 
 /// What a waiting client is handed when capacity frees up.
 enum Handoff {
@@ -50,6 +51,12 @@ pub struct PoolCounters {
     pub server_connect_errors: AtomicU64,
     pub acquire_timeouts: AtomicU64,
     pub servers_discarded: AtomicU64,
+    /// Clients logged in to this pool right now.
+    pub clients: AtomicUsize,
+    /// Whether the latest attempt to open a server connection succeeded
+    /// (1 until one fails).
+    pub upstream_up: AtomicUsize,
+    pub wait: WaitHistogram,
 }
 
 pub struct ServerPool {
@@ -75,6 +82,7 @@ pub struct PoolSnapshot {
     pub idle: usize,
     pub total: usize,
     pub waiting: usize,
+    pub clients: usize,
 }
 
 impl ServerPool {
@@ -91,7 +99,10 @@ impl ServerPool {
             target,
             state: Mutex::new(PoolState::default()),
             welcome: Mutex::new(None),
-            counters: PoolCounters::default(),
+            counters: PoolCounters {
+                upstream_up: AtomicUsize::new(1),
+                ..PoolCounters::default()
+            },
             known_statements: Mutex::new(HashSet::new()),
         })
     }
@@ -120,6 +131,7 @@ impl ServerPool {
             idle: st.idle.len(),
             total: st.total,
             waiting: self.counters.waiting_clients.load(Ordering::Relaxed),
+            clients: self.counters.clients.load(Ordering::Relaxed),
         }
     }
 
@@ -142,6 +154,13 @@ impl ServerPool {
 
     /// Checks out a server connection, waiting up to `acquire_timeout`.
     pub async fn acquire(self: &Arc<Self>) -> Result<PooledServer, ProxyError> {
+        let started = Instant::now();
+        let result = self.acquire_inner().await;
+        self.counters.wait.record(started.elapsed());
+        result
+    }
+
+    async fn acquire_inner(self: &Arc<Self>) -> Result<PooledServer, ProxyError> {
         let deadline = tokio::time::Instant::now() + self.settings.acquire_timeout;
         loop {
             let plan = {
@@ -204,6 +223,7 @@ impl ServerPool {
     async fn open_in_slot(&self) -> Result<ServerConn, ProxyError> {
         match ServerConn::connect(&self.target, self.settings.max_prepared_statements).await {
             Ok(conn) => {
+                self.counters.upstream_up.store(1, Ordering::Relaxed);
                 tracing::debug!(
                     server = %conn.id, backend_pid = conn.backend_key.process_id,
                     database = %self.database, user = %self.user, "server connection opened"
@@ -213,6 +233,9 @@ impl ServerPool {
                 Ok(conn)
             }
             Err(e) => {
+                if matches!(e, ProxyError::Connect(_)) {
+                    self.counters.upstream_up.store(0, Ordering::Relaxed);
+                }
                 self.counters
                     .server_connect_errors
                     .fetch_add(1, Ordering::Relaxed);
@@ -310,6 +333,17 @@ impl ServerPool {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(ProxyError::ServerClosed)
+    }
+
+    /// Readiness: can a server connection log in right now? Opens one
+    /// outside the pool and closes it politely.
+    pub async fn probe(&self) -> Result<(), ProxyError> {
+        let result = ServerConn::connect(&self.target, 1).await;
+        self.counters
+            .upstream_up
+            .store(result.is_ok() as usize, Ordering::Relaxed);
+        result?.terminate().await;
+        Ok(())
     }
 
     /// Periodic upkeep: close connections idle too long or past their

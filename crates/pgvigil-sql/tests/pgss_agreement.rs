@@ -9,19 +9,20 @@
 //! the test fails if a declared difference does not actually show: the list
 //! stays honest.
 //!
-//! Needs the PostgreSQL 15 server binaries (`PG_BINDIR`, default
-//! /usr/lib/postgresql/15/bin). As root, initdb and pg_ctl run as the
-//! `postgres` user through `runuser`.
+//! The cluster comes from the integration harness (`pgvigil-integration`,
+//! [`PgCluster`]). Needs the PostgreSQL 15 server binaries (`PG_BINDIR`,
+//! default /usr/lib/postgresql/15/bin). As root, the server runs as the
+//! `postgres` system user.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Instant;
 
+use pgvigil_integration::cluster::pg_bindir;
+use pgvigil_integration::PgCluster;
 use pgvigil_sql::{normalize, Fingerprint};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Direction {
@@ -145,189 +146,37 @@ fn parse_corpus(text: &str) -> Vec<Group> {
 
 // ----------------------------------------------------------------- cluster
 
-fn pg_bindir() -> PathBuf {
-    std::env::var_os("PG_BINDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
-}
+/// What the cluster needs on top of the integration harness's settings.
+const PGSS_SETTINGS: &str = "\
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = top
+pg_stat_statements.track_utility = on
+pg_stat_statements.max = 10000
+";
 
-fn check(what: &str, out: std::io::Result<Output>) -> Output {
-    let out = out.unwrap_or_else(|e| panic!("running {what}: {e}"));
+/// A PostgreSQL 15 cluster with pg_stat_statements loaded. Dropping it
+/// stops the server and removes its directory, also when the test fails.
+fn start_cluster() -> PgCluster {
+    let initdb = pg_bindir().join("initdb");
     assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        initdb.exists(),
+        "{} not found: install PostgreSQL 15 (postgresql-15) or set PG_BINDIR",
+        initdb.display()
     );
-    out
+    PgCluster::with_settings(PGSS_SETTINGS)
+        .unwrap_or_else(|e| panic!("starting the test cluster: {e:#}"))
 }
 
-fn id_of(flag: &str, user: Option<&str>) -> u32 {
-    let mut cmd = Command::new("id");
-    cmd.arg(flag);
-    if let Some(u) = user {
-        cmd.arg(u);
-    }
-    let out = check(&format!("id {flag} {}", user.unwrap_or("")), cmd.output());
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("parsing `id {flag}`: {e}"))
-}
-
-/// A PostgreSQL 15 cluster in a temporary directory, reachable only
-/// through a unix socket in that directory. Dropping it stops the server
-/// and removes the directory, also when the test fails.
-struct Cluster {
-    root: PathBuf,
-    data: PathBuf,
-    port: u16,
-    /// initdb refuses to run as root: run the server as `postgres` then.
-    as_postgres: bool,
-    started: bool,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let initdb = pg_bindir().join("initdb");
-        assert!(
-            initdb.exists(),
-            "{} not found: install PostgreSQL 15 (postgresql-15) or set PG_BINDIR",
-            initdb.display()
-        );
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let as_postgres = id_of("-u", None) == 0;
-        let owner =
-            as_postgres.then(|| (id_of("-u", Some("postgres")), id_of("-g", Some("postgres"))));
-        let root =
-            std::env::temp_dir().join(format!("pgvigil-sql-pgss-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&root).unwrap_or_else(|e| panic!("creating {}: {e}", root.display()));
-        let mut cluster = Cluster {
-            data: root.join("data"),
-            root,
-            port: TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap_or(54329),
-            as_postgres,
-            started: false,
-        };
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&cluster.root, Some(uid), Some(gid))
-                .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", cluster.root.display()));
-        }
-        let data = cluster.data.display().to_string();
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-                "--no-instructions",
-            ],
-        );
-        let conf = format!(
-            "\n# pgvigil-sql agreement test\n\
-             port = {port}\n\
-             listen_addresses = ''\n\
-             unix_socket_directories = '{sock}'\n\
-             shared_preload_libraries = 'pg_stat_statements'\n\
-             pg_stat_statements.track = top\n\
-             pg_stat_statements.track_utility = on\n\
-             pg_stat_statements.max = 10000\n\
-             shared_buffers = 32MB\n\
-             fsync = off\n\
-             synchronous_commit = off\n\
-             full_page_writes = off\n\
-             log_min_messages = warning\n",
-            port = cluster.port,
-            sock = cluster.root.display()
-        );
-        let conf_path = cluster.data.join("postgresql.conf");
-        let mut existing = std::fs::read_to_string(&conf_path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", conf_path.display()));
-        existing.push_str(&conf);
-        std::fs::write(&conf_path, existing)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", conf_path.display()));
-        let log = cluster.root.join("postgres.log").display().to_string();
-        cluster.started = true;
-        cluster.run(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-w", "-t", "60", "start"],
-        );
-        cluster
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let path = pg_bindir().join(program);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        };
-        cmd.current_dir(&self.root)
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, program: &str, args: &[&str]) {
-        check(program, self.command(program).args(args).output());
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("postgres.log")).unwrap_or_default()
-    }
-
-    async fn connect(&self) -> Client {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host_path(&self.root)
-            .port(self.port)
-            .user("postgres")
-            .dbname("postgres")
-            .connect(NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}\n{}", self.log()));
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if self.started {
-            let data = self.data.display().to_string();
-            let stopped = self
-                .command("pg_ctl")
-                .args(["-D", &data, "-m", "immediate", "-w", "stop"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !stopped {
-                // Last resort: the postmaster's pid is the first line of postmaster.pid.
-                if let Ok(pidfile) = std::fs::read_to_string(self.data.join("postmaster.pid")) {
-                    if let Some(pid) = pidfile.lines().next().filter(|p| p.parse::<u32>().is_ok()) {
-                        let _ = Command::new("kill").args(["-KILL", pid]).status();
-                    }
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
+async fn connect(cluster: &PgCluster) -> Client {
+    cluster
+        .connect_direct_db("postgres")
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "connecting to the test cluster: {e:#}\n{}",
+                cluster.log_contents()
+            )
+        })
 }
 
 // -------------------------------------------------------------- the test
@@ -445,7 +294,7 @@ fn fingerprints_agree_with_pg_stat_statements_query_ids() {
         }
     }
 
-    let cluster = Cluster::start();
+    let cluster = start_cluster();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -495,11 +344,11 @@ fn fingerprints_agree_with_pg_stat_statements_query_ids() {
 }
 
 async fn run_corpus(
-    cluster: &Cluster,
+    cluster: &PgCluster,
     groups: &[Group],
     setup: &str,
 ) -> (Vec<Observation>, Vec<String>) {
-    let client = cluster.connect().await;
+    let client = connect(cluster).await;
     if let Err(e) = simple(&client, setup).await {
         panic!("setup.sql failed: {e}");
     }

@@ -162,6 +162,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listen = config.listen;
         let admin_listen = config.admin_listen;
+        let max_query_series = config.metrics.max_query_series;
         let proxy = Proxy::bind(config)
             .await
             .with_context(|| format!("binding the client listener on {listen}"))?;
@@ -177,6 +178,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let state = pgvigil_admin::AdminState {
             insight: proxy.insight(),
+            pools: proxy.pools(),
+            max_query_series,
         };
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;

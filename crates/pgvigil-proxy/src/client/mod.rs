@@ -76,6 +76,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         cancel,
     } = login;
     tracing::debug!(client = %id, %peer, database = %pool.database, user = %pool.user, "client logged in");
+    let clients = pool.clone();
+    let clients = &clients.counters.clients;
+    clients.fetch_add(1, Ordering::Relaxed);
     let observer = match (&shared.insight, &shared.lint) {
         (Some(insight), Some(lint)) => Some(Observer::new(
             insight.clone(),
@@ -99,6 +102,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         observer,
     );
     let exit = session.run().await;
+    clients.fetch_sub(1, Ordering::Relaxed);
     shared.cancel.unregister(key);
     match exit {
         Exit::ClientLeft => tracing::debug!(client = %id, "client left"),

@@ -32,6 +32,7 @@ use crate::ids::ClientId;
 use crate::outqueue::{OutQueue, Splicer};
 use crate::pool::{PooledServer, ServerPool};
 use crate::prepared::{ClientStatements, Prepared, StatementId};
+use crate::stats;
 
 /// Beyond this many queued bytes toward a peer, stop reading from the
 /// other one.
@@ -237,7 +238,9 @@ impl Session {
 
     fn read_client(&mut self) -> io::Result<usize> {
         self.client_buf.reserve(READ_CHUNK);
-        self.client.try_read_buf(&mut self.client_buf)
+        let n = self.client.try_read_buf(&mut self.client_buf)?;
+        stats::count_client_bytes(n);
+        Ok(n)
     }
 
     fn read_server(&mut self) -> io::Result<usize> {
@@ -246,7 +249,9 @@ impl Session {
             .as_mut()
             .expect("reading from an attached server");
         server.buf.reserve(READ_CHUNK);
-        server.stream.try_read_buf(&mut server.buf)
+        let n = server.stream.try_read_buf(&mut server.buf)?;
+        stats::count_server_bytes(n);
+        Ok(n)
     }
 
     /// Writes what the sockets take now, then lets go of the server if the

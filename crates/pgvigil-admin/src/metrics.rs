@@ -1,0 +1,440 @@
+//! `/metrics`: Prometheus exposition, built at scrape time from query
+//! insight and the pools.
+//!
+//! prometheus-client (the Prometheus project's official Rust client) does
+//! the encoding. pgvigil's series are not long-lived metric objects but a
+//! view of state that changes shape (the top fingerprints by total time,
+//! pool counts), so one `Collector` renders them on each scrape, and the
+//! label sets are bounded by construction: at most `max_query_series`
+//! fingerprints per family, the rest summed under `fingerprint="other"`.
+
+use std::fmt::Error;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pgvigil_insight::{Insight, Pattern};
+use pgvigil_proxy::stats::{bytes_total, WAIT_BUCKETS};
+use pgvigil_proxy::ServerPool;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// Query duration buckets, seconds: 0.5 ms to 30 s.
+const QUERY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Statement text in `pgvigil_query_info` is cut to this many characters.
+const QUERY_LABEL_CHARS: usize = 200;
+
+pub struct PgvigilCollector {
+    pub insight: Option<Arc<Insight>>,
+    pub pools: Vec<Arc<ServerPool>>,
+    pub max_query_series: usize,
+}
+
+// prometheus-client requires it of collectors.
+impl std::fmt::Debug for PgvigilCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgvigilCollector")
+            .field("pools", &self.pools.len())
+            .field("max_query_series", &self.max_query_series)
+            .finish()
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn fp_label(fp: Option<u64>) -> String {
+    fp.map_or_else(|| "other".to_string(), |f| format!("{f:016x}"))
+}
+
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(QUERY_LABEL_CHARS) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// Writes one family whose members are (labels, value) pairs.
+fn family<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    members: impl IntoIterator<Item = (Labels, Value<'a>)>,
+) -> Result<(), Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (labels, value) in members {
+        let member = metric.encode_family(&labels)?;
+        value.encode(member)?;
+    }
+    Ok(())
+}
+
+enum Value<'a> {
+    Counter(u64),
+    CounterF(f64),
+    Gauge(i64),
+    GaugeF(f64),
+    Histogram {
+        sum: f64,
+        count: u64,
+        bounds: &'a [f64],
+        buckets: Vec<u64>,
+    },
+}
+
+impl Value<'_> {
+    fn encode(self, mut e: MetricEncoder) -> Result<(), Error> {
+        match self {
+            Value::Counter(v) => e.encode_counter::<NoLabelSet, _, f64>(&v, None),
+            Value::CounterF(v) => e.encode_counter::<NoLabelSet, _, f64>(&v, None),
+            Value::Gauge(v) => e.encode_gauge(&v),
+            Value::GaugeF(v) => e.encode_gauge(&v),
+            Value::Histogram {
+                sum,
+                count,
+                bounds,
+                buckets,
+            } => {
+                let pairs: Vec<(f64, u64)> = bounds
+                    .iter()
+                    .copied()
+                    .chain([f64::MAX])
+                    .zip(buckets)
+                    .collect();
+                e.encode_histogram::<NoLabelSet>(sum, count, &pairs, None)
+            }
+        }
+    }
+}
+
+impl Collector for PgvigilCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), Error> {
+        family(
+            &mut encoder,
+            "pgvigil_build_info",
+            "pgvigil version",
+            MetricType::Gauge,
+            [(
+                vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+                Value::Gauge(1),
+            )],
+        )?;
+        if let Some(insight) = &self.insight {
+            self.encode_queries(&mut encoder, insight)?;
+        }
+        self.encode_pools(&mut encoder)
+    }
+}
+
+impl PgvigilCollector {
+    fn encode_queries(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        insight: &Insight,
+    ) -> Result<(), Error> {
+        let bounds_us: Vec<u64> = QUERY_BUCKETS.iter().map(|s| (s * 1e6) as u64).collect();
+        let series = insight.export(self.max_query_series, &bounds_us);
+        let name_of = |s: &pgvigil_insight::ExportedSeries| {
+            (
+                fp_label(s.info.as_ref().map(|i| i.fingerprint)),
+                s.info
+                    .as_ref()
+                    .map_or_else(|| "other".to_string(), |i| i.kind.clone()),
+            )
+        };
+        family(
+            encoder,
+            "pgvigil_query_duration_seconds",
+            "Statement execution time, from forwarding to completion, per fingerprint",
+            MetricType::Histogram,
+            series.iter().map(|s| {
+                let (fp, statement) = name_of(s);
+                (
+                    vec![("fingerprint", fp), ("statement", statement)],
+                    Value::Histogram {
+                        sum: s.sum_seconds,
+                        count: s.count,
+                        bounds: &QUERY_BUCKETS,
+                        buckets: s.buckets.clone(),
+                    },
+                )
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_query_info",
+            "Normalized text of each exported fingerprint (value always 1)",
+            MetricType::Gauge,
+            series.iter().filter_map(|s| {
+                let info = s.info.as_ref()?;
+                Some((
+                    vec![
+                        ("fingerprint", fp_label(Some(info.fingerprint))),
+                        ("statement", info.kind.clone()),
+                        ("query", cut(&info.query)),
+                    ],
+                    Value::Gauge(1),
+                ))
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_query_errors",
+            "Failed executions per fingerprint and SQLSTATE class",
+            MetricType::Counter,
+            series.iter().flat_map(|s| {
+                let fp = name_of(s).0;
+                s.errors_by_class.iter().map(move |(class, n)| {
+                    (
+                        vec![
+                            ("fingerprint", fp.clone()),
+                            ("sqlstate_class", class.clone()),
+                        ],
+                        Value::Counter(*n),
+                    )
+                })
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_query_rows",
+            "Rows returned or affected per fingerprint (from command tags)",
+            MetricType::Counter,
+            series
+                .iter()
+                .map(|s| (vec![("fingerprint", name_of(s).0)], Value::Counter(s.rows))),
+        )?;
+        let exported: std::collections::HashSet<u64> = series
+            .iter()
+            .filter_map(|s| s.info.as_ref().map(|i| i.fingerprint))
+            .collect();
+        let label = |fp: Option<u64>| match fp {
+            Some(f) if exported.contains(&f) => fp_label(Some(f)),
+            _ => "other".to_string(),
+        };
+        let mut slow: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for (rule, fp, n) in insight.slow_counts() {
+            *slow.entry((rule, label(fp))).or_insert(0) += n;
+        }
+        family(
+            encoder,
+            "pgvigil_slow_queries",
+            "Slow executions per rule and fingerprint",
+            MetricType::Counter,
+            slow.into_iter().map(|((rule, fp), n)| {
+                (vec![("rule", rule), ("fingerprint", fp)], Value::Counter(n))
+            }),
+        )?;
+        let mut n1: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for d in insight.detections() {
+            let parent = match d.pattern {
+                Pattern::NPlusOne { parent } => label(Some(parent)),
+                Pattern::RepeatedIdentical => String::new(),
+            };
+            *n1.entry((label(Some(d.child)), parent)).or_insert(0) += d.occurrences;
+        }
+        family(
+            encoder,
+            "pgvigil_n_plus_one",
+            "N+1 loops detected, per child and parent fingerprint (parent empty for repeated identical queries)",
+            MetricType::Counter,
+            n1.into_iter().map(|((fp, parent), n)| {
+                (
+                    vec![("fingerprint", fp), ("parent_fingerprint", parent)],
+                    Value::Counter(n),
+                )
+            }),
+        )?;
+        let c = insight.counters();
+        family(
+            encoder,
+            "pgvigil_fingerprints_tracked",
+            "Distinct statements in the statistics table",
+            MetricType::Gauge,
+            [(vec![], Value::Gauge(c.fingerprints as i64))],
+        )?;
+        family(
+            encoder,
+            "pgvigil_fingerprint_evictions",
+            "Fingerprints evicted from the full statistics table",
+            MetricType::Counter,
+            [(vec![], Value::Counter(c.evictions))],
+        )
+    }
+
+    fn encode_pools(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
+        let who = |p: &ServerPool| vec![("database", p.database.clone()), ("user", p.user.clone())];
+        let snapshots: Vec<_> = self.pools.iter().map(|p| (p, p.snapshot())).collect();
+        family(
+            encoder,
+            "pgvigil_pool_server_connections",
+            "Server connections per pool: active (serving a client), idle, and overflow (above pool_size, also counted as active or idle)",
+            MetricType::Gauge,
+            snapshots.iter().flat_map(|(p, s)| {
+                let overflow = s.total.saturating_sub(p.settings.pool_size);
+                [
+                    ("active", s.total - s.idle),
+                    ("idle", s.idle),
+                    ("overflow", overflow),
+                ]
+                .map(|(state, n)| {
+                    let mut labels = who(p);
+                    labels.push(("state", state.to_string()));
+                    (labels, Value::Gauge(n as i64))
+                })
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_waiting_clients",
+            "Clients waiting for a server connection",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(p, s)| (who(p), Value::Gauge(s.waiting as i64))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_utilization_ratio",
+            "Active server connections over pool_size",
+            MetricType::Gauge,
+            snapshots.iter().map(|(p, s)| {
+                let ratio = (s.total - s.idle) as f64 / p.settings.pool_size.max(1) as f64;
+                (who(p), Value::GaugeF(ratio))
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_client_connections",
+            "Logged-in clients per pool",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(p, s)| (who(p), Value::Gauge(s.clients as i64))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_wait_seconds",
+            "Time clients waited for a server connection",
+            MetricType::Histogram,
+            self.pools.iter().map(|p| {
+                let (buckets, sum, count) = p.counters.wait.snapshot();
+                (
+                    who(p),
+                    Value::Histogram {
+                        sum,
+                        count,
+                        bounds: &WAIT_BUCKETS,
+                        buckets,
+                    },
+                )
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_server_connect_errors",
+            "Failed attempts to open a server connection",
+            MetricType::Counter,
+            self.pools.iter().map(|p| {
+                let n = p.counters.server_connect_errors.load(Ordering::Relaxed);
+                (who(p), Value::Counter(n))
+            }),
+        )?;
+        let mut up: std::collections::BTreeMap<String, i64> = Default::default();
+        for p in &self.pools {
+            let v = p.counters.upstream_up.load(Ordering::Relaxed) as i64;
+            let slot = up.entry(p.database.clone()).or_insert(v);
+            *slot = (*slot).max(v);
+        }
+        family(
+            encoder,
+            "pgvigil_upstream_up",
+            "1 when the latest attempt to log in to the database's server succeeded",
+            MetricType::Gauge,
+            up.into_iter()
+                .map(|(db, v)| (vec![("database", db)], Value::Gauge(v))),
+        )?;
+        let (to_server, to_client) = bytes_total();
+        family(
+            encoder,
+            "pgvigil_bytes",
+            "Bytes forwarded, per direction",
+            MetricType::Counter,
+            [
+                (
+                    vec![("direction", "client_to_server".to_string())],
+                    Value::CounterF(to_server as f64),
+                ),
+                (
+                    vec![("direction", "server_to_client".to_string())],
+                    Value::CounterF(to_client as f64),
+                ),
+            ],
+        )
+    }
+}
+
+/// Renders OpenMetrics text, what Prometheus asks for.
+pub fn render(collector: PgvigilCollector) -> Result<String, Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// The same in the classic text format (0.0.4), for scrapers and tools
+/// that do not ask for OpenMetrics (curl, `promtool check metrics`). The
+/// formats differ only in how counters are named in HELP/TYPE lines
+/// (`x` with samples `x_total` versus `x_total` throughout) and in the
+/// OpenMetrics-only `# UNIT` and `# EOF` lines.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_their_total_suffix() {
+        let om = "# HELP x Things.\n# TYPE x counter\nx_total 3\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total 3\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
+
+    #[test]
+    fn long_query_text_is_cut_for_the_label() {
+        let text = "x".repeat(500);
+        assert_eq!(cut(&text).chars().count(), QUERY_LABEL_CHARS + 3);
+        assert_eq!(cut("SELECT 1"), "SELECT 1");
+    }
+}
