@@ -453,7 +453,7 @@ impl Insight {
     pub fn export(&self, max_series: usize, bounds_us: &[u64]) -> Vec<ExportedSeries> {
         let store = lock(&self.store);
         let mut entries: Vec<&store::Entry> = store.entries.values().collect();
-        entries.sort_by(|a, b| b.stats.totals.total_us.cmp(&a.stats.totals.total_us));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.stats.totals.total_us));
         let mut out: Vec<ExportedSeries> = Vec::new();
         let mut other = ExportedSeries::empty(None, bounds_us.len());
         for (i, e) in entries.iter().enumerate() {
