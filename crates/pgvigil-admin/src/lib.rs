@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,20 +29,64 @@ pub struct AdminState {
     pub pools: Vec<Arc<pgvigil_proxy::ServerPool>>,
     /// Fingerprints with their own `/metrics` series; the rest are "other".
     pub max_query_series: usize,
+    /// When set, `/api/*` (and `/metrics` if `metrics_require_token`) need
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<Arc<str>>,
+    pub metrics_require_token: bool,
 }
 
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+    let api = Router::new()
         .route("/api/queries", get(queries))
         .route("/api/queries/{fingerprint}", get(query_detail))
         .route("/api/slow", get(slow))
         .route("/api/n-plus-one", get(n_plus_one))
         .route("/api/reset", post(reset))
         .route("/api/insight", get(insight_status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    let metrics = Router::new().route("/metrics", get(metrics_text));
+    let metrics = if state.metrics_require_token {
+        metrics.route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+    } else {
+        metrics
+    };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .merge(metrics)
         .with_state(state)
+}
+
+/// Checks the bearer token, when one is configured.
+async fn require_token(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let Some(token) = state.token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        next.run(request).await
+    } else {
+        error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token: send Authorization: Bearer <admin_token>",
+        )
+    }
 }
 
 /// Serves the admin API until `shutdown` completes.

@@ -73,6 +73,8 @@ pub struct SlowRuleSection {
 pub struct ProxySection {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
+    pub admin_token: Option<String>,
+    pub metrics_require_token: Option<bool>,
     pub client_auth: Option<String>,
     pub max_client_conn: Option<usize>,
     pub max_packet_size: Option<usize>,

@@ -14,7 +14,7 @@ pub use file::{
 };
 pub use resolve::{
     ClientAuth, Config, DatabaseConfig, InsightSettings, LogFormat, MetricsSettings,
-    NPlusOneSettings, Overrides, PoolMode, PoolSettings, SlowRuleSettings, UserConfig,
+    NPlusOneSettings, Overrides, PoolMode, PoolSettings, Secret, SlowRuleSettings, UserConfig,
 };
 
 use thiserror::Error;

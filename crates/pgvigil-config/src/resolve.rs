@@ -43,6 +43,7 @@ pub enum LogFormat {
 pub struct Overrides {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
+    pub admin_token: Option<String>,
     pub upstream: Option<String>,
     pub client_auth: Option<String>,
     pub max_client_conn: Option<usize>,
@@ -95,6 +96,16 @@ pub struct DatabaseConfig {
     /// The name on the PostgreSQL server.
     pub dbname: String,
     pub pool: PoolSettings,
+}
+
+/// A credential that must never reach a log line, `{:?}` included.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -152,6 +163,11 @@ pub struct SlowRuleSettings {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Required as `Authorization: Bearer <token>` on `/api/*` (and on
+    /// `/metrics` with `metrics_require_token`). Mandatory when the admin
+    /// listener is not on a loopback address.
+    pub admin_token: Option<Secret>,
+    pub metrics_require_token: bool,
     pub client_auth: ClientAuth,
     pub max_client_conn: usize,
     pub max_packet_size: usize,
@@ -187,6 +203,21 @@ impl Config {
             flags.admin_listen.as_deref().or(p.admin_listen.as_deref()),
             "127.0.0.1:9930",
         )?;
+        let admin_token = flags
+            .admin_token
+            .clone()
+            .or(p.admin_token.clone())
+            .filter(|t| !t.is_empty())
+            .map(Secret);
+        if !admin_listen.ip().is_loopback() && admin_token.is_none() {
+            return Err(ConfigError::invalid(
+                "admin_token",
+                format!(
+                    "admin_listen {admin_listen} is reachable from other hosts: set admin_token to protect the API"
+                ),
+            ));
+        }
+        let metrics_require_token = p.metrics_require_token.unwrap_or(false);
         let client_auth = match flags
             .client_auth
             .as_deref()
@@ -337,6 +368,8 @@ impl Config {
             insight,
             listen,
             admin_listen,
+            admin_token,
+            metrics_require_token,
             client_auth,
             max_client_conn,
             max_packet_size,
@@ -670,6 +703,16 @@ mod tests {
         assert_eq!(cfg.insight.slow_query, Duration::from_millis(500));
         assert_eq!(cfg.insight.n_plus_one.min_repeats, 5);
         assert_eq!(cfg.insight.n_plus_one.max_gap, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn an_admin_listener_beyond_loopback_needs_a_token() {
+        let mut flags = flags_with_upstream("postgres://a:b@h/d");
+        flags.admin_listen = Some("0.0.0.0:9930".into());
+        let err = Config::resolve(FileConfig::default(), flags.clone()).unwrap_err();
+        assert!(err.to_string().contains("admin_token"), "{err}");
+        flags.admin_token = Some("s3cret".into());
+        assert!(Config::resolve(FileConfig::default(), flags).is_ok());
     }
 
     #[test]

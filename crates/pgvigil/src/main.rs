@@ -26,6 +26,14 @@ struct Cli {
     /// Address of the admin HTTP listener [default: 127.0.0.1:9930].
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
+    /// Bearer token for the admin API; required when --admin-listen is not loopback.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PGVIGIL_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
     /// session or transaction [default: session].
     #[arg(long, value_name = "MODE")]
     pool_mode: Option<String>,
@@ -86,6 +94,7 @@ impl Cli {
         Overrides {
             listen: self.listen.clone(),
             admin_listen: self.admin_listen.clone(),
+            admin_token: self.admin_token.clone(),
             upstream: self.upstream.clone(),
             client_auth: self.client_auth.clone(),
             max_client_conn: self.max_client_conn,
@@ -163,6 +172,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         let listen = config.listen;
         let admin_listen = config.admin_listen;
         let max_query_series = config.metrics.max_query_series;
+        let admin_token = config.admin_token.clone();
+        let metrics_require_token = config.metrics_require_token;
         let proxy = Proxy::bind(config)
             .await
             .with_context(|| format!("binding the client listener on {listen}"))?;
@@ -180,6 +191,8 @@ fn run(config: Config) -> anyhow::Result<()> {
             insight: proxy.insight(),
             pools: proxy.pools(),
             max_query_series,
+            token: admin_token.map(|t| t.0.into()),
+            metrics_require_token,
         };
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;
