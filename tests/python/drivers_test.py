@@ -57,9 +57,6 @@ DSN = os.environ.get("PGVIGIL_DSN", "")
 POOL_SIZE = int(os.environ["PGVIGIL_POOL_SIZE"]) if os.environ.get("PGVIGIL_POOL_SIZE") else None
 CLIENTS = int(os.environ.get("PGVIGIL_CLIENTS", "20"))
 ONLY = {int(n) for n in os.environ.get("PGVIGIL_SCENARIOS", "").split(",") if n.strip()}
-# Scenarios that document a known limitation (ARCHITECTURE.md, "Known
-# limitations"); they run only when asked for by number.
-KNOWN_LIMITATIONS = {13}
 SCENARIO_TIMEOUT = 20.0
 # A hung pgvigil must not hold the run for every scenario's full timeout.
 TOTAL_BUDGET = 90.0
@@ -899,7 +896,7 @@ async def main():
     ran = 0
     try:
         for number, (label, kinds) in enumerate(SCENARIOS, 1):
-            if (ONLY and number not in ONLY) or (not ONLY and number in KNOWN_LIMITATIONS):
+            if ONLY and number not in ONLY:
                 continue
             ran += 1
             label = f"{number:2}. {label}"

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client for pgvigil's admin JSON API: one request per
+//! A minimal HTTP/1.1 client for pgvigil's admin listener (JSON API,
+//! `/metrics`, health) and other local HTTP servers: one request per
 //! connection (`Connection: close`), so the whole reply is read to EOF.
 
 use std::time::Duration;
@@ -47,29 +48,24 @@ impl Pgvigil {
     /// Sends `method path` to the admin listener and returns the reply, whatever its status.
     pub async fn api_request(&self, method: &str, path: &str) -> Result<ApiResponse> {
         let port = self.admin_port();
-        let exchange = async {
-            let mut stream = connect(port).await?;
-            let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\
-                 Content-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .context("sending the request")?;
-            let mut raw = Vec::new();
-            stream
-                .read_to_end(&mut raw)
-                .await
-                .context("reading the reply")?;
-            parse_response(&raw)
-        };
-        tokio::time::timeout(REQUEST_LIMIT, exchange)
+        exchange(
+            port,
+            "the admin listener",
+            method,
+            path,
+            &[("Accept", "application/json")],
+        )
+        .await
+        .with_context(|| format!("{method} {path} on the admin listener (port {port})"))
+    }
+
+    /// `GET path` on the admin listener with only the given extra headers
+    /// (no `Accept` unless given), whatever the reply's status and content type.
+    pub async fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> Result<ApiResponse> {
+        let port = self.admin_port();
+        exchange(port, "the admin listener", "GET", path, headers)
             .await
-            .with_context(|| {
-                format!("{method} {path}: no complete reply within {REQUEST_LIMIT:?}")
-            })?
-            .with_context(|| format!("{method} {path} on the admin listener (port {port})"))
+            .with_context(|| format!("GET {path} on the admin listener (port {port})"))
     }
 
     /// `GET path`, which must answer 200 with a JSON body.
@@ -95,9 +91,48 @@ impl Pgvigil {
     }
 }
 
-/// Connects to the admin listener, retrying refused connections for a
-/// moment: pgvigil may bind it just after the client listener.
-async fn connect(port: u16) -> Result<TcpStream> {
+/// `GET path` on any HTTP/1.1 server at 127.0.0.1:`port` (Prometheus' API,
+/// for one), with only the given extra headers, whatever the reply's status.
+pub async fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<ApiResponse> {
+    exchange(port, "the HTTP server", "GET", path, headers)
+        .await
+        .with_context(|| format!("GET {path} on 127.0.0.1:{port}"))
+}
+
+/// One request (`Connection: close`), the whole reply read to EOF.
+async fn exchange(
+    port: u16,
+    what: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<ApiResponse> {
+    let exchange = async {
+        let mut stream = connect(port, what).await?;
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .context("sending the request")?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .context("reading the reply")?;
+        parse_response(&raw)
+    };
+    tokio::time::timeout(REQUEST_LIMIT, exchange)
+        .await
+        .with_context(|| format!("{method} {path}: no complete reply within {REQUEST_LIMIT:?}"))?
+}
+
+/// Connects to `what` (the admin listener, usually), retrying refused
+/// connections for a moment: pgvigil may bind it just after the client listener.
+async fn connect(port: u16, what: &str) -> Result<TcpStream> {
     let mut attempts = 0;
     loop {
         match TcpStream::connect(("127.0.0.1", port)).await {
@@ -107,8 +142,7 @@ async fn connect(port: u16) -> Result<TcpStream> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("connecting to the admin listener 127.0.0.1:{port}"))
+                return Err(e).with_context(|| format!("connecting to {what} 127.0.0.1:{port}"))
             }
         }
     }

@@ -106,3 +106,9 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
         .with_context(|| format!("malformed line {line:?}"))?;
     Ok(kib * 1024)
 }
+
+/// Spawns `cmd` (a helper server such as Prometheus) so that it gets SIGKILL
+/// when the test process dies; the caller still kills it when done.
+pub fn spawn_tied(cmd: std::process::Command) -> std::io::Result<Child> {
+    crate::spawn::spawn_tied(cmd, libc::SIGKILL)
+}

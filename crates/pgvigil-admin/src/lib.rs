@@ -2,6 +2,7 @@
 //! insight. The API's field names are a contract (dashboards and scripts
 //! read them): times are RFC 3339 strings, durations milliseconds.
 
+mod dashboard;
 mod metrics;
 mod time;
 
@@ -43,6 +44,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/n-plus-one", get(n_plus_one))
         .route("/api/reset", post(reset))
         .route("/api/insight", get(insight_status))
+        .route("/api/pools", get(pools))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {
@@ -55,6 +57,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .merge(api)
         .merge(metrics)
+        .merge(dashboard::routes())
         .with_state(state)
 }
 
@@ -411,6 +414,32 @@ async fn insight_status(State(state): State<AdminState>) -> Response {
         "lint_dropped": c.lint_dropped,
     }))
     .into_response()
+}
+
+/// Server connection pools per (database, user): utilization is active
+/// connections over `pool_size`, as `pgvigil_pool_utilization_ratio`.
+async fn pools(State(state): State<AdminState>) -> Response {
+    let pools: Vec<Value> = state
+        .pools
+        .iter()
+        .map(|p| {
+            let s = p.snapshot();
+            let active = s.total.saturating_sub(s.idle);
+            json!({
+                "database": p.database,
+                "user": p.user,
+                "pool_mode": p.settings.pool_mode.as_str(),
+                "pool_size": p.settings.pool_size,
+                "active": active,
+                "idle": s.idle,
+                "overflow": s.total.saturating_sub(p.settings.pool_size),
+                "waiting": s.waiting,
+                "clients": s.clients,
+                "utilization": active as f64 / p.settings.pool_size.max(1) as f64,
+            })
+        })
+        .collect();
+    Json(json!({ "pools": pools })).into_response()
 }
 
 async fn reset(State(state): State<AdminState>) -> Response {

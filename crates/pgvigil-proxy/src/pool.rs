@@ -5,7 +5,7 @@
 //! reply in flight, a transaction open), so no path can hand a dirty
 //! connection to the next client or forget to return a clean one.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,6 +72,12 @@ pub struct ServerPool {
     /// Statements some server of this pool accepted (see
     /// `Session::answer_known_parses`); bounded, and only an optimisation.
     known_statements: Mutex<HashSet<StatementId>>,
+    /// Statements whose result type changed (PostgreSQL said 0A000,
+    /// "cached plan must not change result type"), with how often.
+    generations: Mutex<HashMap<StatementId, u64>>,
+    /// Bumped with every change: while it stands still, client statements
+    /// need no generation check.
+    change_epoch: AtomicU64,
 }
 
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
@@ -104,6 +110,8 @@ impl ServerPool {
                 ..PoolCounters::default()
             },
             known_statements: Mutex::new(HashSet::new()),
+            generations: Mutex::new(HashMap::new()),
+            change_epoch: AtomicU64::new(0),
         })
     }
 
@@ -140,6 +148,35 @@ impl ServerPool {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&id)
+    }
+
+    pub(crate) fn change_epoch(&self) -> u64 {
+        self.change_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn statement_generation(&self, id: StatementId) -> u64 {
+        if self.change_epoch() == 0 {
+            return 0;
+        }
+        self.generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A server said this statement's plan changed result type: every
+    /// copy prepared before is stale, and every client statement prepared
+    /// before must fail once, as it would on its own connection.
+    pub(crate) fn statement_changed(&self, id: StatementId) {
+        *self
+            .generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_insert(0) += 1;
+        self.change_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn remember_statement(&self, id: StatementId) {

@@ -8,6 +8,7 @@
 //! from many clients are prepared once per server connection.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,10 +47,16 @@ pub struct Prepared {
     /// (re)creates the statement whatever pgvigil's record of the server
     /// says (a DEALLOCATE ALL it did not see, a stale plan after ALTER).
     pub close: Bytes,
+    /// The statement's generation when the client prepared it; see
+    /// `ServerPool::statement_changed`.
+    pub generation: u64,
+    /// The pool's change epoch this client statement was last checked
+    /// against, so an unchanged pool costs one atomic load per Bind.
+    pub checked_epoch: AtomicU64,
 }
 
 impl Prepared {
-    pub fn from_parse(view: &ParseView<'_>) -> Prepared {
+    pub fn from_parse(view: &ParseView<'_>, generation: u64, epoch: u64) -> Prepared {
         let id = StatementId::of(view.query, view.param_types);
         let server_name = Bytes::from(id.server_name());
         let parse = frontend::parse(&server_name, view.query, view.param_types);
@@ -59,6 +66,8 @@ impl Prepared {
             server_name,
             parse,
             close,
+            generation,
+            checked_epoch: AtomicU64::new(epoch),
         }
     }
 }
@@ -92,7 +101,8 @@ impl ClientStatements {
 pub struct ServerStatements {
     cap: usize,
     tick: u64,
-    last_used: HashMap<StatementId, u64>,
+    /// Per statement: last use, and the generation it was prepared at.
+    last_used: HashMap<StatementId, (u64, u64)>,
 }
 
 impl ServerStatements {
@@ -104,21 +114,22 @@ impl ServerStatements {
         }
     }
 
-    /// Whether the server has it; counts as a use.
-    pub fn touch(&mut self, id: StatementId) -> bool {
+    /// Whether the server has it, prepared at `generation` or later;
+    /// counts as a use.
+    pub fn touch(&mut self, id: StatementId, generation: u64) -> bool {
         self.tick += 1;
         match self.last_used.get_mut(&id) {
-            Some(t) => {
+            Some((t, g)) if *g >= generation => {
                 *t = self.tick;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    pub fn insert(&mut self, id: StatementId) {
+    pub fn insert(&mut self, id: StatementId, generation: u64) {
         self.tick += 1;
-        self.last_used.insert(id, self.tick);
+        self.last_used.insert(id, (self.tick, generation));
     }
 
     /// Forgets the least recently used statements beyond the cap and
@@ -130,8 +141,11 @@ impl ServerStatements {
         if excess == 0 {
             return Vec::new();
         }
-        let mut by_age: Vec<(u64, StatementId)> =
-            self.last_used.iter().map(|(id, t)| (*t, *id)).collect();
+        let mut by_age: Vec<(u64, StatementId)> = self
+            .last_used
+            .iter()
+            .map(|(id, (t, _))| (*t, *id))
+            .collect();
         by_age.sort_unstable();
         let evicted: Vec<StatementId> = by_age.into_iter().take(excess).map(|(_, id)| id).collect();
         for id in &evicted {
@@ -164,9 +178,9 @@ mod tests {
         let a = frontend::parse(b"P_0", b"SELECT $1", b"\0\0");
         let b = frontend::parse(b"other", b"SELECT $1", b"\0\0");
         let c = frontend::parse(b"P_0", b"SELECT $1", b"\0\x01\0\0\0\x17");
-        let pa = Prepared::from_parse(&ParseView::new(&a).unwrap());
-        let pb = Prepared::from_parse(&ParseView::new(&b).unwrap());
-        let pc = Prepared::from_parse(&ParseView::new(&c).unwrap());
+        let pa = Prepared::from_parse(&ParseView::new(&a).unwrap(), 0, 0);
+        let pb = Prepared::from_parse(&ParseView::new(&b).unwrap(), 0, 0);
+        let pc = Prepared::from_parse(&ParseView::new(&c).unwrap(), 0, 0);
         assert_eq!(pa.server_name, pb.server_name);
         assert_ne!(pa.server_name, pc.server_name);
     }
@@ -174,14 +188,24 @@ mod tests {
     #[test]
     fn server_cache_evicts_least_recently_used() {
         let mut s = ServerStatements::new(2);
-        s.insert(StatementId(1));
-        s.insert(StatementId(2));
-        assert!(s.touch(StatementId(1)));
-        s.insert(StatementId(3));
+        s.insert(StatementId(1), 0);
+        s.insert(StatementId(2), 0);
+        assert!(s.touch(StatementId(1), 0));
+        s.insert(StatementId(3), 0);
         assert_eq!(s.over_capacity(), vec![StatementId(2)]);
-        assert!(s.touch(StatementId(1)));
-        assert!(!s.touch(StatementId(2)));
+        assert!(s.touch(StatementId(1), 0));
+        assert!(!s.touch(StatementId(2), 0));
         assert_eq!(s.len(), 2);
         assert!(s.over_capacity().is_empty());
+    }
+
+    #[test]
+    fn a_statement_prepared_before_a_change_does_not_count() {
+        let mut s = ServerStatements::new(10);
+        s.insert(StatementId(1), 0);
+        assert!(s.touch(StatementId(1), 0));
+        assert!(!s.touch(StatementId(1), 1));
+        s.insert(StatementId(1), 1);
+        assert!(s.touch(StatementId(1), 1));
     }
 }

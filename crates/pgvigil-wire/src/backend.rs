@@ -252,14 +252,27 @@ impl Severity {
 
 /// An ErrorResponse in PostgreSQL's layout, so clients show it as usual.
 pub fn error_response(severity: Severity, code: &str, message: &str) -> Bytes {
+    error_response_with(severity, code, message, &[])
+}
+
+/// The same with more fields (e.g. `b'R'`, the server routine), for errors
+/// that must read exactly like PostgreSQL's own: some drivers branch on
+/// them.
+pub fn error_response_with(
+    severity: Severity,
+    code: &str,
+    message: &str,
+    extra: &[(u8, &str)],
+) -> Bytes {
     build(tag::ERROR_RESPONSE, |b| {
-        for (kind, value) in [
+        let base = [
             (b'S', severity.as_str()),
             (b'V', severity.as_str()),
             (b'C', code),
             (b'M', message),
-        ] {
-            b.put_u8(kind);
+        ];
+        for (kind, value) in base.iter().chain(extra) {
+            b.put_u8(*kind);
             b.put_slice(value.as_bytes());
             b.put_u8(0);
         }

@@ -1,4 +1,7 @@
-//! The `pgvigil` binary: flags and config file in, a running proxy out.
+//! The `pgvigil` binary: flags and config file in, a running proxy out;
+//! `pgvigil top` watches a running one.
+
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,8 +15,11 @@ use tracing_subscriber::EnvFilter;
 /// A transparent PostgreSQL proxy that pools server connections and
 /// watches every query. Flags override the config file.
 #[derive(Debug, Parser)]
-#[command(name = "pgvigil", version)]
+#[command(name = "pgvigil", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Without a command, pgvigil runs the proxy.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML config file (see config/pgvigil.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -81,6 +87,12 @@ struct Cli {
     max_fingerprints: Option<usize>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Live terminal view of a running pgvigil (top queries, pools, slow and N+1 events).
+    Top(top::TopArgs),
+}
+
 fn parse_on_off(text: &str) -> Result<bool, String> {
     match text {
         "on" | "true" => Ok(true),
@@ -126,6 +138,9 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Top(args)) = cli.command {
+        return top::run(args);
+    }
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -62,6 +63,9 @@ enum Request {
     Describe(Option<StatementId>),
     /// With the statement being timed, when analytics are on.
     Execute(Option<Tracked>),
+    /// pgvigil's stand-in for a stale statement (`fail_as_stale`): its
+    /// error is replaced by PostgreSQL's own.
+    StaleStatement,
     Close,
     /// Simple Query and FunctionCall end with ReadyForQuery.
     UntilReady(Option<Tracked>),
@@ -78,7 +82,7 @@ impl Request {
             Request::Bind(_) => tag == be::BIND_COMPLETE,
             Request::Close => tag == be::CLOSE_COMPLETE,
             Request::Describe(_) => tag == be::ROW_DESCRIPTION || tag == be::NO_DATA,
-            Request::Execute(_) => matches!(
+            Request::Execute(_) | Request::StaleStatement => matches!(
                 tag,
                 be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
             ),
@@ -130,6 +134,8 @@ pub(crate) struct Session {
     passthrough: usize,
     /// The server is in COPY FROM STDIN, waiting for the client's data.
     copy_in: bool,
+    /// A server message to be replaced by this one on its way out.
+    error_replacement: Option<Bytes>,
     statements: ClientStatements,
     /// Which statements and portals run DISCARD ALL / DEALLOCATE ALL.
     resets: ResetTracker,
@@ -166,6 +172,7 @@ impl Session {
             unsynced: false,
             passthrough: 0,
             copy_in: false,
+            error_replacement: None,
             statements: ClientStatements::default(),
             resets: ResetTracker::default(),
             observer,
@@ -416,7 +423,7 @@ impl Session {
             match h.tag {
                 fe::PARSE => {
                     let view = ParseView::new(frame)?;
-                    let prepared = Prepared::from_parse(&view);
+                    let prepared = self.new_prepared(&view);
                     if view.statement.is_empty() || !self.pool.statement_known(prepared.id) {
                         return Ok(false);
                     }
@@ -557,7 +564,7 @@ impl Session {
                     // client asked (after ALTER TABLE a stale copy would
                     // describe the old columns), and it costs one message
                     // per statement per client connection.
-                    let prepared = Arc::new(Prepared::from_parse(&view));
+                    let prepared = Arc::new(self.new_prepared(&view));
                     self.statements.insert(view.statement, prepared.clone());
                     let mut parts = Vec::with_capacity(2);
                     self.prepare_on_server(&prepared, &mut parts, Some(view.statement.to_vec()));
@@ -670,7 +677,7 @@ impl Session {
                 // expects; the statement is prepared first if this server
                 // lacks it, so the command cannot fail here.
                 let mut parts = Vec::with_capacity(3);
-                if !server.statements.touch(prepared.id) {
+                if !server.statements.touch(prepared.id, prepared.generation) {
                     self.prepare_on_server(&prepared, &mut parts, None);
                 }
                 let server = self.server.as_mut().expect("attached");
@@ -697,12 +704,62 @@ impl Session {
         // Unknown names go through unchanged, so the client gets
         // PostgreSQL's own "does not exist" error.
         let prepared = self.statements.get(client_name)?.clone();
-        let server = self.server.as_mut().expect("attached");
         let mut parts = Vec::with_capacity(3);
-        if !server.statements.touch(prepared.id) {
+        if self.went_stale(&prepared) {
+            self.fail_as_stale(&mut parts);
+            return Some((parts, prepared.server_name.clone(), prepared.id));
+        }
+        let server = self.server.as_mut().expect("attached");
+        if !server.statements.touch(prepared.id, prepared.generation) {
             self.prepare_on_server(&prepared, &mut parts, None);
         }
         Some((parts, prepared.server_name.clone(), prepared.id))
+    }
+
+    fn new_prepared(&self, view: &ParseView<'_>) -> Prepared {
+        let epoch = self.pool.change_epoch();
+        let mut prepared = Prepared::from_parse(view, 0, epoch);
+        prepared.generation = self.pool.statement_generation(prepared.id);
+        prepared
+    }
+
+    /// Whether the client's statement predates a change of its result
+    /// type seen on some server connection of the pool.
+    fn went_stale(&self, prepared: &Prepared) -> bool {
+        let epoch = self.pool.change_epoch();
+        if prepared.checked_epoch.load(AtomicOrdering::Relaxed) == epoch {
+            return false;
+        }
+        let stale = self.pool.statement_generation(prepared.id) > prepared.generation;
+        if !stale {
+            prepared.checked_epoch.store(epoch, AtomicOrdering::Relaxed);
+        }
+        stale
+    }
+
+    /// Makes the server answer the next message with PostgreSQL's own
+    /// error for a statement whose result type changed, and skip the rest
+    /// up to Sync, as the client's own connection would have. The client
+    /// then prepares the statement again (asyncpg does so by itself).
+    fn fail_as_stale(&mut self, parts: &mut Vec<Bytes>) {
+        let raise = "DO $pgvigil$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
+                     MESSAGE = 'cached plan must not change result type', \
+                     HINT = 'The statement was prepared before a schema change; prepare it again.'; \
+                     END$pgvigil$";
+        parts.push(frontend::parse(b"", raise.as_bytes(), b"\0\0"));
+        parts.push(frontend::build(fe::BIND, |b| {
+            b.extend_from_slice(b"\0\0\0\0\0\0\0\0");
+        }));
+        parts.push(frontend::build(fe::EXECUTE, |b| {
+            b.extend_from_slice(b"\0\0\0\0\0");
+        }));
+        for request in [
+            Request::Parse(None),
+            Request::Bind(None),
+            Request::StaleStatement,
+        ] {
+            self.expected.push_back(Expect::Swallow(request));
+        }
     }
 
     /// Queues Close + Parse of a renamed statement. The client's own Parse
@@ -715,7 +772,7 @@ impl Session {
         client_name: Option<Vec<u8>>,
     ) {
         let server = self.server.as_mut().expect("attached");
-        server.statements.insert(prepared.id);
+        server.statements.insert(prepared.id, prepared.generation);
         parts.push(prepared.close.clone());
         parts.push(prepared.parse.clone());
         self.expected.push_back(Expect::Swallow(Request::Close));
@@ -798,7 +855,10 @@ impl Session {
                     None
                 };
                 let forward = self.route_server_message(&mut server, h.tag, frame)?;
-                if forward {
+                if let Some(replacement) = self.error_replacement.take() {
+                    sp.skip(h.frame_len);
+                    sp.insert(replacement);
+                } else if forward {
                     if decoded {
                         sp.keep(h.frame_len);
                     } else {
@@ -886,6 +946,9 @@ impl Session {
                     Request::Bind(id) | Request::Describe(id) => *id,
                     _ => None,
                 };
+                if tag == be::ERROR_RESPONSE && matches!(r, Request::StaleStatement) {
+                    self.error_replacement = Some(stale_statement_error());
+                }
                 (
                     swallow,
                     r.skipped_after_error(),
@@ -902,6 +965,9 @@ impl Session {
                 let code = backend::error_fields(frame)?.code;
                 if code == b"26000" || code == b"0A000" {
                     server.statements.remove(id);
+                }
+                if code == b"0A000" {
+                    self.pool.statement_changed(id);
                 }
             }
             // The failed request is done, and the server skips the rest
@@ -1072,6 +1138,17 @@ impl ResetTracker {
     fn executes(&self, portal: &[u8]) -> Option<Reset> {
         self.portals.get(portal).copied()
     }
+}
+
+/// PostgreSQL's error for a prepared statement whose result type changed,
+/// field for field: asyncpg recognises it by the routine and re-prepares.
+fn stale_statement_error() -> Bytes {
+    backend::error_response_with(
+        Severity::Error,
+        "0A000",
+        "cached plan must not change result type",
+        &[(b'F', "plancache.c"), (b'R', "RevalidateCachedQuery")],
+    )
 }
 
 /// Simple-protocol commands transaction mode handles itself.

@@ -1,0 +1,682 @@
+#!/usr/bin/env python3
+"""pgvigil load benchmark: the pgbench matrix and its report.
+
+    loadbench.py run ENV_JSON      run the matrix described by ENV_JSON (written by
+                                   run.sh), write OUT/raw.json as it goes
+    loadbench.py report RAW_JSON   medians, ratios, target checks: print the table,
+                                   write results.json and chart.svg next to RAW_JSON
+
+Standard library only.
+"""
+
+import datetime
+import glob
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+TARGET_ORDER = ["direct", "pgbouncer", "pgvigil", "pgvigil_off"]
+SHORT = {"direct": "direct", "pgbouncer": "pgbouncer", "pgvigil": "pgvigil", "pgvigil_off": "pgv-off"}
+COLORS = {"direct": "#4c72b0", "pgbouncer": "#dd8452", "pgvigil": "#55a868", "pgvigil_off": "#8fd19e"}
+WORKLOAD_FLAGS = {"select-only": ["-S"], "tpcb-like": []}
+LOG_LINES_TARGET = 200_000  # per run, across both pgbench threads, at most about this many
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def read_status(pid):
+    """VmRSS and VmHWM of a process in KiB, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
+    except OSError:
+        return None
+    out = {}
+    for key in ("VmRSS", "VmHWM"):
+        m = re.search(rf"^{key}:\s+(\d+) kB", text, re.M)
+        out[key] = int(m.group(1)) if m else None
+    return out
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+class RssSampler(threading.Thread):
+    """Largest VmRSS of a process, sampled every 0.2 s while a run lasts."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak_kib, self.stop = pid, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            st = read_status(self.pid)
+            if st and st["VmRSS"]:
+                self.peak_kib = max(self.peak_kib, st["VmRSS"])
+            self.stop.wait(0.2)
+
+
+def http_json(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return json.loads(r.read().decode())
+    except Exception as e:  # noqa: BLE001 - reported, never fatal
+        return {"error": str(e)}
+
+
+def percentile(sorted_values, q):
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def parse_pgbench(text):
+    def num(pattern, cast=float):
+        m = re.search(pattern, text, re.M)
+        return cast(m.group(1)) if m else None
+
+    return {
+        "tps": num(r"^tps = ([\d.]+)"),
+        "latency_avg_ms": num(r"^latency average = ([\d.]+) ms"),
+        "latency_stddev_ms": num(r"^latency stddev = ([\d.]+) ms"),
+        "connect_ms": num(r"^initial connection time = ([\d.]+) ms"),
+        "transactions": num(r"^number of transactions actually processed: (\d+)", int),
+        "failed": num(r"^number of failed transactions: (\d+)", int),
+    }
+
+
+def read_latency_logs(prefix):
+    """Per-transaction latencies (ms) from pgbench --log files; the files are removed."""
+    lat, failed = [], 0
+    for path in glob.glob(prefix + ".*"):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                if parts[2] in ("failed", "skipped"):
+                    failed += 1
+                    continue
+                try:
+                    lat.append(int(parts[2]) / 1000.0)
+                except ValueError:
+                    pass
+        os.remove(path)
+    lat.sort()
+    return lat, failed
+
+
+# --------------------------------------------------------------------------- run
+
+
+def machine_info():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            m = re.search(r"^MemTotal:\s+(\d+) kB", f.read(), re.M)
+            mem = f"{int(m.group(1)) / 1048576:.1f} GiB" if m else mem
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "kernel": platform.release(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+    }
+
+
+def git_commit(root):
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def build_cells(env):
+    modes = [m for m in env["modes"].split(",") if m]
+    clients = [int(c) for c in str(env["clients"]).split(",") if c]
+    cells = [{"workload": "select-only", "mode": m, "clients": c} for m in modes for c in clients]
+    if env["tpcb"]:
+        cells += [{"workload": "tpcb-like", "mode": m, "clients": 32} for m in modes]
+    return cells
+
+
+def skip_reason(env, target, cell):
+    # Leave room for superuser_reserved_connections (3) and a few spare.
+    if target["name"] == "direct" and cell["clients"] > env["pg_max_connections"] - 8:
+        return f"more clients than max_connections={env['pg_max_connections']}"
+    if target["name"] != "direct" and cell["clients"] > env["max_client_conn"]:
+        return f"more clients than max_client_conn={env['max_client_conn']}"
+    return None
+
+
+def reset_tpcb(env):
+    """Same starting state for every TPC-B-like run (pgbench itself runs with -n)."""
+    base = ["psql", "-X", "-q", "-h", env["pg_socket_dir"], "-p", str(env["targets"][0]["port"]),
+            "-U", "postgres", "-d", "appdb"]
+    subprocess.run(base + ["-c", "VACUUM pgbench_branches", "-c", "VACUUM pgbench_tellers",
+                           "-c", "TRUNCATE pgbench_history"], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_one(env, target, cell, rep, logdir, sampling_rate):
+    prefix = os.path.join(logdir, f"{target['name']}-{cell['mode']}-{cell['clients']}-{rep}")
+    cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(target["port"]), "-U", "app", "-n",
+           *WORKLOAD_FLAGS[cell["workload"]], "-M", cell["mode"],
+           "-c", str(cell["clients"]), "-j", str(env["threads"]), "-T", str(env["duration"]),
+           "--log", f"--log-prefix={prefix}", f"--sampling-rate={sampling_rate}", "appdb"]
+    if cell["workload"] == "tpcb-like":
+        reset_tpcb(env)
+    sampler = RssSampler(target["pid"]) if target.get("pid") else None
+    if sampler:
+        sampler.start()
+    started = time.time()
+    timeout = env["duration"] * 3 + 180
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, PGPASSWORD="secret"))
+        rc, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        partial = e.stdout or ""
+        if isinstance(partial, bytes):
+            partial = partial.decode(errors="replace")
+        rc, out, err = "timeout", partial, f"pgbench did not finish within {timeout} s"
+    elapsed = time.time() - started
+    if sampler:
+        sampler.stop.set()
+        sampler.join()
+    res = parse_pgbench(out)
+    lat, log_failed = read_latency_logs(prefix)
+    res.update({
+        "rc": rc,
+        "elapsed_s": round(elapsed, 2),
+        "log_samples": len(lat),
+        "log_failed": log_failed,
+        "latency_p50_ms": percentile(lat, 50),
+        "latency_p99_ms": percentile(lat, 99),
+        "latency_max_ms": lat[-1] if lat else None,
+        "sampling_rate": sampling_rate,
+    })
+    aborted = rc != 0 or "aborted" in err or "aborted" in out
+    res["status"] = "ok" if not aborted and res["tps"] is not None else "aborts"
+    errors = [l for l in err.splitlines() if l.strip()]
+    if errors:
+        res["stderr"] = errors[:5] + ([f"... {len(errors) - 5} more lines"] if len(errors) > 5 else [])
+    if sampler:
+        res["rss_peak_kib"] = sampler.peak_kib
+        st = read_status(target["pid"])
+        res["vmhwm_kib"] = st["VmHWM"] if st else None
+        res["process_alive"] = st is not None
+    return res
+
+
+def cmd_run(env_path):
+    with open(env_path) as f:
+        env = json.load(f)
+    out = env["out"]
+    os.makedirs(out, exist_ok=True)
+    logdir = os.path.join(env["tmp"], "pgbench-logs")
+    os.makedirs(logdir, exist_ok=True)
+    targets = env["targets"]
+    cells = build_cells(env)
+    pg_version = subprocess.run(
+        ["psql", "-X", "-At", "-h", env["pg_socket_dir"], "-p", str(targets[0]["port"]),
+         "-U", "postgres", "-d", "postgres", "-c", "SHOW server_version"],
+        capture_output=True, text=True).stdout.strip()
+    raw = {
+        "meta": {
+            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": "benches/load/run.sh" + (" --quick" if env["quick"] else ""),
+            "machine": machine_info(),
+            "pgvigil_commit": git_commit(env["root"]),
+            "postgresql": pg_version,
+            "pgbouncer": env["pgbouncer_version"],
+            "pgbench": subprocess.run(["pgbench", "--version"], capture_output=True,
+                                      text=True).stdout.strip(),
+            "duration_s": env["duration"],
+            "reps": env["reps"],
+            "threads": env["threads"],
+            "scale": env["scale"],
+            "pool_size": env["pool_size"],
+            "max_client_conn": env["max_client_conn"],
+            "postgresql_settings": {
+                "max_connections": env["pg_max_connections"], "shared_buffers": "128MB",
+                "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                "auth": "scram-sha-256 over 127.0.0.1"},
+            "pgbouncer_settings": {"pool_mode": "transaction", "default_pool_size": env["pool_size"],
+                                   "max_client_conn": env["max_client_conn"],
+                                   "auth_type": "scram-sha-256 (plain password in userlist)"},
+            "pgvigil_settings": {"pool_mode": "transaction", "pool_size": env["pool_size"],
+                                 "max_client_conn": env["max_client_conn"],
+                                 "client_auth": "scram-sha-256",
+                                 "fingerprints_prefilled": env["fill_fingerprints"]},
+            "targets": [{k: t[k] for k in ("name", "label")} for t in targets],
+        },
+        "cells": [],
+    }
+
+    def save():
+        with open(os.path.join(out, "raw.json"), "w") as f:
+            json.dump(raw, f, indent=1)
+
+    # Warm-up: every target, a few seconds, so caches and pools are in place.
+    print("warm-up: 3 s of pgbench -S with 8 clients on every target", flush=True)
+    for t in targets:
+        subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(t["port"]), "-U", "app", "-n", "-S",
+                        "-c", "8", "-j", "2", "-T", "3", "appdb"], capture_output=True,
+                       env=dict(os.environ, PGPASSWORD="secret"))
+
+    total = len(cells) * env["reps"] * len(targets)
+    n = 0
+    for cell in cells:
+        entry = dict(cell, runs={t["name"]: [] for t in targets}, skipped={})
+        raw["cells"].append(entry)
+        # Bounded log volume: about LOG_LINES_TARGET lines for a run at 40k tps.
+        rate = min(1.0, LOG_LINES_TARGET / (40_000 * env["duration"]))
+        rate = float(f"{rate:.3g}")
+        for rep in range(env["reps"]):
+            for t in targets:  # interleaved: A B C D A B C D ...
+                n += 1
+                tag = f"[{n}/{total}] {cell['workload']} -M {cell['mode']} -c {cell['clients']} " \
+                      f"rep {rep + 1} {t['name']}"
+                why = skip_reason(env, t, cell)
+                if why:
+                    entry["skipped"][t["name"]] = why
+                    print(f"{tag}: skipped ({why})", flush=True)
+                    continue
+                prev = entry["runs"][t["name"]]
+                if prev and prev[-1]["status"] == "aborts":
+                    print(f"{tag}: not repeated (aborted in rep {len(prev)})", flush=True)
+                    continue
+                if t.get("pid") and not alive(t["pid"]):
+                    entry["runs"][t["name"]].append({"status": "process gone", "tps": None})
+                    print(f"{tag}: the process is gone", flush=True)
+                    continue
+                r = run_one(env, t, cell, rep, logdir, rate)
+                entry["runs"][t["name"]].append(r)
+                p99 = r["latency_p99_ms"]
+                extra = f", rss {r['rss_peak_kib'] / 1024:.0f} MB" if r.get("rss_peak_kib") else ""
+                if r["status"] == "ok":
+                    print(f"{tag}: {r['tps']:.0f} tps, avg {r['latency_avg_ms']} ms, "
+                          f"p99 {p99 if p99 is None else round(p99, 3)} ms{extra}", flush=True)
+                else:
+                    print(f"{tag}: ABORTS (rc {r['rc']}) {' | '.join(r.get('stderr', [])[:2])}",
+                          flush=True)
+                save()
+
+    final = {}
+    for t in targets:
+        info = {}
+        pid = t.get("pid")
+        if t["name"] == "pgbouncer":
+            try:
+                with open(env["pgbouncer_pidfile"]) as f:
+                    pid = int(f.read().strip())
+            except (OSError, ValueError):
+                pid = None
+        if pid:
+            st = read_status(pid)
+            info["alive"] = st is not None
+            if st:
+                info["vmhwm_kib"], info["vmrss_kib"] = st["VmHWM"], st["VmRSS"]
+        if t.get("admin"):
+            ins = http_json(t["admin"], "/api/insight")
+            if "fingerprints" in ins:
+                info["fingerprints"] = ins["fingerprints"]
+                info["fingerprint_evictions"] = ins.get("fingerprint_evictions")
+            else:
+                info["insight"] = ins
+        final[t["name"]] = info
+    raw["final"] = final
+    raw["meta"]["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    raw["meta"]["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    save()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(raw):
+    cells = []
+    for c in raw["cells"]:
+        s = {k: c[k] for k in ("workload", "mode", "clients")}
+        s["targets"] = {}
+        for name in TARGET_ORDER:
+            runs = c["runs"].get(name, [])
+            if name in c["skipped"]:
+                s["targets"][name] = {"status": "skipped", "reason": c["skipped"][name]}
+                continue
+            if not runs:
+                continue
+            ok = [r for r in runs if r["status"] == "ok"]
+            t = {"runs": len(runs), "tps_runs": [r.get("tps") for r in runs]}
+            if len(ok) < len(runs):
+                bad = [r for r in runs if r["status"] != "ok"][0]
+                t.update(status="aborts", detail=bad.get("stderr", [bad["status"]])[:3])
+            else:
+                t["status"] = "ok"
+            if ok and t["status"] == "ok":
+                t.update(
+                    tps=med([r["tps"] for r in ok]),
+                    latency_avg_ms=med([r["latency_avg_ms"] for r in ok]),
+                    latency_p99_ms=med([r["latency_p99_ms"] for r in ok]),
+                    connect_ms=med([r["connect_ms"] for r in ok]),
+                    failed_transactions=sum((r.get("failed") or 0) + r.get("log_failed", 0) for r in ok),
+                )
+                if any("rss_peak_kib" in r for r in ok):
+                    t["rss_peak_mb"] = round(max(r.get("rss_peak_kib", 0) for r in ok) / 1024, 1)
+            s["targets"][name] = t
+        tps = {n: v.get("tps") for n, v in s["targets"].items() if v.get("status") == "ok"}
+
+        def ratio(a, b):
+            return round(tps[a] / tps[b], 3) if tps.get(a) and tps.get(b) else None
+
+        s["ratios"] = {
+            "pgvigil/direct": ratio("pgvigil", "direct"),
+            "pgvigil/pgbouncer": ratio("pgvigil", "pgbouncer"),
+            "analytics_on/off": ratio("pgvigil", "pgvigil_off"),
+        }
+        cells.append(s)
+    return cells
+
+
+def log_problems(out_dir):
+    """pgvigil log lines at WARN/ERROR, or sessions ending with an error."""
+    res = {}
+    for name, fname in (("pgvigil", "pgvigil.log"), ("pgvigil_off", "pgvigil-analytics-off.log")):
+        path = os.path.join(out_dir, fname)
+        if not os.path.exists(path):
+            continue
+        lines = []
+        with open(path, errors="replace") as f:
+            for line in f:
+                if re.search(r"\b(WARN|ERROR)\b|session ended:|login failed", line):
+                    lines.append(line.rstrip())
+        kinds = {}
+        for l in lines:
+            key = re.sub(r"^\S+\s+", "", l)  # drop the timestamp
+            key = re.sub(r"client=\S+|peer=\S+|\d+", "#", key)[:160]
+            kinds[key] = kinds.get(key, 0) + 1
+        res[name] = {"count": len(lines),
+                     "kinds": sorted(({"count": v, "line": k} for k, v in kinds.items()),
+                                     key=lambda x: -x["count"])[:10]}
+    return res
+
+
+def checks(cells, final):
+    out = []
+
+    def add(name, ok, value):
+        out.append({"target": name, "pass": ok, "measured": value})
+
+    pb = [(c, c["ratios"]["pgvigil/pgbouncer"]) for c in cells if c["ratios"]["pgvigil/pgbouncer"]]
+    if pb:
+        worst = min(pb, key=lambda x: x[1])
+        add("pgvigil/PgBouncer >= 1.0 in every cell where PgBouncer runs (aim 1.2)",
+            worst[1] >= 1.0, f"min {worst[1]:.2f} ({label(worst[0])})")
+    oo = [(c, c["ratios"]["analytics_on/off"]) for c in cells if c["ratios"]["analytics_on/off"]]
+    if oo:
+        worst = min(oo, key=lambda x: x[1])
+        add("analytics on/off >= 0.95", worst[1] >= 0.95, f"min {worst[1]:.2f} ({label(worst[0])})")
+    for c in cells:
+        if c["workload"] == "select-only" and c["mode"] == "simple" and c["clients"] == 32:
+            r = c["ratios"]["pgvigil/direct"]
+            add("pgvigil/direct >= 0.75 at 32 clients, simple", r is not None and r >= 0.75,
+                f"{r:.2f}" if r else "n/a")
+    for c in cells:
+        if c["workload"] == "select-only" and c["clients"] == 1000:
+            v = c["targets"].get("pgvigil", {})
+            b = c["targets"].get("pgbouncer", {})
+            errs = v.get("failed_transactions", 0) if v.get("status") == "ok" else "aborts"
+            p99v, p99b = v.get("latency_p99_ms"), b.get("latency_p99_ms")
+            ok = errs == 0 and (p99b is None or (p99v is not None and p99v <= 1.5 * p99b))
+            add(f"1000 clients, -M {c['mode']}: zero errors, p99 <= 1.5x PgBouncer's", ok,
+                f"errors {errs}, p99 {fmt(p99v, 2)} ms vs PgBouncer "
+                + (f"{fmt(p99b, 2)} ms" if p99b else b.get("status", "n/a")))
+    f = final.get("pgvigil", {})
+    if f.get("vmhwm_kib"):
+        mb = f["vmhwm_kib"] / 1024
+        maxc = max((c["clients"] for c in cells), default=0)
+        add("pgvigil peak RSS <= 100 MB with 1000 clients and 5000 fingerprints", mb <= 100,
+            f"{mb:.1f} MB (VmHWM; most clients in this run {maxc}, "
+            f"fingerprints tracked at the end {f.get('fingerprints', '?')})")
+    return out
+
+
+def label(c):
+    return f"{c['workload']} -M {c['mode']} -c {c['clients']}"
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def cell_value(t, key, digits):
+    if not t:
+        return "-"
+    if t.get("status") == "skipped":
+        return "skip"
+    if t.get("status") != "ok":
+        return "aborts"
+    return fmt(t.get(key), digits)
+
+
+def render_table(meta, cells, final, checks_, problems):
+    lines = []
+    m = meta
+    lines.append(f"pgvigil load benchmark  {m['started']}  commit {m['pgvigil_commit']}")
+    mc = m["machine"]
+    lines.append(f"machine: {mc['cpu']}, {mc['cores']} cores, {mc['memory']}; load average at start "
+                 f"{mc['loadavg_at_start']}, at end {mc.get('loadavg_at_end', '?')}")
+    lines.append(f"{m['postgresql'] and 'PostgreSQL ' + m['postgresql']} (fsync=off, synchronous_commit=off, "
+                 f"full_page_writes=off, shared_buffers=128MB, max_connections="
+                 f"{m['postgresql_settings']['max_connections']}); {m['pgbouncer']}; {m['pgbench']}")
+    lines.append(f"pgbench scale {m['scale']}, -j {m['threads']}, {m['duration_s']} s a run, "
+                 f"median of {m['reps']} run(s), targets interleaved; poolers in transaction mode, "
+                 f"pool {m['pool_size']}")
+    lines.append("")
+    hdr = (f"{'workload':<12} {'mode':<8} {'cl':>4} | {'direct':>8} {'pgbouncer':>9} {'pgvigil':>8} "
+           f"{'pgv-off':>8} | {'vig/dir':>7} {'vig/pgb':>7} {'on/off':>6} | "
+           f"{'avg ms d/b/v/o':>27} | {'p99 ms d/b/v/o':>27} | {'RSS MB v/o':>11}")
+    lines.append("TPS (median)".ljust(27) + "| " + " " * 37 + "| ratios of TPS")
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for c in cells:
+        t = c["targets"]
+        tps = " ".join(f"{cell_value(t.get(n), 'tps', 0):>{w}}"
+                       for n, w in zip(TARGET_ORDER, (8, 9, 8, 8)))
+        r = c["ratios"]
+        ratios = (f"{fmt(r['pgvigil/direct'], 2):>7} {fmt(r['pgvigil/pgbouncer'], 2):>7} "
+                  f"{fmt(r['analytics_on/off'], 2):>6}")
+
+        def lat(key):
+            return "/".join(cell_value(t.get(n), key, 2) for n in TARGET_ORDER)
+
+        rss = "/".join(fmt(t.get(n, {}).get("rss_peak_mb"), 0) for n in ("pgvigil", "pgvigil_off"))
+        lines.append(f"{c['workload']:<12} {c['mode']:<8} {c['clients']:>4} | {tps} | {ratios} | "
+                     f"{lat('latency_avg_ms'):>27} | {lat('latency_p99_ms'):>27} | {rss:>11}")
+    lines.append("")
+    for name, lbl in (("pgvigil", "pgvigil"), ("pgvigil_off", "pgvigil analytics off"),
+                      ("pgbouncer", "PgBouncer")):
+        f = final.get(name, {})
+        if f.get("vmhwm_kib"):
+            extra = f", {f['fingerprints']} fingerprints tracked" if "fingerprints" in f else ""
+            lines.append(f"peak RSS (VmHWM at the end) {lbl}: {f['vmhwm_kib'] / 1024:.1f} MB{extra}")
+        elif f and not f.get("alive", True):
+            lines.append(f"{lbl}: PROCESS GONE at the end of the run")
+    for c in cells:
+        for n in TARGET_ORDER:
+            t = c["targets"].get(n, {})
+            if t.get("status") == "aborts":
+                lines.append(f"aborts: {label(c)} {n}: {' | '.join(t.get('detail', []))[:200]}")
+            elif t.get("failed_transactions"):
+                lines.append(f"failed transactions: {label(c)} {n}: {t['failed_transactions']}")
+    for name, p in problems.items():
+        if p["count"]:
+            lines.append(f"{name} log: {p['count']} warning/error lines, e.g.:")
+            for k in p["kinds"][:5]:
+                lines.append(f"   {k['count']:>6} x {k['line']}")
+        else:
+            lines.append(f"{name} log: no warnings, errors or failed sessions")
+    lines.append("")
+    lines.append("targets (issue 5):")
+    for ch in checks_:
+        lines.append(f"  [{'pass' if ch['pass'] else 'FAIL'}] {ch['target']}: {ch['measured']}")
+    return "\n".join(lines)
+
+
+def svg_chart(meta, cells):
+    """Grouped bars of median TPS per cell and target; one panel per workload."""
+    panels = [(w, [c for c in cells if c["workload"] == w]) for w in ("select-only", "tpcb-like")]
+    panels = [(w, cs) for w, cs in panels if cs]
+    bar_w, gap, group_pad = 16, 2, 26
+    left, right, top = 80, 20, 70
+    panel_h, panel_gap = 300, 90
+    group_w = 4 * (bar_w + gap) + group_pad
+    width = left + right + max(len(cs) for _, cs in panels) * group_w
+    width = max(width, 640)
+    height = top + len(panels) * (panel_h + panel_gap) + 10
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+         f'font-family="sans-serif" font-size="11">',
+         f'<rect width="{width}" height="{height}" fill="white"/>',
+         f'<text x="{left}" y="22" font-size="15" font-weight="bold">pgvigil load benchmark: '
+         f'median TPS per cell (pgbench, {meta["duration_s"]} s x {meta["reps"]}, -j {meta["threads"]}, '
+         f'transaction pooling, pool {meta["pool_size"]})</text>',
+         f'<text x="{left}" y="40" fill="#555">{esc(meta["machine"]["cpu"])}, '
+         f'{meta["machine"]["cores"]} cores; PostgreSQL {esc(meta["postgresql"])} fsync=off; '
+         f'{esc(meta["pgbouncer"])}; commit {esc(meta["pgvigil_commit"])}</text>']
+    lx = left
+    for n in TARGET_ORDER:
+        lbl = {t["name"]: t["label"] for t in meta["targets"]}.get(n, n)
+        o.append(f'<rect x="{lx}" y="50" width="12" height="12" fill="{COLORS[n]}"/>')
+        o.append(f'<text x="{lx + 16}" y="60">{esc(lbl)}</text>')
+        lx += 30 + 7 * len(lbl)
+    for pi, (workload, cs) in enumerate(panels):
+        y0 = top + pi * (panel_h + panel_gap) + 20
+        ymax = max((t.get("tps") or 0) for c in cs for t in c["targets"].values()) or 1
+        step = nice_step(ymax / 5)
+        ymax = math.ceil(ymax / step) * step
+        o.append(f'<text x="{left}" y="{y0 - 6}" font-weight="bold">pgbench '
+                 f'{"-S (select-only)" if workload == "select-only" else "TPC-B-like (default script)"}'
+                 f'</text>')
+        v = 0
+        while v <= ymax + 1e-9:
+            y = y0 + panel_h - v / ymax * panel_h
+            o.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+                     f'stroke="#ddd"/>')
+            o.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
+            v += step
+        o.append(f'<text x="16" y="{y0 + panel_h / 2}" transform="rotate(-90 16 {y0 + panel_h / 2})" '
+                 f'text-anchor="middle">TPS</text>')
+        for gi, c in enumerate(cs):
+            gx = left + group_pad / 2 + gi * group_w
+            for bi, n in enumerate(TARGET_ORDER):
+                t = c["targets"].get(n, {})
+                x = gx + bi * (bar_w + gap)
+                base = y0 + panel_h
+                if t.get("status") == "ok" and t.get("tps"):
+                    h = t["tps"] / ymax * panel_h
+                    o.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{bar_w}" height="{h:.1f}" '
+                             f'fill="{COLORS[n]}"><title>{esc(n)} {esc(label(c))}: '
+                             f'{t["tps"]:,.0f} tps, avg {fmt(t.get("latency_avg_ms"), 2)} ms, '
+                             f'p99 {fmt(t.get("latency_p99_ms"), 2)} ms</title></rect>')
+                else:
+                    mark = "skip" if t.get("status") == "skipped" else ("aborts" if t else "-")
+                    o.append(f'<text x="{x + bar_w / 2:.1f}" y="{base - 4}" font-size="9" fill="#a00" '
+                             f'transform="rotate(-90 {x + bar_w / 2:.1f} {base - 4})">{mark}</text>')
+            cx = gx + 2 * (bar_w + gap)
+            o.append(f'<text x="{cx:.1f}" y="{y0 + panel_h + 15}" text-anchor="middle">'
+                     f'{c["mode"]}</text>')
+            o.append(f'<text x="{cx:.1f}" y="{y0 + panel_h + 28}" text-anchor="middle">'
+                     f'{c["clients"]} clients</text>')
+            r = c["ratios"]["pgvigil/pgbouncer"]
+            if r:
+                o.append(f'<text x="{cx:.1f}" y="{y0 + panel_h + 41}" text-anchor="middle" '
+                         f'fill="#555">v/b {r:.2f}</text>')
+        o.append(f'<line x1="{left}" x2="{width - right}" y1="{y0 + panel_h}" y2="{y0 + panel_h}" '
+                 f'stroke="#333"/>')
+    o.append("</svg>")
+    return "\n".join(o)
+
+
+def nice_step(x):
+    if x <= 0:
+        return 1
+    e = 10 ** math.floor(math.log10(x))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * e >= x:
+            return m * e
+    return 10 * e
+
+
+def esc(s):
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def cmd_report(raw_path):
+    with open(raw_path) as f:
+        raw = json.load(f)
+    out_dir = os.path.dirname(os.path.abspath(raw_path))
+    cells = summarize(raw)
+    final = raw.get("final", {})
+    problems = log_problems(out_dir)
+    ch = checks(cells, final)
+    table = render_table(raw["meta"], cells, final, ch, problems)
+    print()
+    print(table)
+    results = {"meta": raw["meta"], "cells": cells, "final": final, "pgvigil_log_problems": problems,
+               "targets": ch}
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(out_dir, "table.txt"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(out_dir, "chart.svg"), "w") as f:
+        f.write(svg_chart(raw["meta"], cells))
+    print(f"\nwrote {out_dir}/results.json, chart.svg, table.txt, raw.json and the logs")
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] not in ("run", "report"):
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    (cmd_run if sys.argv[1] == "run" else cmd_report)(sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()

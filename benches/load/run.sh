@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# pgvigil load benchmark: pgbench against direct PostgreSQL, PgBouncer,
+# pgvigil (analytics on) and pgvigil (analytics off), side by side.
+#
+#   benches/load/run.sh [--quick] [--out DIR] [--duration S] [--reps N]
+#                       [--clients 8,32,256,1000] [--modes simple,extended,prepared]
+#                       [--no-tpcb]
+#
+# One run:
+#   1. builds pgvigil (cargo build --release -p pgvigil),
+#   2. creates a throwaway PostgreSQL 15 cluster on a free port
+#      (max_connections 1100, shared_buffers 128MB, fsync off, SCRAM auth,
+#      role app/secret owning database appdb, pgbench -i -s 10),
+#   3. starts PgBouncer (Debian's package, transaction mode, pool 20,
+#      max_client_conn 2000), pgvigil with analytics on and pgvigil with
+#      --analytics off (transaction mode, pool 20, max-client-conn 2000),
+#      each on its own ports,
+#   4. fills pgvigil's statistics table with 5000 distinct statements,
+#   5. runs the matrix (benches/load/loadbench.py run), interleaving targets,
+#   6. prints the table and writes results.json, chart.svg, raw.json and the
+#      logs under the output folder (default bench-results/<timestamp>),
+#   7. removes everything it started or created (on any exit).
+# Details and the meaning of each column: benches/README.md, "Load benchmark".
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$ROOT/benches/load"
+PG_BIN=/usr/lib/postgresql/15/bin
+export PATH="$PG_BIN:$PATH"
+PGVIGIL="$ROOT/target/release/pgvigil"
+
+# --- options ------------------------------------------------------------------
+QUICK=0
+OUT=""
+DURATION=""
+REPS=""
+CLIENTS=""
+MODES=""
+TPCB=1
+usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --out) OUT=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --reps) REPS=$2; shift ;;
+        --clients) CLIENTS=$2; shift ;;
+        --modes) MODES=$2; shift ;;
+        --no-tpcb) TPCB=0 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" -eq 1 ]; then
+    : "${DURATION:=5}" "${REPS:=1}" "${CLIENTS:=32}"
+fi
+: "${DURATION:=10}" "${REPS:=3}" "${CLIENTS:=8,32,256,1000}" "${MODES:=simple,extended,prepared}"
+[ -n "$OUT" ] || OUT="$ROOT/bench-results/$(date +%Y%m%d-%H%M%S)"
+
+POOL_SIZE=20
+MAX_CLIENT_CONN=2000
+PG_MAX_CONNECTIONS=1100
+SCALE=10
+FILL_FINGERPRINTS=5000
+
+TMP=""
+DATA=""
+PG_STARTED=""
+PGB_STARTED=""
+VIGIL_PID=""
+NOAN_PID=""
+
+step() { printf '\n==> %s\n' "$*"; }
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
+die() {
+    printf 'load benchmark FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+# initdb, pg_ctl and pgbouncer refuse to run as root: run them as postgres then.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        (cd "$TMP" && runuser -u postgres -- "$@")
+    else
+        (cd "$TMP" && "$@")
+    fi
+}
+
+pg_super() {
+    psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d postgres "$@"
+}
+
+# SIGTERM, up to $2 seconds, then SIGKILL. Only for processes this script started.
+stop_pid() {
+    local pid=$1 grace=$2 i
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        if [ "$i" -eq 0 ]; then kill -TERM "$pid" 2>/dev/null || true; fi
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ -n "$VIGIL_PID" ]; then stop_pid "$VIGIL_PID" 5; fi
+    if [ -n "$NOAN_PID" ]; then stop_pid "$NOAN_PID" 5; fi
+    if [ -n "$PGB_STARTED" ] && [ -s "$TMP/pgbouncer.pid" ]; then
+        stop_pid "$(cat "$TMP/pgbouncer.pid")" 5
+    fi
+    if [ -n "$PG_STARTED" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1
+    fi
+    if [ -n "$TMP" ]; then rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_listening() { # log pid name
+    local i
+    for ((i = 0; i < 300; i++)); do
+        grep -q "listening on" "$1" && return 0
+        kill -0 "$2" 2>/dev/null || { plain "$1" >&2; die "$3 exited before listening"; }
+        sleep 0.1
+    done
+    plain "$1" >&2
+    die "$3 did not log 'listening on' within 30 s"
+}
+
+# --- 0. prerequisites -----------------------------------------------------------
+"$ROOT/scripts/ensure-postgres.sh"
+if ! [ -x /usr/sbin/pgbouncer ]; then
+    step "Installing PgBouncer (apt-get install -y pgbouncer)"
+    if [ "$(id -u)" -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer ||
+            { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer; }
+    else
+        sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer
+    fi
+    # The package may start its own instance; this benchmark starts its own.
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop pgbouncer 2>/dev/null || true; fi
+fi
+for tool in python3 cargo pgbench psql; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+# --- 1. build -------------------------------------------------------------------
+step "Building pgvigil (cargo build --release -p pgvigil)"
+(cd "$ROOT" && cargo build --release -p pgvigil)
+[ -x "$PGVIGIL" ] || die "$PGVIGIL was not built"
+
+# --- 2. throwaway PostgreSQL ------------------------------------------------------
+# PostgreSQL, PgBouncer, pgvigil + admin, pgvigil (analytics off) + admin.
+read -r PG_PORT PGB_PORT VIGIL_PORT VIGIL_ADMIN NOAN_PORT NOAN_ADMIN < <(python3 -c '
+import socket
+s = [socket.socket() for _ in range(6)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))')
+
+if [ "$(id -u)" -eq 0 ]; then
+    TMP=$(mktemp -d /tmp/pgvigil-load.XXXXXX)
+    chown postgres:postgres "$TMP"
+else
+    TMP=$(mktemp -d -t pgvigil-load.XXXXXX)
+fi
+chmod 755 "$TMP"
+DATA="$TMP/data"
+
+step "Creating a PostgreSQL 15 cluster in $TMP (port $PG_PORT)"
+as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --no-locale -E UTF8 >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+cat >>"$DATA/postgresql.conf" <<EOF
+
+# pgvigil load benchmark (throwaway cluster)
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$TMP'
+max_connections = $PG_MAX_CONNECTIONS
+shared_buffers = 128MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+PG_STARTED=1
+as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$TMP/postgres.log" -w -t 120 start >/dev/null ||
+    { cat "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
+pg_super -c "CREATE ROLE app LOGIN PASSWORD 'secret'" -c "CREATE DATABASE appdb OWNER app"
+export PGPASSWORD=secret
+step "pgbench -i -s $SCALE (direct)"
+pgbench -i -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U app appdb >"$TMP/pgbench-init.log" 2>&1 ||
+    { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
+tail -n 1 "$TMP/pgbench-init.log"
+psql -X -q -h "$TMP" -p "$PG_PORT" -U postgres -d appdb -c "VACUUM ANALYZE" -c "CHECKPOINT"
+
+# --- 3. PgBouncer -----------------------------------------------------------------
+step "Starting PgBouncer on 127.0.0.1:$PGB_PORT (transaction mode, pool $POOL_SIZE)"
+cat >"$TMP/userlist.txt" <<'EOF'
+"app" "secret"
+EOF
+cat >"$TMP/pgbouncer.ini" <<EOF
+[databases]
+appdb = host=127.0.0.1 port=$PG_PORT dbname=appdb
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $TMP/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = $MAX_CLIENT_CONN
+logfile = $TMP/pgbouncer.log
+pidfile = $TMP/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+EOF
+chown postgres:postgres "$TMP/userlist.txt" "$TMP/pgbouncer.ini" 2>/dev/null || true
+chmod 600 "$TMP/userlist.txt"
+PGB_STARTED=1
+as_pg /usr/sbin/pgbouncer -d "$TMP/pgbouncer.ini" || die "PgBouncer did not start"
+for ((i = 0; i < 100; i++)); do [ -s "$TMP/pgbouncer.pid" ] && break; sleep 0.1; done
+[ -s "$TMP/pgbouncer.pid" ] || { cat "$TMP/pgbouncer.log" >&2; die "PgBouncer wrote no pid file"; }
+PGB_VERSION=$(/usr/sbin/pgbouncer --version | head -n 1)
+
+# --- 4. pgvigil, analytics on and off ----------------------------------------------
+UPSTREAM="postgres://app:secret@127.0.0.1:$PG_PORT/appdb"
+VIGIL_ARGS=(--upstream "$UPSTREAM" --pool-mode transaction --pool-size "$POOL_SIZE"
+    --max-client-conn "$MAX_CLIENT_CONN")
+step "Starting pgvigil on 127.0.0.1:$VIGIL_PORT (analytics on) and 127.0.0.1:$NOAN_PORT (analytics off)"
+"$PGVIGIL" --listen "127.0.0.1:$VIGIL_PORT" --admin-listen "127.0.0.1:$VIGIL_ADMIN" "${VIGIL_ARGS[@]}" \
+    --analytics on </dev/null >"$TMP/pgvigil.log" 2>&1 &
+VIGIL_PID=$!
+"$PGVIGIL" --listen "127.0.0.1:$NOAN_PORT" --admin-listen "127.0.0.1:$NOAN_ADMIN" "${VIGIL_ARGS[@]}" \
+    --analytics off </dev/null >"$TMP/pgvigil-analytics-off.log" 2>&1 &
+NOAN_PID=$!
+wait_listening "$TMP/pgvigil.log" "$VIGIL_PID" pgvigil
+wait_listening "$TMP/pgvigil-analytics-off.log" "$NOAN_PID" "pgvigil (analytics off)"
+echo "pgvigil ${VIGIL_ARGS[*]}"
+
+# Every target answers before the matrix starts.
+for port in "$PG_PORT" "$PGB_PORT" "$VIGIL_PORT" "$NOAN_PORT"; do
+    psql -X -q -At -h 127.0.0.1 -p "$port" -U app -d appdb -c "SELECT 1" >/dev/null ||
+        die "no answer on port $port"
+done
+
+# --- 5. fill pgvigil's statistics table ---------------------------------------------
+# So that peak RSS is measured with max_fingerprints (5000) tracked: 5000
+# statements that differ in an identifier normalize to 5000 fingerprints.
+step "Sending $FILL_FINGERPRINTS distinct statements through pgvigil (analytics on)"
+python3 -c "
+for i in range($FILL_FINGERPRINTS):
+    print(f'SELECT aid AS fill_{i} FROM pgbench_accounts WHERE aid = {i + 1};')" |
+    psql -X -q -o /dev/null -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$VIGIL_PORT" -U app -d appdb ||
+    die "filling pgvigil's statistics failed"
+
+# --- 6. the matrix ----------------------------------------------------------------------
+cat >"$TMP/env.json" <<EOF
+{
+  "root": "$ROOT",
+  "tmp": "$TMP",
+  "out": "$OUT",
+  "quick": $QUICK,
+  "duration": $DURATION,
+  "reps": $REPS,
+  "clients": "$CLIENTS",
+  "modes": "$MODES",
+  "tpcb": $TPCB,
+  "threads": 2,
+  "scale": $SCALE,
+  "pool_size": $POOL_SIZE,
+  "max_client_conn": $MAX_CLIENT_CONN,
+  "pg_max_connections": $PG_MAX_CONNECTIONS,
+  "pg_socket_dir": "$TMP",
+  "fill_fingerprints": $FILL_FINGERPRINTS,
+  "pgbouncer_version": "$PGB_VERSION",
+  "pgbouncer_pidfile": "$TMP/pgbouncer.pid",
+  "targets": [
+    {"name": "direct", "label": "PostgreSQL", "port": $PG_PORT},
+    {"name": "pgbouncer", "label": "PgBouncer", "port": $PGB_PORT},
+    {"name": "pgvigil", "label": "pgvigil", "port": $VIGIL_PORT, "pid": $VIGIL_PID, "admin": $VIGIL_ADMIN},
+    {"name": "pgvigil_off", "label": "pgvigil analytics off", "port": $NOAN_PORT, "pid": $NOAN_PID, "admin": $NOAN_ADMIN}
+  ]
+}
+EOF
+step "Running the matrix (output: $OUT)"
+python3 "$HERE/loadbench.py" run "$TMP/env.json"
+
+# --- 7. logs and report -------------------------------------------------------------------
+plain "$TMP/pgvigil.log" >"$OUT/pgvigil.log" || true
+plain "$TMP/pgvigil-analytics-off.log" >"$OUT/pgvigil-analytics-off.log" || true
+cp "$TMP/pgbouncer.log" "$OUT/pgbouncer.log" 2>/dev/null || true
+tail -n 2000 "$TMP/postgres.log" >"$OUT/postgres.log" 2>/dev/null || true
+python3 "$HERE/loadbench.py" report "$OUT/raw.json"
