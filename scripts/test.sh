@@ -11,7 +11,8 @@ export PATH="/usr/lib/postgresql/15/bin:$PATH"
 step() { printf '\n==> %s\n' "$*"; }
 
 "$ROOT/scripts/ensure-postgres.sh"
-"$ROOT/scripts/ensure-prometheus.sh"
+"$ROOT/scripts/ensure-test-tools.sh"
+"$ROOT/scripts/ensure-browser.sh"
 
 step "python drivers for the integration tests (tests/python/requirements.txt)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt

@@ -30,6 +30,7 @@ export PATH="$PG_BIN:$PATH"
 PGVIGIL="$ROOT/target/release/pgvigil"
 
 # --- options ------------------------------------------------------------------
+COMMAND="benches/load/run.sh${*:+ $*}"
 QUICK=0
 OUT=""
 DURATION=""
@@ -268,6 +269,7 @@ cat >"$TMP/env.json" <<EOF
   "root": "$ROOT",
   "tmp": "$TMP",
   "out": "$OUT",
+  "command": "$COMMAND",
   "quick": $QUICK,
   "duration": $DURATION,
   "reps": $REPS,

@@ -34,6 +34,7 @@ const result = {
 };
 
 let context;
+let page;
 try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -47,14 +48,14 @@ try {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      `--user-data-dir=${profile}`,
+      // --user-data-dir: the fresh profile passed as the first argument.
     ],
     viewport: { width: 1440, height: 1000 },
     deviceScaleFactor: 1,
     colorScheme: "light",
     timeout: 30000,
   });
-  const page = context.pages()[0] || (await context.newPage());
+  page = context.pages()[0] || (await context.newPage());
   const origin = new URL(url).origin;
   page.on("console", (m) => {
     if (m.type() === "error") result.consoleErrors.push(m.text());
@@ -112,6 +113,9 @@ try {
 } catch (e) {
   result.ok = false;
   result.error = String(e && e.stack ? e.stack : e);
+  // What the page looked like when it failed, to see why.
+  if (page) await page.screenshot({ path: screenshot, fullPage: true }).catch(() => {});
+  if (page) result.bodyText = await page.locator("body").innerText().catch(() => "");
 } finally {
   if (context) await context.close().catch(() => {});
   rmSync(profile, { recursive: true, force: true });

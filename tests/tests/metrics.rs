@@ -141,6 +141,17 @@ fn parse_sample(line: &str) -> Result<Sample> {
     })
 }
 
+/// A series' identity: sample name and labels.
+type SeriesKey = (String, BTreeMap<String, String>);
+
+/// The series of an exposition, without their values.
+fn series_keys(text: &str) -> Result<BTreeSet<SeriesKey>> {
+    Ok(parse_samples(text)?
+        .into_iter()
+        .map(|s| (s.name, s.labels))
+        .collect())
+}
+
 /// `# TYPE` lines: family name to type.
 fn types_of(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -329,8 +340,8 @@ async fn promtool_check_metrics(body: &str) -> Result<()> {
 
 // ---------------------------------------------------------------- tests
 
-/// 1. `promtool check metrics` (parse and lint) accepts a live scrape in
-///    which every required family has members.
+/// `promtool check metrics` (parse and lint) accepts a live scrape in
+/// which every required family has members.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_scrape_passes_promtool_check_metrics() -> Result<()> {
     timed(LIMIT, async {
@@ -388,6 +399,12 @@ async fn query_text_label_is_escaped_and_reads_back_as_the_normalized_text() -> 
         let body = scrape_with(&vigil, None).await?.body;
         promtool_check_metrics(&body).await?;
         let samples = parse_samples(&body)?;
+        // What Prometheus reads: the same series in OpenMetrics.
+        let openmetrics = scrape_with(&vigil, Some(PROMETHEUS_ACCEPT)).await?.body;
+        ensure!(
+            series_keys(&openmetrics)? == series_keys(&body)?,
+            "the OpenMetrics and classic scrapes carry different series:\n{openmetrics}"
+        );
         for fp in [&orm_fp, &slashes_fp] {
             let detail = vigil.api_get(&format!("/api/queries/{fp}")).await?;
             let text = detail["query"]
@@ -631,9 +648,9 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// 2. A real Prometheus scrapes a live pgvigil: PromQL over its API returns
-///    the exact number of executions of one statement, the build info and
-///    the three pool connection states.
+/// A real Prometheus scrapes a live pgvigil: PromQL over its API returns
+/// the exact number of executions of one statement, the build info and
+/// the three pool connection states.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_prometheus_scrape_counts_every_execution() -> Result<()> {
     timed(LIMIT, async {
@@ -704,9 +721,9 @@ async fn real_prometheus_scrape_counts_every_execution() -> Result<()> {
     .await
 }
 
-/// 3. 10,000 distinct fingerprints: at most `max_query_series` fingerprints
-///    get their own series, the heaviest by total time among them, the rest
-///    are summed under "other", and no execution is lost.
+/// 10,000 distinct fingerprints: at most `max_query_series` fingerprints
+/// get their own series, the heaviest by total time among them, the rest
+/// are summed under "other", and no execution is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_series_stay_within_max_query_series_plus_other() -> Result<()> {
     timed(LIMIT, async {
@@ -836,9 +853,9 @@ async fn query_series_stay_within_max_query_series_plus_other() -> Result<()> {
     .await
 }
 
-/// 4. Without an OpenMetrics `Accept` header the reply is the classic text
-///    format 0.0.4 (counters typed as `x_total`, no `# EOF`); with one it is
-///    OpenMetrics ending in `# EOF`. Both carry the same series.
+/// Without an OpenMetrics `Accept` header the reply is the classic text
+/// format 0.0.4 (counters typed as `x_total`, no `# EOF`); with one it is
+/// OpenMetrics ending in `# EOF`. Both carry the same series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_format_follows_the_accept_header() -> Result<()> {
     timed(LIMIT, async {
@@ -916,13 +933,7 @@ async fn metrics_format_follows_the_accept_header() -> Result<()> {
                 );
             }
             // The same series in both formats (values may move between scrapes).
-            let keys = |text: &str| -> Result<BTreeSet<(String, Vec<(String, String)>)>> {
-                Ok(parse_samples(text)?
-                    .into_iter()
-                    .map(|s| (s.name, s.labels.into_iter().collect()))
-                    .collect())
-            };
-            let (om, text) = (keys(body)?, keys(&classic.body)?);
+            let (om, text) = (series_keys(body)?, series_keys(&classic.body)?);
             ensure!(
                 om == text,
                 "Accept {accept:?}: series differ between formats\nonly OpenMetrics: {:?}\n\
@@ -944,9 +955,9 @@ fn upstream_up(samples: &[Sample]) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// 5. `/readyz` is 200 while every configured upstream accepts a login and
-///    503, with a JSON body naming the database, when one does not;
-///    `/healthz` is 200 either way.
+/// `/readyz` is 200 while every configured upstream accepts a login and
+/// 503, with a JSON body naming the database, when one does not;
+/// `/healthz` is 200 either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_the_unreachable_database_and_healthz_stays_ok() -> Result<()> {
     timed(LIMIT, async {

@@ -69,6 +69,7 @@
 
   // Short axis labels: 500µs, 2ms, 1.5s.
   function fmtTick(ms) {
+    if (ms === 0) return "0";
     const trim = (x) => String(Number(x.toPrecision(3)));
     if (ms >= 1000) return trim(ms / 1000) + "s";
     if (ms >= 1) return trim(ms) + "ms";
@@ -80,7 +81,7 @@
   function fmtTime(rfc3339) {
     if (!rfc3339) return "–";
     const d = new Date(rfc3339);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
   }
 
   function fmtAgo(rfc3339) {
@@ -301,7 +302,7 @@
       return;
     }
     $("detail-sql").textContent = d.query;
-    const stat = (label, value) => [h("dt", null, label), h("dd", null, value)];
+    const stat = (label, value) => [h("div", null, h("dt", null, label), h("dd", null, value))];
     $("detail-stats").replaceChildren(
       ...stat("calls", fmtInt(d.calls)),
       ...stat("total", fmtMs(d.total_ms)),
@@ -344,6 +345,11 @@
         ? h("ul", { class: "plain" }, errs.map(([code, n]) => h("li", null, h("code", null, code), ` × ${fmtInt(n)}`)))
         : h("p", { class: "empty" }, "None.")
     );
+  }
+
+  // `text in backticks` becomes <code>, the rest stays plain text.
+  function withCode(text) {
+    return text.split("`").map((part, i) => (i % 2 ? h("code", null, part) : part));
   }
 
   function table(headers, rows, numeric) {
@@ -410,8 +416,17 @@
     }
     const nbins = 48;
     const bins = new Array(nbins).fill(0);
-    const binOf = (ms) => Math.min(nbins - 1, Math.max(0, Math.floor(((Math.log10(ms) - lo) / (hi - lo)) * nbins)));
-    for (const b of buckets) bins[binOf(Math.sqrt(Math.max(floor, b.ge_ms) * b.le_ms))] += b.count;
+    // Each bucket's count is spread over the bins it overlaps (in log
+    // space), so bins of different widths do not alias into spikes.
+    const pos = (ms) => ((Math.log10(Math.max(floor, ms)) - lo) / (hi - lo)) * nbins;
+    for (const b of buckets) {
+      const a = Math.max(0, pos(b.ge_ms));
+      const z = Math.min(nbins, Math.max(a + 1e-9, pos(b.le_ms)));
+      for (let i = Math.floor(a); i < Math.min(nbins, Math.ceil(z)); i++) {
+        const overlap = Math.min(z, i + 1) - Math.max(a, i);
+        bins[i] += (b.count * overlap) / (z - a);
+      }
+    }
     const maxCount = Math.max(...bins);
 
     const pw = W - M.left - M.right;
@@ -424,12 +439,12 @@
 
     const bw = pw / nbins;
     bins.forEach((n, i) => {
-      if (!n) return;
+      if (n < maxCount / 500) return; // invisible anyway
       const from = Math.pow(10, lo + (i / nbins) * (hi - lo));
       const to = Math.pow(10, lo + ((i + 1) / nbins) * (hi - lo));
       svg.append(
         s("rect", { x: M.left + i * bw + 0.5, y: y(n), width: Math.max(1, bw - 1), height: M.top + ph - y(n), class: "bar" },
-          s("title", null, `${fmtMs(from)} – ${fmtMs(to)}: ${fmtInt(n)} executions`))
+          s("title", null, `${fmtMs(from)} – ${fmtMs(to)}: about ${fmtInt(Math.round(n))} executions`))
       );
     });
 
@@ -503,15 +518,18 @@
     const stepMin = [1, 2, 5, 10, 15, 30, 60].find((m) => spanMin / m <= 6) || 60;
     const first = Math.ceil(t0 / (stepMin * 60000)) * stepMin * 60000;
     for (let t = first; t <= t1; t += stepMin * 60000) {
-      const when = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      const when = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+      const anchor = x(t) > W - M.right - 20 ? "end" : "middle";
       svg.append(
         s("line", { x1: x(t), x2: x(t), y1: M.top + ph, y2: M.top + ph + 4, class: "axis" }),
-        s("text", { x: x(t), y: H - M.bottom + 17, class: "tick", "text-anchor": "middle" }, when)
+        s("text", { x: x(t), y: H - M.bottom + 17, class: "tick", "text-anchor": anchor }, when)
       );
     }
     svg.append(s("line", { x1: M.left, x2: W - M.right, y1: M.top + ph, y2: M.top + ph, class: "axis" }));
 
-    for (const key of ["p50", "p95", "p99"]) {
+    // p99 first with the largest dots, so equal values show as rings.
+    const radius = { p99: 3.6, p95: 2.9, p50: 2.2 };
+    for (const key of ["p99", "p95", "p50"]) {
       const coords = pts.map((r) => [x((startOf(r) + endOf(r)) / 2), y(r[key + "_ms"])]);
       if (coords.length > 1) {
         svg.append(s("polyline", { points: coords.map((c) => c.join(",")).join(" "), class: "line", stroke: COLORS[key] }));
@@ -519,7 +537,7 @@
       coords.forEach(([cx, cy], i) => {
         const r = pts[i];
         svg.append(
-          s("circle", { cx, cy, r: 3, fill: COLORS[key], class: "dot" },
+          s("circle", { cx, cy, r: radius[key], fill: COLORS[key], class: "dot" },
             s("title", null, `${key} ${fmtMs(r[key + "_ms"])} · ${fmtTime(r.start)} (${r.minutes} min, ${fmtInt(r.calls)} calls)`))
         );
       });
@@ -565,7 +583,7 @@
               d.query
             ),
             d.parent_query ? [h("div", { class: "det-label" }, "After parent"), h("pre", { class: "sql small" }, d.parent_query)] : null,
-            h("p", { class: "suggestion" }, h("strong", null, "Suggestion: "), d.suggestion),
+            h("p", { class: "suggestion" }, h("strong", null, "Suggestion: "), withCode(d.suggestion || "")),
             h("p", { class: "muted small" }, `${d.user}@${d.database}`, d.application_name ? ` · ${d.application_name}` : "")
           )
         )
@@ -605,7 +623,7 @@
                 h("td", { class: "num" }, fmtMs(e.duration_ms)),
                 h("td", null, h("span", { class: "tag" }, e.rule)),
                 h("td", { class: "q" }, h("button", { type: "button", class: "link sql-inline", title: e.query, "data-focus": "s-" + i, onclick: () => select(e.fingerprint) }, e.query)),
-                h("td", { class: "muted" }, `${e.user}@${e.database}`, e.application_name ? ` · ${e.application_name}` : "", e.client_addr ? ` · ${e.client_addr}` : "")
+                h("td", { class: "muted nowrap" }, `${e.user}@${e.database}`, e.application_name ? ` · ${e.application_name}` : "", e.client_addr ? ` · ${e.client_addr}` : "")
               )
             )
           )

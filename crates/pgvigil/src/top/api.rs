@@ -90,7 +90,9 @@ impl ApiClient {
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(50));
-        stream.set_read_timeout(Some(remaining)).map_err(unreachable)?;
+        stream
+            .set_read_timeout(Some(remaining))
+            .map_err(unreachable)?;
         stream
             .set_write_timeout(Some(remaining))
             .map_err(unreachable)?;
@@ -380,7 +382,10 @@ impl ApiClient {
     /// the others are not tried, so a dead pgvigil costs one timeout per refresh.
     pub fn snapshot(&self, sort: SortKey, limit: usize, slow_limit: usize) -> Snapshot {
         let queries = self
-            .get_json(&format!("/api/queries?sort={}&limit={limit}", sort.api_name()))
+            .get_json(&format!(
+                "/api/queries?sort={}&limit={limit}",
+                sort.api_name()
+            ))
             .and_then(|b| parse_queries(&b));
         let at = Instant::now();
         if let Err(e @ FetchError::Unreachable(_)) = &queries {
@@ -408,7 +413,9 @@ impl ApiClient {
             detections: self
                 .get_json("/api/n-plus-one")
                 .and_then(|b| parse_detections(&b)),
-            insight: self.get_json("/api/insight").and_then(|b| parse_insight(&b)),
+            insight: self
+                .get_json("/api/insight")
+                .and_then(|b| parse_insight(&b)),
         }
     }
 }
@@ -420,7 +427,8 @@ mod tests {
 
     #[test]
     fn content_length_body() {
-        let raw = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+        let raw =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
         assert_eq!(parse_response(raw), Ok((200, b"{}".to_vec())));
     }
 
@@ -441,7 +449,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nff\r\nab",
         ] {
-            assert!(parse_response(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
+            assert!(
+                parse_response(raw).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 

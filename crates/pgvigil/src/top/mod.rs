@@ -45,7 +45,9 @@ pub struct TopArgs {
 fn parse_interval(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if (0.1..=3600.0).contains(&s) => Ok(s),
-        _ => Err(format!("`{text}` is not a number of seconds between 0.1 and 3600")),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0.1 and 3600"
+        )),
     }
 }
 
@@ -467,9 +469,8 @@ fn init_terminal() -> std::io::Result<Term> {
     }));
     crossterm::terminal::enable_raw_mode()?;
     crossterm::execute!(std::io::stdout(), crossterm::terminal::EnterAlternateScreen)?;
-    let mut terminal = ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(
-        std::io::stdout(),
-    ))?;
+    let mut terminal =
+        ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
     terminal.hide_cursor()?;
     terminal.clear()?;
     Ok(terminal)
@@ -659,8 +660,12 @@ mod tests {
             404,
             "query analytics are off (analytics = false)".into(),
         ));
-        snap.pools = PoolsFetch::Failed(FetchError::Malformed("/api/pools: no `pools` array".into()));
-        snap.slow = Err(FetchError::Status(401, "missing or wrong admin token".into()));
+        snap.pools =
+            PoolsFetch::Failed(FetchError::Malformed("/api/pools: no `pools` array".into()));
+        snap.slow = Err(FetchError::Status(
+            401,
+            "missing or wrong admin token".into(),
+        ));
         app.apply(snap);
         assert_eq!(app.link, Link::Up);
         assert_eq!(

@@ -151,11 +151,18 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
     ]);
     let block = Block::default().borders(Borders::ALL).title(title);
     if let Some(err) = &app.queries_error {
-        return message(frame, area, block, err.clone(), Style::default().fg(Color::Red));
+        return message(
+            frame,
+            area,
+            block,
+            err.clone(),
+            Style::default().fg(Color::Red),
+        );
     }
     if app.queries.is_empty() {
         let text = match app.link {
             Link::Connecting => "waiting for the first refresh...",
+            Link::Down(_) if app.last_ok.is_none() => "no data yet",
             _ => "no statements recorded yet",
         };
         return message(frame, area, block, text.into(), dim());
@@ -231,7 +238,13 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
             )
         }
         Pools::Failed(e) => {
-            return message(frame, area, block, e.clone(), Style::default().fg(Color::Red))
+            return message(
+                frame,
+                area,
+                block,
+                e.clone(),
+                Style::default().fg(Color::Red),
+            )
         }
         Pools::Rows(rows) if rows.is_empty() => {
             return message(frame, area, block, "no pools".into(), dim())
@@ -240,8 +253,8 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
     };
     let header = Row::new(
         [
-            "database", "user", "mode", "size", "active", "idle", "overflow", "waiting",
-            "clients", "util",
+            "database", "user", "mode", "size", "active", "idle", "overflow", "waiting", "clients",
+            "util",
         ]
         .map(|h| Cell::from(h).style(bold())),
     );
@@ -271,8 +284,8 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
         ])
     });
     let widths = [
-        Constraint::Min(12),
-        Constraint::Min(12),
+        Constraint::Length(20),
+        Constraint::Length(20),
         Constraint::Length(12),
         Constraint::Length(5),
         Constraint::Length(7),
@@ -290,14 +303,21 @@ fn draw_slow(frame: &mut Frame, area: Rect, app: &App) {
         .borders(Borders::ALL)
         .title(Span::styled(" Latest slow queries ", bold()));
     let events = match &app.slow {
-        Err(e) => return message(frame, area, block, e.clone(), Style::default().fg(Color::Red)),
+        Err(e) => {
+            return message(
+                frame,
+                area,
+                block,
+                e.clone(),
+                Style::default().fg(Color::Red),
+            )
+        }
         Ok(events) if events.is_empty() => {
             return message(frame, area, block, "none".into(), dim());
         }
         Ok(events) => events,
     };
-    let header =
-        Row::new(["at", "ms", "db/user", "query"].map(|h| Cell::from(h).style(bold())));
+    let header = Row::new(["at", "ms", "db/user", "query"].map(|h| Cell::from(h).style(bold())));
     let rows = events.iter().map(|e| {
         Row::new(vec![
             Cell::from(clock(&e.at)),
@@ -320,11 +340,20 @@ fn draw_n_plus_one(frame: &mut Frame, area: Rect, app: &App) {
         .borders(Borders::ALL)
         .title(Span::styled(" N+1 and repeated queries ", bold()));
     let detections = match &app.detections {
-        Err(e) => return message(frame, area, block, e.clone(), Style::default().fg(Color::Red)),
+        Err(e) => {
+            return message(
+                frame,
+                area,
+                block,
+                e.clone(),
+                Style::default().fg(Color::Red),
+            )
+        }
         Ok(d) if d.is_empty() => return message(frame, area, block, "none".into(), dim()),
         Ok(d) => d,
     };
-    let header = Row::new(["kind", "repeats", "seen", "query"].map(|h| Cell::from(h).style(bold())));
+    let header =
+        Row::new(["kind", "repeats", "seen", "query"].map(|h| Cell::from(h).style(bold())));
     let rows = detections.iter().map(|d| {
         let kind = match d.kind.as_str() {
             "n_plus_one" => "N+1".to_string(),
@@ -388,9 +417,7 @@ mod tests {
 
     fn screen(app: &App, width: u16, height: u16) -> String {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-        terminal
-            .draw(|f| draw(f, app, Instant::now()))
-            .unwrap();
+        terminal.draw(|f| draw(f, app, Instant::now())).unwrap();
         let buffer = terminal.backend().buffer();
         (0..height)
             .map(|y| {
@@ -432,7 +459,10 @@ mod tests {
         let text = screen(&app, 160, 40);
         assert!(text.contains("(sort: calls)"), "{text}");
         assert!(text.contains("calls▼"), "{text}");
-        assert!(text.contains("SELECT * FROM accounts WHERE id = $1"), "{text}");
+        assert!(
+            text.contains("SELECT * FROM accounts WHERE id = $1"),
+            "{text}"
+        );
         assert!(text.contains("12.5"), "{text}");
         assert!(text.contains("not served by this pgvigil"), "{text}");
         assert!(text.contains("03:04:05"), "{text}");
