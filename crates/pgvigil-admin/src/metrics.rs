@@ -66,10 +66,33 @@ fn family<'a>(
 ) -> Result<(), Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
     for (labels, value) in members {
+        let labels: Labels = labels
+            .into_iter()
+            .map(|(k, v)| (k, escape_label_value(&v)))
+            .collect();
         let member = metric.encode_family(&labels)?;
         value.encode(member)?;
     }
     Ok(())
+}
+
+/// prometheus-client writes label values as given; both exposition
+/// formats need `\`, `"` and newlines escaped, or one quoted identifier in
+/// a query text would make the whole scrape unparsable.
+fn escape_label_value(value: &str) -> String {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 enum Value<'a> {
@@ -429,6 +452,15 @@ mod tests {
             to_classic_text(om),
             "# HELP x_total Things.\n# TYPE x_total counter\nx_total 3\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
         );
+    }
+
+    #[test]
+    fn label_values_are_escaped_for_the_exposition_format() {
+        assert_eq!(
+            escape_label_value("SELECT \"t\".\"x\" FROM a\\b\nWHERE 1"),
+            "SELECT \\\"t\\\".\\\"x\\\" FROM a\\\\b\\nWHERE 1"
+        );
+        assert_eq!(escape_label_value("plain"), "plain");
     }
 
     #[test]

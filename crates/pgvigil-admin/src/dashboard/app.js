@@ -432,7 +432,7 @@
     const pw = W - M.left - M.right;
     const ph = H - M.top - M.bottom;
     const x = (ms) => M.left + ((Math.log10(ms) - lo) / (hi - lo)) * pw;
-    const yTicks = niceTicks(maxCount, 4);
+    const yTicks = niceTicks(Math.max(maxCount, 4), 4); // whole counts
     const yMax = yTicks[yTicks.length - 1];
     const y = (n) => M.top + ph - (n / yMax) * ph;
     yAxis(svg, yTicks, y, (t) => fmtInt(t));
