@@ -571,19 +571,20 @@ def svg_chart(meta, cells):
     panels = [(w, [c for c in cells if c["workload"] == w]) for w in ("select-only", "tpcb-like")]
     panels = [(w, cs) for w, cs in panels if cs]
     bar_w, gap, group_pad = 16, 2, 26
-    left, right, top = 80, 20, 70
+    left, right, top = 80, 20, 70  # title, settings line, legend at y 22, 40, 50-62
     panel_h, panel_gap = 300, 90
     group_w = 4 * (bar_w + gap) + group_pad
     width = left + right + max(len(cs) for _, cs in panels) * group_w
-    width = max(width, 640)
+    width = max(width, 900)
     height = top + len(panels) * (panel_h + panel_gap) + 10
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
          f'font-family="sans-serif" font-size="11">',
          f'<rect width="{width}" height="{height}" fill="white"/>',
          f'<text x="{left}" y="22" font-size="15" font-weight="bold">pgvigil load benchmark: '
-         f'median TPS per cell (pgbench, {meta["duration_s"]} s x {meta["reps"]}, -j {meta["threads"]}, '
-         f'transaction pooling, pool {meta["pool_size"]})</text>',
-         f'<text x="{left}" y="40" fill="#555">{esc(meta["machine"]["cpu"])}, '
+         f'median TPS per cell</text>',
+         f'<text x="{left}" y="40" fill="#555">pgbench {meta["duration_s"]} s x {meta["reps"]}, '
+         f'-j {meta["threads"]}, scale {meta["scale"]}; transaction pooling, pool {meta["pool_size"]}; '
+         f'{esc(meta["machine"]["cpu"])}, '
          f'{meta["machine"]["cores"]} cores; PostgreSQL {esc(meta["postgresql"])} fsync=off; '
          f'{esc(meta["pgbouncer"])}; commit {esc(meta["pgvigil_commit"])}</text>']
     lx = left

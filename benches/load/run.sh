@@ -22,7 +22,9 @@
 #   7. removes everything it started or created (on any exit).
 # Details and the meaning of each column: benches/README.md, "Load benchmark".
 set -euo pipefail
-
+# The whole script is one brace group: bash reads it completely before running
+# it, so editing this file during a run cannot change the run.
+{
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/benches/load"
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -227,10 +229,19 @@ EOF
 chown postgres:postgres "$TMP/userlist.txt" "$TMP/pgbouncer.ini" 2>/dev/null || true
 chmod 600 "$TMP/userlist.txt"
 PGB_STARTED=1
-as_pg /usr/sbin/pgbouncer -d "$TMP/pgbouncer.ini" || die "PgBouncer did not start"
+# runuser's PAM session resets the soft open-files limit (1024 on Debian),
+# below what max_client_conn needs: raise it up to the hard limit first.
+PGB_NOFILE=$((MAX_CLIENT_CONN + 4 * POOL_SIZE + 100))
+as_pg sh -c 'n=$1; h=$(ulimit -Hn); [ "$h" = unlimited ] || [ "$h" -ge "$n" ] || n=$h
+    ulimit -n "$n" && exec /usr/sbin/pgbouncer -d "$2"' sh "$PGB_NOFILE" "$TMP/pgbouncer.ini" ||
+    die "PgBouncer did not start"
 for ((i = 0; i < 100; i++)); do [ -s "$TMP/pgbouncer.pid" ] && break; sleep 0.1; done
 [ -s "$TMP/pgbouncer.pid" ] || { cat "$TMP/pgbouncer.log" >&2; die "PgBouncer wrote no pid file"; }
 PGB_VERSION=$(/usr/sbin/pgbouncer --version | head -n 1)
+PGB_FDS=$(awk '/Max open files/ { print $4 }' "/proc/$(cat "$TMP/pgbouncer.pid")/limits")
+echo "PgBouncer's open-files limit: $PGB_FDS"
+[ "$PGB_FDS" = unlimited ] || [ "$PGB_FDS" -ge "$MAX_CLIENT_CONN" ] ||
+    echo "warning: PgBouncer may open only $PGB_FDS files, fewer than max_client_conn $MAX_CLIENT_CONN" >&2
 
 # --- 4. pgvigil, analytics on and off ----------------------------------------------
 UPSTREAM="postgres://app:secret@127.0.0.1:$PG_PORT/appdb"
@@ -302,3 +313,5 @@ plain "$TMP/pgvigil-analytics-off.log" >"$OUT/pgvigil-analytics-off.log" || true
 cp "$TMP/pgbouncer.log" "$OUT/pgbouncer.log" 2>/dev/null || true
 tail -n 2000 "$TMP/postgres.log" >"$OUT/postgres.log" 2>/dev/null || true
 python3 "$HERE/loadbench.py" report "$OUT/raw.json"
+exit 0
+}

@@ -20,8 +20,11 @@ use pgvigil_sql::{NormalizeCache, NormalizedStatement, StatementKind};
 use pgvigil_wire::backend::{self, tag as be, TransactionStatus};
 use tokio::sync::mpsc;
 
-/// Distinct SQL texts a session keeps normalized.
-const SESSION_TEXT_CACHE: usize = 256;
+/// Distinct SQL texts a session keeps normalized. Texts with inline
+/// literals are all distinct and gain nothing from the cache, so it stays
+/// small: each entry holds the text and its normalized form (~400 bytes),
+/// and a proxy has a thousand sessions.
+const SESSION_TEXT_CACHE: usize = 64;
 /// Fingerprints a session remembers having registered.
 const SESSION_REGISTERED: usize = 4096;
 
