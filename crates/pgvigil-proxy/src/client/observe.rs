@@ -233,10 +233,12 @@ impl Observer {
             }
             _ => return,
         };
-        let Some(statement) = tracked.statements.get(tracked.next) else {
+        // The statements are shared (an Arc); holding them lets `record`
+        // borrow one without copying it while `tracked` advances.
+        let statements = tracked.statements.clone();
+        let Some(statement) = statements.get(tracked.next) else {
             return;
         };
-        let statement = statement.clone();
         let now = Instant::now();
         let started = tracked.started.max(self.last_completion);
         let duration_us = now.duration_since(started).as_micros() as u64;
@@ -250,7 +252,7 @@ impl Observer {
         } else if tag != be::PORTAL_SUSPENDED && tracked.statements.len() > 1 {
             tracked.next += 1;
         }
-        self.record(&statement, tracked, started, duration_us, rows, sqlstate);
+        self.record(statement, tracked, started, duration_us, rows, sqlstate);
     }
 
     fn record(
