@@ -12,8 +12,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PG_BIN=/usr/lib/postgresql/15/bin
-export PATH="$PG_BIN:$PATH"
+# PG_BIN (on PATH), step, plain, as_pg, pg_super, pg_cluster_*, free_ports, stop_process.
+. "$ROOT/scripts/lib/pgcluster.sh"
 
 CLIENTS=16
 THREADS=2
@@ -22,49 +22,12 @@ POOL_SIZE=5
 PGVIGIL="$ROOT/target/release/pgvigil"
 
 TMP=""
-DATA=""
-PG_STARTED=""
 PGVIGIL_PID=""
 BENCH_PID=""
 
-step() { printf '\n==> %s\n' "$*"; }
-# pgvigil's log may carry terminal colors; show it plain.
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
 die() {
     printf 'demo FAILED: %s\n' "$*" >&2
     exit 1
-}
-
-# initdb and pg_ctl refuse to run as root: run them as the postgres user then.
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then
-        (cd "$TMP" && runuser -u postgres -- "$@")
-    else
-        (cd "$TMP" && "$@")
-    fi
-}
-
-# Superuser session over the cluster's Unix socket (trust auth, never through
-# pgvigil); used for setup and for watching pg_stat_activity.
-pg_super() {
-    psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d postgres "$@"
-}
-
-# Stop a background process: SIGTERM, up to $2 seconds, then SIGKILL.
-# Prints nothing; returns the process's exit status.
-stop_process() {
-    local pid=$1 grace=$2 i
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        if [ "$i" -eq 0 ]; then kill -TERM "$pid" 2>/dev/null || true; fi
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    local rc=0
-    wait "$pid" 2>/dev/null || rc=$?
-    return "$rc"
 }
 
 cleanup() {
@@ -73,9 +36,7 @@ cleanup() {
     trap - EXIT INT TERM
     if [ -n "$BENCH_PID" ]; then stop_process "$BENCH_PID" 2; fi
     if [ -n "$PGVIGIL_PID" ]; then stop_process "$PGVIGIL_PID" 5; fi
-    if [ -n "$PG_STARTED" ]; then
-        as_pg "$PG_BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1
-    fi
+    pg_cluster_stop
     if [ -n "$TMP" ]; then rm -rf "$TMP"; fi
     exit "$rc"
 }
@@ -96,37 +57,11 @@ step "Building pgvigil (cargo build --release -p pgvigil)"
 
 # --- 2. throwaway PostgreSQL -------------------------------------------------
 # Three distinct free loopback ports: PostgreSQL, pgvigil, pgvigil's admin.
-read -r PG_PORT PROXY_PORT ADMIN_PORT < <(python3 -c 'import socket; s = [socket.socket() for _ in range(3)]; [x.bind(("127.0.0.1", 0)) for x in s]; print(*(x.getsockname()[1] for x in s))')
-
-if [ "$(id -u)" -eq 0 ]; then
-    TMP=$(mktemp -d /tmp/pgvigil-demo.XXXXXX)
-    chown postgres:postgres "$TMP"
-else
-    TMP=$(mktemp -d -t pgvigil-demo.XXXXXX)
-fi
-DATA="$TMP/data"
+read -r PG_PORT PROXY_PORT ADMIN_PORT < <(free_ports 3)
+TMP=$(pg_tmpdir pgvigil-demo)
 
 step "Creating a PostgreSQL 15 cluster in $TMP (port $PG_PORT, scram-sha-256)"
-as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --no-locale -E UTF8 >"$TMP/initdb.log" 2>&1 || {
-    cat "$TMP/initdb.log" >&2
-    die "initdb failed"
-}
-# Appended as the invoking user; the file keeps its owner.
-cat >>"$DATA/postgresql.conf" <<EOF
-
-# pgvigil demo (throwaway cluster)
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$TMP'
-fsync = off
-EOF
-PG_STARTED=1
-as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$TMP/postgres.log" -w -t 60 start >/dev/null || {
-    cat "$TMP/postgres.log" >&2
-    die "PostgreSQL did not start"
-}
-pg_super -c "CREATE ROLE app LOGIN PASSWORD 'secret'" -c "CREATE DATABASE appdb OWNER app"
+pg_cluster_create "$TMP" "$PG_PORT" "pgvigil demo"
 echo "PostgreSQL $(pg_super -At -c 'SHOW server_version') up; role app owns database appdb"
 
 # --- 3. pgvigil ---------------------------------------------------------------

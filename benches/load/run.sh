@@ -27,8 +27,8 @@ set -euo pipefail
 {
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/benches/load"
-PG_BIN=/usr/lib/postgresql/15/bin
-export PATH="$PG_BIN:$PATH"
+# PG_BIN (on PATH), step, plain, as_pg, pg_super, pg_cluster_*, free_ports, stop_process.
+. "$ROOT/scripts/lib/pgcluster.sh"
 PGVIGIL="$ROOT/target/release/pgvigil"
 
 # --- options ------------------------------------------------------------------
@@ -68,56 +68,25 @@ SCALE=10
 FILL_FINGERPRINTS=5000
 
 TMP=""
-DATA=""
-PG_STARTED=""
 PGB_STARTED=""
 VIGIL_PID=""
 NOAN_PID=""
 
-step() { printf '\n==> %s\n' "$*"; }
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
 die() {
     printf 'load benchmark FAILED: %s\n' "$*" >&2
     exit 1
-}
-
-# initdb, pg_ctl and pgbouncer refuse to run as root: run them as postgres then.
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then
-        (cd "$TMP" && runuser -u postgres -- "$@")
-    else
-        (cd "$TMP" && "$@")
-    fi
-}
-
-pg_super() {
-    psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d postgres "$@"
-}
-
-# SIGTERM, up to $2 seconds, then SIGKILL. Only for processes this script started.
-stop_pid() {
-    local pid=$1 grace=$2 i
-    for ((i = 0; i < grace * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        if [ "$i" -eq 0 ]; then kill -TERM "$pid" 2>/dev/null || true; fi
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-    wait "$pid" 2>/dev/null || true
 }
 
 cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
-    if [ -n "$VIGIL_PID" ]; then stop_pid "$VIGIL_PID" 5; fi
-    if [ -n "$NOAN_PID" ]; then stop_pid "$NOAN_PID" 5; fi
+    if [ -n "$VIGIL_PID" ]; then stop_process "$VIGIL_PID" 5; fi
+    if [ -n "$NOAN_PID" ]; then stop_process "$NOAN_PID" 5; fi
     if [ -n "$PGB_STARTED" ] && [ -s "$TMP/pgbouncer.pid" ]; then
-        stop_pid "$(cat "$TMP/pgbouncer.pid")" 5
+        stop_process "$(cat "$TMP/pgbouncer.pid")" 5
     fi
-    if [ -n "$PG_STARTED" ]; then
-        as_pg "$PG_BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1
-    fi
+    pg_cluster_stop
     if [ -n "$TMP" ]; then rm -rf "$TMP"; fi
     exit "$rc"
 }
@@ -162,40 +131,14 @@ step "Building pgvigil (cargo build --release -p pgvigil)"
 
 # --- 2. throwaway PostgreSQL ------------------------------------------------------
 # PostgreSQL, PgBouncer, pgvigil + admin, pgvigil (analytics off) + admin.
-read -r PG_PORT PGB_PORT VIGIL_PORT VIGIL_ADMIN NOAN_PORT NOAN_ADMIN < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(6)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*(x.getsockname()[1] for x in s))')
-
-if [ "$(id -u)" -eq 0 ]; then
-    TMP=$(mktemp -d /tmp/pgvigil-load.XXXXXX)
-    chown postgres:postgres "$TMP"
-else
-    TMP=$(mktemp -d -t pgvigil-load.XXXXXX)
-fi
+read -r PG_PORT PGB_PORT VIGIL_PORT VIGIL_ADMIN NOAN_PORT NOAN_ADMIN < <(free_ports 6)
+TMP=$(pg_tmpdir pgvigil-load)
 chmod 755 "$TMP"
-DATA="$TMP/data"
 
 step "Creating a PostgreSQL 15 cluster in $TMP (port $PG_PORT)"
-as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-    --no-locale -E UTF8 >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$DATA/postgresql.conf" <<EOF
-
-# pgvigil load benchmark (throwaway cluster)
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$TMP'
-max_connections = $PG_MAX_CONNECTIONS
-shared_buffers = 128MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-EOF
-PG_STARTED=1
-as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$TMP/postgres.log" -w -t 120 start >/dev/null ||
-    { cat "$TMP/postgres.log" >&2; die "PostgreSQL did not start"; }
-pg_super -c "CREATE ROLE app LOGIN PASSWORD 'secret'" -c "CREATE DATABASE appdb OWNER app"
+pg_cluster_create "$TMP" "$PG_PORT" "pgvigil load benchmark" \
+    "max_connections = $PG_MAX_CONNECTIONS" "shared_buffers = 128MB" \
+    "synchronous_commit = off" "full_page_writes = off"
 export PGPASSWORD=secret
 step "pgbench -i -s $SCALE (direct)"
 pgbench -i -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U app appdb >"$TMP/pgbench-init.log" 2>&1 ||

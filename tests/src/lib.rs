@@ -6,6 +6,7 @@
 //!   real driver hides what the test needs to see (auth request codes, a client
 //!   that stops reading).
 //! * [`api`]: requests to pgvigil's admin JSON API (`Pgvigil::api_get` and friends).
+//! * [`python`]: the Python scripts under `tests/python/` (ORM, drivers).
 //!
 //! Every long-lived child process (postgres, pgvigil) is tied to the test process
 //! with `PR_SET_PDEATHSIG`, so a crashed or killed test binary leaves nothing behind.
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod python;
 pub mod raw;
 mod spawn;
 pub mod util;

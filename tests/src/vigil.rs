@@ -14,6 +14,16 @@ use crate::cluster::{PgCluster, APP_DB, APP_PASSWORD, APP_USER};
 use crate::spawn::{signal, spawn_tied};
 use crate::util::{free_ports, rss_bytes, wait_child_timeout};
 
+/// libpq environment variables that could redirect or alter a client's
+/// connection; cleared for the clients the tests run.
+pub(crate) const LIBPQ_ENV_TO_CLEAR: [&str; 5] = [
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGOPTIONS",
+    "PGPASSFILE",
+    "PGAPPNAME",
+];
+
 /// `--pool-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolMode {
@@ -209,6 +219,28 @@ impl Pgvigil {
             .await
     }
 
+    /// A builder with the config file `toml` (`--config`) and, after it, the
+    /// default upstream, which [`PgvigilBuilder::config_file`] alone drops.
+    pub fn builder_with_config(cluster: &PgCluster, toml: impl Into<String>) -> PgvigilBuilder {
+        Pgvigil::builder(cluster)
+            .config_file(toml)
+            .upstream(cluster.url(APP_DB))
+    }
+
+    /// Shorthand: the config file `toml`, default upstream, the given pool mode and size.
+    pub async fn start_with_config(
+        cluster: &PgCluster,
+        toml: impl Into<String>,
+        mode: PoolMode,
+        pool_size: u32,
+    ) -> Result<Pgvigil> {
+        Pgvigil::builder_with_config(cluster, toml)
+            .pool_mode(mode)
+            .pool_size(pool_size)
+            .spawn()
+            .await
+    }
+
     async fn wait_listening(&mut self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
@@ -298,6 +330,14 @@ impl Pgvigil {
         cfg
     }
 
+    /// `postgres://app:secret@127.0.0.1:<pgvigil port>/appdb`, for clients that take a URL.
+    pub fn app_url(&self) -> String {
+        format!(
+            "postgres://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{APP_DB}",
+            self.port
+        )
+    }
+
     /// Connection settings for `app`/`secret` on `appdb`.
     pub fn app_config(&self) -> tokio_postgres::Config {
         self.config(APP_USER, APP_PASSWORD, APP_DB)
@@ -325,13 +365,7 @@ impl Pgvigil {
         db: &str,
     ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(program);
-        for var in [
-            "PGSERVICE",
-            "PGSERVICEFILE",
-            "PGOPTIONS",
-            "PGPASSFILE",
-            "PGAPPNAME",
-        ] {
+        for var in LIBPQ_ENV_TO_CLEAR {
             cmd.env_remove(var);
         }
         cmd.env("PGHOST", "127.0.0.1")

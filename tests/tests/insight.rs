@@ -14,18 +14,20 @@
 //!
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test insight`
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use futures_util::{stream, StreamExt};
-use pgvigil_integration::cluster::{APP_DB, APP_PASSWORD, APP_USER};
+use pgvigil_integration::cluster::{APP_DB, APP_USER};
+use pgvigil_integration::python::{
+    last_nonblank_line, python3, python_script, require_python_modules, run_python,
+};
 use pgvigil_integration::serde_json::Value;
 use pgvigil_integration::tokio_postgres::{Client, SimpleQueryMessage};
 use pgvigil_integration::vigil::connect_config;
 use pgvigil_integration::{
-    both_modes, shared_cluster, sqlstate, timed, unique_name, PgCluster, Pgvigil, PoolMode,
+    both_modes, shared_cluster, sqlstate, timed, unique_name, PgCluster, Pgvigil, PgvigilBuilder,
+    PoolMode,
 };
 use tokio::sync::{OnceCell, RwLock};
 
@@ -759,19 +761,25 @@ async fn the_slow_event(vigil: &Pgvigil, fingerprint: &str) -> Result<Value> {
     Ok(e)
 }
 
+/// Spawns `builder` in transaction mode, pool size 4, with `--slow-query-ms 100`,
+/// runs [`fast_then_slow`] through it and returns [`the_slow_event`].
+async fn slow_event_through(builder: PgvigilBuilder) -> Result<Value> {
+    let vigil = builder
+        .pool_mode(PoolMode::Transaction)
+        .pool_size(4)
+        .arg("--slow-query-ms")
+        .arg("100")
+        .spawn()
+        .await?;
+    let fingerprint = fast_then_slow(&vigil).await?;
+    the_slow_event(&vigil, &fingerprint).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_query_event_names_rule_statement_and_caller_but_not_parameters() -> Result<()> {
     timed(LIMIT, async {
         let _exclusive = LOAD.write().await;
-        let vigil = Pgvigil::builder(shared_cluster())
-            .pool_mode(PoolMode::Transaction)
-            .pool_size(4)
-            .arg("--slow-query-ms")
-            .arg("100")
-            .spawn()
-            .await?;
-        let fingerprint = fast_then_slow(&vigil).await?;
-        let e = the_slow_event(&vigil, &fingerprint).await?;
+        let e = slow_event_through(Pgvigil::builder(shared_cluster())).await?;
         ensure!(string(&e, "rule")? == "slow_query_ms", "rule: {e:#}");
         ensure!(
             e["parameters"].is_null(),
@@ -790,7 +798,6 @@ async fn slow_query_event_names_rule_statement_and_caller_but_not_parameters() -
 async fn first_matching_slow_rule_wins_and_parameters_only_when_opted_in() -> Result<()> {
     timed(LIMIT, async {
         let _exclusive = LOAD.write().await;
-        let cluster = shared_cluster();
         let config = format!(
             "[insight]\n\
              log_parameters = true\n\
@@ -804,17 +811,7 @@ async fn first_matching_slow_rule_wins_and_parameters_only_when_opted_in() -> Re
              name = \"everything\"\n\
              threshold_ms = 10\n"
         );
-        let vigil = Pgvigil::builder(cluster)
-            .config_file(config)
-            .upstream(cluster.url(APP_DB))
-            .pool_mode(PoolMode::Transaction)
-            .pool_size(4)
-            .arg("--slow-query-ms")
-            .arg("100")
-            .spawn()
-            .await?;
-        let fingerprint = fast_then_slow(&vigil).await?;
-        let e = the_slow_event(&vigil, &fingerprint).await?;
+        let e = slow_event_through(Pgvigil::builder_with_config(shared_cluster(), config)).await?;
         ensure!(
             string(&e, "rule")? == "reports",
             "the first matching rule is \"reports\": {e:#}"
@@ -833,79 +830,21 @@ async fn first_matching_slow_rule_wins_and_parameters_only_when_opted_in() -> Re
 
 // ------------------------------------------------------- 5. N+1 with an ORM
 
-const PYTHON_HINT: &str = "python3 -m pip install -r tests/python/requirements.txt";
 const ORM_APP: &str = "orm-n-plus-one";
-
-fn orm_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/orm_n_plus_one.py")
-}
-
-fn python3() -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new("python3");
-    for var in [
-        "PGSERVICE",
-        "PGSERVICEFILE",
-        "PGOPTIONS",
-        "PGPASSFILE",
-        "PGAPPNAME",
-        "PGSSLMODE",
-        "PGTARGETSESSIONATTRS",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-async fn run_python(mut cmd: tokio::process::Command, what: &str) -> Result<std::process::Output> {
-    let child = cmd.spawn().with_context(|| format!("spawning {what}"))?;
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .with_context(|| format!("{what} still running after 60 s"))?
-        .with_context(|| format!("waiting for {what}"))
-}
-
-/// Fails (never skips) when python3, SQLAlchemy or psycopg is missing.
-async fn require_orm_modules() -> Result<()> {
-    let mut cmd = python3();
-    cmd.args(["-c", "import sqlalchemy, psycopg"]);
-    let out = match run_python(cmd, "python3 -c 'import sqlalchemy, psycopg'").await {
-        Ok(out) => out,
-        Err(e) => bail!("cannot run python3 ({e:#}): install Python 3, then run `{PYTHON_HINT}`"),
-    };
-    if !out.status.success() {
-        bail!(
-            "SQLAlchemy and psycopg are needed for the ORM tests (`import sqlalchemy, psycopg` \
-             failed: {}): run `{PYTHON_HINT}`",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or("no error output")
-                .trim()
-        );
-    }
-    Ok(())
-}
+/// How long one run of the ORM script may take.
+const ORM_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs the ORM script in `mode` against `vigil`; returns its JSON summary.
 async fn orm(vigil: &Pgvigil, schema: &str, mode: &str) -> Result<Value> {
-    let dsn = format!(
-        "postgres://{APP_USER}:{APP_PASSWORD}@127.0.0.1:{}/{APP_DB}",
-        vigil.port()
-    );
+    let dsn = vigil.app_url();
     let mut cmd = python3();
-    cmd.arg(orm_script())
+    cmd.arg(python_script("orm_n_plus_one.py"))
         .arg(&dsn)
         .arg(mode)
         .arg("--schema")
         .arg(schema);
     let what = format!("python3 tests/python/orm_n_plus_one.py {mode}");
-    let out = run_python(cmd, &what).await?;
+    let out = run_python(cmd, &what, ORM_LIMIT).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
@@ -913,7 +852,7 @@ async fn orm(vigil: &Pgvigil, schema: &str, mode: &str) -> Result<Value> {
         "{what} failed ({}):\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
-    let last = stdout.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = last_nonblank_line(&stdout).unwrap_or("");
     pgvigil_integration::serde_json::from_str(last)
         .with_context(|| format!("{what} printed no JSON summary:\n{stdout}\nstderr:\n{stderr}"))
 }
@@ -921,7 +860,12 @@ async fn orm(vigil: &Pgvigil, schema: &str, mode: &str) -> Result<Value> {
 async fn check_orm_n_plus_one(mode: PoolMode) -> Result<()> {
     timed(LIMIT, async {
         let _load = LOAD.read().await;
-        require_orm_modules().await?;
+        // Fails (never skips) when python3, SQLAlchemy or psycopg is missing.
+        require_python_modules(
+            "sqlalchemy, psycopg",
+            "SQLAlchemy and psycopg are needed for the ORM tests",
+        )
+        .await?;
         let vigil = Pgvigil::builder(shared_cluster())
             .pool_mode(mode)
             .pool_size(4)
@@ -1134,14 +1078,13 @@ async fn fingerprint_table_stays_within_max_fingerprints() -> Result<()> {
         const DISTINCT: usize = 10_000;
         const CAP: usize = 1000;
         let _load = LOAD.read().await;
-        let cluster = shared_cluster();
-        let vigil = Pgvigil::builder(cluster)
-            .config_file(format!("[insight]\nmax_fingerprints = {CAP}\n"))
-            .upstream(cluster.url(APP_DB))
-            .pool_mode(PoolMode::Transaction)
-            .pool_size(2)
-            .spawn()
-            .await?;
+        let vigil = Pgvigil::start_with_config(
+            shared_cluster(),
+            format!("[insight]\nmax_fingerprints = {CAP}\n"),
+            PoolMode::Transaction,
+            2,
+        )
+        .await?;
         let client = vigil.connect_app().await?;
         let c = &client;
         // One client, pipelined: 10,000 statements, each its own fingerprint.

@@ -731,16 +731,15 @@ async fn query_series_stay_within_max_query_series_plus_other() -> Result<()> {
         const DISTINCT: usize = 10_000;
         const PER_STRING: usize = 100;
         const HEAVY: usize = 5;
-        let cluster = shared_cluster();
-        let vigil = Pgvigil::builder(cluster)
-            .config_file(format!(
+        let vigil = Pgvigil::start_with_config(
+            shared_cluster(),
+            format!(
                 "[metrics]\nmax_query_series = {MAX_SERIES}\n\n[insight]\nmax_fingerprints = 20000\n"
-            ))
-            .upstream(cluster.url(APP_DB))
-            .pool_mode(PoolMode::Transaction)
-            .pool_size(2)
-            .spawn()
-            .await?;
+            ),
+            PoolMode::Transaction,
+            2,
+        )
+        .await?;
         let client = vigil.connect_app().await?;
         // Statements that take the most total time: each must keep its series.
         for k in 0..HEAVY {

@@ -46,6 +46,10 @@ fn bold() -> Style {
     Style::default().add_modifier(Modifier::BOLD)
 }
 
+fn red() -> Style {
+    Style::default().fg(Color::Red)
+}
+
 fn draw_header(frame: &mut Frame, area: Rect, app: &App, now: Instant) {
     let mut spans = vec![
         Span::styled("pgvigil top", bold()),
@@ -141,6 +145,56 @@ fn message(frame: &mut Frame, area: Rect, block: Block, text: String, style: Sty
     frame.render_widget(Paragraph::new(Span::styled(text, style)).block(block), area);
 }
 
+/// A bordered panel titled in bold.
+fn panel(title: &str) -> Block<'static> {
+    Block::default()
+        .borders(Borders::ALL)
+        .title(Span::styled(format!(" {title} "), bold()))
+}
+
+/// A header row of bold labels.
+fn header_row(labels: &[&'static str]) -> Row<'static> {
+    Row::new(labels.iter().map(|h| Cell::from(*h).style(bold())))
+}
+
+/// `rows` as a table in `block`, under `header`.
+fn render_table<'a>(
+    frame: &mut Frame,
+    area: Rect,
+    block: Block<'a>,
+    header: Row<'a>,
+    rows: impl IntoIterator<Item = Row<'a>>,
+    widths: impl IntoIterator<Item = Constraint>,
+) {
+    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+}
+
+/// A panel titled `title` listing `items`, one row each: the error in red if
+/// fetching them failed, "none" dimmed if there are none.
+fn draw_list<T>(
+    frame: &mut Frame,
+    area: Rect,
+    title: &str,
+    items: &Result<Vec<T>, String>,
+    headers: &[&'static str],
+    widths: impl IntoIterator<Item = Constraint>,
+    row: impl Fn(&T) -> Row<'static>,
+) {
+    let block = panel(title);
+    match items {
+        Err(e) => message(frame, area, block, e.clone(), red()),
+        Ok(items) if items.is_empty() => message(frame, area, block, "none".into(), dim()),
+        Ok(items) => render_table(
+            frame,
+            area,
+            block,
+            header_row(headers),
+            items.iter().map(row),
+            widths,
+        ),
+    }
+}
+
 fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
     let title = Line::from(vec![
         Span::styled(" Top queries ", bold()),
@@ -151,13 +205,7 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
     ]);
     let block = Block::default().borders(Borders::ALL).title(title);
     if let Some(err) = &app.queries_error {
-        return message(
-            frame,
-            area,
-            block,
-            err.clone(),
-            Style::default().fg(Color::Red),
-        );
+        return message(frame, area, block, err.clone(), red());
     }
     if app.queries.is_empty() {
         let text = match app.link {
@@ -193,7 +241,7 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
     let rows = app.queries.iter().map(|q| {
         let errors = right(q.errors.to_string());
         let errors = if q.errors > 0 {
-            errors.style(Style::default().fg(Color::Red))
+            errors.style(red())
         } else {
             errors
         };
@@ -218,14 +266,11 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(9),
         Constraint::Min(20),
     ];
-    let table = Table::new(rows, widths).header(header).block(block);
-    frame.render_widget(table, area);
+    render_table(frame, area, block, header, rows, widths);
 }
 
 fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Span::styled(" Pools ", bold()));
+    let block = panel("Pools");
     let rows = match &app.pools {
         Pools::Unknown => return message(frame, area, block, "-".into(), dim()),
         Pools::NotServed => {
@@ -237,36 +282,25 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
                 dim(),
             )
         }
-        Pools::Failed(e) => {
-            return message(
-                frame,
-                area,
-                block,
-                e.clone(),
-                Style::default().fg(Color::Red),
-            )
-        }
+        Pools::Failed(e) => return message(frame, area, block, e.clone(), red()),
         Pools::Rows(rows) if rows.is_empty() => {
             return message(frame, area, block, "no pools".into(), dim())
         }
         Pools::Rows(rows) => rows,
     };
-    let header = Row::new(
-        [
-            "database", "user", "mode", "size", "active", "idle", "overflow", "waiting", "clients",
-            "util",
-        ]
-        .map(|h| Cell::from(h).style(bold())),
-    );
+    let header = header_row(&[
+        "database", "user", "mode", "size", "active", "idle", "overflow", "waiting", "clients",
+        "util",
+    ]);
     let body = rows.iter().take(MAX_POOL_ROWS).map(|p| {
         let util = format!("{:.0}%", p.utilization * 100.0);
         let util_style = if p.utilization >= 0.9 {
-            Style::default().fg(Color::Red)
+            red()
         } else {
             Style::default()
         };
         let waiting_style = if p.waiting > 0 {
-            Style::default().fg(Color::Red)
+            red()
         } else {
             Style::default()
         };
@@ -295,97 +329,74 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(8),
         Constraint::Length(5),
     ];
-    frame.render_widget(Table::new(body, widths).header(header).block(block), area);
+    render_table(frame, area, block, header, body, widths);
 }
 
 fn draw_slow(frame: &mut Frame, area: Rect, app: &App) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Span::styled(" Latest slow queries ", bold()));
-    let events = match &app.slow {
-        Err(e) => {
-            return message(
-                frame,
-                area,
-                block,
-                e.clone(),
-                Style::default().fg(Color::Red),
-            )
-        }
-        Ok(events) if events.is_empty() => {
-            return message(frame, area, block, "none".into(), dim());
-        }
-        Ok(events) => events,
-    };
-    let header = Row::new(["at", "ms", "db/user", "query"].map(|h| Cell::from(h).style(bold())));
-    let rows = events.iter().map(|e| {
-        Row::new(vec![
-            Cell::from(clock(&e.at)),
-            right(fmt_ms(e.duration_ms)),
-            Cell::from(format!("{}/{}", e.database, e.user)),
-            Cell::from(one_line(&e.query)),
-        ])
-    });
     let widths = [
         Constraint::Length(8),
         Constraint::Length(9),
         Constraint::Length(14),
         Constraint::Min(10),
     ];
-    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+    draw_list(
+        frame,
+        area,
+        "Latest slow queries",
+        &app.slow,
+        &["at", "ms", "db/user", "query"],
+        widths,
+        |e| {
+            Row::new(vec![
+                Cell::from(clock(&e.at)),
+                right(fmt_ms(e.duration_ms)),
+                Cell::from(format!("{}/{}", e.database, e.user)),
+                Cell::from(one_line(&e.query)),
+            ])
+        },
+    );
 }
 
 fn draw_n_plus_one(frame: &mut Frame, area: Rect, app: &App) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Span::styled(" N+1 and repeated queries ", bold()));
-    let detections = match &app.detections {
-        Err(e) => {
-            return message(
-                frame,
-                area,
-                block,
-                e.clone(),
-                Style::default().fg(Color::Red),
-            )
-        }
-        Ok(d) if d.is_empty() => return message(frame, area, block, "none".into(), dim()),
-        Ok(d) => d,
-    };
-    let header =
-        Row::new(["kind", "repeats", "seen", "query"].map(|h| Cell::from(h).style(bold())));
-    let rows = detections.iter().map(|d| {
-        let kind = match d.kind.as_str() {
-            "n_plus_one" => "N+1".to_string(),
-            "repeated_identical" => "repeat".to_string(),
-            other => other.to_string(),
-        };
-        let mut detail = Vec::new();
-        if !d.parent_query.is_empty() {
-            detail.push(format!("after: {}", one_line(&d.parent_query)));
-        }
-        if !d.suggestion.is_empty() {
-            detail.push(one_line(&d.suggestion));
-        }
-        let text = Text::from(vec![
-            Line::from(one_line(&d.query)),
-            Line::styled(format!("  {}", detail.join(" | ")), dim()),
-        ]);
-        Row::new(vec![
-            Cell::from(kind),
-            right(d.repeats.to_string()),
-            Cell::from(format!("{}x {}", d.occurrences, clock(&d.last_seen))),
-            Cell::from(text),
-        ])
-        .height(2)
-    });
     let widths = [
         Constraint::Length(6),
         Constraint::Length(7),
         Constraint::Length(14),
         Constraint::Min(10),
     ];
-    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+    draw_list(
+        frame,
+        area,
+        "N+1 and repeated queries",
+        &app.detections,
+        &["kind", "repeats", "seen", "query"],
+        widths,
+        |d| {
+            let kind = match d.kind.as_str() {
+                "n_plus_one" => "N+1".to_string(),
+                "repeated_identical" => "repeat".to_string(),
+                other => other.to_string(),
+            };
+            let mut detail = Vec::new();
+            if !d.parent_query.is_empty() {
+                detail.push(format!("after: {}", one_line(&d.parent_query)));
+            }
+            if !d.suggestion.is_empty() {
+                detail.push(one_line(&d.suggestion));
+            }
+            let text = Text::from(vec![
+                Line::from(one_line(&d.query)),
+                Line::styled(format!("  {}", detail.join(" | ")), dim()),
+            ]);
+            Row::new(vec![
+                Cell::from(kind),
+                right(d.repeats.to_string()),
+                Cell::from(format!("{}x {}", d.occurrences, clock(&d.last_seen))),
+                Cell::from(text),
+            ])
+            .height(2)
+        },
+    );
 }
 
 fn draw_help(frame: &mut Frame, area: Rect, app: &App) {
