@@ -38,7 +38,12 @@ use crate::stats;
 /// Beyond this many queued bytes toward a peer, stop reading from the
 /// other one.
 const QUEUE_LIMIT: usize = 512 * 1024;
+/// Server replies can be large (result sets); a few server connections
+/// serve many clients, so their buffers may be generous.
 const READ_CHUNK: usize = 64 * 1024;
+/// Clients mostly send small messages, and there may be thousands of
+/// them: a smaller read size keeps an idle client's buffer small.
+const CLIENT_READ_CHUNK: usize = 8 * 1024;
 /// PostgreSQL's MaxAllocSize: no server message is larger.
 const MAX_SERVER_FRAME: usize = 1 << 30;
 
@@ -244,7 +249,7 @@ impl Session {
     }
 
     fn read_client(&mut self) -> io::Result<usize> {
-        self.client_buf.reserve(READ_CHUNK);
+        self.client_buf.reserve(CLIENT_READ_CHUNK);
         let n = self.client.try_read_buf(&mut self.client_buf)?;
         stats::count_client_bytes(n);
         Ok(n)
