@@ -2,6 +2,7 @@
 //! (SSL/GSS negotiation, cancel requests, authentication) here, the
 //! forwarding loop in `session`.
 
+mod commands;
 mod observe;
 mod session;
 mod settings;

@@ -25,6 +25,7 @@ use pgvigil_wire::backend::{self, tag as be, Severity, TransactionStatus};
 use pgvigil_wire::frontend::{self, tag as fe, BindView, ParseView, TargetView, TARGET_STATEMENT};
 use pgvigil_wire::FrameHeader;
 
+use super::commands::{local_command, LocalCommand, Reset, ResetTracker};
 use super::observe::{Observer, Tracked};
 use super::settings::ClientSettings;
 use crate::cancel::CancelTarget;
@@ -1092,59 +1093,6 @@ enum Action {
     Drop,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reset {
-    DiscardAll,
-    DeallocateAll,
-}
-
-/// Drivers also send DISCARD ALL and DEALLOCATE ALL through the extended
-/// protocol (psycopg does, after a failed pipeline). What a portal runs is
-/// only known from the Parse and Bind before its Execute, so the few
-/// statements and portals that run these commands are remembered.
-#[derive(Default)]
-struct ResetTracker {
-    statements: HashMap<Vec<u8>, Reset>,
-    portals: HashMap<Vec<u8>, Reset>,
-}
-
-impl ResetTracker {
-    fn on_parse(&mut self, name: &[u8], query: &[u8]) {
-        let reset = match local_command(query) {
-            Some(LocalCommand::DiscardAll) => Some(Reset::DiscardAll),
-            Some(LocalCommand::Deallocate(None)) => Some(Reset::DeallocateAll),
-            _ => None,
-        };
-        match reset {
-            Some(r) => {
-                self.statements.insert(name.to_vec(), r);
-            }
-            None if !self.statements.is_empty() => {
-                self.statements.remove(name);
-            }
-            None => {}
-        }
-    }
-
-    fn on_bind(&mut self, portal: &[u8], statement: &[u8]) {
-        if self.statements.is_empty() && self.portals.is_empty() {
-            return;
-        }
-        match self.statements.get(statement) {
-            Some(&r) => {
-                self.portals.insert(portal.to_vec(), r);
-            }
-            None => {
-                self.portals.remove(portal);
-            }
-        }
-    }
-
-    fn executes(&self, portal: &[u8]) -> Option<Reset> {
-        self.portals.get(portal).copied()
-    }
-}
-
 /// PostgreSQL's error for a prepared statement whose result type changed,
 /// field for field: asyncpg recognises it by the routine and re-prepares.
 fn stale_statement_error() -> Bytes {
@@ -1156,90 +1104,9 @@ fn stale_statement_error() -> Bytes {
     )
 }
 
-/// Simple-protocol commands transaction mode handles itself.
-#[derive(Debug, PartialEq, Eq)]
-enum LocalCommand {
-    /// DEALLOCATE [PREPARE] name; None means ALL.
-    Deallocate(Option<Vec<u8>>),
-    DiscardAll,
-    Listen,
-}
-
-/// Recognises a few single statements by their leading words. Anything
-/// else, including these inside a multi-statement string, is forwarded.
-fn local_command(text: &[u8]) -> Option<LocalCommand> {
-    let text = trim_statement(text);
-    let mut words = text
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|w| !w.is_empty());
-    let first = words.next()?;
-    if first.eq_ignore_ascii_case(b"listen") {
-        return Some(LocalCommand::Listen);
-    }
-    if first.eq_ignore_ascii_case(b"discard") {
-        let second = words.next()?;
-        return (second.eq_ignore_ascii_case(b"all") && words.next().is_none())
-            .then_some(LocalCommand::DiscardAll);
-    }
-    if !first.eq_ignore_ascii_case(b"deallocate") {
-        return None;
-    }
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case(b"prepare") {
-        name = words.next()?;
-    }
-    if words.next().is_some() {
-        return None;
-    }
-    if name.eq_ignore_ascii_case(b"all") {
-        return Some(LocalCommand::Deallocate(None));
-    }
-    let name = if name.len() >= 2 && name[0] == b'"' && name[name.len() - 1] == b'"' {
-        name[1..name.len() - 1].to_vec()
-    } else {
-        name.to_ascii_lowercase()
-    };
-    Some(LocalCommand::Deallocate(Some(name)))
-}
-
-fn trim_statement(text: &[u8]) -> &[u8] {
-    let start = text
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(text.len());
-    let mut end = text.len();
-    while end > start && (text[end - 1].is_ascii_whitespace() || text[end - 1] == b';') {
-        end -= 1;
-    }
-    &text[start..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deallocate_forms_are_recognised() {
-        assert_eq!(
-            local_command(b"  DEALLOCATE PREPARE S_1 ;"),
-            Some(LocalCommand::Deallocate(Some(b"s_1".to_vec())))
-        );
-        assert_eq!(
-            local_command(b"deallocate \"Mixed\""),
-            Some(LocalCommand::Deallocate(Some(b"Mixed".to_vec())))
-        );
-        assert_eq!(
-            local_command(b"DEALLOCATE ALL"),
-            Some(LocalCommand::Deallocate(None))
-        );
-        assert_eq!(
-            local_command(b"discard all"),
-            Some(LocalCommand::DiscardAll)
-        );
-        assert_eq!(local_command(b"DISCARD PLANS"), None);
-        assert_eq!(local_command(b"SELECT 1; DEALLOCATE x"), None);
-        assert_eq!(local_command(b"listen chan"), Some(LocalCommand::Listen));
-    }
 
     #[test]
     fn error_skips_extended_requests_but_not_ready() {
