@@ -75,11 +75,20 @@ pub struct PgvigilBuilder {
     max_client_conn: Option<u32>,
     client_auth: Option<String>,
     config: Option<String>,
+    listen_host: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
 
 impl PgvigilBuilder {
+    /// Host part of `--listen` (default `127.0.0.1`), e.g. `0.0.0.0` to accept
+    /// clients on a non-loopback address too. Readiness is still probed on
+    /// 127.0.0.1, so the host must include loopback.
+    pub fn listen_host(mut self, host: &str) -> Self {
+        self.listen_host = Some(host.to_string());
+        self
+    }
+
     /// Upstream URL; defaults to `postgres://app:secret@127.0.0.1:<cluster port>/appdb`
     /// unless a config file is given.
     pub fn upstream(mut self, url: impl Into<String>) -> Self {
@@ -133,19 +142,25 @@ impl PgvigilBuilder {
             .tempdir()
             .context("creating pgvigil's temporary directory")?;
         let stderr_path = dir.path().join("stderr.log");
+        let config_path = self
+            .config
+            .as_ref()
+            .map(|_| dir.path().join("pgvigil.toml"));
         let bin = binary_path();
         let ports = free_ports(2)?;
         let (port, admin_port) = (ports[0], ports[1]);
 
         let mut cmd = Command::new(&bin);
         cmd.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!(
+                "{}:{port}",
+                self.listen_host.as_deref().unwrap_or("127.0.0.1")
+            ))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"));
-        if let Some(text) = &self.config {
-            let path = dir.path().join("pgvigil.toml");
-            std::fs::write(&path, text).context("writing pgvigil config file")?;
-            cmd.arg("--config").arg(&path);
+        if let (Some(text), Some(path)) = (&self.config, &config_path) {
+            std::fs::write(path, text).context("writing pgvigil config file")?;
+            cmd.arg("--config").arg(path);
         }
         if let Some(url) = &self.upstream {
             cmd.arg("--upstream").arg(url);
@@ -178,6 +193,7 @@ impl PgvigilBuilder {
             port,
             admin_port,
             stderr_path,
+            config_path,
             _dir: dir,
         };
         vigil.wait_listening(Duration::from_secs(10)).await?;
@@ -191,6 +207,8 @@ pub struct Pgvigil {
     port: u16,
     admin_port: u16,
     stderr_path: PathBuf,
+    /// The `--config` file written from [`PgvigilBuilder::config_file`].
+    config_path: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -205,6 +223,7 @@ impl Pgvigil {
             max_client_conn: None,
             client_auth: None,
             config: None,
+            listen_host: None,
             args: Vec::new(),
             env: Vec::new(),
         }
@@ -314,6 +333,19 @@ impl Pgvigil {
         signal(child.id(), libc::SIGTERM).context("sending SIGTERM to pgvigil")?;
         wait_child_timeout(child, limit)?
             .with_context(|| format!("pgvigil still running {limit:?} after SIGTERM"))
+    }
+
+    /// The `--config` file pgvigil was started with (written from
+    /// [`PgvigilBuilder::config_file`]), for tests that rewrite it and reload.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// Waits up to `limit` for the process to exit on its own (no signal is
+    /// sent); `None` if it is still running. Blocking.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<Option<ExitStatus>> {
+        let child = self.child.as_mut().context("no pgvigil process")?;
+        wait_child_timeout(child, limit)
     }
 
     /// Connection settings for a client of this pgvigil (empty password = none).

@@ -52,6 +52,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("pgvigil_pool_wait_seconds", "histogram"),
     ("pgvigil_pool_utilization_ratio", "gauge"),
     ("pgvigil_client_connections", "gauge"),
+    ("pgvigil_pool_paused", "gauge"),
     ("pgvigil_server_connect_errors_total", "counter"),
     ("pgvigil_bytes_total", "counter"),
     ("pgvigil_fingerprints_tracked", "gauge"),

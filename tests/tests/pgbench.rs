@@ -80,3 +80,35 @@ async fn pgbench_prepared_32_clients_over_pool_of_5_no_failed_transactions() -> 
     )
     .await
 }
+
+/// `--worker-threads 2` serves connections on a multi-threaded runtime
+/// (sessions, pools and per-thread statistics shared across threads): the
+/// same prepared workload runs clean and the query counts add up across
+/// threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_on_two_worker_threads_no_failed_transactions() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = initialized_cluster().await?;
+        let vigil = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(5)
+            .arg("--worker-threads")
+            .arg("2")
+            .spawn()
+            .await?;
+        let report = vigil
+            .pgbench(
+                &["-M", "prepared", "-c", "16", "-j", "2", "-t", "200"],
+                Duration::from_secs(60),
+            )
+            .await?;
+        report.assert_clean("pgbench -M prepared -c 16 -t 200 on two worker threads")?;
+        ensure!(
+            report.processed == Some(16 * 200),
+            "expected 3200 transactions:\n{}",
+            report.stdout
+        );
+        Ok(())
+    })
+    .await
+}

@@ -4,7 +4,6 @@
 
 mod dashboard;
 mod metrics;
-mod time;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,7 +20,7 @@ use pgvigil_insight::{DetectionRow, Insight, Pattern, QueryRow, SlowEvent, SortB
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub use time::rfc3339_ms;
+pub use pgvigil_insight::time::rfc3339_ms;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -428,14 +427,15 @@ async fn pools(State(state): State<AdminState>) -> Response {
             json!({
                 "database": p.database,
                 "user": p.user,
-                "pool_mode": p.settings.pool_mode.as_str(),
-                "pool_size": p.settings.pool_size,
+                "pool_mode": p.mode().as_str(),
+                "pool_size": s.pool_size,
                 "active": active,
                 "idle": s.idle,
-                "overflow": s.total.saturating_sub(p.settings.pool_size),
+                "overflow": s.total.saturating_sub(s.pool_size),
                 "waiting": s.waiting,
                 "clients": s.clients,
-                "utilization": active as f64 / p.settings.pool_size.max(1) as f64,
+                "paused": s.paused,
+                "utilization": active as f64 / s.pool_size.max(1) as f64,
             })
         })
         .collect();

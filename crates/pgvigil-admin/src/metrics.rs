@@ -297,7 +297,7 @@ impl PgvigilCollector {
             "Server connections per pool: active (serving a client), idle, and overflow (above pool_size, also counted as active or idle)",
             MetricType::Gauge,
             snapshots.iter().flat_map(|(p, s)| {
-                let overflow = s.total.saturating_sub(p.settings.pool_size);
+                let overflow = s.total.saturating_sub(s.pool_size);
                 [
                     ("active", s.total - s.idle),
                     ("idle", s.idle),
@@ -325,9 +325,18 @@ impl PgvigilCollector {
             "Active server connections over pool_size",
             MetricType::Gauge,
             snapshots.iter().map(|(p, s)| {
-                let ratio = (s.total - s.idle) as f64 / p.settings.pool_size.max(1) as f64;
+                let ratio = (s.total - s.idle) as f64 / s.pool_size.max(1) as f64;
                 (who(p), Value::GaugeF(ratio))
             }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_paused",
+            "1 while the pool is paused from the admin console (PAUSE), else 0",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(p, s)| (who(p), Value::Gauge(i64::from(s.paused)))),
         )?;
         family(
             encoder,

@@ -75,10 +75,13 @@ pub struct ProxySection {
     pub admin_listen: Option<String>,
     pub admin_token: Option<String>,
     pub metrics_require_token: Option<bool>,
+    pub admin_users: Option<Vec<String>>,
+    pub stats_users: Option<Vec<String>>,
     pub client_auth: Option<String>,
     pub max_client_conn: Option<usize>,
     pub max_packet_size: Option<usize>,
     pub log_format: Option<String>,
+    pub worker_threads: Option<usize>,
 }
 
 /// Pool settings; used both as the global `[pool]` defaults and, flattened,

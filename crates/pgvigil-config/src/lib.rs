@@ -15,6 +15,7 @@ pub use file::{
 pub use resolve::{
     ClientAuth, Config, DatabaseConfig, InsightSettings, LogFormat, MetricsSettings,
     NPlusOneSettings, Overrides, PoolMode, PoolSettings, Secret, SlowRuleSettings, UserConfig,
+    CONSOLE_DATABASE,
 };
 
 use thiserror::Error;

@@ -44,11 +44,14 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_token: Option<String>,
+    pub admin_users: Option<Vec<String>>,
+    pub stats_users: Option<Vec<String>>,
     pub upstream: Option<String>,
     pub client_auth: Option<String>,
     pub max_client_conn: Option<usize>,
     pub max_packet_size: Option<usize>,
     pub log_format: Option<String>,
+    pub worker_threads: Option<usize>,
     pub pool: PoolSection,
     pub insight: InsightSection,
 }
@@ -168,9 +171,16 @@ pub struct Config {
     /// listener is not on a loopback address.
     pub admin_token: Option<Secret>,
     pub metrics_require_token: bool,
+    /// Users who may run every admin console command.
+    pub admin_users: Vec<String>,
+    /// Users who may run the console's SHOW commands.
+    pub stats_users: Vec<String>,
     pub client_auth: ClientAuth,
     pub max_client_conn: usize,
     pub max_packet_size: usize,
+    /// Threads serving connections: 1 runs everything on one thread, as
+    /// PgBouncer does; 0 means one per CPU core.
+    pub worker_threads: usize,
     pub log_format: LogFormat,
     pub pool_defaults: PoolSettings,
     pub databases: BTreeMap<String, DatabaseConfig>,
@@ -185,6 +195,9 @@ pub struct MetricsSettings {
     /// summed under fingerprint="other".
     pub max_query_series: usize,
 }
+
+/// The database name that opens the admin console instead of a pool.
+pub const CONSOLE_DATABASE: &str = "pgvigil";
 
 /// PostgreSQL's own limit on a message is 1 GB; a smaller default keeps a
 /// misbehaving client from making pgvigil buffer that much.
@@ -218,6 +231,24 @@ impl Config {
             ));
         }
         let metrics_require_token = p.metrics_require_token.unwrap_or(false);
+        let admin_users = flags
+            .admin_users
+            .clone()
+            .or(p.admin_users.clone())
+            .unwrap_or_default();
+        let stats_users = flags
+            .stats_users
+            .clone()
+            .or(p.stats_users.clone())
+            .unwrap_or_default();
+        for (key, names) in [("admin_users", &admin_users), ("stats_users", &stats_users)] {
+            if let Some(bad) = names.iter().find(|n| n.is_empty()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("`{bad}` is not a user name"),
+                ));
+            }
+        }
         let client_auth = match flags
             .client_auth
             .as_deref()
@@ -264,6 +295,14 @@ impl Config {
             return Err(ConfigError::invalid(
                 "max_packet_size",
                 "must be at least 1024 bytes",
+            ));
+        }
+
+        let worker_threads = flags.worker_threads.or(p.worker_threads).unwrap_or(1);
+        if worker_threads > 1024 {
+            return Err(ConfigError::invalid(
+                "worker_threads",
+                format!("`{worker_threads}` threads is more than 1024"),
             ));
         }
 
@@ -337,6 +376,12 @@ impl Config {
                 "no database configured: give --upstream or a [databases.NAME] section",
             ));
         }
+        if databases.contains_key(CONSOLE_DATABASE) {
+            return Err(ConfigError::invalid(
+                format!("databases.{CONSOLE_DATABASE}"),
+                format!("\"{CONSOLE_DATABASE}\" is the admin console's database name; give the database another name (dbname may still be \"{CONSOLE_DATABASE}\")"),
+            ));
+        }
         if users.is_empty() {
             return Err(ConfigError::invalid(
                 "users",
@@ -370,9 +415,12 @@ impl Config {
             admin_listen,
             admin_token,
             metrics_require_token,
+            admin_users,
+            stats_users,
             client_auth,
             max_client_conn,
             max_packet_size,
+            worker_threads,
             log_format,
             pool_defaults,
             databases,
@@ -675,6 +723,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("`listen`"), "{err}");
+    }
+
+    #[test]
+    fn the_console_database_name_is_reserved_and_admin_users_are_read() {
+        let file = FileConfig::from_toml(
+            "[pgvigil]\nadmin_users = [\"ops\"]\nstats_users = [\"mon\"]\n[users.u]\npassword = \"p\"\n[databases.d]\n",
+        )
+        .unwrap();
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(config.admin_users, ["ops"]);
+        assert_eq!(config.stats_users, ["mon"]);
+
+        let file =
+            FileConfig::from_toml("[users.u]\npassword = \"p\"\n[databases.pgvigil]\n").unwrap();
+        let err = Config::resolve(file, Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("databases.pgvigil"), "{err}");
     }
 
     #[test]

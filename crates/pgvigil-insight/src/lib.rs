@@ -12,6 +12,7 @@ mod nplusone;
 mod slow;
 mod stats;
 mod store;
+pub mod time;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

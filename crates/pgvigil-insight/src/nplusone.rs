@@ -116,8 +116,20 @@ impl NPlusOneDetector {
     /// Evaluates and forgets the current unit (transaction end,
     /// connection close).
     pub fn finish_unit(&mut self) -> Vec<Detection> {
-        let unit = std::mem::take(&mut self.unit);
-        evaluate(&unit, self.config.min_repeats)
+        // Most units are shorter than `min_repeats`: nothing in them can
+        // repeat often enough, and they are not worth a table.
+        let found = if self.unit.len() < self.config.min_repeats {
+            Vec::new()
+        } else {
+            evaluate(&self.unit, self.config.min_repeats)
+        };
+        self.unit.clear();
+        // The buffer is reused by the next unit; a long one gives its
+        // room back.
+        if self.unit.capacity() > 64 {
+            self.unit.shrink_to(16);
+        }
+        found
     }
 }
 

@@ -2,6 +2,7 @@
 //! at `max_fingerprints`, usage decays and the least-used 5% go.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use crate::stats::{Execution, QueryStats};
@@ -23,8 +24,57 @@ pub struct Entry {
     pub stats: QueryStats,
 }
 
+/// Fingerprints are already 64-bit hashes: one multiply with a
+/// per-process seed spreads them over the table, where SipHash would cost
+/// about a hundred instructions per lookup. The seed keeps crafted
+/// statements from piling onto one bucket.
+#[derive(Clone)]
+pub(crate) struct FingerprintHash {
+    seed: u64,
+}
+
+impl Default for FingerprintHash {
+    fn default() -> Self {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5047_5649_u64);
+        FingerprintHash { seed: seed | 1 }
+    }
+}
+
+impl BuildHasher for FingerprintHash {
+    type Hasher = FingerprintHasher;
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher {
+            seed: self.seed,
+            hash: 0,
+        }
+    }
+}
+
+pub(crate) struct FingerprintHasher {
+    seed: u64,
+    hash: u64,
+}
+
+impl Hasher for FingerprintHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; correct for anything else.
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let x = (self.hash ^ n ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.hash = x ^ (x >> 29);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
 pub struct Store {
-    pub(crate) entries: HashMap<u64, Entry>,
+    pub(crate) entries: HashMap<u64, Entry, FingerprintHash>,
     max: usize,
     pub(crate) evictions: u64,
 }
@@ -32,7 +82,7 @@ pub struct Store {
 impl Store {
     pub fn new(max: usize) -> Store {
         Store {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             max: max.max(1),
             evictions: 0,
         }
@@ -56,21 +106,22 @@ impl Store {
         now_ms: u64,
         info: impl FnOnce() -> Arc<StatementInfo>,
     ) {
-        if !self.entries.contains_key(&e.fingerprint) {
-            if self.entries.len() >= self.max {
-                self.evict();
-            }
-            self.entries.insert(
-                e.fingerprint,
-                Entry {
-                    info: info(),
-                    stats: QueryStats::new(now_ms),
-                },
-            );
-        }
         if let Some(entry) = self.entries.get_mut(&e.fingerprint) {
             entry.stats.record(e, now_ms);
+            return;
         }
+        if self.entries.len() >= self.max {
+            self.evict();
+        }
+        let mut stats = QueryStats::new(now_ms);
+        stats.record(e, now_ms);
+        self.entries.insert(
+            e.fingerprint,
+            Entry {
+                info: info(),
+                stats,
+            },
+        );
     }
 
     /// Decays every entry's usage and drops the least used 5% (at least

@@ -6,60 +6,97 @@
 mod analysis;
 mod cancel;
 mod client;
+mod console;
 mod error;
 mod ids;
 mod listener;
 mod outqueue;
 mod pool;
+mod pool_stats;
 mod prepared;
+pub mod registry;
 pub mod scram;
 mod server;
 pub mod stats;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
 
-use pgvigil_config::Config;
+use pgvigil_config::{Config, CONSOLE_DATABASE};
 use pgvigil_insight::Insight;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 pub use error::ProxyError;
 pub use ids::{BackendKey, ClientId, ClientKey, ServerId};
-pub use listener::Proxy;
+pub use listener::{Proxy, ProxyControl};
 pub use pool::{PoolSnapshot, ServerPool};
+pub use pool_stats::PoolTotals;
 
 use cancel::CancelRegistry;
 use client::Account;
+use registry::Registry;
 use scram::ScramVerifier;
 use server::ServerTarget;
 
+/// Produces the configuration RELOAD should apply (the binary re-reads
+/// the file and re-applies its flags); an error names the bad key.
+pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Who may log in, and who may use the console: replaced as a whole by
+/// RELOAD, read once per login.
+pub(crate) struct Access {
+    pub(crate) users: HashMap<String, Arc<Account>>,
+    pub(crate) admin_users: HashSet<String>,
+    pub(crate) stats_users: HashSet<String>,
+    /// The admin token as a password, for console users without one.
+    pub(crate) token: Option<Arc<Account>>,
+}
+
+impl Access {
+    fn from_config(config: &Config) -> Access {
+        let account = |password: Option<&str>| {
+            Arc::new(Account {
+                password: password.map(str::to_string),
+                scram: password.map(ScramVerifier::from_password),
+            })
+        };
+        Access {
+            users: config
+                .users
+                .values()
+                .map(|u| (u.name.clone(), account(u.password.as_deref())))
+                .collect(),
+            admin_users: config.admin_users.iter().cloned().collect(),
+            stats_users: config.stats_users.iter().cloned().collect(),
+            token: config.admin_token.as_ref().map(|t| account(Some(&t.0))),
+        }
+    }
+}
+
 /// What every session shares: configuration, pools, accounts, cancel keys.
 pub(crate) struct Shared {
+    /// The configuration pgvigil started with; what RELOAD cannot change
+    /// (listen addresses, databases, pool modes) is read from here.
     pub(crate) config: Config,
+    /// The latest configuration accepted, by start or RELOAD.
+    live: RwLock<Arc<Config>>,
+    access: RwLock<Arc<Access>>,
     pub(crate) pools: HashMap<(String, String), Arc<ServerPool>>,
-    pub(crate) users: HashMap<String, Account>,
     pub(crate) cancel: CancelRegistry,
     /// None when analytics are off.
     pub(crate) insight: Option<Arc<Insight>>,
     pub(crate) lint: Option<mpsc::Sender<client::LintJob>>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) started: Instant,
+    /// The console's SHUTDOWN.
+    pub(crate) shutdown: Notify,
+    pub(crate) reloader: OnceLock<Reloader>,
 }
 
 impl Shared {
     fn new(config: Config) -> Shared {
-        let users = config
-            .users
-            .values()
-            .map(|u| {
-                let scram = u.password.as_deref().map(ScramVerifier::from_password);
-                (
-                    u.name.clone(),
-                    Account {
-                        password: u.password.clone(),
-                        scram,
-                    },
-                )
-            })
-            .collect();
+        let registry = Arc::new(Registry::default());
         let mut pools = HashMap::new();
         for db in config.databases.values() {
             for user in config.users.values() {
@@ -73,7 +110,13 @@ impl Shared {
                 };
                 pools.insert(
                     (db.name.clone(), user.name.clone()),
-                    ServerPool::new(db.name.clone(), user.name.clone(), db.pool.clone(), target),
+                    ServerPool::new(
+                        db.name.clone(),
+                        user.name.clone(),
+                        db.pool.clone(),
+                        target,
+                        registry.clone(),
+                    ),
                 );
             }
         }
@@ -82,12 +125,119 @@ impl Shared {
             .analytics
             .then(|| Arc::new(Insight::new(analysis::insight_config(&config.insight))));
         Shared {
+            access: RwLock::new(Arc::new(Access::from_config(&config))),
+            live: RwLock::new(Arc::new(config.clone())),
             config,
             pools,
-            users,
             cancel: CancelRegistry::default(),
             insight,
             lint: None,
+            registry,
+            started: Instant::now(),
+            shutdown: Notify::new(),
+            reloader: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn access(&self) -> Arc<Access> {
+        self.access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn live_config(&self) -> Arc<Config> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `pgvigil` opens the console; so does `pgbouncer`, for tools written
+    /// for PgBouncer, unless a real database has that name.
+    pub(crate) fn is_console_database(&self, name: &str) -> bool {
+        name == CONSOLE_DATABASE
+            || (name == "pgbouncer" && !self.config.databases.contains_key(name))
+    }
+
+    /// Applies a new configuration: what can change at runtime changes,
+    /// the rest is named in the returned warnings.
+    pub(crate) fn apply(&self, new: Config) -> Vec<String> {
+        let old = &self.config;
+        let mut warnings = Vec::new();
+        let mut needs_restart = |key: &str| {
+            warnings.push(format!("{key} changed: restart pgvigil to apply it"));
+        };
+        if new.listen != old.listen {
+            needs_restart("listen");
+        }
+        if new.admin_listen != old.admin_listen {
+            needs_restart("admin_listen");
+        }
+        if new.client_auth != old.client_auth {
+            needs_restart("client_auth");
+        }
+        if new.max_client_conn != old.max_client_conn {
+            needs_restart("max_client_conn");
+        }
+        if new.max_packet_size != old.max_packet_size {
+            needs_restart("max_packet_size");
+        }
+        if new.insight != old.insight {
+            needs_restart("insight settings");
+        }
+        if new.metrics != old.metrics || new.admin_token != old.admin_token {
+            needs_restart("admin listener settings");
+        }
+        let names = |c: &Config| c.databases.keys().cloned().collect::<Vec<_>>();
+        if names(&new) != names(old) {
+            needs_restart("the list of databases");
+        }
+        // A removed user is turned away at once (its sessions run on); an
+        // added one has no pools until a restart.
+        let added: Vec<&str> = new
+            .users
+            .keys()
+            .filter(|u| !old.users.contains_key(*u))
+            .map(String::as_str)
+            .collect();
+        if !added.is_empty() {
+            needs_restart(&format!("users added ({})", added.join(", ")));
+        }
+        for db in new.databases.values() {
+            let Some(was) = old.databases.get(&db.name) else {
+                continue;
+            };
+            if (&db.host, db.port, &db.dbname) != (&was.host, was.port, &was.dbname) {
+                needs_restart(&format!("databases.{} address", db.name));
+            }
+            if db.pool.pool_mode != was.pool.pool_mode {
+                needs_restart(&format!("databases.{}.pool_mode", db.name));
+            }
+            for pool in self.pools.values().filter(|p| p.database == db.name) {
+                pool.set_settings(db.pool.clone());
+                if let Some(user) = new.users.get(&pool.user) {
+                    pool.set_password(user.password.clone());
+                }
+            }
+        }
+        let mut access = Access::from_config(&new);
+        access.users.retain(|name, _| old.users.contains_key(name));
+        *self.access.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(access);
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        warnings
+    }
+
+    /// RELOAD and SIGHUP: re-read the configuration and apply it, or
+    /// change nothing and say why.
+    pub(crate) fn reload(&self) -> Result<Vec<String>, String> {
+        let reloader = self
+            .reloader
+            .get()
+            .ok_or_else(|| "this pgvigil was started without a way to reload".to_string())?;
+        let config = reloader()?;
+        let warnings = self.apply(config);
+        for w in &warnings {
+            tracing::warn!("reload: {w}");
+        }
+        tracing::info!("configuration reloaded");
+        Ok(warnings)
     }
 }

@@ -46,6 +46,19 @@ impl Proxy {
         pools
     }
 
+    /// Lets the console's RELOAD (and the binary's SIGHUP) re-read the
+    /// configuration.
+    pub fn set_reloader(&self, reloader: crate::Reloader) {
+        let _ = self.shared.reloader.set(reloader);
+    }
+
+    /// A handle that can reload the configuration while `run` serves.
+    pub fn control(&self) -> ProxyControl {
+        ProxyControl {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Query insight, for the admin API; None when analytics are off.
     pub fn insight(&self) -> Option<Arc<pgvigil_insight::Insight>> {
         self.shared.insight.clone()
@@ -71,10 +84,13 @@ impl Proxy {
             pool.maintain();
         }
         tokio::pin!(shutdown);
+        let console_shutdown = shared.shutdown.notified();
+        tokio::pin!(console_shutdown);
         let mut backoff = Duration::from_millis(10);
         loop {
             let accepted = tokio::select! {
                 _ = &mut shutdown => break,
+                _ = &mut console_shutdown => break,
                 accepted = self.listener.accept() => accepted,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             };
@@ -124,6 +140,20 @@ impl Proxy {
         if let Some(i) = &shared.insight {
             i.flush(analysis::now_ms());
         }
+    }
+}
+
+/// Reloads a running proxy's configuration.
+#[derive(Clone)]
+pub struct ProxyControl {
+    shared: Arc<Shared>,
+}
+
+impl ProxyControl {
+    /// Re-reads the configuration and applies it; returns the settings
+    /// that need a restart, or why nothing changed.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        self.shared.reload()
     }
 }
 

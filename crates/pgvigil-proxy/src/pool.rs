@@ -13,10 +13,12 @@ use std::time::Instant;
 
 use pgvigil_config::{PoolMode, PoolSettings};
 use pgvigil_wire::backend::TransactionStatus;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::error::ProxyError;
+use crate::pool_stats::{PoolTally, PoolTotals};
 use crate::prepared::StatementId;
+use crate::registry::{unix_us, ClientEntry, NewServer, Registry};
 use crate::server::{ServerConn, ServerTarget};
 use crate::stats::WaitHistogram;
 
@@ -31,17 +33,57 @@ enum Handoff {
 /// ParameterStatus (name, value) pairs from a server login.
 pub type WelcomeParams = Arc<Vec<(String, String)>>;
 
-enum Plan {
-    Ready(Handoff),
-    Wait(oneshot::Receiver<Handoff>),
+/// Whether a checkout had to wait (for a connection, a pause, a health
+/// check or a login), which decides if its wait time is measured.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    None,
+    Some,
 }
 
-#[derive(Default)]
+enum Plan {
+    Ready(Handoff, Checks),
+    Wait(oneshot::Receiver<Handoff>, tokio::time::Instant, Checks),
+    Paused(tokio::time::Instant),
+}
+
+/// What checking out an idle connection needs from the settings, copied
+/// under the lock the checkout takes anyway.
+#[derive(Clone, Copy)]
+struct Checks {
+    lifetime: std::time::Duration,
+    check_delay: std::time::Duration,
+    connect_timeout: std::time::Duration,
+}
+
+impl Checks {
+    fn of(s: &PoolSettings) -> Checks {
+        Checks {
+            lifetime: s.server_lifetime,
+            check_delay: s.server_check_delay,
+            connect_timeout: s.server_connect_timeout,
+        }
+    }
+}
+
 struct PoolState {
-    idle: Vec<ServerConn>,
+    /// Boxed, like every connection the pool hands around: a
+    /// `ServerConn` is large, and moving it by value costs copies on
+    /// every checkout and checkin (clippy's `vec_box` assumes the
+    /// elements stay put; these move in and out all the time).
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConn>>,
     /// Open connections plus connections being opened.
     total: usize,
     waiters: VecDeque<oneshot::Sender<Handoff>>,
+    /// Under the lock every checkout takes anyway, so RELOAD can change
+    /// them without the hot path paying for another lock.
+    settings: PoolSettings,
+    /// PAUSE: no server connection is handed out until RESUME.
+    paused: bool,
+    /// The password new server connections log in with; RELOAD may
+    /// change it (rotated in PostgreSQL and in the config together).
+    password: Option<String>,
 }
 
 /// Counters the admin surface reads; plain atomics, off the lock.
@@ -62,9 +104,14 @@ pub struct PoolCounters {
 pub struct ServerPool {
     pub database: String,
     pub user: String,
-    pub settings: PoolSettings,
+    /// Fixed for the pool's life: clients in the middle of a session
+    /// cannot switch modes (RELOAD says a restart is needed).
+    mode: PoolMode,
     target: ServerTarget,
     state: Mutex<PoolState>,
+    resumed: Notify,
+    registry: Arc<Registry>,
+    pub(crate) tally: Arc<PoolTally>,
     /// ParameterStatus values of the latest login, shown to clients at
     /// theirs (PostgreSQL clients expect server_version and friends).
     welcome: Mutex<Option<WelcomeParams>>,
@@ -89,21 +136,35 @@ pub struct PoolSnapshot {
     pub total: usize,
     pub waiting: usize,
     pub clients: usize,
+    pub pool_size: usize,
+    pub paused: bool,
 }
 
 impl ServerPool {
-    pub fn new(
+    pub(crate) fn new(
         database: String,
         user: String,
         settings: PoolSettings,
         target: ServerTarget,
+        registry: Arc<Registry>,
     ) -> Arc<ServerPool> {
+        let password = target.password.clone();
         Arc::new(ServerPool {
             database,
             user,
-            settings,
+            mode: settings.pool_mode,
             target,
-            state: Mutex::new(PoolState::default()),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                total: 0,
+                waiters: VecDeque::new(),
+                password,
+                settings,
+                paused: false,
+            }),
+            resumed: Notify::new(),
+            registry,
+            tally: Arc::default(),
             welcome: Mutex::new(None),
             counters: PoolCounters {
                 upstream_up: AtomicUsize::new(1),
@@ -116,7 +177,38 @@ impl ServerPool {
     }
 
     pub fn mode(&self) -> PoolMode {
-        self.settings.pool_mode
+        self.mode
+    }
+
+    /// The settings in force now (RELOAD may change them).
+    pub fn settings(&self) -> PoolSettings {
+        self.lock().settings.clone()
+    }
+
+    /// RELOAD: new limits and timeouts apply from the next checkout; a
+    /// smaller pool shrinks as connections come back.
+    pub(crate) fn set_settings(&self, mut settings: PoolSettings) {
+        settings.pool_mode = self.mode;
+        self.lock().settings = settings;
+        self.hand_out_free_capacity();
+    }
+
+    /// RELOAD: the next server connection logs in with this password.
+    pub(crate) fn set_password(&self, password: Option<String>) {
+        self.lock().password = password;
+    }
+
+    /// Where new connections go, with the password in force now.
+    fn login_target(&self) -> ServerTarget {
+        ServerTarget {
+            password: self.lock().password.clone(),
+            ..self.target.clone()
+        }
+    }
+
+    /// SHOW STATS totals.
+    pub fn totals(&self) -> PoolTotals {
+        self.tally.totals()
     }
 
     pub fn target(&self) -> &ServerTarget {
@@ -129,10 +221,6 @@ impl ServerPool {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn capacity(&self) -> usize {
-        self.settings.pool_size + self.settings.max_overflow
-    }
-
     pub fn snapshot(&self) -> PoolSnapshot {
         let st = self.lock();
         PoolSnapshot {
@@ -140,6 +228,71 @@ impl ServerPool {
             total: st.total,
             waiting: self.counters.waiting_clients.load(Ordering::Relaxed),
             clients: self.counters.clients.load(Ordering::Relaxed),
+            pool_size: st.settings.pool_size,
+            paused: st.paused,
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// PAUSE: stop handing out server connections, wait until every
+    /// checked-out one has come back (running transactions finish), then
+    /// close them all, as PgBouncer does before a database restart.
+    pub async fn pause(&self) {
+        self.lock().paused = true;
+        loop {
+            let idle = {
+                let mut st = self.lock();
+                if st.idle.len() == st.total {
+                    st.total = 0;
+                    Some(std::mem::take(&mut st.idle))
+                } else {
+                    None
+                }
+            };
+            if let Some(idle) = idle {
+                for conn in idle {
+                    tokio::spawn(conn.terminate());
+                }
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// RESUME: clients that waited during the pause get connections.
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.resumed.notify_waiters();
+        self.hand_out_free_capacity();
+    }
+
+    /// Gives idle connections and free slots to queued clients (after a
+    /// resume, or when RELOAD made the pool bigger).
+    fn hand_out_free_capacity(&self) {
+        let mut st = self.lock();
+        if st.paused {
+            return;
+        }
+        while !st.waiters.is_empty() {
+            let handoff = if let Some(conn) = st.idle.pop() {
+                Handoff::Conn(conn)
+            } else if st.total < st.settings.pool_size + st.settings.max_overflow {
+                st.total += 1;
+                Handoff::Slot
+            } else {
+                break;
+            };
+            let Some(tx) = st.waiters.pop_front() else {
+                break;
+            };
+            match tx.send(handoff) {
+                Ok(()) => {}
+                Err(Handoff::Conn(conn)) => st.idle.push(conn),
+                Err(Handoff::Slot) => st.total -= 1,
+            }
         }
     }
 
@@ -191,31 +344,90 @@ impl ServerPool {
 
     /// Checks out a server connection, waiting up to `acquire_timeout`.
     pub async fn acquire(self: &Arc<Self>) -> Result<PooledServer, ProxyError> {
+        self.acquire_for(None).await
+    }
+
+    /// Checks out a server connection for a client, which the console
+    /// then shows as waiting, and linked to it once it has one.
+    pub(crate) async fn acquire_for(
+        self: &Arc<Self>,
+        client: Option<&Arc<ClientEntry>>,
+    ) -> Result<PooledServer, ProxyError> {
         let started = Instant::now();
-        let result = self.acquire_inner().await;
-        self.counters.wait.record(started.elapsed());
+        let started_us = unix_us(started);
+        if let Some(c) = client {
+            c.start_waiting(started_us);
+        }
+        let result = self.acquire_inner(started).await;
+        // An idle connection handed over at once waited for nothing; only
+        // a wait, a health check or a new connection is worth a clock read.
+        let waited = match &result {
+            Ok((_, Wait::None)) => std::time::Duration::ZERO,
+            _ => started.elapsed(),
+        };
+        self.counters.wait.record(waited);
+        let result = result.map(|(server, _)| server);
+        match (&result, client) {
+            (Ok(server), Some(c)) => {
+                c.linked(Some(server.id));
+                if let Some(r) = &server.registration {
+                    r.entry.checked_out(Some(c.id), started_us);
+                }
+            }
+            (Ok(server), None) => {
+                if let Some(r) = &server.registration {
+                    r.entry.checked_out(None, started_us);
+                }
+            }
+            (Err(_), Some(c)) => c.linked(None),
+            (Err(_), None) => {}
+        }
         result
     }
 
-    async fn acquire_inner(self: &Arc<Self>) -> Result<PooledServer, ProxyError> {
-        let deadline = tokio::time::Instant::now() + self.settings.acquire_timeout;
+    async fn acquire_inner(
+        self: &Arc<Self>,
+        started: Instant,
+    ) -> Result<(PooledServer, Wait), ProxyError> {
+        let mut wait = Wait::None;
+        // Computed only when a client has to wait: most checkouts don't.
+        let deadline =
+            |st: &PoolState| tokio::time::Instant::from_std(started + st.settings.acquire_timeout);
         loop {
+            let resumed = self.resumed.notified();
             let plan = {
                 let mut st = self.lock();
-                if let Some(conn) = st.idle.pop() {
-                    Plan::Ready(Handoff::Conn(Box::new(conn)))
-                } else if st.total < self.capacity() {
+                if st.paused {
+                    Plan::Paused(deadline(&st))
+                } else if let Some(conn) = st.idle.pop() {
+                    Plan::Ready(Handoff::Conn(conn), Checks::of(&st.settings))
+                } else if st.total < st.settings.pool_size + st.settings.max_overflow {
                     st.total += 1;
-                    Plan::Ready(Handoff::Slot)
+                    Plan::Ready(Handoff::Slot, Checks::of(&st.settings))
                 } else {
                     let (tx, rx) = oneshot::channel();
                     st.waiters.push_back(tx);
-                    Plan::Wait(rx)
+                    Plan::Wait(rx, deadline(&st), Checks::of(&st.settings))
                 }
             };
             let step = match plan {
-                Plan::Ready(handoff) => handoff,
-                Plan::Wait(rx) => {
+                Plan::Paused(deadline) => {
+                    wait = Wait::Some;
+                    self.counters
+                        .waiting_clients
+                        .fetch_add(1, Ordering::Relaxed);
+                    let woken = tokio::time::timeout_at(deadline, resumed).await;
+                    self.counters
+                        .waiting_clients
+                        .fetch_sub(1, Ordering::Relaxed);
+                    if woken.is_err() {
+                        return Err(self.timed_out());
+                    }
+                    continue;
+                }
+                Plan::Ready(handoff, checks) => (handoff, checks),
+                Plan::Wait(rx, deadline, checks) => {
+                    wait = Wait::Some;
                     self.counters
                         .waiting_clients
                         .fetch_add(1, Ordering::Relaxed);
@@ -228,38 +440,57 @@ impl ServerPool {
                         .waiting_clients
                         .fetch_sub(1, Ordering::Relaxed);
                     match got {
-                        Some(handoff) => handoff,
-                        None => {
-                            self.counters
-                                .acquire_timeouts
-                                .fetch_add(1, Ordering::Relaxed);
-                            return Err(ProxyError::AcquireTimeout(self.settings.acquire_timeout));
-                        }
+                        Some(handoff) => (handoff, checks),
+                        None => return Err(self.timed_out()),
                     }
                 }
             };
             match step {
-                Handoff::Conn(conn) => {
-                    if let Some(conn) = self.validate(*conn).await {
-                        return Ok(self.guard(conn));
+                (Handoff::Conn(conn), checks) => {
+                    if let Some(conn) = self.validate(conn, checks, started, &mut wait).await {
+                        return Ok((self.guard(conn), wait));
                     }
+                    wait = Wait::Some;
                 }
-                Handoff::Slot => return self.open_in_slot().await.map(|c| self.guard(c)),
+                (Handoff::Slot, _) => {
+                    return self
+                        .open_in_slot()
+                        .await
+                        .map(|c| (self.guard(c), Wait::Some))
+                }
             }
         }
     }
 
-    fn guard(self: &Arc<Self>, conn: ServerConn) -> PooledServer {
+    fn timed_out(&self) -> ProxyError {
+        self.counters
+            .acquire_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        ProxyError::AcquireTimeout(self.lock().settings.acquire_timeout)
+    }
+
+    fn guard(self: &Arc<Self>, conn: Box<ServerConn>) -> PooledServer {
         PooledServer {
             conn: Some(conn),
             pool: self.clone(),
+            released_at: None,
         }
     }
 
     /// Opens a connection in a slot already counted in `total`.
-    async fn open_in_slot(&self) -> Result<ServerConn, ProxyError> {
-        match ServerConn::connect(&self.target, self.settings.max_prepared_statements).await {
-            Ok(conn) => {
+    async fn open_in_slot(&self) -> Result<Box<ServerConn>, ProxyError> {
+        let max_prepared = self.lock().settings.max_prepared_statements;
+        match ServerConn::connect(&self.login_target(), max_prepared).await {
+            Ok(mut conn) => {
+                conn.registration = Some(self.registry.add_server(NewServer {
+                    id: conn.id,
+                    database: self.database.clone(),
+                    user: self.user.clone(),
+                    addr: self.target.host.clone(),
+                    port: self.target.port,
+                    local_addr: conn.stream.local_addr().ok(),
+                    remote_pid: conn.backend_key.process_id,
+                }));
                 self.counters.upstream_up.store(1, Ordering::Relaxed);
                 tracing::debug!(
                     server = %conn.id, backend_pid = conn.backend_key.process_id,
@@ -267,7 +498,7 @@ impl ServerPool {
                 );
                 let params = Arc::new(conn.login_params.clone());
                 *self.welcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(params);
-                Ok(conn)
+                Ok(Box::new(conn))
             }
             Err(e) => {
                 if matches!(e, ProxyError::Connect(_)) {
@@ -285,20 +516,24 @@ impl ServerPool {
     /// Decides whether an idle connection may serve: not past its
     /// lifetime, not closed under us, and answering a health check when it
     /// sat idle longer than `server_check_delay`.
-    async fn validate(&self, mut conn: ServerConn) -> Option<ServerConn> {
-        let now = Instant::now();
+    async fn validate(
+        &self,
+        mut conn: Box<ServerConn>,
+        checks: Checks,
+        now: Instant,
+        wait: &mut Wait,
+    ) -> Option<Box<ServerConn>> {
         let fit =
-            now.duration_since(conn.created) < self.settings.server_lifetime && conn.looks_alive();
+            now.saturating_duration_since(conn.created) < checks.lifetime && conn.looks_alive();
         let fit = fit
-            && (now.duration_since(conn.last_used) < self.settings.server_check_delay
-                || matches!(
-                    tokio::time::timeout(
-                        self.settings.server_connect_timeout,
-                        conn.run_own_query("SELECT 1")
-                    )
-                    .await,
+            && (now.saturating_duration_since(conn.last_used) < checks.check_delay || {
+                *wait = Wait::Some;
+                matches!(
+                    tokio::time::timeout(checks.connect_timeout, conn.run_own_query("SELECT 1"))
+                        .await,
                     Ok(Ok(_))
-                ));
+                )
+            });
         if fit {
             Some(conn)
         } else {
@@ -309,19 +544,25 @@ impl ServerPool {
 
     /// Returns a settled connection: to the longest-waiting client, else to
     /// the idle list; overflow connections close when nobody waits.
-    fn checkin(&self, mut conn: ServerConn) {
-        conn.last_used = Instant::now();
+    fn checkin(&self, mut conn: Box<ServerConn>, released_at: Option<Instant>) {
+        conn.last_used = released_at.unwrap_or_else(Instant::now);
+        if let Some(r) = &conn.registration {
+            r.entry.checked_in();
+        }
         let mut st = self.lock();
-        let mut conn = Box::new(conn);
-        while let Some(tx) = st.waiters.pop_front() {
+        if conn.last_used.duration_since(conn.created) >= st.settings.server_lifetime {
+            drop(st);
+            self.discard(conn);
+            return;
+        }
+        while let Some(tx) = next_waiter(&mut st) {
             match tx.send(Handoff::Conn(conn)) {
                 Ok(()) => return,
                 Err(Handoff::Conn(back)) => conn = back,
                 Err(Handoff::Slot) => unreachable!("sent a connection"),
             }
         }
-        let conn = *conn;
-        if st.total > self.settings.pool_size {
+        if st.total > st.settings.pool_size {
             st.total -= 1;
             drop(st);
             tokio::spawn(conn.terminate());
@@ -331,7 +572,7 @@ impl ServerPool {
     }
 
     /// Closes a connection that cannot be reused and frees its slot.
-    fn discard(&self, conn: ServerConn) {
+    fn discard(&self, conn: Box<ServerConn>) {
         self.counters
             .servers_discarded
             .fetch_add(1, Ordering::Relaxed);
@@ -342,7 +583,7 @@ impl ServerPool {
     /// A slot became free: give it to a waiting client, if any.
     fn release_slot(&self) {
         let mut st = self.lock();
-        while let Some(tx) = st.waiters.pop_front() {
+        while let Some(tx) = next_waiter(&mut st) {
             if tx.send(Handoff::Slot).is_ok() {
                 return;
             }
@@ -375,7 +616,7 @@ impl ServerPool {
     /// Readiness: can a server connection log in right now? Opens one
     /// outside the pool and closes it politely.
     pub async fn probe(&self) -> Result<(), ProxyError> {
-        let result = ServerConn::connect(&self.target, 1).await;
+        let result = ServerConn::connect(&self.login_target(), 1).await;
         self.counters
             .upstream_up
             .store(result.is_ok() as usize, Ordering::Relaxed);
@@ -394,10 +635,10 @@ impl ServerPool {
             let mut i = 0;
             while i < st.idle.len() {
                 let c = &st.idle[i];
-                let expired = now.duration_since(c.created) >= self.settings.server_lifetime;
+                let expired = now.duration_since(c.created) >= st.settings.server_lifetime;
                 let idle_too_long = now.duration_since(c.last_used)
-                    >= self.settings.server_idle_timeout
-                    && st.total > self.settings.min_pool_size;
+                    >= st.settings.server_idle_timeout
+                    && st.total > st.settings.min_pool_size;
                 if expired || idle_too_long {
                     closing.push(st.idle.swap_remove(i));
                     st.total -= 1;
@@ -405,7 +646,11 @@ impl ServerPool {
                     i += 1;
                 }
             }
-            to_open = self.settings.min_pool_size.saturating_sub(st.total);
+            to_open = if st.paused {
+                0
+            } else {
+                st.settings.min_pool_size.saturating_sub(st.total)
+            };
             st.total += to_open;
         }
         for conn in closing {
@@ -415,7 +660,7 @@ impl ServerPool {
             let pool = self.clone();
             tokio::spawn(async move {
                 match pool.open_in_slot().await {
-                    Ok(conn) => pool.checkin(conn),
+                    Ok(conn) => pool.checkin(conn, None),
                     Err(e) => tracing::warn!(
                         database = %pool.database, user = %pool.user,
                         "could not open min_pool_size connection: {e}"
@@ -423,6 +668,16 @@ impl ServerPool {
                 }
             });
         }
+    }
+}
+
+/// The longest-waiting client, unless the pool is paused (then capacity
+/// stays put until RESUME hands it out).
+fn next_waiter(st: &mut PoolState) -> Option<oneshot::Sender<Handoff>> {
+    if st.paused {
+        None
+    } else {
+        st.waiters.pop_front()
     }
 }
 
@@ -453,7 +708,7 @@ impl Drop for Waiter<'_> {
         if let Some(mut rx) = self.rx.take() {
             rx.close();
             match rx.try_recv() {
-                Ok(Handoff::Conn(conn)) => self.pool.checkin(*conn),
+                Ok(Handoff::Conn(conn)) => self.pool.checkin(conn, None),
                 Ok(Handoff::Slot) => self.pool.release_slot(),
                 Err(_) => {}
             }
@@ -464,8 +719,11 @@ impl Drop for Waiter<'_> {
 /// A checked-out server connection. Dropping it returns the connection
 /// to its pool if settled, or closes it.
 pub struct PooledServer {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     pool: Arc<ServerPool>,
+    /// When the client let go of it, if the session already read the
+    /// clock then; spares the checkin a clock read.
+    pub(crate) released_at: Option<Instant>,
 }
 
 impl PooledServer {
@@ -476,7 +734,7 @@ impl PooledServer {
     /// Session mode: clean the connection (server_reset_query) so the
     /// next client finds a fresh session, then give it back.
     pub async fn reset_and_release(mut self) {
-        let query = self.pool.settings.server_reset_query.clone();
+        let query = self.pool.lock().settings.server_reset_query.clone();
         if let Some(conn) = self.conn.as_mut() {
             if !conn.settled || conn.status != TransactionStatus::Idle {
                 return; // Drop closes it.
@@ -511,11 +769,9 @@ impl DerefMut for PooledServer {
 impl Drop for PooledServer {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let reusable = conn.settled
-                && conn.status == TransactionStatus::Idle
-                && conn.created.elapsed() < self.pool.settings.server_lifetime;
+            let reusable = conn.settled && conn.status == TransactionStatus::Idle;
             if reusable {
-                self.pool.checkin(conn);
+                self.pool.checkin(conn, self.released_at);
             } else {
                 self.pool.discard(conn);
             }

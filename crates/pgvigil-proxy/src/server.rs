@@ -55,6 +55,9 @@ pub struct ServerConn {
     /// False while requests are outstanding: a connection given back in
     /// that state has a reply in flight and cannot serve anyone else.
     pub(crate) settled: bool,
+    /// Lists the connection in SHOW SERVERS while it is open; None for
+    /// readiness probes, which never join a pool.
+    pub(crate) registration: Option<crate::registry::ServerRegistration>,
 }
 
 impl ServerConn {
@@ -90,6 +93,7 @@ impl ServerConn {
             last_used: now,
             status: TransactionStatus::Idle,
             settled: true,
+            registration: None,
         };
         tokio::time::timeout(target.connect_timeout, conn.login(target))
             .await
@@ -257,7 +261,18 @@ impl ServerConn {
     /// An idle backend has nothing to say. If its socket is readable, it
     /// either closed (PostgreSQL restarted, or the backend was terminated)
     /// or sent an unsolicited message; either way it is not fit to serve.
+    ///
+    /// The runtime's readiness state answers first, without a system call:
+    /// the session's last read ended in "would block", so unless the
+    /// reactor has since seen the socket become readable, nothing arrived.
+    /// Only a socket marked readable is probed with a real read.
     pub(crate) fn looks_alive(&mut self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => return self.buf.is_empty(),
+            std::task::Poll::Ready(Err(_)) => return false,
+            std::task::Poll::Ready(Ok(())) => {}
+        }
         let mut probe = [0u8; 1];
         match self.stream.try_read(&mut probe) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.buf.is_empty(),

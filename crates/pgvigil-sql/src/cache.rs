@@ -15,7 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::hash::hash_text;
-use crate::{normalize, NormalizedStatement};
+use crate::{normalize, NormalizedStatement, ShapeCache};
 
 /// Bounded map from SQL text to its [`normalize()`](crate::normalize()) result.
 ///
@@ -41,6 +41,12 @@ struct Slot {
     referenced: bool,
 }
 
+impl crate::clock::Referenced for Slot {
+    fn referenced(&mut self) -> &mut bool {
+        &mut self.referenced
+    }
+}
+
 impl NormalizeCache {
     /// A cache holding at most `capacity` texts (0 disables caching).
     pub fn new(capacity: usize) -> Self {
@@ -57,6 +63,34 @@ impl NormalizeCache {
 
     /// The statements of `sql`, normalized now or earlier.
     pub fn get_or_normalize(&mut self, sql: &[u8]) -> Arc<[NormalizedStatement]> {
+        self.get_or(sql, |sql| (normalize(sql).into(), true))
+    }
+
+    /// The same, normalizing a text not cached here through `shapes`
+    /// (texts that differ only in literal values share a shape; the
+    /// result is the same either way). A text with constants answered
+    /// from a known shape is not cached here: it is one more variant of a
+    /// statement that inlines its values, unlikely to come again, and its
+    /// shape answers it at a fraction of a normalization.
+    pub fn get_or_normalize_with(
+        &mut self,
+        sql: &[u8],
+        shapes: &mut ShapeCache,
+    ) -> Arc<[NormalizedStatement]> {
+        self.get_or(sql, |sql| {
+            let hits = shapes.hits();
+            let value = shapes.normalize(sql);
+            let keep = shapes.hits() == hits || value.iter().all(|s| s.constants.is_empty());
+            (value, keep)
+        })
+    }
+
+    /// `normalize` returns the statements and whether to cache them.
+    fn get_or(
+        &mut self,
+        sql: &[u8],
+        normalize: impl FnOnce(&[u8]) -> (Arc<[NormalizedStatement]>, bool),
+    ) -> Arc<[NormalizedStatement]> {
         let hash = hash_text(sql);
         if let Some(&i) = self.index.get(&hash) {
             if let Some(slot) = self.slots.get_mut(i) {
@@ -67,8 +101,11 @@ impl NormalizeCache {
                 }
                 // Two texts with one 64-bit hash: the newer one takes the slot.
                 self.misses += 1;
+                let (value, keep) = normalize(sql);
+                if !keep {
+                    return value;
+                }
                 self.evictions += 1;
-                let value: Arc<[NormalizedStatement]> = normalize(sql).into();
                 slot.text = sql.into();
                 slot.value = Arc::clone(&value);
                 slot.referenced = true;
@@ -76,8 +113,8 @@ impl NormalizeCache {
             }
         }
         self.misses += 1;
-        let value: Arc<[NormalizedStatement]> = normalize(sql).into();
-        if self.capacity == 0 {
+        let (value, keep) = normalize(sql);
+        if self.capacity == 0 || !keep {
             return value;
         }
         let slot = Slot {
@@ -93,7 +130,7 @@ impl NormalizeCache {
             self.slots.push(slot);
             return value;
         }
-        let victim = self.advance_clock();
+        let victim = crate::clock::victim(&mut self.slots, &mut self.hand);
         if let Some(old) = self.slots.get_mut(victim) {
             self.index.remove(&old.hash);
             *old = slot;
@@ -101,20 +138,6 @@ impl NormalizeCache {
             self.evictions += 1;
         }
         value
-    }
-
-    /// Finds an unreferenced slot, clearing reference bits on the way
-    /// (at most one full turn plus one step).
-    fn advance_clock(&mut self) -> usize {
-        let len = self.slots.len();
-        loop {
-            let i = self.hand;
-            self.hand = (self.hand + 1) % len;
-            match self.slots.get_mut(i) {
-                Some(s) if s.referenced => s.referenced = false,
-                _ => return i,
-            }
-        }
     }
 
     /// Number of cached texts.
@@ -148,7 +171,7 @@ impl NormalizeCache {
 
 /// The keys are already hashes of the text: use them as they are.
 #[derive(Default)]
-struct PassThrough(u64);
+pub(crate) struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -213,6 +236,26 @@ mod tests {
             );
             c.get_or_normalize(format!("SELECT {i} FROM once").as_bytes());
         }
+    }
+
+    #[test]
+    fn variants_of_a_known_shape_are_not_cached_as_texts() {
+        let mut c = NormalizeCache::new(4);
+        let mut shapes = ShapeCache::new(4);
+        let a = c.get_or_normalize_with(b"SELECT * FROM t WHERE id = 1", &mut shapes);
+        let b = c.get_or_normalize_with(b"SELECT * FROM t WHERE id = 2", &mut shapes);
+        assert_eq!(a[0].fingerprint, b[0].fingerprint);
+        assert_eq!(c.len(), 1);
+        let again = c.get_or_normalize_with(b"SELECT * FROM t WHERE id = 1", &mut shapes);
+        assert!(Arc::ptr_eq(&a, &again));
+        assert_eq!((c.hits(), c.misses(), shapes.hits()), (1, 2, 1));
+        // Without constants a text is its shape's only text: cached.
+        let mut other = NormalizeCache::new(4);
+        other.get_or_normalize_with(b"SELECT * FROM t WHERE id = $1", &mut shapes);
+        other.get_or_normalize_with(b"SELECT * FROM t WHERE id = 1", &mut shapes);
+        let mut fresh = NormalizeCache::new(4);
+        fresh.get_or_normalize_with(b"SELECT * FROM t WHERE id = $1", &mut shapes);
+        assert_eq!((other.len(), fresh.len()), (1, 1));
     }
 
     #[test]

@@ -160,6 +160,15 @@ pub(crate) fn lex(src: &[u8]) -> Vec<Token> {
     tokens
 }
 
+/// The one token that starts at `pos` (not whitespace): its kind and end.
+/// Tokens do not depend on what precedes them, so this is the token
+/// [`lex`] finds there whenever it finds one starting at `pos`.
+pub(crate) fn token_at(src: &[u8], pos: usize) -> (Kind, usize) {
+    let mut lx = Lexer { src, pos };
+    let kind = lx.token(src[pos]);
+    (kind, lx.pos)
+}
+
 struct Lexer<'a> {
     src: &'a [u8],
     pos: usize,

@@ -33,11 +33,13 @@
 //! Pure library: no I/O, no clocks, no global state.
 
 mod cache;
+mod clock;
 mod comment;
 mod hash;
 mod kind;
 mod lexer;
 mod normalize;
+mod shape;
 
 use std::fmt;
 use std::ops::Range;
@@ -45,6 +47,7 @@ use std::str::FromStr;
 
 pub use cache::NormalizeCache;
 pub use kind::StatementKind;
+pub use shape::ShapeCache;
 
 /// Identity of a statement's shape: equal for statements that differ only
 /// in constants, whitespace, comments and the case of keywords and unquoted

@@ -35,10 +35,41 @@ const T_BODY: u64 = 13 << 56;
 /// Hasher domains, so that equal word streams for different purposes never
 /// produce related numbers.
 const FINGERPRINT_DOMAIN: u64 = 0x5047_5649_4749_4c31; // "PGVIGIL1"
-const CONSTANTS_DOMAIN: u64 = 0x434f_4e53_5441_4e54; // "CONSTANT"
+pub(crate) const CONSTANTS_DOMAIN: u64 = 0x434f_4e53_5441_4e54; // "CONSTANT"
 
 pub(crate) fn normalize(src: &[u8]) -> Vec<NormalizedStatement> {
     let tokens = lex(src);
+    normalize_tokens(src, &tokens, &mut Trace::default())
+}
+
+/// Where each statement's variable parts came from, so that
+/// [`crate::shape`] can rebuild the result for a text with other literal
+/// values without normalizing it again.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Trace {
+    /// Literal tokens (numbers, strings) whose bytes went into the text or
+    /// the fingerprint (`ORDER BY 2`, `varchar(255)`, function bodies): a
+    /// text with other bytes there is another shape.
+    pub verbatim: Vec<usize>,
+    /// Per statement, in output order.
+    pub statements: Vec<StatementTrace>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct StatementTrace {
+    /// First and last token of the statement (its span).
+    pub first: usize,
+    pub last: usize,
+    /// Each constant's first and last token, in order.
+    pub constants: Vec<(usize, usize)>,
+}
+
+/// [`normalize`] over tokens already lexed, recording a [`Trace`].
+pub(crate) fn normalize_tokens(
+    src: &[u8],
+    tokens: &[Token],
+    trace: &mut Trace,
+) -> Vec<NormalizedStatement> {
     let mut out = Vec::new();
     let mut depth = 0usize;
     // Inside `BEGIN ATOMIC ... END` (SQL-standard function bodies), `;`
@@ -51,7 +82,7 @@ pub(crate) fn normalize(src: &[u8]) -> Vec<NormalizedStatement> {
                 b'(' | b'[' => depth += 1,
                 b')' | b']' => depth = depth.saturating_sub(1),
                 b';' if depth == 0 && atomic == 0 => {
-                    statement(src, &tokens[lo..i], &mut out);
+                    statement(src, tokens, lo..i, &mut out, trace);
                     lo = i + 1;
                 }
                 _ => {}
@@ -76,11 +107,19 @@ pub(crate) fn normalize(src: &[u8]) -> Vec<NormalizedStatement> {
             _ => {}
         }
     }
-    statement(src, &tokens[lo..], &mut out);
+    statement(src, tokens, lo..tokens.len(), &mut out, trace);
     out
 }
 
-fn statement(src: &[u8], toks: &[Token], out: &mut Vec<NormalizedStatement>) {
+fn statement(
+    src: &[u8],
+    all: &[Token],
+    range: Range<usize>,
+    out: &mut Vec<NormalizedStatement>,
+    trace: &mut Trace,
+) {
+    let base = range.start;
+    let toks = &all[range];
     let (Some(first), Some(last)) = (toks.first(), toks.last()) else {
         return;
     };
@@ -94,15 +133,30 @@ fn statement(src: &[u8], toks: &[Token], out: &mut Vec<NormalizedStatement>) {
         }
         return;
     }
-    let mut b = Builder::new(src, toks);
+    let mut b = Builder::new(src, toks, base, trace);
     b.run();
+    let Builder {
+        fp,
+        text,
+        kind,
+        values,
+        constants,
+        tags,
+        constant_tokens,
+        ..
+    } = b;
+    trace.statements.push(StatementTrace {
+        first: base,
+        last: base + toks.len() - 1,
+        constants: constant_tokens,
+    });
     out.push(NormalizedStatement {
-        fingerprint: Fingerprint(b.fp.finish()),
-        text: into_string(b.text),
-        kind: b.kind,
-        constants_hash: b.values.finish(),
-        constants: b.constants,
-        tags: b.tags,
+        fingerprint: Fingerprint(fp.finish()),
+        text: into_string(text),
+        kind,
+        constants_hash: values.finish(),
+        constants,
+        tags,
         span: first.start..last.end,
     });
 }
@@ -124,6 +178,12 @@ fn into_string(v: Vec<u8>) -> String {
 struct Builder<'a> {
     src: &'a [u8],
     toks: &'a [Token],
+    /// Index of `toks[0]` in the whole text's tokens.
+    base: usize,
+    /// Where literal bytes were used verbatim.
+    trace: &'a mut Trace,
+    /// Each constant's first and last token (whole-text indices).
+    constant_tokens: Vec<(usize, usize)>,
     kind: StatementKind,
     text: Vec<u8>,
     fp: StableHasher,
@@ -147,7 +207,7 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn new(src: &'a [u8], toks: &'a [Token]) -> Self {
+    fn new(src: &'a [u8], toks: &'a [Token], base: usize, trace: &'a mut Trace) -> Self {
         let kind = classify(src, toks);
         let mut max_param = 0u64;
         for t in toks.iter().filter(|t| t.kind == Kind::Param) {
@@ -175,6 +235,9 @@ impl<'a> Builder<'a> {
         Builder {
             src,
             toks,
+            base,
+            trace,
+            constant_tokens: Vec::new(),
             kind,
             text: Vec::with_capacity(len + 8),
             fp: StableHasher::new(FINGERPRINT_DOMAIN),
@@ -292,8 +355,20 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A literal token's bytes shape the result (not only its value).
+    #[inline]
+    fn note_verbatim(&mut self, i: usize) {
+        if matches!(
+            self.toks[i].kind,
+            Kind::Number | Kind::String | Kind::DollarString
+        ) {
+            self.trace.verbatim.push(self.base + i);
+        }
+    }
+
     /// Copies token `i` to the text as written.
     fn emit(&mut self, i: usize) {
+        self.note_verbatim(i);
         let t = self.toks[i];
         self.space(t.gap, self.src[t.start]);
         self.text.extend_from_slice(&self.src[t.start..t.end]);
@@ -315,6 +390,7 @@ impl<'a> Builder<'a> {
     // ----- hashing -----
 
     fn hash_bytes(&mut self, tag: u64, i: usize) {
+        self.note_verbatim(i);
         let b = self.bytes(i);
         self.fp.write_u64(tag | b.len() as u64);
         self.fp.write_bytes(b);
@@ -358,6 +434,8 @@ impl<'a> Builder<'a> {
         self.values.write_u64(b.len() as u64);
         self.values.write_bytes(b);
         self.constants.push(range);
+        self.constant_tokens
+            .push((self.base + from, self.base + to));
     }
 
     /// A constant spanning tokens `from..=to` becomes `$n`.

@@ -18,11 +18,9 @@ impl<'a> Cursor<'a> {
 
     /// A NUL-terminated string, returned without its terminator.
     pub(crate) fn cstr(&mut self) -> Result<&'a [u8], FrameError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| self.malformed())?;
+        // memchr compares a word (or vector) at a time: a query's text is
+        // the longest field the proxy walks on every message.
+        let end = memchr::memchr(0, self.buf).ok_or_else(|| self.malformed())?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
@@ -45,5 +43,26 @@ impl<'a> Cursor<'a> {
 
     pub(crate) fn rest(self) -> &'a [u8] {
         self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cstr_ends_at_the_first_nul_whatever_its_length() {
+        for len in [0usize, 1, 15, 16, 17, 40, 200] {
+            let mut buf = vec![b'x'; len];
+            buf.extend_from_slice(b"\0tail\0");
+            let mut c = Cursor::new(&buf, "test");
+            assert_eq!(c.cstr().unwrap().len(), len);
+            assert_eq!(c.cstr().unwrap(), b"tail");
+            assert!(c.cstr().is_err());
+        }
+        for len in [0usize, 15, 16, 17, 40] {
+            let buf = vec![b'x'; len];
+            assert!(Cursor::new(&buf, "test").cstr().is_err());
+        }
     }
 }

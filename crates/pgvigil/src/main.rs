@@ -12,6 +12,12 @@ use pgvigil_config::{Config, FileConfig, InsightSection, LogFormat, Overrides, P
 use pgvigil_proxy::Proxy;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: per-thread free lists make the hot path's few allocations
+/// (buffers, normalized statements) cheaper than glibc malloc; see
+/// BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A transparent PostgreSQL proxy that pools server connections and
 /// watches every query. Flags override the config file.
 #[derive(Debug, Parser)]
@@ -40,6 +46,12 @@ struct Cli {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// Users who may use the admin console (`psql ... pgvigil`), comma-separated.
+    #[arg(long, value_name = "USERS", value_delimiter = ',')]
+    admin_users: Option<Vec<String>>,
+    /// Users who may run the console's SHOW commands, comma-separated.
+    #[arg(long, value_name = "USERS", value_delimiter = ',')]
+    stats_users: Option<Vec<String>>,
     /// session or transaction [default: session].
     #[arg(long, value_name = "MODE")]
     pool_mode: Option<String>,
@@ -76,6 +88,9 @@ struct Cli {
     /// text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Threads serving connections; 0 = one per CPU core [default: 1].
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
     /// on or off: normalize, time and analyse every statement [default: on].
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     analytics: Option<bool>,
@@ -107,11 +122,14 @@ impl Cli {
             listen: self.listen.clone(),
             admin_listen: self.admin_listen.clone(),
             admin_token: self.admin_token.clone(),
+            admin_users: self.admin_users.clone(),
+            stats_users: self.stats_users.clone(),
             upstream: self.upstream.clone(),
             client_auth: self.client_auth.clone(),
             max_client_conn: self.max_client_conn,
             max_packet_size: self.max_packet_size,
             log_format: self.log_format.clone(),
+            worker_threads: self.worker_threads,
             pool: PoolSection {
                 pool_mode: self.pool_mode.clone(),
                 pool_size: self.pool_size,
@@ -149,7 +167,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    match run(config) {
+    match run(config, cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -178,11 +196,24 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
+    // One thread by default, as PgBouncer: on a small host PostgreSQL and
+    // the clients need the other cores, and a single-threaded scheduler
+    // spends no cycles on work stealing or cross-thread wake-ups
+    // (BENCHMARKS.md). Large hosts can ask for more.
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listen = config.listen;
         let admin_listen = config.admin_listen;
@@ -195,6 +226,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(admin_listen)
             .await
             .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
+        proxy.set_reloader(Box::new(move || {
+            load_config(&cli).map_err(|e| e.to_string())
+        }));
+        let reload_on_hangup = tokio::spawn(reload_on_sighup(proxy.control()));
         let addr = proxy.local_addr()?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -213,6 +248,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             let _ = admin_stopped.await;
         }));
         proxy.run(shutdown_signal()).await;
+        reload_on_hangup.abort();
         let _ = stop_admin.send(());
         match admin_task.await {
             Ok(Err(e)) => tracing::warn!("admin listener: {e}"),
@@ -222,6 +258,20 @@ fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// SIGHUP re-reads the configuration, as RELOAD in the console does.
+async fn reload_on_sighup(control: pgvigil_proxy::ProxyControl) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload with RELOAD in the admin console");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        if let Err(e) = control.reload() {
+            tracing::error!("reload failed, nothing changed: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -70,6 +70,11 @@ pub(crate) enum LocalCommand {
 /// Recognises a few single statements by their leading words. Anything
 /// else, including these inside a multi-statement string, is forwarded.
 pub(crate) fn local_command(text: &[u8]) -> Option<LocalCommand> {
+    // Every query passes here: most are turned away by their first letter.
+    let first = text.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first | 0x20, b'd' | b'l') {
+        return None;
+    }
     let text = trim_statement(text);
     let mut words = text
         .split(|b| b.is_ascii_whitespace())

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
 use crate::ids::{ClientId, ClientKey};
+use crate::registry::NewClient;
 use crate::scram::{md5_matches, ScramExchange};
 use crate::Shared;
 pub(crate) use observe::LintJob;
@@ -43,9 +44,24 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
     let id = ClientId(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
     let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(8 * 1024);
-    let login = tokio::time::timeout(LOGIN_TIMEOUT, login(&shared, &mut stream, &mut buf)).await;
+    let login =
+        tokio::time::timeout(LOGIN_TIMEOUT, login(&shared, &mut stream, &mut buf, peer)).await;
     let login = match login {
-        Ok(Ok(Some(login))) => login,
+        Ok(Ok(Some(Entry::Pool(login)))) => login,
+        Ok(Ok(Some(Entry::Console(console)))) => {
+            let registration = shared.registry.add_client(NewClient {
+                id,
+                database: console.database.clone(),
+                user: console.user.clone(),
+                addr: peer,
+                local_addr: stream.local_addr().ok(),
+                application_name: console.application_name.clone(),
+                console: true,
+            });
+            crate::console::serve(shared.clone(), stream, buf, console).await;
+            drop(registration);
+            return;
+        }
         Ok(Ok(None)) => return, // a cancel request, or the client left
         Ok(Err(e)) => {
             tracing::info!(client = %id, %peer, "login failed: {e}");
@@ -77,6 +93,15 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         cancel,
     } = login;
     tracing::debug!(client = %id, %peer, database = %pool.database, user = %pool.user, "client logged in");
+    let registration = shared.registry.add_client(NewClient {
+        id,
+        database: pool.database.clone(),
+        user: pool.user.clone(),
+        addr: peer,
+        local_addr: stream.local_addr().ok(),
+        application_name: settings.get("application_name").unwrap_or("").to_string(),
+        console: false,
+    });
     let clients = pool.clone();
     let clients = &clients.counters.clients;
     clients.fetch_add(1, Ordering::Relaxed);
@@ -101,9 +126,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut stream: TcpStream, peer: Sock
         cancel,
         shared.config.max_packet_size,
         observer,
+        registration.entry.clone(),
     );
     let exit = session.run().await;
     clients.fetch_sub(1, Ordering::Relaxed);
+    drop(registration);
     shared.cancel.unregister(key);
     match exit {
         Exit::ClientLeft => tracing::debug!(client = %id, "client left"),
@@ -133,6 +160,21 @@ pub(crate) async fn reject_too_many(mut stream: TcpStream, limit: usize) {
             .write_all(&backend::error_response(Severity::Fatal, "53300", &message))
             .await;
     }
+}
+
+/// Where a logged-in client goes: a pool, or the admin console.
+enum Entry {
+    Pool(Login),
+    Console(ConsoleLogin),
+}
+
+/// A console user past authentication.
+pub(crate) struct ConsoleLogin {
+    pub(crate) user: String,
+    pub(crate) database: String,
+    pub(crate) application_name: String,
+    /// Stats users may only SHOW.
+    pub(crate) admin: bool,
 }
 
 struct Login {
@@ -183,7 +225,8 @@ async fn login(
     shared: &Shared,
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-) -> Result<Option<Login>, ProxyError> {
+    peer: SocketAddr,
+) -> Result<Option<Entry>, ProxyError> {
     let params: StartupParams = loop {
         let packet = match read_initial_packet(stream, buf).await {
             Ok(p) => p,
@@ -247,13 +290,21 @@ async fn login(
             "replication connections are not supported through pgvigil",
         ));
     }
+    if shared.is_console_database(&database) {
+        let console = console_login(shared, stream, buf, peer, &user, &database).await?;
+        return Ok(Some(Entry::Console(ConsoleLogin {
+            application_name: params.get("application_name").unwrap_or("").to_string(),
+            ..console
+        })));
+    }
     if !shared.config.databases.contains_key(&database) {
         return Err(ProxyError::client(
             "3D000",
             format!("database \"{database}\" does not exist (not configured in pgvigil)"),
         ));
     }
-    let Some(account) = shared.users.get(&user) else {
+    let access = shared.access();
+    let Some(account) = access.users.get(&user) else {
         return Err(ProxyError::client(
             "28000",
             format!("role \"{user}\" does not exist (not configured in pgvigil)"),
@@ -293,13 +344,60 @@ async fn login(
         shared.cancel.unregister(key);
         return Err(ProxyError::ClientIo(e));
     }
-    Ok(Some(Login {
+    Ok(Some(Entry::Pool(Login {
         pool,
         settings,
         told,
         key,
         cancel,
-    }))
+    })))
+}
+
+/// Admits admin and stats users to the console. Their password is their
+/// `[users]` password, else the admin token; `trust` is honoured only for
+/// connections from this host, so a console reachable from elsewhere
+/// always asks for one.
+async fn console_login(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    peer: SocketAddr,
+    user: &str,
+    database: &str,
+) -> Result<ConsoleLogin, ProxyError> {
+    let access = shared.access();
+    let admin = access.admin_users.contains(user);
+    if !admin && !access.stats_users.contains(user) {
+        return Err(ProxyError::client(
+            "28000",
+            format!("user \"{user}\" may not use the admin console: list it in admin_users or stats_users"),
+        ));
+    }
+    let method = match shared.config.client_auth {
+        ClientAuth::Trust if !peer.ip().is_loopback() => ClientAuth::ScramSha256,
+        method => method,
+    };
+    let account = access
+        .users
+        .get(user)
+        .filter(|a| a.password.is_some())
+        .or(access.token.as_ref());
+    match account {
+        Some(account) => authenticate(method, stream, buf, user, account).await?,
+        None if method == ClientAuth::Trust => {}
+        None => {
+            return Err(ProxyError::client(
+                "28P01",
+                format!("password authentication failed for user \"{user}\" (the console needs users.{user}.password or admin_token)"),
+            ))
+        }
+    }
+    Ok(ConsoleLogin {
+        user: user.to_string(),
+        database: database.to_string(),
+        application_name: String::new(),
+        admin,
+    })
 }
 
 /// A configured user, with its SCRAM secret computed once.

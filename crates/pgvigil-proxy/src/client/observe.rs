@@ -8,7 +8,9 @@
 //! for prepared statements, so a Bind/Execute of a known statement costs a
 //! map lookup.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,9 +18,11 @@ use pgvigil_insight::{
     Execution, Insight, NPlusOneDetector, Observed, Pattern, SeenBy, SlowContext, SlowEvent,
     StatementInfo,
 };
-use pgvigil_sql::{NormalizeCache, NormalizedStatement, StatementKind};
+use pgvigil_sql::{NormalizeCache, NormalizedStatement, ShapeCache, StatementKind};
 use pgvigil_wire::backend::{self, tag as be, TransactionStatus};
 use tokio::sync::mpsc;
+
+use crate::prepared::FastMap;
 
 /// Distinct SQL texts a session keeps normalized. Texts with inline
 /// literals are all distinct and gain nothing from the cache, so it stays
@@ -27,6 +31,16 @@ use tokio::sync::mpsc;
 const SESSION_TEXT_CACHE: usize = 64;
 /// Fingerprints a session remembers having registered.
 const SESSION_REGISTERED: usize = 4096;
+/// Statement shapes (texts that differ only in literal values) each
+/// thread keeps normalized, for all its sessions: about 1 KiB each.
+const THREAD_SHAPES: usize = 512;
+
+thread_local! {
+    /// Shared by the sessions of a runtime thread, so no lock: an app
+    /// that inlines values sends a new text per query, and normalizing it
+    /// from its shape costs a lex and a compare instead of a full pass.
+    static SHAPES: RefCell<ShapeCache> = RefCell::new(ShapeCache::new(THREAD_SHAPES));
+}
 
 type Statements = Arc<[NormalizedStatement]>;
 
@@ -51,10 +65,10 @@ pub(crate) struct Observer {
     insight: Arc<Insight>,
     lint: mpsc::Sender<LintJob>,
     texts: NormalizeCache,
-    registered: HashSet<u64>,
-    named: HashMap<Vec<u8>, Statements>,
+    registered: HashSet<u64, BuildHasherDefault<FingerprintHasher>>,
+    named: FastMap<Vec<u8>, Statements>,
     unnamed: Option<Statements>,
-    portals: HashMap<Vec<u8>, (Statements, u64, Option<String>)>,
+    portals: FastMap<Vec<u8>, (Statements, u64, Option<String>)>,
     caller: u32,
     database: Arc<str>,
     user: Arc<str>,
@@ -84,10 +98,10 @@ impl Observer {
             insight,
             lint,
             texts: NormalizeCache::new(SESSION_TEXT_CACHE),
-            registered: HashSet::new(),
-            named: HashMap::new(),
+            registered: HashSet::default(),
+            named: FastMap::default(),
             unnamed: None,
-            portals: HashMap::new(),
+            portals: FastMap::default(),
             caller,
             database: database.into(),
             user: user.into(),
@@ -111,7 +125,10 @@ impl Observer {
     }
 
     fn normalize(&mut self, sql: &[u8]) -> Statements {
-        let statements = self.texts.get_or_normalize(sql);
+        let statements = SHAPES.with(|shapes| {
+            self.texts
+                .get_or_normalize_with(sql, &mut shapes.borrow_mut())
+        });
         for s in statements.iter() {
             let fp = s.fingerprint.0;
             if self.registered.contains(&fp) {
@@ -407,6 +424,30 @@ impl Observer {
     }
 }
 
+/// The session's set of registered fingerprints is keyed by 64-bit
+/// hashes already; one multiply mixes them for the table (SipHash would
+/// cost more than the rest of the lookup). The set is private to the
+/// session and bounded, so crafted collisions cost only that session.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let x = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -430,10 +471,17 @@ fn rows_of(frame: &[u8]) -> u64 {
         return 0;
     };
     let last = tag.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    std::str::from_utf8(last)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    // Digits only, as PostgreSQL writes them; up to 19 cannot overflow.
+    if last.is_empty() || !last.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    if last.len() > 19 {
+        return std::str::from_utf8(last)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+    }
+    last.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'))
 }
 
 /// Bind parameters as `$1 = '...'` text, for operators who opted in with
@@ -490,6 +538,19 @@ mod tests {
         assert_eq!(rows_of(&backend::command_complete("SELECT 12")), 12);
         assert_eq!(rows_of(&backend::command_complete("INSERT 0 3")), 3);
         assert_eq!(rows_of(&backend::command_complete("CREATE TABLE")), 0);
+        assert_eq!(rows_of(&backend::command_complete("SELECT 0")), 0);
+        assert_eq!(
+            rows_of(&backend::command_complete("SELECT 18446744073709551615")),
+            u64::MAX
+        );
+        assert_eq!(
+            rows_of(&backend::command_complete("SELECT 18446744073709551616")),
+            0
+        );
+        assert_eq!(
+            rows_of(&backend::command_complete("COPY 1234567890123456789")),
+            1_234_567_890_123_456_789
+        );
     }
 
     #[test]

@@ -16,14 +16,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use pgvigil_config::PoolMode;
 use pgvigil_wire::backend::{self, tag as be, Severity, TransactionStatus};
 use pgvigil_wire::frontend::{self, tag as fe, BindView, ParseView, TargetView, TARGET_STATEMENT};
 use pgvigil_wire::FrameHeader;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::commands::{local_command, LocalCommand, Reset, ResetTracker};
 use super::observe::{Observer, Tracked};
@@ -33,7 +36,9 @@ use crate::error::ProxyError;
 use crate::ids::ClientId;
 use crate::outqueue::{OutQueue, Splicer};
 use crate::pool::{PooledServer, ServerPool};
+use crate::pool_stats::SessionTally;
 use crate::prepared::{ClientStatements, Prepared, StatementId};
+use crate::registry::ClientEntry;
 use crate::stats;
 
 /// Beyond this many queued bytes toward a peer, stop reading from the
@@ -146,6 +151,10 @@ pub(crate) struct Session {
     /// Which statements and portals run DISCARD ALL / DEALLOCATE ALL.
     resets: ResetTracker,
     observer: Option<Observer>,
+    /// This client's line in SHOW CLIENTS.
+    entry: Arc<ClientEntry>,
+    /// This client's share of SHOW STATS.
+    tally: SessionTally,
 }
 
 impl Session {
@@ -160,7 +169,9 @@ impl Session {
         cancel: Arc<CancelTarget>,
         max_frame: usize,
         observer: Option<Observer>,
+        entry: Arc<ClientEntry>,
     ) -> Session {
+        let tally = SessionTally::new(pool.tally.clone());
         Session {
             id,
             client,
@@ -182,6 +193,8 @@ impl Session {
             statements: ClientStatements::default(),
             resets: ResetTracker::default(),
             observer,
+            entry,
+            tally,
         }
     }
 
@@ -213,32 +226,22 @@ impl Session {
                     Err(e) => return Exit::Error(e),
                 }
             }
-            let want_client_read = self.to_server.len() < QUEUE_LIMIT;
-            let want_server_read = self.server.is_some() && self.to_client.len() < QUEUE_LIMIT;
-            let want_client_write = !self.to_client.is_empty();
-            let want_server_write = self.server.is_some() && !self.to_server.is_empty();
-            let server = self.server.as_ref().map(|s| &s.stream);
-            let event = tokio::select! {
-                r = self.client.readable(), if want_client_read => Event::ClientReadable(r),
-                r = async { server.expect("guarded").readable().await }, if want_server_read => Event::ServerReadable(r),
-                r = self.client.writable(), if want_client_write => Event::Writable(r.map_err(ProxyError::ClientIo)),
-                r = async { server.expect("guarded").writable().await }, if want_server_write => Event::Writable(r.map_err(ProxyError::ServerIo)),
-            };
+            let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
             let step = match event {
-                Event::ClientReadable(Err(e)) => Err(ProxyError::ClientIo(e)),
-                Event::ClientReadable(Ok(())) => match self.read_client() {
-                    Ok(0) => return Exit::ClientLeft,
-                    Ok(_) => self.on_client_data().await,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-                    Err(e) => Err(ProxyError::ClientIo(e)),
-                },
-                Event::ServerReadable(Err(e)) => Err(ProxyError::ServerIo(e)),
-                Event::ServerReadable(Ok(())) => match self.read_server() {
-                    Ok(0) => Err(ProxyError::ServerClosed),
-                    Ok(_) => self.on_server_data().map(|()| true),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-                    Err(e) => Err(ProxyError::ServerIo(e)),
-                },
+                Event::ClientRead(Ok(0)) => return Exit::ClientLeft,
+                Event::ClientRead(Ok(n)) => {
+                    stats::count_client_bytes(n);
+                    self.tally.received += n as u64;
+                    self.on_client_data().await
+                }
+                Event::ClientRead(Err(e)) => Err(ProxyError::ClientIo(e)),
+                Event::ServerRead(Ok(0)) => Err(ProxyError::ServerClosed),
+                Event::ServerRead(Ok(n)) => {
+                    stats::count_server_bytes(n);
+                    self.tally.sent += n as u64;
+                    self.on_server_data().map(|()| true)
+                }
+                Event::ServerRead(Err(e)) => Err(ProxyError::ServerIo(e)),
                 Event::Writable(r) => r.map(|()| true),
             };
             match step {
@@ -249,22 +252,45 @@ impl Session {
         }
     }
 
-    fn read_client(&mut self) -> io::Result<usize> {
-        self.client_buf.reserve(CLIENT_READ_CHUNK);
-        let n = self.client.try_read_buf(&mut self.client_buf)?;
-        stats::count_client_bytes(n);
-        Ok(n)
-    }
-
-    fn read_server(&mut self) -> io::Result<usize> {
-        let server = &mut **self
-            .server
-            .as_mut()
-            .expect("reading from an attached server");
-        server.buf.reserve(READ_CHUNK);
-        let n = server.stream.try_read_buf(&mut server.buf)?;
-        stats::count_server_bytes(n);
-        Ok(n)
+    /// Waits for whichever direction can progress, reading in the same
+    /// step: data that is there is read at once (one `recv`), and a short
+    /// read clears the socket's readiness, so the next wait goes to epoll
+    /// instead of trying another `recv` that would only say EAGAIN. The
+    /// server is served first: its replies free it for other clients.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let want_client_read = self.to_server.len() < QUEUE_LIMIT;
+        let want_client_write = !self.to_client.is_empty();
+        if let Some(server) = self.server.as_mut() {
+            let server = &mut **server;
+            if self.to_client.len() < QUEUE_LIMIT {
+                if let Poll::Ready(r) =
+                    poll_read_buf(&mut server.stream, &mut server.buf, READ_CHUNK, cx)
+                {
+                    return Poll::Ready(Event::ServerRead(r));
+                }
+            }
+            if !self.to_server.is_empty() {
+                if let Poll::Ready(r) = server.stream.poll_write_ready(cx) {
+                    return Poll::Ready(Event::Writable(r.map_err(ProxyError::ServerIo)));
+                }
+            }
+        }
+        if want_client_read {
+            if let Poll::Ready(r) = poll_read_buf(
+                &mut self.client,
+                &mut self.client_buf,
+                CLIENT_READ_CHUNK,
+                cx,
+            ) {
+                return Poll::Ready(Event::ClientRead(r));
+            }
+        }
+        if want_client_write {
+            if let Poll::Ready(r) = self.client.poll_write_ready(cx) {
+                return Poll::Ready(Event::Writable(r.map_err(ProxyError::ClientIo)));
+            }
+        }
+        Poll::Pending
     }
 
     /// Writes what the sockets take now, then lets go of the server if the
@@ -284,6 +310,10 @@ impl Session {
         Ok(())
     }
 
+    fn attached(&mut self) -> &mut PooledServer {
+        self.server.as_mut().expect("a server is attached")
+    }
+
     fn server_settled(&self) -> bool {
         self.server
             .as_ref()
@@ -291,17 +321,21 @@ impl Session {
     }
 
     fn release_server(&mut self) {
-        if let Some(mut server) = self.server.take() {
+        if let Some(server) = self.server.as_mut() {
             server.settled = true;
+            server.released_at = self.tally.take_ready_at();
+            self.entry.linked(None);
             self.cancel.set(None);
-            drop(server);
+            // Dropped where it lies: taking it out first would copy the
+            // whole guard once more per transaction.
+            self.server = None;
         }
     }
 
     /// Gets a server connection for this client and makes it carry the
     /// client's settings.
     async fn attach_server(&mut self) -> Result<(), ProxyError> {
-        let mut server = self.pool.acquire().await?;
+        let mut server = self.pool.acquire_for(Some(&self.entry)).await?;
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
@@ -366,6 +400,7 @@ impl Session {
                 }
                 self.attach_server().await?;
             }
+            self.tally.request_sent();
             self.process_client_frames()?;
         }
         Ok(true)
@@ -429,10 +464,16 @@ impl Session {
             match h.tag {
                 fe::PARSE => {
                     let view = ParseView::new(frame)?;
-                    let prepared = self.new_prepared(&view);
-                    if view.statement.is_empty() || !self.pool.statement_known(prepared.id) {
+                    // Unnamed statements (the extended protocol's usual
+                    // Parse) are turned away before anything is built.
+                    if view.statement.is_empty()
+                        || !self
+                            .pool
+                            .statement_known(StatementId::of(view.query, view.param_types))
+                    {
                         return Ok(false);
                     }
+                    let prepared = self.new_prepared(&view);
                     parsed.push((
                         view.statement.to_vec(),
                         view.query.to_vec(),
@@ -814,8 +855,9 @@ impl Session {
     /// Passes server frames to the client, dropping replies to messages
     /// pgvigil added and inserting replies pgvigil made.
     fn on_server_data(&mut self) -> Result<(), ProxyError> {
-        let mut server = self.server.take().expect("attached");
-        let mut src = std::mem::take(&mut server.buf);
+        // Only the read buffer leaves the guard: moving the whole
+        // connection out and back costs two copies of it per read.
+        let mut src = std::mem::take(&mut self.attached().buf);
         let mut out = std::mem::take(&mut self.to_client);
         let result = (|| {
             let mut sp = Splicer::new(&mut src, &mut out);
@@ -860,7 +902,7 @@ impl Session {
                 } else {
                     None
                 };
-                let forward = self.route_server_message(&mut server, h.tag, frame)?;
+                let forward = self.route_server_message(h.tag, frame)?;
                 if let Some(replacement) = self.error_replacement.take() {
                     sp.skip(h.frame_len);
                     sp.insert(replacement);
@@ -876,21 +918,15 @@ impl Session {
             }
             Ok(())
         })();
-        server.buf = src;
+        self.attached().buf = src;
         self.to_client = out;
-        self.server = Some(server);
         self.emit_leading_replies();
         result
     }
 
     /// Bookkeeping for one server message; returns whether the client
     /// gets it.
-    fn route_server_message(
-        &mut self,
-        server: &mut PooledServer,
-        tag: u8,
-        frame: Option<&[u8]>,
-    ) -> Result<bool, ProxyError> {
+    fn route_server_message(&mut self, tag: u8, frame: Option<&[u8]>) -> Result<bool, ProxyError> {
         match tag {
             be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE => return Ok(true),
             be::PARAMETER_STATUS => {
@@ -903,12 +939,14 @@ impl Session {
                         o.set_application_name(&v);
                     }
                 }
+                let signature = self.settings.signature();
+                let server = self.attached();
                 server.applied.insert(k.to_string(), v.to_string());
-                server.applied_signature = self.settings.signature();
+                server.applied_signature = signature;
                 return Ok(true);
             }
             be::READY_FOR_QUERY => {
-                server.status = backend::ready_for_query_status(frame.expect("decoded"))?;
+                self.attached().status = backend::ready_for_query_status(frame.expect("decoded"))?;
             }
             be::COPY_IN_RESPONSE => {
                 // Syncs the client sent after the COPY's Execute, before
@@ -926,8 +964,10 @@ impl Session {
             _ => {}
         }
         if tag == be::READY_FOR_QUERY {
+            let status = self.attached().status;
+            self.tally.ready(status);
             if let Some(observer) = self.observer.as_mut() {
-                observer.on_ready(server.status);
+                observer.on_ready(status);
             }
         }
         let (swallow, skipped_after_error, completed, learned, uses) = match self
@@ -970,7 +1010,7 @@ impl Session {
             if let (Some(id), Some(frame)) = (uses, frame) {
                 let code = backend::error_fields(frame)?.code;
                 if code == b"26000" || code == b"0A000" {
-                    server.statements.remove(id);
+                    self.attached().statements.remove(id);
                 }
                 if code == b"0A000" {
                     self.pool.statement_changed(id);
@@ -979,7 +1019,7 @@ impl Session {
             // The failed request is done, and the server skips the rest
             // up to the next Sync.
             let failed = self.expected.pop_front();
-            self.forget_failed(server, failed);
+            self.forget_failed(failed);
             let mut synced = false;
             while let Some(e) = self.expected.front() {
                 match e {
@@ -990,7 +1030,7 @@ impl Session {
                     }
                     _ => {
                         let skipped = self.expected.pop_front();
-                        self.forget_failed(server, skipped);
+                        self.forget_failed(skipped);
                     }
                 }
             }
@@ -1013,11 +1053,11 @@ impl Session {
 
     /// A request the server did not carry out: whatever pgvigil recorded
     /// about statements it would have created is forgotten.
-    fn forget_failed(&mut self, server: &mut PooledServer, failed: Option<Expect>) {
+    fn forget_failed(&mut self, failed: Option<Expect>) {
         if let Some(Expect::Forward(Request::Parse(Some((id, name)))))
         | Some(Expect::Swallow(Request::Parse(Some((id, name))))) = failed
         {
-            server.statements.remove(id);
+            self.attached().statements.remove(id);
             if !name.is_empty() && self.statements.get(&name).map(|p| p.id) == Some(id) {
                 self.statements.remove(&name);
             }
@@ -1082,9 +1122,36 @@ impl Session {
 }
 
 enum Event {
-    ClientReadable(io::Result<()>),
-    ServerReadable(io::Result<()>),
+    /// Bytes read from the client (0: it closed the connection).
+    ClientRead(io::Result<usize>),
+    /// Bytes read from the server (0: it closed the connection).
+    ServerRead(io::Result<usize>),
     Writable(Result<(), ProxyError>),
+}
+
+/// Reads what the socket has into `buf`'s spare room (at least `chunk`
+/// bytes of it), or registers the task for the socket's next readiness.
+/// `AsyncRead::poll_read` clears the readiness after a short read, which
+/// `try_read_buf` does not.
+fn poll_read_buf(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut BytesMut,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    buf.reserve(chunk);
+    let mut read_buf = ReadBuf::uninit(buf.spare_capacity_mut());
+    match Pin::new(stream).poll_read(cx, &mut read_buf) {
+        Poll::Ready(Ok(())) => {
+            let n = read_buf.filled().len();
+            // SAFETY: `poll_read` initialized the first `n` bytes of the
+            // spare capacity (`ReadBuf::filled`), directly after `len`.
+            unsafe { buf.set_len(buf.len() + n) };
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
 }
 
 enum Action {

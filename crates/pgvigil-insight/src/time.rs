@@ -1,4 +1,5 @@
-//! RFC 3339 timestamps for the API, from Unix milliseconds.
+//! Timestamps for people, from Unix milliseconds: RFC 3339 for the JSON
+//! API, PgBouncer's `YYYY-MM-DD HH:MM:SS UTC` for the admin console.
 
 /// Formats Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn rfc3339_ms(unix_ms: u64) -> String {
@@ -11,6 +12,19 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
         (sod / 60) % 60,
         sod % 60,
         unix_ms % 1000
+    )
+}
+
+/// Formats Unix milliseconds as PgBouncer shows times: `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_seconds(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let sod = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
     )
 }
 
@@ -38,5 +52,6 @@ mod tests {
         assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339_ms(1_798_675_200_000), "2026-12-31T00:00:00.000Z");
+        assert_eq!(utc_seconds(951_782_461_999), "2000-02-29 00:01:01 UTC");
     }
 }

@@ -1,0 +1,223 @@
+//! Per-pool totals for the console's SHOW STATS, in PgBouncer's terms: a
+//! query is one request/ReadyForQuery cycle, a transaction ends at
+//! ReadyForQuery 'I', bytes are what the client sent and was sent.
+//!
+//! Each session owns a set of counters that only it writes (a load and a
+//! store, no read-modify-write, no cache line shared with another
+//! session), published once per ReadyForQuery. The pool lists the sets of
+//! its live sessions and folds a session's figures into `retired` when it
+//! ends; SHOW STATS sums them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use pgvigil_wire::backend::TransactionStatus;
+
+#[derive(Default)]
+struct Cells {
+    queries: AtomicU64,
+    transactions: AtomicU64,
+    query_time_us: AtomicU64,
+    xact_time_us: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// Only the owning session writes, so load + store needs no RMW.
+fn add(cell: &AtomicU64, n: u64) {
+    cell.store(cell.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+impl Cells {
+    fn totals(&self) -> PoolTotals {
+        PoolTotals {
+            queries: self.queries.load(Ordering::Relaxed),
+            transactions: self.transactions.load(Ordering::Relaxed),
+            query_time_us: self.query_time_us.load(Ordering::Relaxed),
+            xact_time_us: self.xact_time_us.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Sums since start for one pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolTotals {
+    pub queries: u64,
+    pub transactions: u64,
+    pub query_time_us: u64,
+    pub xact_time_us: u64,
+    pub received: u64,
+    pub sent: u64,
+}
+
+impl std::ops::AddAssign for PoolTotals {
+    fn add_assign(&mut self, o: PoolTotals) {
+        self.queries += o.queries;
+        self.transactions += o.transactions;
+        self.query_time_us += o.query_time_us;
+        self.xact_time_us += o.xact_time_us;
+        self.received += o.received;
+        self.sent += o.sent;
+    }
+}
+
+#[derive(Default)]
+struct Book {
+    live: Vec<Arc<Cells>>,
+    /// Figures of sessions that ended.
+    retired: PoolTotals,
+}
+
+/// One pool's sessions' counters.
+#[derive(Default)]
+pub(crate) struct PoolTally {
+    book: Mutex<Book>,
+}
+
+impl PoolTally {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn totals(&self) -> PoolTotals {
+        let book = self.book();
+        let mut t = book.retired;
+        for c in &book.live {
+            t += c.totals();
+        }
+        t
+    }
+}
+
+/// A session's counters and its running query cycle.
+pub(crate) struct SessionTally {
+    pool: Arc<PoolTally>,
+    cells: Arc<Cells>,
+    cycle_start: Option<Instant>,
+    xact_start: Option<Instant>,
+    /// When the last cycle ended, for the pool's checkin.
+    ready_at: Option<Instant>,
+    pub(crate) received: u64,
+    pub(crate) sent: u64,
+}
+
+impl SessionTally {
+    pub(crate) fn new(pool: Arc<PoolTally>) -> SessionTally {
+        let cells = Arc::new(Cells::default());
+        pool.book().live.push(cells.clone());
+        SessionTally {
+            pool,
+            cells,
+            cycle_start: None,
+            xact_start: None,
+            ready_at: None,
+            received: 0,
+            sent: 0,
+        }
+    }
+
+    /// Requests went to the server: a query cycle (and maybe a
+    /// transaction) starts unless one is under way.
+    pub(crate) fn request_sent(&mut self) {
+        if self.cycle_start.is_none() {
+            let now = Instant::now();
+            self.cycle_start = Some(now);
+            self.xact_start.get_or_insert(now);
+        }
+    }
+
+    /// The server said ReadyForQuery: one query cycle is over, and the
+    /// transaction too when the status is idle.
+    pub(crate) fn ready(&mut self, status: TransactionStatus) {
+        let Some(start) = self.cycle_start.take() else {
+            return;
+        };
+        let now = Instant::now();
+        self.ready_at = Some(now);
+        let c = &self.cells;
+        add(&c.queries, 1);
+        add(
+            &c.query_time_us,
+            now.duration_since(start).as_micros() as u64,
+        );
+        if status == TransactionStatus::Idle {
+            if let Some(s) = self.xact_start.take() {
+                add(&c.transactions, 1);
+                add(&c.xact_time_us, now.duration_since(s).as_micros() as u64);
+            }
+        }
+        add(&c.received, std::mem::take(&mut self.received));
+        add(&c.sent, std::mem::take(&mut self.sent));
+    }
+
+    /// When the latest cycle ended, once: the time a server connection
+    /// released right after it was last used.
+    pub(crate) fn take_ready_at(&mut self) -> Option<Instant> {
+        self.ready_at.take()
+    }
+}
+
+impl Drop for SessionTally {
+    fn drop(&mut self) {
+        let mut book = self.pool.book();
+        if let Some(i) = book.live.iter().position(|c| Arc::ptr_eq(c, &self.cells)) {
+            book.live.swap_remove(i);
+        }
+        let mut last = self.cells.totals();
+        last.received += self.received;
+        last.sent += self.sent;
+        book.retired += last;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_counts_a_query_and_an_idle_ready_ends_the_transaction() {
+        let tally = Arc::new(PoolTally::default());
+        let mut s = SessionTally::new(tally.clone());
+        s.request_sent();
+        s.received = 10;
+        s.ready(TransactionStatus::InTransaction);
+        s.request_sent();
+        s.sent = 7;
+        s.ready(TransactionStatus::Idle);
+        assert!(s.take_ready_at().is_some());
+        assert!(s.take_ready_at().is_none());
+        // A ReadyForQuery without a request of ours (e.g. a health check)
+        // is not counted.
+        s.ready(TransactionStatus::Idle);
+        let t = tally.totals();
+        assert_eq!((t.queries, t.transactions), (2, 1));
+        assert_eq!((t.received, t.sent), (10, 7));
+        assert!(t.xact_time_us >= t.query_time_us / 2);
+    }
+
+    #[test]
+    fn figures_of_live_and_ended_sessions_from_any_thread_are_summed() {
+        let tally = Arc::new(PoolTally::default());
+        let t2 = tally.clone();
+        std::thread::spawn(move || {
+            let mut s = SessionTally::new(t2);
+            s.request_sent();
+            s.ready(TransactionStatus::Idle);
+            // Bytes read after the last ReadyForQuery still count.
+            s.received = 5;
+        })
+        .join()
+        .unwrap();
+        let mut s = SessionTally::new(tally.clone());
+        s.request_sent();
+        s.ready(TransactionStatus::Idle);
+        let t = tally.totals();
+        assert_eq!((t.queries, t.transactions, t.received), (2, 2, 5));
+        drop(s);
+        assert_eq!(tally.totals().queries, 2);
+        assert!(tally.book().live.is_empty());
+    }
+}

@@ -1,0 +1,390 @@
+//! Normalization by shape: texts that differ only in literal values.
+//!
+//! Applications that inline their values (`WHERE aid = 48213`) send a new
+//! text for every execution, so the text cache ([`crate::NormalizeCache`])
+//! never hits for them and each one would be normalized from scratch.
+//! Those texts share a *shape*: the same tokens, with the same bytes, in
+//! the same places, except inside number and string literals. Normalizing
+//! depends on a literal's bytes only where it keeps them (an `ORDER BY 2`
+//! position, a `varchar(255)` modifier, a function body; the normalizer's
+//! `Trace` lists those tokens) and otherwise only through the constant's
+//! value. So one text of a shape is normalized, and another text of it is
+//! answered from that result: same fingerprint, text, kind and tags, with
+//! the constants, their hash and the span read from the new text. The
+//! result is exactly what [`crate::normalize()`] returns (a property test
+//! checks it); the only cost is lexing and comparing the tokens.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use crate::cache::PassThrough;
+use crate::hash::{hash_text, StableHasher};
+use crate::lexer::{lex, token_at, Kind, Token};
+use crate::normalize::{normalize_tokens, Trace, CONSTANTS_DOMAIN};
+use crate::NormalizedStatement;
+
+const SHAPE_DOMAIN: u64 = 0x5348_4150_455f_4b59; // "SHAPE_KY"
+
+/// A bounded map from shapes to a normalized example of each.
+///
+/// Entries cost the example's text, its tokens and its result (about
+/// 1 KiB for a 200-byte query). CLOCK eviction, as in the text cache.
+#[derive(Debug)]
+pub struct ShapeCache {
+    index: HashMap<u64, usize, BuildHasherDefault<PassThrough>>,
+    /// The shape last seen for a text beginning (see [`prefix_key`]): a
+    /// text that matches it byte for byte outside its literals needs no
+    /// lexing at all.
+    prefixes: HashMap<u64, usize, BuildHasherDefault<PassThrough>>,
+    slots: Vec<Template>,
+    hand: usize,
+    capacity: usize,
+    hits: u64,
+    misses: u64,
+}
+
+#[derive(Debug)]
+struct Template {
+    key: u64,
+    src: Box<[u8]>,
+    tokens: Box<[Token]>,
+    /// Literal tokens whose bytes must match too, ascending.
+    verbatim: Box<[usize]>,
+    trace: Vec<crate::normalize::StatementTrace>,
+    statements: Vec<NormalizedStatement>,
+    referenced: bool,
+}
+
+impl crate::clock::Referenced for Template {
+    fn referenced(&mut self) -> &mut bool {
+        &mut self.referenced
+    }
+}
+
+fn is_literal(kind: Kind) -> bool {
+    matches!(kind, Kind::Number | Kind::String | Kind::DollarString)
+}
+
+/// Hash of a text's beginning, up to the first byte that may start a
+/// literal (a digit, a quote, `$`), at most 32 bytes: stable across the
+/// values of one statement's literals.
+fn prefix_key(src: &[u8]) -> u64 {
+    static STOP: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = b'0';
+        while b <= b'9' {
+            t[b as usize] = true;
+            b += 1;
+        }
+        t[b'\'' as usize] = true;
+        t[b'$' as usize] = true;
+        t
+    };
+    let head = &src[..src.len().min(32)];
+    let end = head
+        .iter()
+        .position(|&b| STOP[usize::from(b)])
+        .unwrap_or(head.len());
+    hash_text(&head[..end])
+}
+
+/// Hash of everything but the bytes of literals.
+fn shape_key(src: &[u8], tokens: &[Token]) -> u64 {
+    let mut h = StableHasher::new(SHAPE_DOMAIN);
+    for t in tokens {
+        h.write_u64(((t.kind as u64) << 1) | t.gap as u64);
+        if !is_literal(t.kind) {
+            h.write_bytes(&src[t.start..t.end]);
+        }
+    }
+    h.write_u64(tokens.len() as u64);
+    h.finish()
+}
+
+impl Template {
+    /// The tokens of `src` if it is this template's text with other
+    /// literal values and nothing else changed, whitespace included;
+    /// found without lexing more than the literals. None when anything
+    /// differs (the caller then lexes the whole text).
+    ///
+    /// Why the tokens are what [`lex`] would find: the bytes before each
+    /// literal are the template's, and each literal starts with the same
+    /// byte as the template's (or a digit for a digit), so the token
+    /// before it ends where it ended in the template (tokens look past
+    /// their end only at that first byte); a literal is lexed where it
+    /// starts, in `src`; everything after it is again the template's.
+    fn fast_match(&self, src: &[u8]) -> Option<Vec<Token>> {
+        let t = &*self.src;
+        // `src` is `t` shifted by `delta` bytes after the literals so far;
+        // the bytes since the last literal are compared in one go when
+        // the next literal (or the end) comes.
+        let mut delta = 0isize;
+        let mut run = 0; // start of the bytes not compared yet, in `t`
+        let shifted = |at: usize, delta: isize| at.checked_add_signed(delta);
+        let mut out = Vec::with_capacity(self.tokens.len());
+        let mut verbatim = self.verbatim.iter().peekable();
+        for (i, tok) in self.tokens.iter().enumerate() {
+            let keep = verbatim.next_if(|&&v| v == i).is_some();
+            if !is_literal(tok.kind) || keep {
+                out.push(Token {
+                    kind: tok.kind,
+                    gap: tok.gap,
+                    start: shifted(tok.start, delta)?,
+                    end: shifted(tok.end, delta)?,
+                });
+                continue;
+            }
+            let np = shifted(tok.start, delta)?;
+            if src.get(shifted(run, delta)?..np)? != &t[run..tok.start] {
+                return None;
+            }
+            let (first, was) = (*src.get(np)?, t[tok.start]);
+            if first != was && !(first.is_ascii_digit() && was.is_ascii_digit()) {
+                return None;
+            }
+            let (kind, end) = token_at(src, np);
+            if kind != tok.kind {
+                return None;
+            }
+            out.push(Token {
+                kind,
+                gap: tok.gap,
+                start: np,
+                end,
+            });
+            delta = end as isize - tok.end as isize;
+            run = tok.end;
+        }
+        (src.get(shifted(run, delta)?..)? == &t[run..]).then_some(out)
+    }
+
+    fn matches(&self, src: &[u8], tokens: &[Token]) -> bool {
+        if tokens.len() != self.tokens.len() {
+            return false;
+        }
+        let mut verbatim = self.verbatim.iter().peekable();
+        for (i, (a, b)) in self.tokens.iter().zip(tokens).enumerate() {
+            if a.kind != b.kind || a.gap != b.gap {
+                return false;
+            }
+            let keep = verbatim.next_if(|&&v| v == i).is_some();
+            if (keep || !is_literal(a.kind)) && self.src[a.start..a.end] != src[b.start..b.end] {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The example's result with the constants of `src`.
+    fn instantiate(&self, src: &[u8], tokens: &[Token]) -> Arc<[NormalizedStatement]> {
+        self.statements
+            .iter()
+            .zip(&self.trace)
+            .map(|(example, trace)| {
+                let mut values = StableHasher::new(CONSTANTS_DOMAIN);
+                let constants = trace
+                    .constants
+                    .iter()
+                    .map(|&(from, to)| {
+                        let range = tokens[from].start..tokens[to].end;
+                        let b = &src[range.clone()];
+                        values.write_u64(b.len() as u64);
+                        values.write_bytes(b);
+                        range
+                    })
+                    .collect();
+                NormalizedStatement {
+                    fingerprint: example.fingerprint,
+                    text: example.text.clone(),
+                    kind: example.kind,
+                    constants_hash: values.finish(),
+                    constants,
+                    tags: example.tags.clone(),
+                    span: tokens[trace.first].start..tokens[trace.last].end,
+                }
+            })
+            .collect()
+    }
+}
+
+impl ShapeCache {
+    /// A cache holding at most `capacity` shapes (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        ShapeCache {
+            index: HashMap::default(),
+            prefixes: HashMap::default(),
+            slots: Vec::new(),
+            hand: 0,
+            capacity,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// Exactly [`crate::normalize()`]`(sql)`, from a known shape when
+    /// there is one.
+    pub fn normalize(&mut self, sql: &[u8]) -> Arc<[NormalizedStatement]> {
+        if self.capacity == 0 {
+            return normalize_tokens(sql, &lex(sql), &mut Trace::default()).into();
+        }
+        let prefix = prefix_key(sql);
+        if let Some(&i) = self.prefixes.get(&prefix) {
+            if let Some(t) = self.slots.get_mut(i) {
+                if let Some(tokens) = t.fast_match(sql) {
+                    t.referenced = true;
+                    self.hits += 1;
+                    return t.instantiate(sql, &tokens);
+                }
+            }
+        }
+        if self.prefixes.len() >= 4 * self.capacity {
+            self.prefixes.clear();
+        }
+        let tokens = lex(sql);
+        let key = shape_key(sql, &tokens);
+        let found = self.index.get(&key).copied();
+        if let Some(i) = found {
+            let t = &mut self.slots[i];
+            if t.matches(sql, &tokens) {
+                t.referenced = true;
+                self.hits += 1;
+                self.prefixes.insert(prefix, i);
+                return t.instantiate(sql, &tokens);
+            }
+        }
+        self.misses += 1;
+        let mut trace = Trace::default();
+        let statements = normalize_tokens(sql, &tokens, &mut trace);
+        let mut verbatim = trace.verbatim;
+        verbatim.sort_unstable();
+        verbatim.dedup();
+        let template = Template {
+            key,
+            src: sql.into(),
+            tokens: tokens.into_boxed_slice(),
+            verbatim: verbatim.into_boxed_slice(),
+            trace: trace.statements,
+            statements: statements.clone(),
+            referenced: false,
+        };
+        let statements: Arc<[NormalizedStatement]> = statements.into();
+        let slot = match found {
+            // Same key, other shape (literal bytes kept verbatim differ,
+            // or a 64-bit collision): the newer one takes the slot.
+            Some(i) => {
+                self.slots[i] = template;
+                i
+            }
+            None if self.slots.len() < self.capacity => {
+                self.index.insert(key, self.slots.len());
+                self.slots.push(template);
+                self.slots.len() - 1
+            }
+            None => {
+                let victim = crate::clock::victim(&mut self.slots, &mut self.hand);
+                let old = std::mem::replace(&mut self.slots[victim], template);
+                self.index.remove(&old.key);
+                self.index.insert(key, victim);
+                victim
+            }
+        };
+        self.prefixes.insert(prefix, slot);
+        statements
+    }
+
+    /// Number of shapes held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Texts answered from a known shape.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    /// Texts normalized from scratch.
+    pub fn misses(&self) -> u64 {
+        self.misses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::normalize;
+
+    fn both(c: &mut ShapeCache, sql: &str) -> Vec<NormalizedStatement> {
+        let got = c.normalize(sql.as_bytes()).to_vec();
+        assert_eq!(got, normalize(sql.as_bytes()), "{sql}");
+        got
+    }
+
+    #[test]
+    fn literal_values_reuse_the_shape() {
+        let mut c = ShapeCache::new(8);
+        let a = both(
+            &mut c,
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 5;",
+        );
+        let b = both(
+            &mut c,
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;",
+        );
+        assert_eq!((c.hits(), c.misses()), (1, 1));
+        assert_eq!(a[0].fingerprint, b[0].fingerprint);
+        assert_ne!(a[0].constants_hash, b[0].constants_hash);
+    }
+
+    #[test]
+    fn kept_literals_and_other_words_are_other_shapes() {
+        let mut c = ShapeCache::new(8);
+        both(&mut c, "SELECT a, b FROM t ORDER BY 1");
+        let b = both(&mut c, "SELECT a, b FROM t ORDER BY 2");
+        assert_eq!(c.hits(), 0);
+        both(&mut c, "SELECT a::varchar(10) FROM t WHERE x = 'a'");
+        both(&mut c, "SELECT a::varchar(20) FROM t WHERE x = 'b'");
+        both(&mut c, "SELECT a FROM t1 WHERE x = 1");
+        both(&mut c, "SELECT a FROM t2 WHERE x = 1");
+        both(&mut c, "DO $$BEGIN PERFORM 1; END$$");
+        both(&mut c, "DO $$BEGIN PERFORM 2; END$$");
+        assert_eq!(c.hits(), 0);
+        let again = both(&mut c, "SELECT a, b FROM t ORDER BY 2");
+        assert_eq!(again, b);
+        assert_eq!(c.hits(), 1);
+    }
+
+    #[test]
+    fn whitespace_inside_constants_and_multi_statement_spans() {
+        let mut c = ShapeCache::new(8);
+        both(
+            &mut c,
+            "SELECT - 1; /* app='x' */ UPDATE t SET v = 'a' WHERE id IN (1, 2)",
+        );
+        both(
+            &mut c,
+            "SELECT -   77; /* app='x' */ UPDATE t SET v = 'bcd' WHERE id IN (3, 44)",
+        );
+        both(
+            &mut c,
+            "SELECT -   77; /* app='y' */ UPDATE t SET v = 'bcd' WHERE id IN (3, 44)",
+        );
+        assert_eq!(c.hits(), 1);
+    }
+
+    #[test]
+    fn capacity_bounds_shapes() {
+        let mut c = ShapeCache::new(3);
+        for i in 0..20 {
+            both(&mut c, &format!("SELECT c{i} FROM t WHERE x = {i}"));
+        }
+        assert_eq!(c.len(), 3);
+        let mut off = ShapeCache::new(0);
+        both(&mut off, "SELECT 1");
+        assert!(off.is_empty());
+    }
+}

@@ -1,0 +1,185 @@
+//! `ShapeCache::normalize` returns exactly what `normalize` returns, for
+//! every text, whichever texts of the same shape came before.
+
+use pgvigil_sql::{normalize, NormalizeCache, ShapeCache};
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// Every variant of the pg_stat_statements corpus (groups of statements
+/// that differ only in constants), twice over, through one cache.
+#[test]
+fn corpus_variants_agree_with_normalize() {
+    let corpus = include_str!("corpus/statements.sql");
+    let mut variants = Vec::new();
+    let mut pending = String::new();
+    for line in corpus.lines() {
+        if pending.is_empty() && (line.starts_with("--") || line.trim().is_empty()) {
+            continue;
+        }
+        if let Some(head) = line.strip_suffix(" \\") {
+            pending.push_str(head);
+            pending.push('\n');
+            continue;
+        }
+        pending.push_str(line);
+        variants.push(std::mem::take(&mut pending));
+    }
+    assert!(variants.len() > 100, "corpus read: {}", variants.len());
+    let mut shapes = ShapeCache::new(4096);
+    let mut texts = NormalizeCache::new(16);
+    for round in 0..2 {
+        for v in &variants {
+            let expected = normalize(v.as_bytes());
+            assert_eq!(
+                &shapes.normalize(v.as_bytes())[..],
+                &expected[..],
+                "round {round}: {v}"
+            );
+            let cached = texts.get_or_normalize_with(v.as_bytes(), &mut shapes);
+            assert_eq!(&cached[..], &expected[..], "{v}");
+        }
+    }
+    assert!(shapes.hits() > variants.len() as u64, "{}", shapes.hits());
+}
+
+/// Texts that begin alike and differ around their literals: kinds,
+/// prefixes, adjacency, continuation lines, whitespace.
+#[test]
+fn look_alike_texts_agree_with_normalize() {
+    let texts = [
+        "SELECT x=1",
+        "SELECT x=.5",
+        "SELECT x=E'a'",
+        "SELECT x='a'",
+        "SELECT x=1e5",
+        "SELECT x=1.",
+        "SELECT x=1..2",
+        "SELECT x=12abc",
+        "SELECT x=0x1F",
+        "SELECT x=$1",
+        "SELECT x=$$a$$",
+        "SELECT x=$q$a$q$",
+        "SELECT x=$",
+        "SELECT aE'x'",
+        "SELECT a'x'",
+        "SELECT a 'x'",
+        "SELECT 1'x'",
+        "SELECT 2'y'",
+        "SELECT x-1",
+        "SELECT x--1",
+        "SELECT x- -1",
+        "SELECT 'a'\n'b'",
+        "SELECT 'a' 'b'",
+        "SELECT 'c'\n'd'",
+        "SELECT 'a''b'",
+        "SELECT  1",
+        "SELECT 1 ",
+        "SELECT 1;",
+        "SELECT 1; SELECT 2",
+        "SELECT 3; SELECT 4",
+        "SELECT b'01'",
+        "SELECT x'1F'",
+        "SELECT B'01'",
+        "SELECT U&'a'",
+        "SELECT N'a'",
+        "SELECT n'b'",
+        "SELECT 1::int",
+        "SELECT 2::int",
+        "SELECT t.1",
+        "SELECT t.2",
+        "SELECT 1 /* c */",
+        "SELECT 2 /* c */",
+        "SELECT 3 -- c",
+        "SELECT 4 -- d",
+        "SELECT varchar(10)",
+        "SELECT x::varchar(10)",
+        "SELECT x::varchar(20)",
+        "SELECT a FROM t ORDER BY 1",
+        "SELECT a FROM t ORDER BY 2",
+        "SELECT 'it''s'",
+        "SELECT E'a\\'b'",
+        "SELECT E'a\\'",
+        "SELECT 5 FROM t",
+        "SELECT 6FROM t",
+    ];
+    let mut shapes = ShapeCache::new(64);
+    for round in 0..3 {
+        for t in texts {
+            let t = t.replace("\\n", "\n");
+            assert_eq!(
+                &shapes.normalize(t.as_bytes())[..],
+                &normalize(t.as_bytes())[..],
+                "round {round}: {t:?}"
+            );
+        }
+    }
+    assert!(shapes.hits() > 0);
+}
+
+/// Statements whose literals the generator fills in: values that are
+/// constants, and the places where a literal's bytes are kept.
+const TEMPLATES: &[&str] = &[
+    "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+    "select * from t where a = {} and b in ({}, {}, {}) order by {} limit {}",
+    "SELECT a, b FROM t ORDER BY {}, 2 DESC",
+    "SELECT a::varchar({}) FROM t WHERE x = {}",
+    "SELECT {}; SELECT -{} /* app='{}' */; UPDATE t SET v = {} WHERE id = {}",
+    "INSERT INTO t (a, b) VALUES ({}, {}), ({}, {}) RETURNING id",
+    "SELECT ARRAY[{}, -{}]::int[], x IS TRUE, {}::numeric(10, {})",
+    "DO $$BEGIN PERFORM {}; END$$",
+    "SAVEPOINT s{}",
+    "SELECT extract(epoch FROM now()) + {} -- {}\n, 'x' || {}",
+    "SELECT {} FROM t GROUP BY {} HAVING count(*) > {}",
+];
+
+fn literal() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0u64..100_000).prop_map(|n| n.to_string()),
+        (0u32..1000, 0u32..100).prop_map(|(a, b)| format!("{a}.{b}")),
+        "[a-z' ]{0,6}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
+        select(vec![
+            "true", "false", "NULL", "1e5", "0x1F", "$1", "E'\\n'", "$$x$$"
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+fn render(template: &str, values: &[String]) -> String {
+    let mut out = String::new();
+    let mut values = values.iter().cycle();
+    let mut parts = template.split("{}").peekable();
+    while let Some(p) = parts.next() {
+        out.push_str(p);
+        if parts.peek().is_some() {
+            out.push_str(values.next().map_or("0", String::as_str));
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn renderings_of_one_template_agree_with_normalize(
+        template in select(TEMPLATES),
+        runs in prop::collection::vec(prop::collection::vec(literal(), 1..8), 1..6),
+    ) {
+        let mut shapes = ShapeCache::new(8);
+        for values in &runs {
+            let sql = render(template, values);
+            prop_assert_eq!(&shapes.normalize(sql.as_bytes())[..], &normalize(sql.as_bytes())[..], "{}", sql);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_agree_with_normalize(
+        texts in prop::collection::vec(prop::collection::vec(
+            select(b"ab1 2'\"$;:(),-/*e.\n\x80".to_vec()), 0..24), 1..8),
+    ) {
+        let mut shapes = ShapeCache::new(4);
+        for t in &texts {
+            prop_assert_eq!(&shapes.normalize(t)[..], &normalize(t)[..]);
+        }
+    }
+}
