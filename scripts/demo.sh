@@ -67,10 +67,11 @@ echo "PostgreSQL $(pg_super -At -c 'SHOW server_version') up; role app owns data
 # --- 3. pgvigil ---------------------------------------------------------------
 step "Starting pgvigil on 127.0.0.1:$PROXY_PORT (transaction mode, pool size $POOL_SIZE)"
 UPSTREAM="postgres://app:secret@127.0.0.1:$PG_PORT/appdb"
-echo "pgvigil --listen 127.0.0.1:$PROXY_PORT --upstream $UPSTREAM --admin-listen 127.0.0.1:$ADMIN_PORT --pool-mode transaction --pool-size $POOL_SIZE"
+echo "pgvigil --listen 127.0.0.1:$PROXY_PORT --upstream $UPSTREAM --admin-listen 127.0.0.1:$ADMIN_PORT --admin-users app --pool-mode transaction --pool-size $POOL_SIZE"
 "$PGVIGIL" --listen "127.0.0.1:$PROXY_PORT" \
     --upstream "$UPSTREAM" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    --admin-users app \
     --pool-mode transaction \
     --pool-size "$POOL_SIZE" \
     </dev/null >"$TMP/pgvigil.log" 2>&1 &
@@ -160,6 +161,10 @@ echo "done"
 
 # Statistics are merged from per-thread buffers every 250 ms.
 sleep 1
+
+step "the admin console, as PgBouncer's: psql -U app pgvigil -c 'SHOW POOLS' -c 'SHOW STATS_TOTALS'"
+console_out=$(psql -X -d pgvigil -c "SHOW POOLS" -c "SHOW STATS_TOTALS" 2>&1) || problems_console="the admin console failed: $console_out"
+printf '%s\n' "$console_out" | cut -c1-150
 api() { curl -fsS "http://127.0.0.1:$ADMIN_PORT$1" 2>/dev/null || python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())" "http://127.0.0.1:$ADMIN_PORT$1"; }
 api "/api/queries?sort=total_time&limit=5" >"$TMP/queries.json" || problems_api="GET /api/queries failed"
 api "/api/n-plus-one" >"$TMP/n_plus_one.json" || problems_api="GET /api/n-plus-one failed"
@@ -209,6 +214,7 @@ esac
 [ "$peak" -le "$POOL_SIZE" ] || problems+=("$peak server backends at once, more than pool size $POOL_SIZE")
 [ "$pgvigil_rc" -eq 0 ] || problems+=("pgvigil exited with code $pgvigil_rc on SIGTERM")
 [ -z "${problems_api:-}" ] || problems+=("$problems_api")
+[ -z "${problems_console:-}" ] || problems+=("$problems_console")
 read -r n_queries n_detections n_slow < <(printf '%s\n' "$insight_report" | sed -n 's/^COUNTS //p')
 [ "${n_queries:-0}" -gt 0 ] || problems+=("the query insight API listed no statements")
 [ "${n_detections:-0}" -gt 0 ] || problems+=("the N+1 loop was not detected")
