@@ -96,7 +96,9 @@ pub struct NormalizedStatement {
     /// `IN ($1, ...)`, `ARRAY[$1, ...]`, `VALUES ($1, $2), ...`. Keywords
     /// keep their case: like pg_stat_statements, a caller keeps the first
     /// text seen for a fingerprint. Invalid UTF-8 is replaced by U+FFFD.
-    pub text: String,
+    /// Shared: every execution of a statement carries the same text, and
+    /// a cache hit hands it out without copying it.
+    pub text: std::sync::Arc<str>,
     /// The command, from the first keyword(s).
     pub kind: StatementKind,
     /// Hash of the constants' values in order: two executions with the same

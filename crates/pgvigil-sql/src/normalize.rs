@@ -152,7 +152,7 @@ fn statement(
     });
     out.push(NormalizedStatement {
         fingerprint: Fingerprint(fp.finish()),
-        text: into_string(text),
+        text: into_string(text).into(),
         kind,
         constants_hash: values.finish(),
         constants,

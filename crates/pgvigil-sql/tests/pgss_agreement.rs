@@ -199,7 +199,7 @@ struct Observation {
 fn skeleton(sql: &str) -> String {
     let joined: Vec<String> = normalize(sql.as_bytes())
         .into_iter()
-        .map(|s| s.text)
+        .map(|s| s.text.to_string())
         .collect();
     let text = joined.join(";").to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
@@ -427,7 +427,7 @@ async fn run_corpus(
                     statement: si,
                     fingerprint: st.fingerprint,
                     query_id: rows[ri].0,
-                    ours: st.text.clone(),
+                    ours: st.text.to_string(),
                     theirs: rows[ri].1.clone(),
                 });
             }

@@ -140,7 +140,7 @@ impl Observer {
             self.registered.insert(fp);
             let info = Arc::new(StatementInfo {
                 fingerprint: fp,
-                query: s.text.clone(),
+                query: s.text.to_string(),
                 kind: s.kind.as_str().to_string(),
             });
             if self.insight.register(info) {
@@ -356,7 +356,7 @@ impl Observer {
             at_ms: unix_ms(),
             rule: rule.to_string(),
             fingerprint: s.fingerprint.0,
-            query: s.text.clone(),
+            query: s.text.to_string(),
             duration_us,
             database: self.database.to_string(),
             user: self.user.to_string(),
