@@ -47,6 +47,17 @@ def read_status(pid):
     return out
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all its threads), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -199,6 +210,8 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
     sampler = RssSampler(target["pid"]) if target.get("pid") else None
     if sampler:
         sampler.start()
+    cpu_pid = target.get("pid") or target.get("cpu_pid")
+    cpu_before = cpu_seconds(cpu_pid) if cpu_pid else None
     started = time.time()
     timeout = env["duration"] * 3 + 180
     try:
@@ -215,6 +228,11 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
         sampler.stop.set()
         sampler.join()
     res = parse_pgbench(out)
+    cpu_after = cpu_seconds(cpu_pid) if cpu_before is not None else None
+    if cpu_after is not None and res.get("transactions"):
+        # Pooler CPU per transaction: steadier than TPS on a shared machine, and it
+        # includes connection setup, which is small against a 5-10 s run.
+        res["pooler_cpu_us_per_tx"] = round((cpu_after - cpu_before) * 1e6 / res["transactions"], 2)
     lat, log_failed = read_latency_logs(prefix)
     res.update({
         "rc": rc,
@@ -267,6 +285,7 @@ def cmd_run(env_path):
             "threads": env["threads"],
             "scale": env["scale"],
             "pool_size": env["pool_size"],
+            "upstream": env.get("upstream", "tcp"),
             "max_client_conn": env["max_client_conn"],
             "postgresql_settings": {
                 "max_connections": env["pg_max_connections"], "shared_buffers": "128MB",
@@ -287,6 +306,14 @@ def cmd_run(env_path):
     def save():
         with open(os.path.join(out, "raw.json"), "w") as f:
             json.dump(raw, f, indent=1)
+
+    for t in targets:
+        if t["name"] == "pgbouncer":
+            try:
+                with open(env["pgbouncer_pidfile"]) as f:
+                    t["cpu_pid"] = int(f.read().strip())
+            except (OSError, ValueError):
+                pass
 
     # Warm-up: every target, a few seconds, so caches and pools are in place.
     print("warm-up: 3 s of pgbench -S with 8 clients on every target", flush=True)
@@ -395,6 +422,8 @@ def summarize(raw):
                     latency_avg_ms=med([r["latency_avg_ms"] for r in ok]),
                     latency_p99_ms=med([r["latency_p99_ms"] for r in ok]),
                     connect_ms=med([r["connect_ms"] for r in ok]),
+                    pooler_cpu_us_per_tx=med([r.get("pooler_cpu_us_per_tx") for r in ok
+                                              if r.get("pooler_cpu_us_per_tx") is not None]),
                     failed_transactions=sum((r.get("failed") or 0) + r.get("log_failed", 0) for r in ok),
                 )
                 if any("rss_peak_kib" in r for r in ok):
@@ -513,11 +542,13 @@ def render_table(meta, cells, final, checks_, problems):
                  f"{m['postgresql_settings']['max_connections']}); {m['pgbouncer']}; {m['pgbench']}")
     lines.append(f"pgbench scale {m['scale']}, -j {m['threads']}, {m['duration_s']} s a run, "
                  f"median of {m['reps']} run(s), targets interleaved; poolers in transaction mode, "
-                 f"pool {m['pool_size']}")
+                 f"pool {m['pool_size']}; poolers reach PostgreSQL over "
+                 + ("its Unix socket" if m.get("upstream") == "unix" else "TCP (127.0.0.1)"))
     lines.append("")
     hdr = (f"{'workload':<12} {'mode':<8} {'cl':>4} | {'direct':>8} {'pgbouncer':>9} {'pgvigil':>8} "
            f"{'pgv-off':>8} | {'vig/dir':>7} {'vig/pgb':>7} {'on/off':>6} | "
-           f"{'avg ms d/b/v/o':>27} | {'p99 ms d/b/v/o':>27} | {'RSS MB v/o':>11}")
+           f"{'avg ms d/b/v/o':>27} | {'p99 ms d/b/v/o':>27} | {'RSS MB v/o':>11} | "
+           f"{'CPU us/tx b/v/o':>17}")
     lines.append("TPS (median)".ljust(27) + "| " + " " * 37 + "| ratios of TPS")
     lines.append(hdr)
     lines.append("-" * len(hdr))
@@ -533,8 +564,11 @@ def render_table(meta, cells, final, checks_, problems):
             return "/".join(cell_value(t.get(n), key, 2) for n in TARGET_ORDER)
 
         rss = "/".join(fmt(t.get(n, {}).get("rss_peak_mb"), 0) for n in ("pgvigil", "pgvigil_off"))
+        cpu = "/".join(fmt(t.get(n, {}).get("pooler_cpu_us_per_tx"), 1)
+                       for n in ("pgbouncer", "pgvigil", "pgvigil_off"))
         lines.append(f"{c['workload']:<12} {c['mode']:<8} {c['clients']:>4} | {tps} | {ratios} | "
-                     f"{lat('latency_avg_ms'):>27} | {lat('latency_p99_ms'):>27} | {rss:>11}")
+                     f"{lat('latency_avg_ms'):>27} | {lat('latency_p99_ms'):>27} | {rss:>11} | "
+                     f"{cpu:>17}")
     lines.append("")
     for name, lbl in (("pgvigil", "pgvigil"), ("pgvigil_off", "pgvigil analytics off"),
                       ("pgbouncer", "PgBouncer")):
@@ -583,8 +617,8 @@ def svg_chart(meta, cells):
          f'<text x="{left}" y="22" font-size="15" font-weight="bold">pgvigil load benchmark: '
          f'median TPS per cell</text>',
          f'<text x="{left}" y="40" fill="#555">pgbench {meta["duration_s"]} s x {meta["reps"]}, '
-         f'-j {meta["threads"]}, scale {meta["scale"]}; transaction pooling, pool {meta["pool_size"]}; '
-         f'{esc(meta["machine"]["cpu"])}, '
+         f'-j {meta["threads"]}, scale {meta["scale"]}; transaction pooling, pool {meta["pool_size"]}, '
+         f'upstream {meta.get("upstream", "tcp")}; {esc(meta["machine"]["cpu"])}, '
          f'{meta["machine"]["cores"]} cores; PostgreSQL {esc(meta["postgresql"])} fsync=off; '
          f'{esc(meta["pgbouncer"])}; commit {esc(meta["pgvigil_commit"])}</text>']
     lx = left

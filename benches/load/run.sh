@@ -4,7 +4,7 @@
 #
 #   benches/load/run.sh [--quick] [--out DIR] [--duration S] [--reps N]
 #                       [--clients 8,32,256,1000] [--modes simple,extended,prepared]
-#                       [--no-tpcb]
+#                       [--no-tpcb] [--upstream tcp|unix]
 #
 # One run:
 #   1. builds pgvigil (cargo build --release -p pgvigil),
@@ -40,6 +40,7 @@ REPS=""
 CLIENTS=""
 MODES=""
 TPCB=1
+UPSTREAM_KIND=tcp
 usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,11 +51,16 @@ while [ $# -gt 0 ]; do
         --clients) CLIENTS=$2; shift ;;
         --modes) MODES=$2; shift ;;
         --no-tpcb) TPCB=0 ;;
+        --upstream) UPSTREAM_KIND=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
+case "$UPSTREAM_KIND" in
+    tcp | unix) ;;
+    *) echo "--upstream must be tcp or unix" >&2; exit 2 ;;
+esac
 if [ "$QUICK" -eq 1 ]; then
     : "${DURATION:=5}" "${REPS:=1}" "${CLIENTS:=32}"
 fi
@@ -135,6 +141,10 @@ read -r PG_PORT PGB_PORT VIGIL_PORT VIGIL_ADMIN NOAN_PORT NOAN_ADMIN < <(free_po
 TMP=$(pg_tmpdir pgvigil-load)
 chmod 755 "$TMP"
 
+# Both poolers reach PostgreSQL the same way: 127.0.0.1, or with
+# --upstream unix the cluster's Unix socket in $TMP. pgbench always
+# connects over TCP, to every target.
+if [ "$UPSTREAM_KIND" = unix ]; then PG_HOST=$TMP; else PG_HOST=127.0.0.1; fi
 step "Creating a PostgreSQL 15 cluster in $TMP (port $PG_PORT)"
 pg_cluster_create "$TMP" "$PG_PORT" "pgvigil load benchmark" \
     "max_connections = $PG_MAX_CONNECTIONS" "shared_buffers = 128MB" \
@@ -153,7 +163,7 @@ cat >"$TMP/userlist.txt" <<'EOF'
 EOF
 cat >"$TMP/pgbouncer.ini" <<EOF
 [databases]
-appdb = host=127.0.0.1 port=$PG_PORT dbname=appdb
+appdb = host=$PG_HOST port=$PG_PORT dbname=appdb
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -187,19 +197,33 @@ echo "PgBouncer's open-files limit: $PGB_FDS"
     echo "warning: PgBouncer may open only $PGB_FDS files, fewer than max_client_conn $MAX_CLIENT_CONN" >&2
 
 # --- 4. pgvigil, analytics on and off ----------------------------------------------
-UPSTREAM="postgres://app:secret@127.0.0.1:$PG_PORT/appdb"
+if [ "$UPSTREAM_KIND" = unix ]; then
+    UPSTREAM="postgres:///appdb?host=$TMP&port=$PG_PORT&user=app&password=secret"
+else
+    UPSTREAM="postgres://app:secret@127.0.0.1:$PG_PORT/appdb"
+fi
 VIGIL_ARGS=(--upstream "$UPSTREAM" --pool-mode transaction --pool-size "$POOL_SIZE"
     --max-client-conn "$MAX_CLIENT_CONN")
 step "Starting pgvigil on 127.0.0.1:$VIGIL_PORT (analytics on) and 127.0.0.1:$NOAN_PORT (analytics off)"
-"$PGVIGIL" --listen "127.0.0.1:$VIGIL_PORT" --admin-listen "127.0.0.1:$VIGIL_ADMIN" "${VIGIL_ARGS[@]}" \
-    --analytics on </dev/null >"$TMP/pgvigil.log" 2>&1 &
+# Each pgvigil runs in a session of its own (setsid), as PgBouncer does
+# when it daemonizes (-d) and as any service does: with the kernel's
+# autogroup scheduling (sched_autogroup_enabled), processes of one session
+# share one CPU share, so a pooler left in the benchmark's session would
+# compete with pgbench for it while PgBouncer has a share of its own.
+setsid "$PGVIGIL" --listen "127.0.0.1:$VIGIL_PORT" --admin-listen "127.0.0.1:$VIGIL_ADMIN" \
+    "${VIGIL_ARGS[@]}" --analytics on </dev/null >"$TMP/pgvigil.log" 2>&1 &
 VIGIL_PID=$!
-"$PGVIGIL" --listen "127.0.0.1:$NOAN_PORT" --admin-listen "127.0.0.1:$NOAN_ADMIN" "${VIGIL_ARGS[@]}" \
-    --analytics off </dev/null >"$TMP/pgvigil-analytics-off.log" 2>&1 &
+setsid "$PGVIGIL" --listen "127.0.0.1:$NOAN_PORT" --admin-listen "127.0.0.1:$NOAN_ADMIN" \
+    "${VIGIL_ARGS[@]}" --analytics off </dev/null >"$TMP/pgvigil-analytics-off.log" 2>&1 &
 NOAN_PID=$!
 wait_listening "$TMP/pgvigil.log" "$VIGIL_PID" pgvigil
 wait_listening "$TMP/pgvigil-analytics-off.log" "$NOAN_PID" "pgvigil (analytics off)"
 echo "pgvigil ${VIGIL_ARGS[*]}"
+# setsid runs pgvigil in its own process (it forks only when it is a process
+# group leader, which a job of this script is not): the pids are pgvigil's.
+for pid in "$VIGIL_PID" "$NOAN_PID"; do
+    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pgvigil ] || die "process $pid is not pgvigil"
+done
 
 # Every target answers before the matrix starts.
 for port in "$PG_PORT" "$PGB_PORT" "$VIGIL_PORT" "$NOAN_PORT"; do
@@ -230,6 +254,7 @@ cat >"$TMP/env.json" <<EOF
   "clients": "$CLIENTS",
   "modes": "$MODES",
   "tpcb": $TPCB,
+  "upstream": "$UPSTREAM_KIND",
   "threads": 2,
   "scale": $SCALE,
   "pool_size": $POOL_SIZE,

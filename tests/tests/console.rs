@@ -2642,3 +2642,63 @@ async fn shutdown_exits_0_after_the_grace_period_with_clients_still_connected() 
     })
     .await
 }
+
+/// An upstream given as a Unix socket directory (libpq's `?host=/dir`)
+/// carries queries, transactions and cancel requests over the socket:
+/// PostgreSQL sees the backends with no client address (the socket), and
+/// SHOW SERVERS says `unix`, as PgBouncer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_upstream_carries_queries_and_cancels() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let upstream = format!(
+            "postgres:///{APP_DB}?host={}&port={}&user={APP_USER}&password=secret",
+            cluster.socket_dir().display(),
+            cluster.port()
+        );
+        let vigil = console_builder(PoolMode::Transaction, 2)
+            .upstream(upstream)
+            .spawn()
+            .await?;
+        let app = app_client(&vigil, "unix-upstream-probe").await?;
+        let row = app
+            .query_one("SELECT inet_client_addr() IS NULL, pg_backend_pid()", &[])
+            .await
+            .context("a query through the unix-socket upstream")?;
+        let (over_socket, pid): (bool, i32) = (row.get(0), row.get(1));
+        ensure!(
+            over_socket,
+            "PostgreSQL saw backend {pid} connect over TCP, not the unix socket"
+        );
+        app.batch_execute("BEGIN; SELECT count(*) FROM pg_class; COMMIT")
+            .await
+            .context("a transaction through the unix-socket upstream")?;
+
+        let token = app.cancel_token();
+        let sleeper = tokio::spawn(async move { app.simple_query("SELECT pg_sleep(10)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token
+            .cancel_query(pgvigil_integration::tokio_postgres::NoTls)
+            .await
+            .context("sending a cancel request through pgvigil")?;
+        let result = tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .context("pg_sleep(10) was not cancelled within 5 s")?
+            .context("the query task panicked")?;
+        match result {
+            Err(e) if sqlstate(&e) == Some("57014") => {}
+            other => bail!("expected the query to be cancelled (57014), got {other:?}"),
+        }
+
+        let admin = console(&vigil, ADMIN).await?;
+        let servers = show(&admin, "SHOW SERVERS").await?;
+        let server = servers.one("remote_pid", &pid.to_string())?;
+        let port = cluster.port().to_string();
+        ensure!(
+            server.get("addr")? == "unix" && server.get("port")? == port,
+            "SHOW SERVERS row of backend {pid}: expected addr unix, port {port}; got {server}"
+        );
+        Ok(())
+    })
+    .await
+}

@@ -636,13 +636,35 @@ fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
     if url.scheme() != "postgres" && url.scheme() != "postgresql" {
         return Err(bad("the scheme must be postgres:// or postgresql://"));
     }
-    let host = url
-        .host_str()
-        .ok_or_else(|| bad("the URL has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let user = percent_decode(url.username());
+    // A Unix socket directory, as libpq spells it: `?host=/dir`, or the
+    // host part percent-encoded (`%2Fvar%2Frun%2Fpostgresql`).
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let query_host = param("host");
+    let host = match query_host {
+        Some(h) => h,
+        None => percent_decode(
+            url.host_str()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']'),
+        ),
+    };
+    if host.is_empty() {
+        return Err(bad(
+            "the URL has no host (a Unix socket directory goes in ?host=/path)",
+        ));
+    }
+    let port = match param("port") {
+        Some(p) => p
+            .parse()
+            .map_err(|_| bad(&format!("port {p:?} is not a port number")))?,
+        None => url.port().unwrap_or(5432),
+    };
+    let user = param("user").unwrap_or_else(|| percent_decode(url.username()));
     if user.is_empty() {
         return Err(bad("the URL has no user name"));
     }
@@ -654,9 +676,9 @@ fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
     };
     Ok(Upstream {
         host,
-        port: url.port().unwrap_or(5432),
+        port,
         dbname,
-        password: url.password().map(percent_decode),
+        password: param("password").or_else(|| url.password().map(percent_decode)),
         user,
     })
 }
@@ -688,6 +710,35 @@ mod tests {
         let db = &cfg.databases["appdb"];
         assert_eq!((db.host.as_str(), db.port), ("127.0.0.1", 5433));
         assert_eq!(cfg.users["app"].password.as_deref(), Some("s@cret"));
+    }
+
+    #[test]
+    fn upstream_url_names_a_unix_socket_directory_as_libpq_does() {
+        for url in [
+            "postgres:///appdb?host=/var/run/postgresql&port=5432&user=app&password=pw",
+            "postgres://app:pw@%2Fvar%2Frun%2Fpostgresql/appdb",
+        ] {
+            let cfg = Config::resolve(FileConfig::default(), flags_with_upstream(url)).unwrap();
+            let db = &cfg.databases["appdb"];
+            assert_eq!(
+                (db.host.as_str(), db.port),
+                ("/var/run/postgresql", 5432),
+                "{url}"
+            );
+        }
+        let cfg = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://app:pw@localhost:6543/appdb?host=/tmp"),
+        )
+        .unwrap();
+        let db = &cfg.databases["appdb"];
+        assert_eq!((db.host.as_str(), db.port), ("/tmp", 6543));
+        let err = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres:///appdb?user=app"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("?host=/path"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 
+use crate::store::FingerprintHash;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NPlusOneConfig {
     pub min_repeats: usize,
@@ -141,7 +143,7 @@ struct Tally {
 }
 
 fn evaluate(unit: &[Step], min_repeats: usize) -> Vec<Detection> {
-    let mut tallies: HashMap<u64, Tally> = HashMap::new();
+    let mut tallies: HashMap<u64, Tally, FingerprintHash> = HashMap::default();
     for (i, s) in unit.iter().enumerate().filter(|(_, s)| s.is_select) {
         let t = tallies.entry(s.fingerprint).or_insert(Tally {
             first: i,

@@ -34,9 +34,14 @@ pub(crate) struct FingerprintHash {
 }
 
 impl Default for FingerprintHash {
+    /// One seed per process, drawn once: tables are also made per N+1
+    /// unit, where drawing a seed each time would cost a SipHash.
     fn default() -> Self {
-        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5047_5649_u64);
-        FingerprintHash { seed: seed | 1 }
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let seed = *SEED.get_or_init(|| {
+            std::collections::hash_map::RandomState::new().hash_one(0x5047_5649_u64) | 1
+        });
+        FingerprintHash { seed }
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::server_stream::ServerStream;
 use dashmap::DashMap;
 use pgvigil_wire::frontend;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::ids::{BackendKey, ClientKey};
 use crate::server::ServerTarget;
@@ -71,7 +71,7 @@ impl CancelRegistry {
         };
         let packet = frontend::cancel_request(backend.process_id, backend.secret_key);
         let send = async {
-            let mut s = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let mut s = ServerStream::connect(&target.host, target.port).await?;
             s.write_all(&packet).await?;
             s.shutdown().await
         };

@@ -6,6 +6,7 @@
 mod analysis;
 mod cancel;
 mod client;
+mod clock;
 mod console;
 mod error;
 mod ids;
@@ -17,6 +18,7 @@ mod prepared;
 pub mod registry;
 pub mod scram;
 mod server;
+mod server_stream;
 pub mod stats;
 
 use std::collections::{HashMap, HashSet};

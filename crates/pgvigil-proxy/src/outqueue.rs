@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
+use crate::server_stream::TryWrite;
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::net::TcpStream;
 
 /// Chunks queued for a socket. Forwarded frames are slices of the buffer
 /// they were read into (`Bytes` sharing its allocation), so a frame is
@@ -33,7 +33,7 @@ impl OutQueue {
     }
 
     /// Writes what the socket takes without waiting.
-    pub(crate) fn try_flush(&mut self, stream: &TcpStream) -> io::Result<usize> {
+    pub(crate) fn try_flush(&mut self, stream: &impl TryWrite) -> io::Result<usize> {
         let mut written = 0;
         while !self.chunks.is_empty() {
             let result = if self.chunks.len() == 1 {

@@ -5,11 +5,11 @@
 //! reply in flight, a transaction open), so no path can hand a dirty
 //! connection to the next client or forget to return a clean one.
 
+use crate::clock::MonoTime;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use pgvigil_config::{PoolMode, PoolSettings};
 use pgvigil_wire::backend::TransactionStatus;
@@ -353,7 +353,7 @@ impl ServerPool {
         self: &Arc<Self>,
         client: Option<&Arc<ClientEntry>>,
     ) -> Result<PooledServer, ProxyError> {
-        let started = Instant::now();
+        let started = MonoTime::now();
         let started_us = unix_us(started);
         if let Some(c) = client {
             c.start_waiting(started_us);
@@ -387,12 +387,16 @@ impl ServerPool {
 
     async fn acquire_inner(
         self: &Arc<Self>,
-        started: Instant,
+        started: MonoTime,
     ) -> Result<(PooledServer, Wait), ProxyError> {
         let mut wait = Wait::None;
         // Computed only when a client has to wait: most checkouts don't.
-        let deadline =
-            |st: &PoolState| tokio::time::Instant::from_std(started + st.settings.acquire_timeout);
+        let deadline = |st: &PoolState| {
+            tokio::time::Instant::now()
+                + st.settings
+                    .acquire_timeout
+                    .saturating_sub(started.elapsed())
+        };
         loop {
             let resumed = self.resumed.notified();
             let plan = {
@@ -486,9 +490,14 @@ impl ServerPool {
                     id: conn.id,
                     database: self.database.clone(),
                     user: self.user.clone(),
-                    addr: self.target.host.clone(),
+                    // PgBouncer's SHOW SERVERS says "unix" for a socket.
+                    addr: if crate::server_stream::is_socket_dir(&self.target.host) {
+                        "unix".into()
+                    } else {
+                        self.target.host.clone()
+                    },
                     port: self.target.port,
-                    local_addr: conn.stream.local_addr().ok(),
+                    local_addr: conn.stream.local_addr(),
                     remote_pid: conn.backend_key.process_id,
                 }));
                 self.counters.upstream_up.store(1, Ordering::Relaxed);
@@ -520,13 +529,12 @@ impl ServerPool {
         &self,
         mut conn: Box<ServerConn>,
         checks: Checks,
-        now: Instant,
+        now: MonoTime,
         wait: &mut Wait,
     ) -> Option<Box<ServerConn>> {
-        let fit =
-            now.saturating_duration_since(conn.created) < checks.lifetime && conn.looks_alive();
+        let fit = now.since(conn.created) < checks.lifetime && conn.looks_alive();
         let fit = fit
-            && (now.saturating_duration_since(conn.last_used) < checks.check_delay || {
+            && (now.since(conn.last_used) < checks.check_delay || {
                 *wait = Wait::Some;
                 matches!(
                     tokio::time::timeout(checks.connect_timeout, conn.run_own_query("SELECT 1"))
@@ -544,13 +552,13 @@ impl ServerPool {
 
     /// Returns a settled connection: to the longest-waiting client, else to
     /// the idle list; overflow connections close when nobody waits.
-    fn checkin(&self, mut conn: Box<ServerConn>, released_at: Option<Instant>) {
-        conn.last_used = released_at.unwrap_or_else(Instant::now);
+    fn checkin(&self, mut conn: Box<ServerConn>, released_at: Option<MonoTime>) {
+        conn.last_used = released_at.unwrap_or_else(MonoTime::now);
         if let Some(r) = &conn.registration {
             r.entry.checked_in();
         }
         let mut st = self.lock();
-        if conn.last_used.duration_since(conn.created) >= st.settings.server_lifetime {
+        if conn.last_used.since(conn.created) >= st.settings.server_lifetime {
             drop(st);
             self.discard(conn);
             return;
@@ -627,7 +635,7 @@ impl ServerPool {
     /// Periodic upkeep: close connections idle too long or past their
     /// lifetime, and open connections up to `min_pool_size`.
     pub fn maintain(self: &Arc<Self>) {
-        let now = Instant::now();
+        let now = MonoTime::now();
         let mut closing = Vec::new();
         let to_open;
         {
@@ -635,9 +643,8 @@ impl ServerPool {
             let mut i = 0;
             while i < st.idle.len() {
                 let c = &st.idle[i];
-                let expired = now.duration_since(c.created) >= st.settings.server_lifetime;
-                let idle_too_long = now.duration_since(c.last_used)
-                    >= st.settings.server_idle_timeout
+                let expired = now.since(c.created) >= st.settings.server_lifetime;
+                let idle_too_long = now.since(c.last_used) >= st.settings.server_idle_timeout
                     && st.total > st.settings.min_pool_size;
                 if expired || idle_too_long {
                     closing.push(st.idle.swap_remove(i));
@@ -723,7 +730,7 @@ pub struct PooledServer {
     pool: Arc<ServerPool>,
     /// When the client let go of it, if the session already read the
     /// clock then; spares the checkin a clock read.
-    pub(crate) released_at: Option<Instant>,
+    pub(crate) released_at: Option<MonoTime>,
 }
 
 impl PooledServer {

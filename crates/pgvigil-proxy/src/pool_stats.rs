@@ -8,9 +8,9 @@
 //! its live sessions and folds a session's figures into `retired` when it
 //! ends; SHOW STATS sums them.
 
+use crate::clock::MonoTime;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use pgvigil_wire::backend::TransactionStatus;
 
@@ -96,10 +96,10 @@ impl PoolTally {
 pub(crate) struct SessionTally {
     pool: Arc<PoolTally>,
     cells: Arc<Cells>,
-    cycle_start: Option<Instant>,
-    xact_start: Option<Instant>,
+    cycle_start: Option<MonoTime>,
+    xact_start: Option<MonoTime>,
     /// When the last cycle ended, for the pool's checkin.
-    ready_at: Option<Instant>,
+    ready_at: Option<MonoTime>,
     pub(crate) received: u64,
     pub(crate) sent: u64,
 }
@@ -123,7 +123,7 @@ impl SessionTally {
     /// transaction) starts unless one is under way.
     pub(crate) fn request_sent(&mut self) {
         if self.cycle_start.is_none() {
-            let now = Instant::now();
+            let now = MonoTime::now();
             self.cycle_start = Some(now);
             self.xact_start.get_or_insert(now);
         }
@@ -135,18 +135,15 @@ impl SessionTally {
         let Some(start) = self.cycle_start.take() else {
             return;
         };
-        let now = Instant::now();
+        let now = MonoTime::now();
         self.ready_at = Some(now);
         let c = &self.cells;
         add(&c.queries, 1);
-        add(
-            &c.query_time_us,
-            now.duration_since(start).as_micros() as u64,
-        );
+        add(&c.query_time_us, now.micros_since(start));
         if status == TransactionStatus::Idle {
             if let Some(s) = self.xact_start.take() {
                 add(&c.transactions, 1);
-                add(&c.xact_time_us, now.duration_since(s).as_micros() as u64);
+                add(&c.xact_time_us, now.micros_since(s));
             }
         }
         add(&c.received, std::mem::take(&mut self.received));
@@ -155,7 +152,7 @@ impl SessionTally {
 
     /// When the latest cycle ended, once: the time a server connection
     /// released right after it was last used.
-    pub(crate) fn take_ready_at(&mut self) -> Option<Instant> {
+    pub(crate) fn take_ready_at(&mut self) -> Option<MonoTime> {
         self.ready_at.take()
     }
 }

@@ -10,31 +10,33 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::MonoTime;
 use dashmap::DashMap;
 
 use crate::ids::{ClientId, ServerId};
 
 /// Microseconds since the Unix epoch, the unit entries store times in.
 pub(crate) fn now_us() -> u64 {
-    unix_us(Instant::now())
+    unix_us(MonoTime::now())
 }
 
-/// An `Instant` as Unix microseconds. The hot path already reads the
-/// monotonic clock; converting it against one reading of the wall clock
-/// taken at start saves a second clock call per checkout.
-pub(crate) fn unix_us(at: Instant) -> u64 {
-    static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+/// A monotonic reading as Unix microseconds. The hot path already reads
+/// the monotonic clock; converting it against one reading of the wall
+/// clock taken at start saves a second clock call per checkout.
+pub(crate) fn unix_us(at: MonoTime) -> u64 {
+    static EPOCH: OnceLock<(MonoTime, u64)> = OnceLock::new();
     let (base, base_us) = *EPOCH.get_or_init(|| {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        (Instant::now(), wall)
+        (MonoTime::now(), wall)
     });
-    match at.checked_duration_since(base) {
-        Some(d) => base_us + d.as_micros() as u64,
-        None => base_us.saturating_sub(base.duration_since(at).as_micros() as u64),
+    if at >= base {
+        base_us + at.micros_since(base)
+    } else {
+        base_us.saturating_sub(base.micros_since(at))
     }
 }
 

@@ -6,14 +6,16 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::MonoTime;
+
+use crate::server_stream::ServerStream;
 use bytes::{Bytes, BytesMut};
 use pgvigil_wire::backend::{self, tag as be, AuthRequest, TransactionStatus};
 use pgvigil_wire::{frontend, FrameHeader};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
 use crate::ids::{BackendKey, ServerId};
@@ -30,6 +32,17 @@ pub struct ServerTarget {
     pub connect_timeout: Duration,
 }
 
+impl ServerTarget {
+    /// Where the server is, for messages: `host:port`, or the socket file.
+    pub fn address(&self) -> String {
+        if crate::server_stream::is_socket_dir(&self.host) {
+            crate::server_stream::socket_path(&self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Login-time messages are small; this only guards against a confused peer.
 const MAX_LOGIN_FRAME: usize = 1 << 20;
 
@@ -37,7 +50,7 @@ static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct ServerConn {
     pub(crate) id: ServerId,
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: ServerStream,
     pub(crate) buf: BytesMut,
     pub(crate) backend_key: BackendKey,
     /// ParameterStatus values reported at login.
@@ -49,8 +62,8 @@ pub struct ServerConn {
     pub(crate) applied_signature: u64,
     /// Prepared statements pgvigil created on this backend.
     pub(crate) statements: ServerStatements,
-    pub(crate) created: Instant,
-    pub(crate) last_used: Instant,
+    pub(crate) created: MonoTime,
+    pub(crate) last_used: MonoTime,
     pub(crate) status: TransactionStatus,
     /// False while requests are outstanding: a connection given back in
     /// that state has a reply in flight and cannot serve anyone else.
@@ -65,18 +78,18 @@ impl ServerConn {
         target: &ServerTarget,
         max_prepared: usize,
     ) -> Result<ServerConn, ProxyError> {
-        let addr = (target.host.as_str(), target.port);
-        let stream = tokio::time::timeout(target.connect_timeout, TcpStream::connect(addr))
+        let connect = ServerStream::connect(&target.host, target.port);
+        let stream = tokio::time::timeout(target.connect_timeout, connect)
             .await
             .map_err(|_| {
                 ProxyError::Connect(format!(
-                    "{}:{}: timed out after {:?}",
-                    target.host, target.port, target.connect_timeout
+                    "{}: timed out after {:?}",
+                    target.address(),
+                    target.connect_timeout
                 ))
             })?
-            .map_err(|e| ProxyError::Connect(format!("{}:{}: {e}", target.host, target.port)))?;
-        stream.set_nodelay(true).map_err(ProxyError::ServerIo)?;
-        let now = Instant::now();
+            .map_err(|e| ProxyError::Connect(format!("{}: {e}", target.address())))?;
+        let now = MonoTime::now();
         let mut conn = ServerConn {
             id: ServerId(NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed)),
             stream,

@@ -42,6 +42,9 @@ pub struct ShapeCache {
     capacity: usize,
     hits: u64,
     misses: u64,
+    /// The tokens of the latest fast match: kept between calls so a hit
+    /// allocates no token list.
+    scratch: Vec<Token>,
 }
 
 #[derive(Debug)]
@@ -114,7 +117,12 @@ impl Template {
     /// before it ends where it ended in the template (tokens look past
     /// their end only at that first byte); a literal is lexed where it
     /// starts, in `src`; everything after it is again the template's.
-    fn fast_match(&self, src: &[u8]) -> Option<Vec<Token>> {
+    fn fast_match(&self, src: &[u8], out: &mut Vec<Token>) -> bool {
+        out.clear();
+        self.fast_match_into(src, out).is_some()
+    }
+
+    fn fast_match_into(&self, src: &[u8], out: &mut Vec<Token>) -> Option<()> {
         let t = &*self.src;
         // `src` is `t` shifted by `delta` bytes after the literals so far;
         // the bytes since the last literal are compared in one go when
@@ -122,7 +130,7 @@ impl Template {
         let mut delta = 0isize;
         let mut run = 0; // start of the bytes not compared yet, in `t`
         let shifted = |at: usize, delta: isize| at.checked_add_signed(delta);
-        let mut out = Vec::with_capacity(self.tokens.len());
+        out.reserve(self.tokens.len());
         let mut verbatim = self.verbatim.iter().peekable();
         for (i, tok) in self.tokens.iter().enumerate() {
             let keep = verbatim.next_if(|&&v| v == i).is_some();
@@ -156,7 +164,7 @@ impl Template {
             delta = end as isize - tok.end as isize;
             run = tok.end;
         }
-        (src.get(shifted(run, delta)?..)? == &t[run..]).then_some(out)
+        (src.get(shifted(run, delta)?..)? == &t[run..]).then_some(())
     }
 
     fn matches(&self, src: &[u8], tokens: &[Token]) -> bool {
@@ -219,6 +227,7 @@ impl ShapeCache {
             capacity,
             hits: 0,
             misses: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -231,10 +240,10 @@ impl ShapeCache {
         let prefix = prefix_key(sql);
         if let Some(&i) = self.prefixes.get(&prefix) {
             if let Some(t) = self.slots.get_mut(i) {
-                if let Some(tokens) = t.fast_match(sql) {
+                if t.fast_match(sql, &mut self.scratch) {
                     t.referenced = true;
                     self.hits += 1;
-                    return t.instantiate(sql, &tokens);
+                    return t.instantiate(sql, &self.scratch);
                 }
             }
         }

@@ -33,6 +33,8 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// postgres://USER:PASSWORD@HOST:PORT/DBNAME: declares one database and user.
+    /// A Unix socket directory as libpq writes it:
+    /// postgres:///DBNAME?host=/var/run/postgresql&port=5432&user=USER&password=PASSWORD
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
     /// Address of the admin HTTP listener [default: 127.0.0.1:9930].

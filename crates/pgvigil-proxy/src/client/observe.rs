@@ -12,8 +12,9 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::MonoTime;
 use pgvigil_insight::{
     Execution, Insight, NPlusOneDetector, Observed, Pattern, SeenBy, SlowContext, SlowEvent,
     StatementInfo,
@@ -58,7 +59,7 @@ pub(crate) struct Tracked {
     parameters: Option<String>,
     /// The original text, only when `log_parameters` is on.
     raw: Option<Arc<[u8]>>,
-    started: Instant,
+    started: MonoTime,
 }
 
 pub(crate) struct Observer {
@@ -76,10 +77,10 @@ pub(crate) struct Observer {
     client_addr: String,
     detector: NPlusOneDetector,
     in_transaction: bool,
-    epoch: Instant,
+    epoch: MonoTime,
     /// When the previous statement completed: a pipelined statement's
     /// time starts there, not when it was sent.
-    last_completion: Instant,
+    last_completion: MonoTime,
 }
 
 impl Observer {
@@ -93,7 +94,7 @@ impl Observer {
     ) -> Observer {
         let caller = insight.caller(database, user, application_name);
         let detector = NPlusOneDetector::new(insight.config().n_plus_one);
-        let now = Instant::now();
+        let now = MonoTime::now();
         Observer {
             insight,
             lint,
@@ -167,7 +168,7 @@ impl Observer {
             params_hash: 0,
             parameters: None,
             raw: log.then(|| Arc::from(text)),
-            started: Instant::now(),
+            started: MonoTime::now(),
         })
     }
 
@@ -231,7 +232,7 @@ impl Observer {
             params_hash: *params_hash,
             parameters: parameters.clone(),
             raw: None,
-            started: Instant::now(),
+            started: MonoTime::now(),
         })
     }
 
@@ -256,9 +257,9 @@ impl Observer {
         let Some(statement) = statements.get(tracked.next) else {
             return;
         };
-        let now = Instant::now();
+        let now = MonoTime::now();
         let started = tracked.started.max(self.last_completion);
-        let duration_us = now.duration_since(started).as_micros() as u64;
+        let duration_us = now.micros_since(started);
         self.last_completion = now;
         tracked.started = now;
         // After an error PostgreSQL skips the rest of a multi-statement
@@ -276,7 +277,7 @@ impl Observer {
         &mut self,
         s: &NormalizedStatement,
         tracked: &Tracked,
-        started: Instant,
+        started: MonoTime,
         duration_us: u64,
         rows: u64,
         sqlstate: Option<[u8; 5]>,
@@ -309,7 +310,7 @@ impl Observer {
             fingerprint,
             is_select: s.kind == StatementKind::Select,
             params_hash,
-            started_us: started.duration_since(self.epoch).as_micros() as u64,
+            started_us: started.micros_since(self.epoch),
             duration_us,
             in_transaction_before: before,
             in_transaction_after: after,

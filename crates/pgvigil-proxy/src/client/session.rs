@@ -1134,7 +1134,7 @@ enum Event {
 /// `AsyncRead::poll_read` clears the readiness after a short read, which
 /// `try_read_buf` does not.
 fn poll_read_buf(
-    stream: &mut tokio::net::TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     chunk: usize,
     cx: &mut Context<'_>,
