@@ -25,22 +25,36 @@ use tokio::sync::mpsc;
 
 use crate::prepared::FastMap;
 
-/// Distinct SQL texts a session keeps normalized. Texts with inline
-/// literals are all distinct and gain nothing from the cache, so it stays
-/// small: each entry holds the text and its normalized form (~400 bytes),
-/// and a proxy has a thousand sessions.
-const SESSION_TEXT_CACHE: usize = 64;
+/// Distinct SQL texts each thread keeps normalized, for all its sessions:
+/// each entry holds the text and its normalized form (~400 bytes). Texts
+/// with inline literals are all distinct and are not kept (the shape
+/// cache answers them).
+const THREAD_TEXTS: usize = 2048;
 /// Fingerprints a session remembers having registered.
 const SESSION_REGISTERED: usize = 4096;
 /// Statement shapes (texts that differ only in literal values) each
 /// thread keeps normalized, for all its sessions: about 1 KiB each.
 const THREAD_SHAPES: usize = 512;
 
+/// The normalization caches of one runtime thread.
+struct ThreadNormalizer {
+    /// Texts seen before, by any session of the thread: a thousand
+    /// sessions running the same ORM statements share one entry each,
+    /// which stays warm in the CPU's caches, where a cache per session
+    /// held a copy per session.
+    texts: NormalizeCache,
+    /// An app that inlines values sends a new text per query, and
+    /// normalizing it from its shape costs a lex and a compare instead of
+    /// a full pass.
+    shapes: ShapeCache,
+}
+
 thread_local! {
-    /// Shared by the sessions of a runtime thread, so no lock: an app
-    /// that inlines values sends a new text per query, and normalizing it
-    /// from its shape costs a lex and a compare instead of a full pass.
-    static SHAPES: RefCell<ShapeCache> = RefCell::new(ShapeCache::new(THREAD_SHAPES));
+    /// Shared by the sessions of a runtime thread, so no lock.
+    static NORMALIZER: RefCell<ThreadNormalizer> = RefCell::new(ThreadNormalizer {
+        texts: NormalizeCache::new(THREAD_TEXTS),
+        shapes: ShapeCache::new(THREAD_SHAPES),
+    });
 }
 
 type Statements = Arc<[NormalizedStatement]>;
@@ -65,7 +79,6 @@ pub(crate) struct Tracked {
 pub(crate) struct Observer {
     insight: Arc<Insight>,
     lint: mpsc::Sender<LintJob>,
-    texts: NormalizeCache,
     registered: HashSet<u64, BuildHasherDefault<FingerprintHasher>>,
     named: FastMap<Vec<u8>, Statements>,
     unnamed: Option<Statements>,
@@ -98,7 +111,6 @@ impl Observer {
         Observer {
             insight,
             lint,
-            texts: NormalizeCache::new(SESSION_TEXT_CACHE),
             registered: HashSet::default(),
             named: FastMap::default(),
             unnamed: None,
@@ -126,9 +138,9 @@ impl Observer {
     }
 
     fn normalize(&mut self, sql: &[u8]) -> Statements {
-        let statements = SHAPES.with(|shapes| {
-            self.texts
-                .get_or_normalize_with(sql, &mut shapes.borrow_mut())
+        let statements = NORMALIZER.with(|n| {
+            let n = &mut *n.borrow_mut();
+            n.texts.get_or_normalize_with(sql, &mut n.shapes)
         });
         for s in statements.iter() {
             let fp = s.fingerprint.0;
