@@ -42,6 +42,54 @@ fn corpus_variants_agree_with_normalize() {
     assert!(shapes.hits() > variants.len() as u64, "{}", shapes.hits());
 }
 
+/// pgbench's TPC-B-like script adds a delta that is negative half the
+/// time: `+ 5` and `+ -5` are two shapes with one beginning. Alternating
+/// between them (and a third shape with the same beginning) must still
+/// be answered from the text's beginning, without lexing, and exactly.
+#[test]
+fn shapes_sharing_a_beginning_alternate_without_lexing() {
+    let mut shapes = ShapeCache::new(64);
+    let forms = [
+        "UPDATE pgbench_tellers SET tbalance = tbalance + {} WHERE tid = {};",
+        "UPDATE pgbench_tellers SET tbalance = tbalance + -{} WHERE tid = {};",
+    ];
+    let mut n = 0;
+    for round in 0..3 {
+        for i in 0..20u32 {
+            let form = forms[(i as usize + round) % 2];
+            let text =
+                form.replacen("{}", &(i * 37 + 1).to_string(), 1)
+                    .replacen("{}", &i.to_string(), 1);
+            assert_eq!(
+                &shapes.normalize(text.as_bytes())[..],
+                &normalize(text.as_bytes())[..],
+                "{text}"
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(shapes.misses(), 2, "one miss per shape");
+    // The first sight of each shape is lexed, and so is the second shape's
+    // first sight after the first (the beginning knew only one shape).
+    assert_eq!(shapes.unlexed_hits(), n - 2, "hits: {}", shapes.hits());
+    let third = "UPDATE pgbench_tellers SET tbalance = tbalance - 3 WHERE tid = 4;";
+    assert_eq!(
+        &shapes.normalize(third.as_bytes())[..],
+        &normalize(third.as_bytes())[..]
+    );
+    for text in [
+        "UPDATE pgbench_tellers SET tbalance = tbalance - 8 WHERE tid = 9;",
+        "UPDATE pgbench_tellers SET tbalance = tbalance + -8 WHERE tid = 9;",
+        "UPDATE pgbench_tellers SET tbalance = tbalance + 8 WHERE tid = 9;",
+    ] {
+        assert_eq!(
+            &shapes.normalize(text.as_bytes())[..],
+            &normalize(text.as_bytes())[..],
+            "{text}"
+        );
+    }
+}
+
 /// Texts that begin alike and differ around their literals: kinds,
 /// prefixes, adjacency, continuation lines, whitespace.
 #[test]
