@@ -454,10 +454,28 @@ async def psycopg_threshold0(client, step, pids, txns=15):
         await conn.close()
 
 
+# Clients of one scenario that begin their transactions together. libpq
+# computes SCRAM on the event loop, so connections come up one after
+# another; a proxy fast enough can serve one client's whole scenario before
+# the next is connected, and then nobody competes for the pool and nobody
+# moves between server connections, which is what the scenario is about.
+_STARTS = {}
+
+
+async def start_together(name, count, timeout=10):
+    barrier = _STARTS.setdefault(name, asyncio.Barrier(count))
+    try:
+        await asyncio.wait_for(barrier.wait(), timeout)
+    except (asyncio.TimeoutError, asyncio.BrokenBarrierError):
+        pass  # a client that failed to connect is reported by the runner
+
+
 async def psycopg_default_threshold(client, step, pids, txns=12):
     """Default prepare_threshold (5): statements get prepared mid-way."""
     conn = await pg3_connect(autocommit=client % 2 == 0)
     try:
+        step("waiting for the other clients to connect")
+        await start_together("pg3default", CLIENTS)
         for k in range(txns):
             step(f"round {k}: transaction")
             async with conn.transaction():
