@@ -5,7 +5,6 @@
 //! reply in flight, a transaction open), so no path can hand a dirty
 //! connection to the next client or forget to return a clean one.
 
-use crate::clock::MonoTime;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,6 +14,7 @@ use pgvigil_config::{PoolMode, PoolSettings};
 use pgvigil_wire::backend::TransactionStatus;
 use tokio::sync::{oneshot, Notify};
 
+use crate::clock::MonoTime;
 use crate::error::ProxyError;
 use crate::pool_stats::{PoolTally, PoolTotals};
 use crate::prepared::StatementId;

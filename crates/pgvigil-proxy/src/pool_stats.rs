@@ -8,11 +8,12 @@
 //! its live sessions and folds a session's figures into `retired` when it
 //! ends; SHOW STATS sums them.
 
-use crate::clock::MonoTime;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pgvigil_wire::backend::TransactionStatus;
+
+use crate::clock::MonoTime;
 
 #[derive(Default)]
 struct Cells {

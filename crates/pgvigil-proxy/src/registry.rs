@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::clock::MonoTime;
 use dashmap::DashMap;
 
+use crate::clock::MonoTime;
 use crate::ids::{ClientId, ServerId};
 
 /// Microseconds since the Unix epoch, the unit entries store times in.

@@ -8,18 +8,17 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::clock::MonoTime;
-
-use crate::server_stream::ServerStream;
 use bytes::{Bytes, BytesMut};
 use pgvigil_wire::backend::{self, tag as be, AuthRequest, TransactionStatus};
 use pgvigil_wire::{frontend, FrameHeader};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::clock::MonoTime;
 use crate::error::ProxyError;
 use crate::ids::{BackendKey, ServerId};
 use crate::prepared::ServerStatements;
+use crate::server_stream::ServerStream;
 
 /// Where and as whom a pool's server connections log in.
 #[derive(Clone)]

@@ -14,7 +14,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::clock::MonoTime;
 use pgvigil_insight::{
     Execution, Insight, NPlusOneDetector, Observed, Pattern, SeenBy, SlowContext, SlowEvent,
     StatementInfo,
@@ -23,6 +22,7 @@ use pgvigil_sql::{NormalizeCache, NormalizedStatement, ShapeCache, StatementKind
 use pgvigil_wire::backend::{self, tag as be, TransactionStatus};
 use tokio::sync::mpsc;
 
+use crate::clock::MonoTime;
 use crate::prepared::FastMap;
 
 /// Distinct SQL texts each thread keeps normalized, for all its sessions:
