@@ -296,6 +296,12 @@ impl Insight {
         }
     }
 
+    /// Unique among the instances of this process (never reused), for
+    /// callers that keep per-thread state about one instance.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     pub fn config(&self) -> &InsightConfig {
         &self.config
     }

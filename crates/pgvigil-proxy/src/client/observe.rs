@@ -4,13 +4,12 @@
 //! The session calls in at the points where it already decodes messages
 //! (Query, Parse, Bind, Execute, and the replies that complete them), so
 //! observing adds no decoding of its own beyond CommandComplete tags.
-//! Normalization is cached per session by SQL text, and by statement name
-//! for prepared statements, so a Bind/Execute of a known statement costs a
-//! map lookup.
+//! Normalization is cached per runtime thread by SQL text and by shape,
+//! and per session by statement name for prepared statements, so a
+//! Bind/Execute of a known statement costs a map lookup.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,18 +22,21 @@ use pgvigil_wire::backend::{self, tag as be, TransactionStatus};
 use tokio::sync::mpsc;
 
 use crate::clock::MonoTime;
-use crate::prepared::FastMap;
+use crate::prepared::{FastHash, FastMap};
 
 /// Distinct SQL texts each thread keeps normalized, for all its sessions:
 /// each entry holds the text and its normalized form (~400 bytes). Texts
 /// with inline literals are all distinct and are not kept (the shape
 /// cache answers them).
 const THREAD_TEXTS: usize = 2048;
-/// Fingerprints a session remembers having registered.
-const SESSION_REGISTERED: usize = 4096;
+/// Fingerprints each thread remembers having registered with insight.
+const THREAD_REGISTERED: usize = 16384;
 /// Statement shapes (texts that differ only in literal values) each
 /// thread keeps normalized, for all its sessions: about 1 KiB each.
 const THREAD_SHAPES: usize = 512;
+/// Longest unnamed statement a session keeps the text of (see
+/// `Observer::last_unnamed`).
+const LAST_UNNAMED_TEXT: usize = 2048;
 
 /// The normalization caches of one runtime thread.
 struct ThreadNormalizer {
@@ -47,6 +49,13 @@ struct ThreadNormalizer {
     /// normalizing it from its shape costs a lex and a compare instead of
     /// a full pass.
     shapes: ShapeCache,
+    /// Fingerprints whose text insight already has: registering costs a
+    /// lookup in a shared map and a copy of the text. One set for the
+    /// thread's sessions, so it stays warm where a set per session went
+    /// cold between two of its statements (and took up to 64 KiB each).
+    registered: HashSet<u64, FastHash>,
+    /// The insight instance (`Insight::id`) `registered` is about.
+    registered_with: u64,
 }
 
 thread_local! {
@@ -54,10 +63,15 @@ thread_local! {
     static NORMALIZER: RefCell<ThreadNormalizer> = RefCell::new(ThreadNormalizer {
         texts: NormalizeCache::new(THREAD_TEXTS),
         shapes: ShapeCache::new(THREAD_SHAPES),
+        registered: HashSet::default(),
+        registered_with: 0,
     });
 }
 
 type Statements = Arc<[NormalizedStatement]>;
+/// A bound portal: its statements, a hash of its parameters, and the
+/// parameters themselves when `log_parameters` is on.
+type Portal = (Statements, u64, Option<String>);
 
 /// A new fingerprint's raw text, for the lint worker.
 pub(crate) type LintJob = (u64, String);
@@ -79,10 +93,16 @@ pub(crate) struct Tracked {
 pub(crate) struct Observer {
     insight: Arc<Insight>,
     lint: mpsc::Sender<LintJob>,
-    registered: HashSet<u64, BuildHasherDefault<FingerprintHasher>>,
     named: FastMap<Vec<u8>, Statements>,
     unnamed: Option<Statements>,
-    portals: FastMap<Vec<u8>, (Statements, u64, Option<String>)>,
+    /// The latest unnamed Parse's text and statements. Drivers send the
+    /// same few texts as unnamed statements over and over, and comparing
+    /// with the last one costs less than hashing it for the thread's
+    /// cache.
+    last_unnamed: Option<(Vec<u8>, Statements)>,
+    /// The unnamed portal, by far the most used, outside the map.
+    unnamed_portal: Option<Portal>,
+    portals: FastMap<Vec<u8>, Portal>,
     caller: u32,
     database: Arc<str>,
     user: Arc<str>,
@@ -111,9 +131,10 @@ impl Observer {
         Observer {
             insight,
             lint,
-            registered: HashSet::default(),
             named: FastMap::default(),
             unnamed: None,
+            last_unnamed: None,
+            unnamed_portal: None,
             portals: FastMap::default(),
             caller,
             database: database.into(),
@@ -138,19 +159,39 @@ impl Observer {
     }
 
     fn normalize(&mut self, sql: &[u8]) -> Statements {
-        let statements = NORMALIZER.with(|n| {
+        let (statements, unregistered) = NORMALIZER.with(|n| {
             let n = &mut *n.borrow_mut();
-            n.texts.get_or_normalize_with(sql, &mut n.shapes)
+            if n.registered_with != self.insight.id() {
+                n.registered.clear();
+                n.registered_with = self.insight.id();
+            }
+            let statements = n.texts.get_or_normalize_with(sql, &mut n.shapes);
+            let unregistered = statements
+                .iter()
+                .any(|s| !n.registered.contains(&s.fingerprint.0));
+            (statements, unregistered)
         });
-        for s in statements.iter() {
+        if unregistered {
+            self.register(&statements, sql);
+        }
+        statements
+    }
+
+    /// Tells insight the texts of fingerprints this thread has not
+    /// registered yet; a fingerprint new to insight is queued for lint.
+    fn register(&self, statements: &[NormalizedStatement], sql: &[u8]) {
+        for s in statements {
             let fp = s.fingerprint.0;
-            if self.registered.contains(&fp) {
+            let first = NORMALIZER.with(|n| {
+                let registered = &mut n.borrow_mut().registered;
+                if registered.len() >= THREAD_REGISTERED {
+                    registered.clear();
+                }
+                registered.insert(fp)
+            });
+            if !first {
                 continue;
             }
-            if self.registered.len() >= SESSION_REGISTERED {
-                self.registered.clear();
-            }
-            self.registered.insert(fp);
             let info = Arc::new(StatementInfo {
                 fingerprint: fp,
                 query: s.text.to_string(),
@@ -165,7 +206,6 @@ impl Observer {
                 }
             }
         }
-        statements
     }
 
     pub(crate) fn track_query(&mut self, text: &[u8]) -> Option<Tracked> {
@@ -185,12 +225,29 @@ impl Observer {
     }
 
     pub(crate) fn on_parse(&mut self, name: &[u8], query: &[u8]) {
-        let statements = self.normalize(query);
-        if name.is_empty() {
-            self.unnamed = Some(statements);
-        } else {
+        if !name.is_empty() {
+            let statements = self.normalize(query);
             self.named.insert(name.to_vec(), statements);
+            return;
         }
+        if let Some((text, statements)) = &self.last_unnamed {
+            if text.as_slice() == query {
+                self.unnamed = Some(statements.clone());
+                return;
+            }
+        }
+        let statements = self.normalize(query);
+        if query.len() <= LAST_UNNAMED_TEXT {
+            let (text, kept) = self
+                .last_unnamed
+                .get_or_insert_with(|| (Vec::new(), statements.clone()));
+            text.clear();
+            text.extend_from_slice(query);
+            *kept = statements.clone();
+        } else {
+            self.last_unnamed = None;
+        }
+        self.unnamed = Some(statements);
     }
 
     pub(crate) fn on_bind(&mut self, portal: &[u8], statement: &[u8], rest: &[u8]) {
@@ -209,14 +266,7 @@ impl Observer {
             .then(|| render_bind_parameters(rest));
         let entry = (statements, fnv1a(rest), parameters);
         if portal.is_empty() {
-            // The unnamed portal is by far the common case; keep its entry
-            // allocation-free after the first.
-            match self.portals.get_mut(portal) {
-                Some(slot) => *slot = entry,
-                None => {
-                    self.portals.insert(Vec::new(), entry);
-                }
-            }
+            self.unnamed_portal = Some(entry);
         } else {
             self.portals.insert(portal.to_vec(), entry);
         }
@@ -233,11 +283,16 @@ impl Observer {
     pub(crate) fn forget_statements(&mut self) {
         self.named.clear();
         self.unnamed = None;
+        self.unnamed_portal = None;
         self.portals.clear();
     }
 
     pub(crate) fn track_execute(&mut self, portal: &[u8]) -> Option<Tracked> {
-        let (statements, params_hash, parameters) = self.portals.get(portal)?;
+        let (statements, params_hash, parameters) = if portal.is_empty() {
+            self.unnamed_portal.as_ref()?
+        } else {
+            self.portals.get(portal)?
+        };
         Some(Tracked {
             statements: statements.clone(),
             next: 0,
@@ -437,30 +492,6 @@ impl Observer {
     }
 }
 
-/// The session's set of registered fingerprints is keyed by 64-bit
-/// hashes already; one multiply mixes them for the table (SipHash would
-/// cost more than the rest of the lookup). The set is private to the
-/// session and bounded, so crafted collisions cost only that session.
-#[derive(Default)]
-struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        let x = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        self.0 = x ^ (x >> 29);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -545,6 +576,77 @@ fn render_bind_parameters(rest: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pgvigil_insight::{InsightConfig, SortBy};
+
+    fn observer(insight: &Arc<Insight>) -> (Observer, mpsc::Receiver<LintJob>) {
+        let (lint, jobs) = mpsc::channel(64);
+        let o = Observer::new(insight.clone(), lint, "db", "app", "", "127.0.0.1".into());
+        (o, jobs)
+    }
+
+    /// Parse, Bind and Execute of an unnamed statement, and its completion.
+    fn run_unnamed(o: &mut Observer, sql: &str) {
+        o.on_parse(b"", sql.as_bytes());
+        o.on_bind(b"", b"", b"\0\0\0\0\0\0");
+        let mut tracked = o.track_execute(b"").expect("the unnamed portal is bound");
+        let done = backend::command_complete("SELECT 1");
+        o.on_reply(&mut tracked, be::COMMAND_COMPLETE, Some(&done));
+    }
+
+    fn calls_by_text(insight: &Insight) -> Vec<(String, u64)> {
+        insight.flush(0);
+        let mut rows: Vec<_> = insight
+            .queries(SortBy::Calls, 10, None, 0)
+            .into_iter()
+            .map(|r| (r.query, r.calls))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn unnamed_statements_count_under_their_own_text_when_texts_alternate() {
+        let insight = Arc::new(Insight::new(InsightConfig::default()));
+        let (mut o, _jobs) = observer(&insight);
+        for sql in [
+            "SELECT 1 FROM alternate_a",
+            "SELECT 1 FROM alternate_a",
+            "SELECT 2 FROM alternate_b",
+            "SELECT 3 FROM alternate_a",
+        ] {
+            run_unnamed(&mut o, sql);
+        }
+        assert_eq!(
+            calls_by_text(&insight),
+            [
+                ("SELECT $1 FROM alternate_a".to_string(), 3),
+                ("SELECT $1 FROM alternate_b".to_string(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_thread_registers_a_fingerprint_once_per_insight_for_all_its_sessions() {
+        let first = Arc::new(Insight::new(InsightConfig::default()));
+        let (mut a, mut a_jobs) = observer(&first);
+        let (mut b, mut b_jobs) = observer(&first);
+        run_unnamed(&mut a, "SELECT 1 FROM registered_once");
+        run_unnamed(&mut b, "SELECT 1 FROM registered_once");
+        let linted = |jobs: &mut mpsc::Receiver<LintJob>| {
+            std::iter::from_fn(|| jobs.try_recv().ok()).count()
+        };
+        assert_eq!(linted(&mut a_jobs) + linted(&mut b_jobs), 1);
+        // Another insight instance on the same thread knows nothing yet:
+        // its text must reach it too.
+        let second = Arc::new(Insight::new(InsightConfig::default()));
+        let (mut c, mut c_jobs) = observer(&second);
+        run_unnamed(&mut c, "SELECT 1 FROM registered_once");
+        assert_eq!(linted(&mut c_jobs), 1);
+        assert_eq!(
+            calls_by_text(&second),
+            [("SELECT $1 FROM registered_once".to_string(), 1)]
+        );
+    }
 
     #[test]
     fn rows_come_from_the_last_number_of_the_tag() {
