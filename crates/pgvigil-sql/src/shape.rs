@@ -47,9 +47,9 @@ pub struct ShapeCache {
     /// Hits found by a text's beginning, without lexing the text.
     unlexed_hits: u64,
     misses: u64,
-    /// The tokens of the latest fast match: kept between calls so a hit
-    /// allocates no token list.
-    scratch: Vec<Token>,
+    /// Where the literals of the latest fast match are: kept between
+    /// calls so a hit allocates no list.
+    scratch: Vec<(usize, usize)>,
 }
 
 #[derive(Debug)]
@@ -59,6 +59,13 @@ struct Template {
     tokens: Box<[Token]>,
     /// Literal tokens whose bytes must match too, ascending.
     verbatim: Box<[usize]>,
+    /// The other literal tokens, ascending: the only ones a fast match
+    /// lexes, and the only places where a text of this shape can differ.
+    literals: Box<[usize]>,
+    /// For each token, how many of `literals` come before it: everything
+    /// between two literals is shifted by what the earlier one grew or
+    /// shrank, so a token's place follows from that literal's.
+    rank: Box<[u32]>,
     trace: Vec<crate::normalize::StatementTrace>,
     statements: Vec<NormalizedStatement>,
     referenced: bool,
@@ -124,45 +131,35 @@ fn shape_key(src: &[u8], tokens: &[Token]) -> u64 {
 }
 
 impl Template {
-    /// The tokens of `src` if it is this template's text with other
-    /// literal values and nothing else changed, whitespace included;
-    /// found without lexing more than the literals. None when anything
-    /// differs (the caller then lexes the whole text).
+    /// Whether `src` is this template's text with other literal values
+    /// and nothing else changed, whitespace included; found without
+    /// lexing more than the literals, whose places go to `out` (in the
+    /// order of `literals`). False when anything differs (the caller then
+    /// lexes the whole text).
     ///
-    /// Why the tokens are what [`lex`] would find: the bytes before each
-    /// literal are the template's, and each literal starts with the same
-    /// byte as the template's (or a digit for a digit), so the token
-    /// before it ends where it ended in the template (tokens look past
-    /// their end only at that first byte); a literal is lexed where it
-    /// starts, in `src`; everything after it is again the template's.
-    fn fast_match(&self, src: &[u8], out: &mut Vec<Token>) -> bool {
+    /// Why the literals are the tokens [`lex`] would find: the bytes
+    /// before each literal are the template's, and each literal starts
+    /// with the same byte as the template's (or a digit for a digit), so
+    /// the token before it ends where it ended in the template (tokens
+    /// look past their end only at that first byte); a literal is lexed
+    /// where it starts, in `src`; everything after it is again the
+    /// template's.
+    fn fast_match(&self, src: &[u8], out: &mut Vec<(usize, usize)>) -> bool {
         out.clear();
         self.fast_match_into(src, out).is_some()
     }
 
-    fn fast_match_into(&self, src: &[u8], out: &mut Vec<Token>) -> Option<()> {
+    fn fast_match_into(&self, src: &[u8], out: &mut Vec<(usize, usize)>) -> Option<()> {
         let t = &*self.src;
         // `src` is `t` shifted by `delta` bytes after the literals so far;
         // the bytes since the last literal are compared in one go when
         // the next literal (or the end) comes.
         let mut delta = 0isize;
-        let mut run = 0; // start of the bytes not compared yet, in `t`
-        let shifted = |at: usize, delta: isize| at.checked_add_signed(delta);
-        out.reserve(self.tokens.len());
-        let mut verbatim = self.verbatim.iter().peekable();
-        for (i, tok) in self.tokens.iter().enumerate() {
-            let keep = verbatim.next_if(|&&v| v == i).is_some();
-            if !is_literal(tok.kind) || keep {
-                out.push(Token {
-                    kind: tok.kind,
-                    gap: tok.gap,
-                    start: shifted(tok.start, delta)?,
-                    end: shifted(tok.end, delta)?,
-                });
-                continue;
-            }
-            let np = shifted(tok.start, delta)?;
-            if src.get(shifted(run, delta)?..np)? != &t[run..tok.start] {
+        let mut run = 0usize; // start of the bytes not compared yet, in `t`
+        for &i in self.literals.iter() {
+            let tok = &self.tokens[i];
+            let np = tok.start.checked_add_signed(delta)?;
+            if src.get(run.checked_add_signed(delta)?..np)? != &t[run..tok.start] {
                 return None;
             }
             let (first, was) = (*src.get(np)?, t[tok.start]);
@@ -173,16 +170,31 @@ impl Template {
             if kind != tok.kind {
                 return None;
             }
-            out.push(Token {
-                kind,
-                gap: tok.gap,
-                start: np,
-                end,
-            });
+            out.push((np, end));
             delta = end as isize - tok.end as isize;
             run = tok.end;
         }
-        (src.get(shifted(run, delta)?..)? == &t[run..]).then_some(())
+        (src.get(run.checked_add_signed(delta)?..)? == &t[run..]).then_some(())
+    }
+
+    /// Start and end of token `k` in a text that fast-matched with its
+    /// literals at `literals`.
+    fn shifted(&self, k: usize, literals: &[(usize, usize)]) -> (usize, usize) {
+        let tok = &self.tokens[k];
+        let r = self.rank[k] as usize;
+        if self.literals.get(r) == Some(&k) {
+            return literals[r];
+        }
+        let Some(r) = r.checked_sub(1) else {
+            return (tok.start, tok.end);
+        };
+        // A token after literal `r` starts at least where it ended, in
+        // both texts, so neither place can go below zero.
+        let (new_end, old_end) = (literals[r].1, self.tokens[self.literals[r]].end);
+        (
+            new_end + (tok.start - old_end),
+            new_end + (tok.end - old_end),
+        )
     }
 
     fn matches(&self, src: &[u8], tokens: &[Token]) -> bool {
@@ -202,8 +214,13 @@ impl Template {
         true
     }
 
-    /// The example's result with the constants of `src`.
-    fn instantiate(&self, src: &[u8], tokens: &[Token]) -> Arc<[NormalizedStatement]> {
+    /// The example's result with the constants of `src`, whose token `k`
+    /// spans `at(k)`.
+    fn instantiate(
+        &self,
+        src: &[u8],
+        at: impl Fn(usize) -> (usize, usize),
+    ) -> Arc<[NormalizedStatement]> {
         self.statements
             .iter()
             .zip(&self.trace)
@@ -213,7 +230,7 @@ impl Template {
                     .constants
                     .iter()
                     .map(|&(from, to)| {
-                        let range = tokens[from].start..tokens[to].end;
+                        let range = at(from).0..at(to).1;
                         let b = &src[range.clone()];
                         values.write_u64(b.len() as u64);
                         values.write_bytes(b);
@@ -227,7 +244,7 @@ impl Template {
                     constants_hash: values.finish(),
                     constants,
                     tags: example.tags.clone(),
-                    span: tokens[trace.first].start..tokens[trace.last].end,
+                    span: at(trace.first).0..at(trace.last).1,
                 }
             })
             .collect()
@@ -267,7 +284,8 @@ impl ShapeCache {
                     self.hits += 1;
                     self.unlexed_hits += 1;
                     recent.swap(0, k);
-                    return t.instantiate(sql, &self.scratch);
+                    let (t, literals) = (&*t, &self.scratch);
+                    return t.instantiate(sql, |k| t.shifted(k, literals));
                 }
             }
         }
@@ -283,7 +301,7 @@ impl ShapeCache {
                 t.referenced = true;
                 self.hits += 1;
                 remember_prefix(&mut self.prefixes, prefix, i);
-                return t.instantiate(sql, &tokens);
+                return t.instantiate(sql, |k| (tokens[k].start, tokens[k].end));
             }
         }
         self.misses += 1;
@@ -292,11 +310,23 @@ impl ShapeCache {
         let mut verbatim = trace.verbatim;
         verbatim.sort_unstable();
         verbatim.dedup();
+        let mut literals = Vec::new();
+        let mut rank = Vec::with_capacity(tokens.len());
+        let mut kept = verbatim.iter().peekable();
+        for (i, tok) in tokens.iter().enumerate() {
+            rank.push(literals.len() as u32);
+            let keep = kept.next_if(|&&v| v == i).is_some();
+            if is_literal(tok.kind) && !keep {
+                literals.push(i);
+            }
+        }
         let template = Template {
             key,
             src: sql.into(),
             tokens: tokens.into_boxed_slice(),
             verbatim: verbatim.into_boxed_slice(),
+            literals: literals.into_boxed_slice(),
+            rank: rank.into_boxed_slice(),
             trace: trace.statements,
             statements: statements.clone(),
             referenced: false,
