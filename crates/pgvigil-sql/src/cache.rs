@@ -80,7 +80,7 @@ impl NormalizeCache {
         self.get_or(sql, |sql| {
             let hits = shapes.hits();
             let value = shapes.normalize(sql);
-            let keep = shapes.hits() == hits || value.iter().all(|s| s.constants.is_empty());
+            let keep = shapes.hits() == hits || !shapes.last_had_constants();
             (value, keep)
         })
     }

@@ -106,7 +106,8 @@ pub struct NormalizedStatement {
     /// (an N+1 loop varies it, a retry does not).
     pub constants_hash: u64,
     /// Byte ranges of the constants in the input, in order (every element
-    /// of a collapsed list included).
+    /// of a collapsed list included). Left empty in answers from a
+    /// [`ShapeCache`] made [`ShapeCache::without_constant_places`].
     pub constants: Vec<Range<usize>>,
     /// sqlcommenter key/value pairs from the statement's comments, for
     /// attributing events to application code. High cardinality by design:

@@ -50,6 +50,12 @@ pub struct ShapeCache {
     /// Where the literals of the latest fast match are: kept between
     /// calls so a hit allocates no list.
     scratch: Vec<(usize, usize)>,
+    /// Whether answers from a known shape list the constants' places
+    /// (`NormalizedStatement::constants`).
+    places: bool,
+    /// Whether the latest text answered from a known shape holds
+    /// constants.
+    last_had_constants: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +72,7 @@ struct Template {
     /// between two literals is shifted by what the earlier one grew or
     /// shrank, so a token's place follows from that literal's.
     rank: Box<[u32]>,
+    has_constants: bool,
     trace: Vec<crate::normalize::StatementTrace>,
     statements: Vec<NormalizedStatement>,
     referenced: bool,
@@ -219,6 +226,7 @@ impl Template {
     fn instantiate(
         &self,
         src: &[u8],
+        places: bool,
         at: impl Fn(usize) -> (usize, usize),
     ) -> Arc<[NormalizedStatement]> {
         self.statements
@@ -226,17 +234,19 @@ impl Template {
             .zip(&self.trace)
             .map(|(example, trace)| {
                 let mut values = StableHasher::new(CONSTANTS_DOMAIN);
-                let constants = trace
-                    .constants
-                    .iter()
-                    .map(|&(from, to)| {
-                        let range = at(from).0..at(to).1;
-                        let b = &src[range.clone()];
-                        values.write_u64(b.len() as u64);
-                        values.write_bytes(b);
-                        range
-                    })
-                    .collect();
+                let mut constants = Vec::new();
+                if places {
+                    constants.reserve_exact(trace.constants.len());
+                }
+                for &(from, to) in &trace.constants {
+                    let range = at(from).0..at(to).1;
+                    let b = &src[range.clone()];
+                    values.write_u64(b.len() as u64);
+                    values.write_bytes(b);
+                    if places {
+                        constants.push(range);
+                    }
+                }
                 NormalizedStatement {
                     fingerprint: example.fingerprint,
                     text: example.text.clone(),
@@ -264,14 +274,34 @@ impl ShapeCache {
             unlexed_hits: 0,
             misses: 0,
             scratch: Vec::new(),
+            places: true,
+            last_had_constants: false,
         }
+    }
+
+    /// Answers from a known shape leave `constants` (the places of the
+    /// constants) empty; everything else, `constants_hash` included, is
+    /// as [`crate::normalize()`] gives it. For callers that never look at
+    /// the places (the proxy): listing them costs an allocation per
+    /// statement.
+    pub fn without_constant_places(mut self) -> Self {
+        self.places = false;
+        self
+    }
+
+    /// Whether the latest text answered from a known shape holds
+    /// constants (whatever `without_constant_places` says).
+    pub fn last_had_constants(&self) -> bool {
+        self.last_had_constants
     }
 
     /// Exactly [`crate::normalize()`]`(sql)`, from a known shape when
     /// there is one.
     pub fn normalize(&mut self, sql: &[u8]) -> Arc<[NormalizedStatement]> {
         if self.capacity == 0 {
-            return normalize_tokens(sql, &lex(sql), &mut Trace::default()).into();
+            let statements = normalize_tokens(sql, &lex(sql), &mut Trace::default());
+            self.last_had_constants = statements.iter().any(|s| !s.constants.is_empty());
+            return statements.into();
         }
         let prefix = prefix_key(sql);
         if let Some(recent) = self.prefixes.get_mut(&prefix) {
@@ -284,8 +314,9 @@ impl ShapeCache {
                     self.hits += 1;
                     self.unlexed_hits += 1;
                     recent.swap(0, k);
+                    self.last_had_constants = t.has_constants;
                     let (t, literals) = (&*t, &self.scratch);
-                    return t.instantiate(sql, |k| t.shifted(k, literals));
+                    return t.instantiate(sql, self.places, |k| t.shifted(k, literals));
                 }
             }
         }
@@ -301,7 +332,8 @@ impl ShapeCache {
                 t.referenced = true;
                 self.hits += 1;
                 remember_prefix(&mut self.prefixes, prefix, i);
-                return t.instantiate(sql, |k| (tokens[k].start, tokens[k].end));
+                self.last_had_constants = t.has_constants;
+                return t.instantiate(sql, self.places, |k| (tokens[k].start, tokens[k].end));
             }
         }
         self.misses += 1;
@@ -327,10 +359,12 @@ impl ShapeCache {
             verbatim: verbatim.into_boxed_slice(),
             literals: literals.into_boxed_slice(),
             rank: rank.into_boxed_slice(),
+            has_constants: trace.statements.iter().any(|t| !t.constants.is_empty()),
             trace: trace.statements,
             statements: statements.clone(),
             referenced: false,
         };
+        self.last_had_constants = template.has_constants;
         let statements: Arc<[NormalizedStatement]> = statements.into();
         let slot = match found {
             // Same key, other shape (literal bytes kept verbatim differ,
@@ -442,6 +476,34 @@ mod tests {
             "SELECT -   77; /* app='y' */ UPDATE t SET v = 'bcd' WHERE id IN (3, 44)",
         );
         assert_eq!(c.hits(), 1);
+    }
+
+    #[test]
+    fn without_places_only_the_places_are_left_out() {
+        let mut c = ShapeCache::new(8).without_constant_places();
+        let texts = [
+            "UPDATE t SET v = v + 5 WHERE id = 1",
+            "UPDATE t SET v = v + 77 WHERE id = 20",
+            "UPDATE t SET v = v + 77 WHERE  id = 20",
+            "SELECT now()",
+            "SELECT now()",
+        ];
+        for sql in texts {
+            let got = c.normalize(sql.as_bytes()).to_vec();
+            let mut want = normalize(sql.as_bytes());
+            assert_eq!(
+                c.last_had_constants(),
+                want.iter().any(|s| !s.constants.is_empty()),
+                "{sql}"
+            );
+            if c.hits() > 0 {
+                for s in &mut want {
+                    s.constants.clear();
+                }
+            }
+            assert_eq!(got, want, "{sql}");
+        }
+        assert_eq!((c.hits(), c.unlexed_hits()), (3, 2));
     }
 
     #[test]

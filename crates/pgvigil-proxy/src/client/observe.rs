@@ -62,7 +62,7 @@ thread_local! {
     /// Shared by the sessions of a runtime thread, so no lock.
     static NORMALIZER: RefCell<ThreadNormalizer> = RefCell::new(ThreadNormalizer {
         texts: NormalizeCache::new(THREAD_TEXTS),
-        shapes: ShapeCache::new(THREAD_SHAPES),
+        shapes: ShapeCache::new(THREAD_SHAPES).without_constant_places(),
         registered: HashSet::default(),
         registered_with: 0,
     });
