@@ -390,21 +390,24 @@ impl Insight {
 
     /// Records one execution. Called on the hot path, per statement.
     pub fn record(&self, e: Execution) {
-        let shard = SHARDS.with(|cell| {
+        let full = SHARDS.with(|cell| {
             let mut local = cell.borrow_mut();
-            if let Some((_, s)) = local.iter().find(|(id, _)| *id == self.id) {
-                return s.clone();
-            }
-            let s = Arc::new(Shard::default());
-            lock(&self.shards).push(s.clone());
-            local.push((self.id, s.clone()));
-            s
-        });
-        let full = {
-            let mut pending = lock(&shard.pending);
+            let at = match local.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    let s = Arc::new(Shard::default());
+                    lock(&self.shards).push(s.clone());
+                    local.push((self.id, s));
+                    local.len() - 1
+                }
+            };
+            // Pushed where the shard lies: cloning its Arc out first would
+            // cost two atomic operations per statement.
+            let mut pending = lock(&local[at].1.pending);
             pending.push(e);
-            (pending.len() >= SHARD_BATCH).then(|| std::mem::take(&mut *pending))
-        };
+            (pending.len() >= SHARD_BATCH)
+                .then(|| std::mem::replace(&mut *pending, Vec::with_capacity(SHARD_BATCH)))
+        });
         if let Some(batch) = full {
             self.merge(&batch, self.last_flush_ms.load(Ordering::Relaxed));
         }
@@ -416,7 +419,14 @@ impl Insight {
         self.last_flush_ms.store(now_ms, Ordering::Relaxed);
         let shards: Vec<Arc<Shard>> = lock(&self.shards).clone();
         for shard in shards {
-            let batch = std::mem::take(&mut *lock(&shard.pending));
+            let batch = {
+                let mut pending = lock(&shard.pending);
+                // The next batch starts at the size of this one: growing
+                // it again from nothing would copy it a dozen times over
+                // between two flushes.
+                let room = pending.len().min(SHARD_BATCH);
+                std::mem::replace(&mut *pending, Vec::with_capacity(room))
+            };
             if !batch.is_empty() {
                 self.merge(&batch, now_ms);
             }

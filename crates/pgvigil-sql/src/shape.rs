@@ -75,6 +75,10 @@ struct Template {
     has_constants: bool,
     trace: Vec<crate::normalize::StatementTrace>,
     statements: Vec<NormalizedStatement>,
+    /// The result itself, for a shape without literals: a text that
+    /// matches it is the example byte for byte, so every answer is the
+    /// same and can be shared instead of built.
+    shared: Option<Arc<[NormalizedStatement]>>,
     referenced: bool,
 }
 
@@ -92,23 +96,44 @@ fn is_literal(kind: Kind) -> bool {
 /// literal (a digit, a quote, `$`), at most 32 bytes: stable across the
 /// values of one statement's literals.
 fn prefix_key(src: &[u8]) -> u64 {
-    static STOP: [bool; 256] = {
-        let mut t = [false; 256];
-        let mut b = b'0';
-        while b <= b'9' {
-            t[b as usize] = true;
-            b += 1;
+    let head = &src[..src.len().min(PREFIX_MAX)];
+    hash_text(&head[..literal_start(head)])
+}
+
+const PREFIX_MAX: usize = 32;
+
+/// Index of the first digit, `'` or `$` in `head`, or its length. Runs on
+/// every statement, so it looks at eight bytes at a time.
+fn literal_start(head: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// High bit set in each byte of `x` equal to `b`.
+    fn equal(x: u64, b: u8) -> u64 {
+        let y = x ^ (ONES * b as u64);
+        // Exact for every byte: the low seven bits cannot carry out.
+        !(((y & !HIGH) + !HIGH) | y) & HIGH
+    }
+    let mut words = head.chunks_exact(8);
+    for (i, w) in (&mut words).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b);
+        // A byte is a digit when it is below 0x80 and (x & 0x7f) lies in
+        // 0x30..=0x39: adding 0x50 carries into the high bit from 0x30
+        // up, adding 0x46 does not until 0x3a.
+        let low = x & !HIGH;
+        let digit = ((low + ONES * 0x50) & !(low + ONES * 0x46) & !x) & HIGH;
+        let stop = digit | equal(x, b'\'') | equal(x, b'$');
+        if stop != 0 {
+            return i * 8 + (stop.trailing_zeros() / 8) as usize;
         }
-        t[b'\'' as usize] = true;
-        t[b'$' as usize] = true;
-        t
-    };
-    let head = &src[..src.len().min(32)];
-    let end = head
+    }
+    let done = head.len() - words.remainder().len();
+    words
+        .remainder()
         .iter()
-        .position(|&b| STOP[usize::from(b)])
-        .unwrap_or(head.len());
-    hash_text(&head[..end])
+        .position(|&b| b.is_ascii_digit() || b == b'\'' || b == b'$')
+        .map_or(head.len(), |p| done + p)
 }
 
 /// Makes `slot` the most recent shape for `prefix`, keeping the one
@@ -298,28 +323,49 @@ impl ShapeCache {
     /// Exactly [`crate::normalize()`]`(sql)`, from a known shape when
     /// there is one.
     pub fn normalize(&mut self, sql: &[u8]) -> Arc<[NormalizedStatement]> {
+        match self.known(sql) {
+            Some(statements) => statements,
+            None => self.normalize_unknown(sql),
+        }
+    }
+
+    /// The answer for `sql` if it is one of the latest shapes seen for
+    /// its beginning, found without lexing it: the cheapest way to a
+    /// result, cheaper than hashing the whole text for a text cache.
+    pub fn known(&mut self, sql: &[u8]) -> Option<Arc<[NormalizedStatement]>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let recent = self.prefixes.get_mut(&prefix_key(sql))?;
+        for k in 0..recent.len() {
+            let Some(t) = self.slots.get_mut(recent[k]) else {
+                continue;
+            };
+            if t.fast_match(sql, &mut self.scratch) {
+                t.referenced = true;
+                self.hits += 1;
+                self.unlexed_hits += 1;
+                recent.swap(0, k);
+                self.last_had_constants = t.has_constants;
+                if let Some(shared) = &t.shared {
+                    return Some(Arc::clone(shared));
+                }
+                let (t, literals) = (&*t, &self.scratch);
+                return Some(t.instantiate(sql, self.places, |k| t.shifted(k, literals)));
+            }
+        }
+        None
+    }
+
+    /// [`Self::normalize`] for a text [`Self::known`] did not answer:
+    /// lexes it, then answers from its shape or normalizes it.
+    pub(crate) fn normalize_unknown(&mut self, sql: &[u8]) -> Arc<[NormalizedStatement]> {
         if self.capacity == 0 {
             let statements = normalize_tokens(sql, &lex(sql), &mut Trace::default());
             self.last_had_constants = statements.iter().any(|s| !s.constants.is_empty());
             return statements.into();
         }
         let prefix = prefix_key(sql);
-        if let Some(recent) = self.prefixes.get_mut(&prefix) {
-            for k in 0..recent.len() {
-                let Some(t) = self.slots.get_mut(recent[k]) else {
-                    continue;
-                };
-                if t.fast_match(sql, &mut self.scratch) {
-                    t.referenced = true;
-                    self.hits += 1;
-                    self.unlexed_hits += 1;
-                    recent.swap(0, k);
-                    self.last_had_constants = t.has_constants;
-                    let (t, literals) = (&*t, &self.scratch);
-                    return t.instantiate(sql, self.places, |k| t.shifted(k, literals));
-                }
-            }
-        }
         if self.prefixes.len() >= 4 * self.capacity {
             self.prefixes.clear();
         }
@@ -333,6 +379,11 @@ impl ShapeCache {
                 self.hits += 1;
                 remember_prefix(&mut self.prefixes, prefix, i);
                 self.last_had_constants = t.has_constants;
+                // Same tokens can still differ in whitespace, which moves
+                // the spans: only the very same text shares the result.
+                if let Some(shared) = t.shared.as_ref().filter(|_| *t.src == *sql) {
+                    return Arc::clone(shared);
+                }
                 return t.instantiate(sql, self.places, |k| (tokens[k].start, tokens[k].end));
             }
         }
@@ -352,6 +403,20 @@ impl ShapeCache {
                 literals.push(i);
             }
         }
+        let statements: Arc<[NormalizedStatement]> = statements.into();
+        let shared = literals.is_empty().then(|| {
+            if self.places {
+                Arc::clone(&statements)
+            } else {
+                statements
+                    .iter()
+                    .map(|s| NormalizedStatement {
+                        constants: Vec::new(),
+                        ..s.clone()
+                    })
+                    .collect()
+            }
+        });
         let template = Template {
             key,
             src: sql.into(),
@@ -361,11 +426,11 @@ impl ShapeCache {
             rank: rank.into_boxed_slice(),
             has_constants: trace.statements.iter().any(|t| !t.constants.is_empty()),
             trace: trace.statements,
-            statements: statements.clone(),
+            statements: statements.to_vec(),
+            shared,
             referenced: false,
         };
         self.last_had_constants = template.has_constants;
-        let statements: Arc<[NormalizedStatement]> = statements.into();
         let slot = match found {
             // Same key, other shape (literal bytes kept verbatim differ,
             // or a 64-bit collision): the newer one takes the slot.
@@ -424,6 +489,29 @@ mod tests {
         let got = c.normalize(sql.as_bytes()).to_vec();
         assert_eq!(got, normalize(sql.as_bytes()), "{sql}");
         got
+    }
+
+    #[test]
+    fn literal_start_finds_the_first_digit_quote_or_dollar() {
+        let scalar = |h: &[u8]| {
+            h.iter()
+                .position(|&b| b.is_ascii_digit() || b == b'\'' || b == b'$')
+                .unwrap_or(h.len())
+        };
+        // Every byte value at every place of a word and of the tail, after
+        // bytes that are not stops (high ones included).
+        for len in 0..=PREFIX_MAX {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut h = vec![0xffu8; len];
+                    for (i, x) in h.iter_mut().enumerate().take(at) {
+                        *x = [b'a', b'/', b':', 0x80, 0xb0, b'&', b'%'][i % 7];
+                    }
+                    h[at] = b;
+                    assert_eq!(literal_start(&h), scalar(&h), "{h:?}");
+                }
+            }
+        }
     }
 
     #[test]

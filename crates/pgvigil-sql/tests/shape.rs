@@ -226,8 +226,14 @@ proptest! {
             select(b"ab1 2'\"$;:(),-/*e.\n\x80".to_vec()), 0..24), 1..8),
     ) {
         let mut shapes = ShapeCache::new(4);
-        for t in &texts {
-            prop_assert_eq!(&shapes.normalize(t)[..], &normalize(t)[..]);
+        let mut cached = NormalizeCache::new(4);
+        let mut via_texts = ShapeCache::new(4);
+        // Each text twice: a repeat is answered from its own shape (or a
+        // shared result), which must still be exact.
+        for t in texts.iter().chain(&texts) {
+            let expected = normalize(t);
+            prop_assert_eq!(&shapes.normalize(t)[..], &expected[..]);
+            prop_assert_eq!(&cached.get_or_normalize_with(t, &mut via_texts)[..], &expected[..]);
         }
     }
 }

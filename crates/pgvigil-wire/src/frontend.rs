@@ -131,20 +131,31 @@ pub fn parse(statement: &[u8], query: &[u8], param_types: &[u8]) -> Bytes {
     })
 }
 
+/// A frame whose body is `parts` laid end to end, in a buffer of exactly
+/// its size: such a buffer becomes `Bytes` without a second allocation
+/// for a shared header, which matters for the messages the proxy
+/// rewrites once per execution.
+fn build_exact(tag: u8, parts: &[&[u8]]) -> Bytes {
+    let body: usize = parts.iter().map(|p| p.len()).sum();
+    let mut v = Vec::with_capacity(5 + body);
+    v.push(tag);
+    v.extend_from_slice(&((body + 4) as u32).to_be_bytes());
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    Bytes::from(v)
+}
+
 /// The same Bind, aimed at a differently named statement.
 pub fn bind_renamed(view: &BindView<'_>, statement: &[u8]) -> Bytes {
-    build(tag::BIND, |b| {
-        put_cstr(b, view.portal);
-        put_cstr(b, statement);
-        b.put_slice(view.rest);
-    })
+    build_exact(
+        tag::BIND,
+        &[view.portal, b"\0", statement, b"\0", view.rest],
+    )
 }
 
 pub fn describe(kind: u8, name: &[u8]) -> Bytes {
-    build(tag::DESCRIBE, |b| {
-        b.put_u8(kind);
-        put_cstr(b, name);
-    })
+    build_exact(tag::DESCRIBE, &[&[kind], name, b"\0"])
 }
 
 pub fn close(kind: u8, name: &[u8]) -> Bytes {

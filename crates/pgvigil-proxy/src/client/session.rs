@@ -523,6 +523,10 @@ impl Session {
                             sp.insert(p);
                         }
                     }
+                    Action::ReplaceOne(message) => {
+                        sp.skip(h.frame_len);
+                        sp.insert(message);
+                    }
                     Action::Drop => sp.skip(h.frame_len),
                 }
                 if sp.out_len() >= QUEUE_LIMIT {
@@ -631,11 +635,10 @@ impl Session {
                     self.resets.on_bind(view.portal, view.statement);
                 }
                 let (action, id) = match self.renamed(rewrite, view.statement) {
-                    Some((prepare, name, id)) => {
-                        let mut parts = prepare;
-                        parts.push(frontend::bind_renamed(&view, &name));
-                        (Action::Replace(parts), Some(id))
-                    }
+                    Some((prepare, name, id)) => (
+                        Action::after(prepare, frontend::bind_renamed(&view, &name)),
+                        Some(id),
+                    ),
                     None => (Action::Keep, None),
                 };
                 self.expected.push_back(Expect::Forward(Request::Bind(id)));
@@ -649,11 +652,10 @@ impl Session {
                     None
                 };
                 let (action, id) = match renamed {
-                    Some((prepare, name, id)) => {
-                        let mut parts = prepare;
-                        parts.push(frontend::describe(view.kind, &name));
-                        (Action::Replace(parts), Some(id))
-                    }
+                    Some((prepare, name, id)) => (
+                        Action::after(prepare, frontend::describe(view.kind, &name)),
+                        Some(id),
+                    ),
                     None => (Action::Keep, None),
                 };
                 self.expected
@@ -751,7 +753,9 @@ impl Session {
         // Unknown names go through unchanged, so the client gets
         // PostgreSQL's own "does not exist" error.
         let prepared = self.statements.get(client_name)?.clone();
-        let mut parts = Vec::with_capacity(3);
+        // Empty unless the server lacks the statement: most Binds need no
+        // messages before them, and an empty Vec costs no allocation.
+        let mut parts = Vec::new();
         if self.went_stale(&prepared) {
             self.fail_as_stale(&mut parts);
             return Some((parts, prepared.server_name.clone(), prepared.id));
@@ -1157,7 +1161,22 @@ fn poll_read_buf(
 enum Action {
     Keep,
     Replace(Vec<Bytes>),
+    /// The common case of `Replace`, without allocating a list: a Bind or
+    /// Describe renamed for a server that already has the statement.
+    ReplaceOne(Bytes),
     Drop,
+}
+
+impl Action {
+    /// `message` instead of the frame, after `before` (messages that
+    /// prepare the statement on this server, usually none).
+    fn after(mut before: Vec<Bytes>, message: Bytes) -> Action {
+        if before.is_empty() {
+            return Action::ReplaceOne(message);
+        }
+        before.push(message);
+        Action::Replace(before)
+    }
 }
 
 /// PostgreSQL's error for a prepared statement whose result type changed,
