@@ -82,6 +82,35 @@ impl NormalizeCache {
         if let Some(statements) = shapes.known(sql) {
             return statements;
         }
+        self.get_or_unknown_shape(sql, shapes)
+    }
+
+    /// [`Self::get_or_normalize_with`] for callers that read only what a
+    /// shape's texts share and each statement's `constants_hash`: a text
+    /// of a known shape gets the shape's example as it is, with the hashes
+    /// of its own constants in `hashes` (see
+    /// [`ShapeCache::known_example`]); when `hashes` is left empty the
+    /// statements' own hashes are the text's.
+    pub fn get_or_normalize_example(
+        &mut self,
+        sql: &[u8],
+        shapes: &mut ShapeCache,
+        hashes: &mut Vec<u64>,
+    ) -> Arc<[NormalizedStatement]> {
+        if let Some(example) = shapes.known_example(sql, hashes) {
+            return example;
+        }
+        self.get_or_unknown_shape(sql, shapes)
+    }
+
+    /// A text `shapes` did not answer without lexing: from this cache, or
+    /// normalized through `shapes` (and kept here unless it is one more
+    /// variant of a known shape).
+    fn get_or_unknown_shape(
+        &mut self,
+        sql: &[u8],
+        shapes: &mut ShapeCache,
+    ) -> Arc<[NormalizedStatement]> {
         self.get_or(sql, |sql| {
             let hits = shapes.hits();
             let value = shapes.normalize_unknown(sql);

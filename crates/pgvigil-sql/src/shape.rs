@@ -74,11 +74,12 @@ struct Template {
     rank: Box<[u32]>,
     has_constants: bool,
     trace: Vec<crate::normalize::StatementTrace>,
-    statements: Vec<NormalizedStatement>,
-    /// The result itself, for a shape without literals: a text that
-    /// matches it is the example byte for byte, so every answer is the
-    /// same and can be shared instead of built.
-    shared: Option<Arc<[NormalizedStatement]>>,
+    /// The result for the template's own text (without the constants'
+    /// places when the cache leaves them out). Every text of the shape
+    /// shares all of it but `constants_hash`, `constants` and `span`; for
+    /// a shape without literals, which matches its own text only, all of
+    /// it, so it is handed out as it is.
+    example: Arc<[NormalizedStatement]>,
     referenced: bool,
 }
 
@@ -246,6 +247,27 @@ impl Template {
         true
     }
 
+    /// Hash of the values of `trace`'s constants in `src`, whose token `k`
+    /// spans `at(k)`; `places` gets their byte ranges.
+    fn constants_hash(
+        trace: &crate::normalize::StatementTrace,
+        src: &[u8],
+        mut places: Option<&mut Vec<std::ops::Range<usize>>>,
+        at: &impl Fn(usize) -> (usize, usize),
+    ) -> u64 {
+        let mut values = StableHasher::new(CONSTANTS_DOMAIN);
+        for &(from, to) in &trace.constants {
+            let range = at(from).0..at(to).1;
+            let b = &src[range.clone()];
+            values.write_u64(b.len() as u64);
+            values.write_bytes(b);
+            if let Some(places) = places.as_deref_mut() {
+                places.push(range);
+            }
+        }
+        values.finish()
+    }
+
     /// The example's result with the constants of `src`, whose token `k`
     /// spans `at(k)`.
     fn instantiate(
@@ -254,29 +276,21 @@ impl Template {
         places: bool,
         at: impl Fn(usize) -> (usize, usize),
     ) -> Arc<[NormalizedStatement]> {
-        self.statements
+        self.example
             .iter()
             .zip(&self.trace)
             .map(|(example, trace)| {
-                let mut values = StableHasher::new(CONSTANTS_DOMAIN);
                 let mut constants = Vec::new();
                 if places {
                     constants.reserve_exact(trace.constants.len());
                 }
-                for &(from, to) in &trace.constants {
-                    let range = at(from).0..at(to).1;
-                    let b = &src[range.clone()];
-                    values.write_u64(b.len() as u64);
-                    values.write_bytes(b);
-                    if places {
-                        constants.push(range);
-                    }
-                }
+                let constants_hash =
+                    Self::constants_hash(trace, src, places.then_some(&mut constants), &at);
                 NormalizedStatement {
                     fingerprint: example.fingerprint,
                     text: example.text.clone(),
                     kind: example.kind,
-                    constants_hash: values.finish(),
+                    constants_hash,
                     constants,
                     tags: example.tags.clone(),
                     span: at(trace.first).0..at(trace.last).1,
@@ -333,12 +347,53 @@ impl ShapeCache {
     /// its beginning, found without lexing it: the cheapest way to a
     /// result, cheaper than hashing the whole text for a text cache.
     pub fn known(&mut self, sql: &[u8]) -> Option<Arc<[NormalizedStatement]>> {
+        let slot = self.fast_hit(sql)?;
+        let t = &self.slots[slot];
+        if t.literals.is_empty() {
+            return Some(Arc::clone(&t.example));
+        }
+        let literals = &self.scratch;
+        Some(t.instantiate(sql, self.places, |k| t.shifted(k, literals)))
+    }
+
+    /// [`Self::known`] without building a result: the shape's example as
+    /// it is, shared, and in `hashes` the `constants_hash` of each of its
+    /// statements for `sql` (left empty when the example's own are right,
+    /// for a shape without literals). The example's `constants` and
+    /// `span` are its own text's; everything else is the same for every
+    /// text of the shape. For callers that need only that (the proxy,
+    /// unless it logs parameters): building a result costs an allocation
+    /// and a copy per text.
+    pub fn known_example(
+        &mut self,
+        sql: &[u8],
+        hashes: &mut Vec<u64>,
+    ) -> Option<Arc<[NormalizedStatement]>> {
+        hashes.clear();
+        let slot = self.fast_hit(sql)?;
+        let t = &self.slots[slot];
+        if !t.literals.is_empty() {
+            let literals = &self.scratch;
+            let at = |k| t.shifted(k, literals);
+            hashes.extend(
+                t.trace
+                    .iter()
+                    .map(|trace| Template::constants_hash(trace, sql, None, &at)),
+            );
+        }
+        Some(Arc::clone(&t.example))
+    }
+
+    /// The slot of the shape `sql` fast-matches among the latest ones of
+    /// its beginning, with the places of its literals in `scratch`.
+    fn fast_hit(&mut self, sql: &[u8]) -> Option<usize> {
         if self.capacity == 0 {
             return None;
         }
         let recent = self.prefixes.get_mut(&prefix_key(sql))?;
         for k in 0..recent.len() {
-            let Some(t) = self.slots.get_mut(recent[k]) else {
+            let slot = recent[k];
+            let Some(t) = self.slots.get_mut(slot) else {
                 continue;
             };
             if t.fast_match(sql, &mut self.scratch) {
@@ -347,11 +402,7 @@ impl ShapeCache {
                 self.unlexed_hits += 1;
                 recent.swap(0, k);
                 self.last_had_constants = t.has_constants;
-                if let Some(shared) = &t.shared {
-                    return Some(Arc::clone(shared));
-                }
-                let (t, literals) = (&*t, &self.scratch);
-                return Some(t.instantiate(sql, self.places, |k| t.shifted(k, literals)));
+                return Some(slot);
             }
         }
         None
@@ -381,8 +432,8 @@ impl ShapeCache {
                 self.last_had_constants = t.has_constants;
                 // Same tokens can still differ in whitespace, which moves
                 // the spans: only the very same text shares the result.
-                if let Some(shared) = t.shared.as_ref().filter(|_| *t.src == *sql) {
-                    return Arc::clone(shared);
+                if t.literals.is_empty() && *t.src == *sql {
+                    return Arc::clone(&t.example);
                 }
                 return t.instantiate(sql, self.places, |k| (tokens[k].start, tokens[k].end));
             }
@@ -404,19 +455,17 @@ impl ShapeCache {
             }
         }
         let statements: Arc<[NormalizedStatement]> = statements.into();
-        let shared = literals.is_empty().then(|| {
-            if self.places {
-                Arc::clone(&statements)
-            } else {
-                statements
-                    .iter()
-                    .map(|s| NormalizedStatement {
-                        constants: Vec::new(),
-                        ..s.clone()
-                    })
-                    .collect()
-            }
-        });
+        let example = if self.places {
+            Arc::clone(&statements)
+        } else {
+            statements
+                .iter()
+                .map(|s| NormalizedStatement {
+                    constants: Vec::new(),
+                    ..s.clone()
+                })
+                .collect()
+        };
         let template = Template {
             key,
             src: sql.into(),
@@ -426,8 +475,7 @@ impl ShapeCache {
             rank: rank.into_boxed_slice(),
             has_constants: trace.statements.iter().any(|t| !t.constants.is_empty()),
             trace: trace.statements,
-            statements: statements.to_vec(),
-            shared,
+            example,
             referenced: false,
         };
         self.last_had_constants = template.has_constants;

@@ -1,9 +1,38 @@
 //! `ShapeCache::normalize` returns exactly what `normalize` returns, for
 //! every text, whichever texts of the same shape came before.
 
-use pgvigil_sql::{normalize, NormalizeCache, ShapeCache};
+use pgvigil_sql::{normalize, NormalizeCache, NormalizedStatement, ShapeCache};
 use proptest::prelude::*;
 use proptest::sample::select;
+
+/// What `get_or_normalize_example` says of `sql`, made comparable with
+/// `normalize`: each statement with its hash from `hashes` when there are
+/// any, and without the parts an example does not vouch for (`constants`,
+/// `span`).
+fn example_view(
+    texts: &mut NormalizeCache,
+    shapes: &mut ShapeCache,
+    sql: &[u8],
+) -> Vec<NormalizedStatement> {
+    let mut hashes = vec![u64::MAX; 3];
+    let got = texts.get_or_normalize_example(sql, shapes, &mut hashes);
+    assert!(hashes.is_empty() || hashes.len() == got.len(), "{hashes:?}");
+    got.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut s = without_places(s);
+            s.constants_hash = hashes.get(i).copied().unwrap_or(s.constants_hash);
+            s
+        })
+        .collect()
+}
+
+fn without_places(s: &NormalizedStatement) -> NormalizedStatement {
+    let mut s = s.clone();
+    s.constants.clear();
+    s.span = 0..0;
+    s
+}
 
 /// Every variant of the pg_stat_statements corpus (groups of statements
 /// that differ only in constants), twice over, through one cache.
@@ -27,6 +56,8 @@ fn corpus_variants_agree_with_normalize() {
     assert!(variants.len() > 100, "corpus read: {}", variants.len());
     let mut shapes = ShapeCache::new(4096);
     let mut texts = NormalizeCache::new(16);
+    let mut example_shapes = ShapeCache::new(4096).without_constant_places();
+    let mut example_texts = NormalizeCache::new(16);
     for round in 0..2 {
         for v in &variants {
             let expected = normalize(v.as_bytes());
@@ -37,8 +68,12 @@ fn corpus_variants_agree_with_normalize() {
             );
             let cached = texts.get_or_normalize_with(v.as_bytes(), &mut shapes);
             assert_eq!(&cached[..], &expected[..], "{v}");
+            let seen = example_view(&mut example_texts, &mut example_shapes, v.as_bytes());
+            let want: Vec<_> = expected.iter().map(without_places).collect();
+            assert_eq!(seen, want, "example, round {round}: {v}");
         }
     }
+    assert!(example_shapes.unlexed_hits() > 100);
     assert!(shapes.hits() > variants.len() as u64, "{}", shapes.hits());
 }
 
@@ -214,9 +249,13 @@ proptest! {
         runs in prop::collection::vec(prop::collection::vec(literal(), 1..8), 1..6),
     ) {
         let mut shapes = ShapeCache::new(8);
+        let (mut ex_texts, mut ex_shapes) = (NormalizeCache::new(4), ShapeCache::new(8));
         for values in &runs {
             let sql = render(template, values);
-            prop_assert_eq!(&shapes.normalize(sql.as_bytes())[..], &normalize(sql.as_bytes())[..], "{}", sql);
+            let expected = normalize(sql.as_bytes());
+            prop_assert_eq!(&shapes.normalize(sql.as_bytes())[..], &expected[..], "{}", sql);
+            let want: Vec<_> = expected.iter().map(without_places).collect();
+            prop_assert_eq!(example_view(&mut ex_texts, &mut ex_shapes, sql.as_bytes()), want, "{}", sql);
         }
     }
 
@@ -230,10 +269,13 @@ proptest! {
         let mut via_texts = ShapeCache::new(4);
         // Each text twice: a repeat is answered from its own shape (or a
         // shared result), which must still be exact.
+        let (mut ex_texts, mut ex_shapes) = (NormalizeCache::new(4), ShapeCache::new(4));
         for t in texts.iter().chain(&texts) {
             let expected = normalize(t);
             prop_assert_eq!(&shapes.normalize(t)[..], &expected[..]);
             prop_assert_eq!(&cached.get_or_normalize_with(t, &mut via_texts)[..], &expected[..]);
+            let want: Vec<_> = expected.iter().map(without_places).collect();
+            prop_assert_eq!(example_view(&mut ex_texts, &mut ex_shapes, t), want);
         }
     }
 }

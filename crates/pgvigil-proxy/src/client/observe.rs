@@ -56,6 +56,9 @@ struct ThreadNormalizer {
     registered: HashSet<u64, FastHash>,
     /// The insight instance (`Insight::id`) `registered` is about.
     registered_with: u64,
+    /// Constants hashes of the latest text answered by a shape's example
+    /// (`NormalizeCache::get_or_normalize_example`), kept for its buffer.
+    hashes: Vec<u64>,
 }
 
 thread_local! {
@@ -65,6 +68,7 @@ thread_local! {
         shapes: ShapeCache::new(THREAD_SHAPES).without_constant_places(),
         registered: HashSet::default(),
         registered_with: 0,
+        hashes: Vec::new(),
     });
 }
 
@@ -76,10 +80,52 @@ type Portal = (Statements, u64, Option<String>);
 /// A new fingerprint's raw text, for the lint worker.
 pub(crate) type LintJob = (u64, String);
 
+/// The constants hashes of a tracked text whose statements are a shape's
+/// example (`ShapeCache::known_example`): the example's own hashes are
+/// another text's. Apps that inline values send a new text per query,
+/// and sharing the example costs less than building a result for each.
+#[derive(Debug)]
+enum Values {
+    /// The statements' own hashes are this text's.
+    Own,
+    One(u64),
+    Many(Box<[u64]>),
+}
+
+impl Values {
+    fn from_hashes(hashes: &[u64]) -> Self {
+        match hashes {
+            [] => Values::Own,
+            [one] => Values::One(*one),
+            many => Values::Many(many.into()),
+        }
+    }
+
+    /// The constants hash of statement `i`, which is `s`.
+    fn of(&self, i: usize, s: &NormalizedStatement) -> u64 {
+        match self {
+            Values::One(h) if i == 0 => *h,
+            Values::Many(h) => h.get(i).copied().unwrap_or(s.constants_hash),
+            _ => s.constants_hash,
+        }
+    }
+}
+
+/// One statement of a tracked request, completed.
+struct Completed {
+    started: MonoTime,
+    duration_us: u64,
+    rows: u64,
+    sqlstate: Option<[u8; 5]>,
+    /// Of this execution's text (see `Values`).
+    constants_hash: u64,
+}
+
 /// A request whose statements are being timed.
 #[derive(Debug)]
 pub(crate) struct Tracked {
     statements: Statements,
+    values: Values,
     /// Index of the statement the next completion belongs to.
     next: usize,
     params_hash: u64,
@@ -159,22 +205,43 @@ impl Observer {
     }
 
     fn normalize(&mut self, sql: &[u8]) -> Statements {
-        let (statements, unregistered) = NORMALIZER.with(|n| {
+        self.normalize_as(sql, false).0
+    }
+
+    /// `normalize`, or with `example` a shape's example and the text's
+    /// own constants hashes (see `Values`): for texts whose statements'
+    /// spans and constants' places are never read.
+    fn normalize_as(&mut self, sql: &[u8], example: bool) -> (Statements, Values) {
+        let (statements, values, unregistered) = NORMALIZER.with(|n| {
             let n = &mut *n.borrow_mut();
             if n.registered_with != self.insight.id() {
                 n.registered.clear();
                 n.registered_with = self.insight.id();
             }
-            let statements = n.texts.get_or_normalize_with(sql, &mut n.shapes);
+            let (statements, values) = if example {
+                let statements =
+                    n.texts
+                        .get_or_normalize_example(sql, &mut n.shapes, &mut n.hashes);
+                (statements, Values::from_hashes(&n.hashes))
+            } else {
+                let statements = n.texts.get_or_normalize_with(sql, &mut n.shapes);
+                (statements, Values::Own)
+            };
             let unregistered = statements
                 .iter()
                 .any(|s| !n.registered.contains(&s.fingerprint.0));
-            (statements, unregistered)
+            (statements, values, unregistered)
         });
         if unregistered {
-            self.register(&statements, sql);
+            match values {
+                Values::Own => self.register(&statements, sql),
+                // Lint gets each statement's raw text, cut at its span,
+                // which an example has for another text. Rare: once per
+                // fingerprint per thread.
+                _ => self.register(&pgvigil_sql::normalize(sql), sql),
+            }
         }
-        statements
+        (statements, values)
     }
 
     /// Tells insight the texts of fingerprints this thread has not
@@ -209,13 +276,16 @@ impl Observer {
     }
 
     pub(crate) fn track_query(&mut self, text: &[u8]) -> Option<Tracked> {
-        let statements = self.normalize(text);
+        // Logging parameters cuts each statement's text at its span, so
+        // the statements must be this text's own.
+        let log = self.insight.config().log_parameters;
+        let (statements, values) = self.normalize_as(text, !log);
         if statements.is_empty() {
             return None;
         }
-        let log = self.insight.config().log_parameters;
         Some(Tracked {
             statements,
+            values,
             next: 0,
             params_hash: 0,
             parameters: None,
@@ -295,6 +365,7 @@ impl Observer {
         };
         Some(Tracked {
             statements: statements.clone(),
+            values: Values::Own,
             next: 0,
             params_hash: *params_hash,
             parameters: parameters.clone(),
@@ -318,12 +389,10 @@ impl Observer {
             }
             _ => return,
         };
-        // The statements are shared (an Arc); holding them lets `record`
-        // borrow one without copying it while `tracked` advances.
-        let statements = tracked.statements.clone();
-        let Some(statement) = statements.get(tracked.next) else {
+        let at = tracked.next;
+        if at >= tracked.statements.len() {
             return;
-        };
+        }
         let now = MonoTime::now();
         let started = tracked.started.max(self.last_completion);
         let duration_us = now.micros_since(started);
@@ -337,18 +406,27 @@ impl Observer {
         } else if tag != be::PORTAL_SUSPENDED && tracked.statements.len() > 1 {
             tracked.next += 1;
         }
-        self.record(statement, tracked, started, duration_us, rows, sqlstate);
+        let tracked = &*tracked;
+        let statement = &tracked.statements[at];
+        let constants_hash = tracked.values.of(at, statement);
+        let completed = Completed {
+            started,
+            duration_us,
+            rows,
+            sqlstate,
+            constants_hash,
+        };
+        self.record(statement, tracked, completed);
     }
 
-    fn record(
-        &mut self,
-        s: &NormalizedStatement,
-        tracked: &Tracked,
-        started: MonoTime,
-        duration_us: u64,
-        rows: u64,
-        sqlstate: Option<[u8; 5]>,
-    ) {
+    fn record(&mut self, s: &NormalizedStatement, tracked: &Tracked, done: Completed) {
+        let Completed {
+            started,
+            duration_us,
+            rows,
+            sqlstate,
+            constants_hash,
+        } = done;
         let fingerprint = s.fingerprint.0;
         self.insight.record(Execution {
             fingerprint,
@@ -371,7 +449,7 @@ impl Observer {
         let params_hash = if tracked.params_hash != 0 {
             tracked.params_hash
         } else {
-            s.constants_hash
+            constants_hash
         };
         let observed = Observed {
             fingerprint,
@@ -645,6 +723,50 @@ mod tests {
         assert_eq!(
             calls_by_text(&second),
             [("SELECT $1 FROM registered_once".to_string(), 1)]
+        );
+    }
+
+    /// A simple Query and its completion.
+    fn run_query(o: &mut Observer, sql: &str) {
+        let mut tracked = o.track_query(sql.as_bytes()).expect("a statement");
+        let done = backend::command_complete("SELECT 1");
+        o.on_reply(&mut tracked, be::COMMAND_COMPLETE, Some(&done));
+    }
+
+    /// What the N+1 detector made of a parent SELECT followed by six
+    /// lookups with these inline ids, through the simple protocol.
+    fn lookups_with_inline_ids(table: &str, ids: [u32; 6]) -> Vec<(Pattern, usize)> {
+        let insight = Arc::new(Insight::new(InsightConfig::default()));
+        let (mut o, _jobs) = observer(&insight);
+        run_query(&mut o, &format!("SELECT id FROM {table}_parent"));
+        for id in ids {
+            run_query(
+                &mut o,
+                &format!("SELECT * FROM {table} WHERE parent_id = {id}"),
+            );
+        }
+        o.finish();
+        insight
+            .detections()
+            .into_iter()
+            .map(|d| (d.pattern, d.repeats))
+            .collect()
+    }
+
+    /// Texts of one shape after the first are answered by the shape's
+    /// shared example; each must still carry its own constants' hash, or
+    /// a loop over ids would look like one query retried.
+    #[test]
+    fn inline_ids_of_a_shared_shape_keep_their_own_values() {
+        let parent = lookups_with_inline_ids("shape_loop", [1, 2, 3, 4, 5, 6]);
+        assert!(
+            matches!(parent.as_slice(), [(Pattern::NPlusOne { .. }, 6)]),
+            "{parent:?}"
+        );
+        let same = lookups_with_inline_ids("shape_retry", [7; 6]);
+        assert!(
+            matches!(same.as_slice(), [(Pattern::RepeatedIdentical, 6)]),
+            "{same:?}"
         );
     }
 
