@@ -4,13 +4,15 @@
 #
 #   benches/callgrind/per-transaction.sh [--bin PATH] [--modes simple,extended,prepared]
 #       [--clients 8] [--targets on,off,pgbouncer] [--tx 2000] [--base-tx 200]
+#       [--rows N]
 #   KEEP_DUMPS=DIR keeps the callgrind dumps (DIR/TARGET-MODE/cg.*) for
 #   callgrind_annotate.
 #
 # Starts a throwaway PostgreSQL 15 cluster (pgbench -i -s 10), then for
 # each target and mode runs the pooler under `valgrind --tool=callgrind`
 # (transaction mode, pool 20) and, after a warm-up, drives it with
-# `pgbench -n -S -M MODE -c CLIENTS -j 1 -t N`: counters are zeroed, a run
+# `pgbench -n -S -M MODE -c CLIENTS -j 1 -t N` (with --rows N, a SELECT of
+# N consecutive pgbench_accounts rows instead of -S's one): counters are zeroed, a run
 # of --tx transactions per client is dumped, then a run of --base-tx. The
 # difference divided by CLIENTS x (tx - base-tx) is the cost of one
 # transaction, without connection setup (SCRAM) or start-up. Targets:
@@ -25,6 +27,7 @@ CLIENTS=8
 TARGETS=on,off,pgbouncer
 TX=2000
 BASE_TX=200
+ROWS=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --bin) BIN=$2; shift 2 ;;
@@ -33,6 +36,7 @@ while [ $# -gt 0 ]; do
     --targets) TARGETS=$2; shift 2 ;;
     --tx) TX=$2; shift 2 ;;
     --base-tx) BASE_TX=$2; shift 2 ;;
+    --rows) ROWS=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -78,6 +82,16 @@ log_connections = 0
 log_disconnections = 0
 EOF
 chown postgres:postgres "$PG_DIR/userlist.txt" "$PG_DIR/pgbouncer.ini"
+WORKLOAD=(-S)
+ROWS_LABEL=""
+if [ "$ROWS" -gt 0 ]; then
+    # Per-row costs (forwarding DataRows) show up only with many rows.
+    printf '%s\n' "\\set aid random(1, 100000 * :scale - $ROWS)" \
+        "SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + $((ROWS - 1));" \
+        >"$PG_DIR/rows.sql"
+    WORKLOAD=(-f "$PG_DIR/rows.sql")
+    ROWS_LABEL=", $ROWS rows"
+fi
 chmod 600 "$PG_DIR/userlist.txt"
 
 # total Ir of the dump triggered as LABEL in folder W
@@ -129,14 +143,14 @@ measure() { # target mode
     # Warm-up: the server connections the runs use are open by then (a
     # server login is a SCRAM exchange, millions of instructions, and
     # PgBouncer's min_pool_size opens them slowly, during the runs).
-    pgbench -n -S -M "$mode" -c "$CLIENTS" -j 1 -t 500 -h 127.0.0.1 -p "$port" -U app appdb >/dev/null 2>&1 ||
+    pgbench -n "${WORKLOAD[@]}" -M "$mode" -c "$CLIENTS" -j 1 -t 500 -h 127.0.0.1 -p "$port" -U app appdb >/dev/null 2>&1 ||
         echo "warning: warm-up pgbench failed ($target $mode)" >&2
     local label n big small failed=""
     for label in big small; do
         n=$TX
         [ "$label" = small ] && n=$BASE_TX
         "${ctl[@]}" -z "$vpid" >/dev/null
-        pgbench -n -S -M "$mode" -c "$CLIENTS" -j 1 -t "$n" -h 127.0.0.1 -p "$port" -U app appdb \
+        pgbench -n "${WORKLOAD[@]}" -M "$mode" -c "$CLIENTS" -j 1 -t "$n" -h 127.0.0.1 -p "$port" -U app appdb \
             >"$w/pgbench.$label.log" 2>&1 || failed=1
         sleep 0.3
         "${ctl[@]}" -d "$label" "$vpid" >/dev/null
@@ -149,8 +163,8 @@ measure() { # target mode
         printf '%-10s %-9s %4s clients  aborts (%s)\n' "$target" "$mode" "$CLIENTS" \
             "$(grep -m 1 -i error "$w/pgbench.big.log" || echo "pgbench failed")"
     else
-        printf '%-10s %-9s %4s clients  %8d instructions/transaction\n' "$target" "$mode" "$CLIENTS" \
-            $(((big - small) / (CLIENTS * (TX - BASE_TX))))
+        printf '%-10s %-9s %4s clients  %8d instructions/transaction%s\n' "$target" "$mode" "$CLIENTS" \
+            $(((big - small) / (CLIENTS * (TX - BASE_TX)))) "${ROWS_LABEL}"
     fi
     kill "$vpid" 2>/dev/null || true
     wait "$vpid" 2>/dev/null || true
