@@ -86,7 +86,7 @@ WORKLOAD=(-S)
 ROWS_LABEL=""
 if [ "$ROWS" -gt 0 ]; then
     # Per-row costs (forwarding DataRows) show up only with many rows.
-    printf '%s\n' "\\set aid random(1, 100000 * :scale - $ROWS)" \
+    printf '%s\n' "\\set aid random(1, $((1000000 - ROWS)))" \
         "SELECT aid, bid, abalance, filler FROM pgbench_accounts WHERE aid BETWEEN :aid AND :aid + $((ROWS - 1));" \
         >"$PG_DIR/rows.sql"
     WORKLOAD=(-f "$PG_DIR/rows.sql")

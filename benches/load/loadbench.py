@@ -27,6 +27,15 @@ TARGET_ORDER = ["direct", "pgbouncer", "pgvigil", "pgvigil_off"]
 SHORT = {"direct": "direct", "pgbouncer": "pgbouncer", "pgvigil": "pgvigil", "pgvigil_off": "pgv-off"}
 COLORS = {"direct": "#4c72b0", "pgbouncer": "#dd8452", "pgvigil": "#55a868", "pgvigil_off": "#8fd19e"}
 WORKLOAD_FLAGS = {"select-only": ["-S"], "tpcb-like": []}
+# A page of a list, as ORMs fetch it: one SELECT of LIST_ROWS consecutive
+# rows. Per-row forwarding costs show here and not in -S's single row.
+LIST_WORKLOAD = "list-100"
+LIST_ROWS = 100
+WORKLOAD_TITLES = {
+    "select-only": "-S (select-only)",
+    "tpcb-like": "TPC-B-like (default script)",
+    LIST_WORKLOAD: f"list page: SELECT of {LIST_ROWS} consecutive pgbench_accounts rows (custom script)",
+}
 LOG_LINES_TARGET = 200_000  # per run, across both pgbench threads, at most about this many
 
 
@@ -172,13 +181,40 @@ def git_commit(root):
         return "?"
 
 
+def workloads(env):
+    default = "select-only,tpcb-like" if env.get("tpcb", 1) else "select-only"
+    return [w for w in env.get("workloads", default).split(",") if w]
+
+
 def build_cells(env):
     modes = [m for m in env["modes"].split(",") if m]
     clients = [int(c) for c in str(env["clients"]).split(",") if c]
-    cells = [{"workload": "select-only", "mode": m, "clients": c} for m in modes for c in clients]
-    if env["tpcb"]:
-        cells += [{"workload": "tpcb-like", "mode": m, "clients": 32} for m in modes]
+    chosen = workloads(env)
+    cells = []
+    if "select-only" in chosen:
+        cells += [{"workload": "select-only", "mode": m, "clients": c} for m in modes for c in clients]
+    for w in ("tpcb-like", LIST_WORKLOAD):
+        if w in chosen:
+            cells += [{"workload": w, "mode": m, "clients": 32} for m in modes]
     return cells
+
+
+def list_script(env):
+    """The list workload's pgbench script, written next to the run's other files."""
+    path = os.path.join(env["tmp"], "list.sql")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            # pgbench sets :scale for its own scripts only.
+            f.write(f"\\set aid random(1, {100000 * env['scale'] - LIST_ROWS})\n"
+                    f"SELECT aid, bid, abalance, filler FROM pgbench_accounts "
+                    f"WHERE aid BETWEEN :aid AND :aid + {LIST_ROWS - 1};\n")
+    return path
+
+
+def workload_flags(env, workload):
+    if workload == LIST_WORKLOAD:
+        return ["-f", list_script(env)]
+    return WORKLOAD_FLAGS[workload]
 
 
 def skip_reason(env, target, cell):
@@ -202,7 +238,7 @@ def reset_tpcb(env):
 def run_one(env, target, cell, rep, logdir, sampling_rate):
     prefix = os.path.join(logdir, f"{target['name']}-{cell['mode']}-{cell['clients']}-{rep}")
     cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(target["port"]), "-U", "app", "-n",
-           *WORKLOAD_FLAGS[cell["workload"]], "-M", cell["mode"],
+           *workload_flags(env, cell["workload"]), "-M", cell["mode"],
            "-c", str(cell["clients"]), "-j", str(env["threads"]), "-T", str(env["duration"]),
            "--log", f"--log-prefix={prefix}", f"--sampling-rate={sampling_rate}", "appdb"]
     if cell["workload"] == "tpcb-like":
@@ -602,7 +638,7 @@ def render_table(meta, cells, final, checks_, problems):
 
 def svg_chart(meta, cells):
     """Grouped bars of median TPS per cell and target; one panel per workload."""
-    panels = [(w, [c for c in cells if c["workload"] == w]) for w in ("select-only", "tpcb-like")]
+    panels = [(w, [c for c in cells if c["workload"] == w]) for w in WORKLOAD_TITLES]
     panels = [(w, cs) for w, cs in panels if cs]
     bar_w, gap, group_pad = 16, 2, 26
     left, right, top = 80, 20, 70  # title, settings line, legend at y 22, 40, 50-62
@@ -633,7 +669,7 @@ def svg_chart(meta, cells):
         step = nice_step(ymax / 5)
         ymax = math.ceil(ymax / step) * step
         o.append(f'<text x="{left}" y="{y0 - 6}" font-weight="bold">pgbench '
-                 f'{"-S (select-only)" if workload == "select-only" else "TPC-B-like (default script)"}'
+                 f'{WORKLOAD_TITLES[workload]}'
                  f'</text>')
         v = 0
         while v <= ymax + 1e-9:

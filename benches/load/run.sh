@@ -4,7 +4,8 @@
 #
 #   benches/load/run.sh [--quick] [--out DIR] [--duration S] [--reps N]
 #                       [--clients 8,32,256,1000] [--modes simple,extended,prepared]
-#                       [--no-tpcb] [--upstream tcp|unix]
+#                       [--workloads select-only,tpcb-like,list-100] [--no-tpcb]
+#                       [--upstream tcp|unix]
 #
 # One run:
 #   1. builds pgvigil (cargo build --release -p pgvigil),
@@ -39,7 +40,7 @@ DURATION=""
 REPS=""
 CLIENTS=""
 MODES=""
-TPCB=1
+WORKLOADS=select-only,tpcb-like,list-100
 UPSTREAM_KIND=tcp
 usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -50,7 +51,8 @@ while [ $# -gt 0 ]; do
         --reps) REPS=$2; shift ;;
         --clients) CLIENTS=$2; shift ;;
         --modes) MODES=$2; shift ;;
-        --no-tpcb) TPCB=0 ;;
+        --workloads) WORKLOADS=$2; shift ;;
+        --no-tpcb) WORKLOADS=$(echo ",$WORKLOADS," | sed 's/,tpcb-like,/,/; s/^,//; s/,$//') ;;
         --upstream) UPSTREAM_KIND=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -253,7 +255,7 @@ cat >"$TMP/env.json" <<EOF
   "reps": $REPS,
   "clients": "$CLIENTS",
   "modes": "$MODES",
-  "tpcb": $TPCB,
+  "workloads": "$WORKLOADS",
   "upstream": "$UPSTREAM_KIND",
   "threads": 2,
   "scale": $SCALE,
