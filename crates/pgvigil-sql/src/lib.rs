@@ -118,6 +118,13 @@ pub struct NormalizedStatement {
     pub span: Range<usize>,
 }
 
+/// A stable 64-bit hash of a byte string, several times cheaper than a
+/// byte-at-a-time hash: for callers that compare values (the proxy's hash
+/// of a Bind's parameters) the way `constants_hash` compares constants.
+pub fn bytes_hash(bytes: &[u8]) -> u64 {
+    hash::hash_text(bytes)
+}
+
 /// Splits a simple-query string into statements and normalizes each.
 ///
 /// Never panics and never fails, whatever the bytes (non-UTF-8 encodings

@@ -334,7 +334,7 @@ impl Observer {
             .config()
             .log_parameters
             .then(|| render_bind_parameters(rest));
-        let entry = (statements, fnv1a(rest), parameters);
+        let entry = (statements, params_hash(rest), parameters);
         if portal.is_empty() {
             self.unnamed_portal = Some(entry);
         } else {
@@ -577,13 +577,10 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h | 1
+/// Hash of a Bind's parameter bytes; never 0, which stands for "no
+/// parameters, use the constants' hash".
+fn params_hash(bytes: &[u8]) -> u64 {
+    pgvigil_sql::bytes_hash(bytes) | 1
 }
 
 /// Rows from a command tag: the last number of `SELECT 5`, `INSERT 0 5`,
@@ -764,6 +761,48 @@ mod tests {
             "{parent:?}"
         );
         let same = lookups_with_inline_ids("shape_retry", [7; 6]);
+        assert!(
+            matches!(same.as_slice(), [(Pattern::RepeatedIdentical, 6)]),
+            "{same:?}"
+        );
+    }
+
+    /// The same through the extended protocol: one prepared lookup
+    /// executed six times with these ids bound as text parameters.
+    fn lookups_with_bound_ids(table: &str, ids: [u32; 6]) -> Vec<(Pattern, usize)> {
+        let insight = Arc::new(Insight::new(InsightConfig::default()));
+        let (mut o, _jobs) = observer(&insight);
+        run_query(&mut o, &format!("SELECT id FROM {table}_parent"));
+        let sql = format!("SELECT * FROM {table} WHERE parent_id = $1");
+        o.on_parse(b"lookup", sql.as_bytes());
+        for id in ids {
+            let value = id.to_string();
+            // No format codes, one parameter, no result format codes.
+            let mut rest = vec![0, 0, 0, 1];
+            rest.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            rest.extend_from_slice(value.as_bytes());
+            rest.extend_from_slice(&[0, 0]);
+            o.on_bind(b"", b"lookup", &rest);
+            let mut tracked = o.track_execute(b"").expect("the portal is bound");
+            let done = backend::command_complete("SELECT 1");
+            o.on_reply(&mut tracked, be::COMMAND_COMPLETE, Some(&done));
+        }
+        o.finish();
+        insight
+            .detections()
+            .into_iter()
+            .map(|d| (d.pattern, d.repeats))
+            .collect()
+    }
+
+    #[test]
+    fn bound_parameters_tell_a_loop_from_a_retry() {
+        let differing = lookups_with_bound_ids("bound_loop", [11, 12, 13, 14, 15, 16]);
+        assert!(
+            matches!(differing.as_slice(), [(Pattern::NPlusOne { .. }, 6)]),
+            "{differing:?}"
+        );
+        let same = lookups_with_bound_ids("bound_retry", [9; 6]);
         assert!(
             matches!(same.as_slice(), [(Pattern::RepeatedIdentical, 6)]),
             "{same:?}"
