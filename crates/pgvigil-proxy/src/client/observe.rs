@@ -730,24 +730,28 @@ mod tests {
         o.on_reply(&mut tracked, be::COMMAND_COMPLETE, Some(&done));
     }
 
-    /// What the N+1 detector made of a parent SELECT followed by six
-    /// lookups with these inline ids, through the simple protocol.
-    fn lookups_with_inline_ids(table: &str, ids: [u32; 6]) -> Vec<(Pattern, usize)> {
+    /// What the N+1 detector made of a parent SELECT followed by what
+    /// `lookups` runs, in one session.
+    fn detected(table: &str, lookups: impl FnOnce(&mut Observer)) -> Vec<(Pattern, usize)> {
         let insight = Arc::new(Insight::new(InsightConfig::default()));
         let (mut o, _jobs) = observer(&insight);
         run_query(&mut o, &format!("SELECT id FROM {table}_parent"));
-        for id in ids {
-            run_query(
-                &mut o,
-                &format!("SELECT * FROM {table} WHERE parent_id = {id}"),
-            );
-        }
+        lookups(&mut o);
         o.finish();
         insight
             .detections()
             .into_iter()
             .map(|d| (d.pattern, d.repeats))
             .collect()
+    }
+
+    /// Six lookups with these inline ids, through the simple protocol.
+    fn lookups_with_inline_ids(table: &str, ids: [u32; 6]) -> Vec<(Pattern, usize)> {
+        detected(table, |o| {
+            for id in ids {
+                run_query(o, &format!("SELECT * FROM {table} WHERE parent_id = {id}"));
+            }
+        })
     }
 
     /// Texts of one shape after the first are answered by the shape's
@@ -767,32 +771,25 @@ mod tests {
         );
     }
 
-    /// The same through the extended protocol: one prepared lookup
-    /// executed six times with these ids bound as text parameters.
+    /// One prepared lookup executed six times with these ids bound as
+    /// text parameters.
     fn lookups_with_bound_ids(table: &str, ids: [u32; 6]) -> Vec<(Pattern, usize)> {
-        let insight = Arc::new(Insight::new(InsightConfig::default()));
-        let (mut o, _jobs) = observer(&insight);
-        run_query(&mut o, &format!("SELECT id FROM {table}_parent"));
-        let sql = format!("SELECT * FROM {table} WHERE parent_id = $1");
-        o.on_parse(b"lookup", sql.as_bytes());
-        for id in ids {
-            let value = id.to_string();
-            // No format codes, one parameter, no result format codes.
-            let mut rest = vec![0, 0, 0, 1];
-            rest.extend_from_slice(&(value.len() as i32).to_be_bytes());
-            rest.extend_from_slice(value.as_bytes());
-            rest.extend_from_slice(&[0, 0]);
-            o.on_bind(b"", b"lookup", &rest);
-            let mut tracked = o.track_execute(b"").expect("the portal is bound");
-            let done = backend::command_complete("SELECT 1");
-            o.on_reply(&mut tracked, be::COMMAND_COMPLETE, Some(&done));
-        }
-        o.finish();
-        insight
-            .detections()
-            .into_iter()
-            .map(|d| (d.pattern, d.repeats))
-            .collect()
+        detected(table, |o| {
+            let sql = format!("SELECT * FROM {table} WHERE parent_id = $1");
+            o.on_parse(b"lookup", sql.as_bytes());
+            for id in ids {
+                let value = id.to_string();
+                // No format codes, one parameter, no result format codes.
+                let mut rest = vec![0, 0, 0, 1];
+                rest.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                rest.extend_from_slice(value.as_bytes());
+                rest.extend_from_slice(&[0, 0]);
+                o.on_bind(b"", b"lookup", &rest);
+                let mut tracked = o.track_execute(b"").expect("the portal is bound");
+                let done = backend::command_complete("SELECT 1");
+                o.on_reply(&mut tracked, be::COMMAND_COMPLETE, Some(&done));
+            }
+        })
     }
 
     #[test]
