@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::server_stream::ServerStream;
 use dashmap::DashMap;
 use pgvigil_wire::frontend;
 use tokio::io::AsyncWriteExt;
@@ -27,6 +26,31 @@ impl CancelTarget {
     pub fn set(&self, key: Option<BackendKey>) {
         self.backend
             .store(key.map_or(0, BackendKey::pack), Ordering::Release);
+    }
+
+    /// Cancels whatever the client's current server runs, in the
+    /// background (`query_timeout`).
+    pub(crate) fn cancel_now(self: &Arc<Self>) {
+        let target = self.clone();
+        tokio::spawn(async move { send_cancel(&target).await });
+    }
+}
+
+/// Sends a CancelRequest for the backend `target` points at now, if any.
+async fn send_cancel(target: &CancelTarget) {
+    let Some(backend) = BackendKey::unpack(target.backend.load(Ordering::Acquire)) else {
+        return;
+    };
+    let packet = frontend::cancel_request(backend.process_id, backend.secret_key);
+    let send = async {
+        let mut s = crate::transport::Transport::connect(&target.host, target.port).await?;
+        s.write_all(&packet).await?;
+        s.shutdown().await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("could not forward cancel request: {e}"),
+        Err(_) => tracing::warn!("forwarding a cancel request timed out"),
     }
 }
 
@@ -66,19 +90,6 @@ impl CancelRegistry {
             tracing::debug!("cancel request with an unknown key ignored");
             return;
         };
-        let Some(backend) = BackendKey::unpack(target.backend.load(Ordering::Acquire)) else {
-            return;
-        };
-        let packet = frontend::cancel_request(backend.process_id, backend.secret_key);
-        let send = async {
-            let mut s = ServerStream::connect(&target.host, target.port).await?;
-            s.write_all(&packet).await?;
-            s.shutdown().await
-        };
-        match tokio::time::timeout(Duration::from_secs(5), send).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("could not forward cancel request: {e}"),
-            Err(_) => tracing::warn!("forwarding a cancel request timed out"),
-        }
+        send_cancel(&target).await;
     }
 }

@@ -37,12 +37,16 @@ impl MonoTime {
         MonoTime::now().since(self)
     }
 
-    #[cfg(test)]
-    fn plus(self, d: std::time::Duration) -> MonoTime {
+    pub fn plus(self, d: std::time::Duration) -> MonoTime {
         MonoTime(
             self.0
                 .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
         )
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_nanos(n: u64) -> MonoTime {
+        MonoTime(n)
     }
 
     #[cfg(test)]

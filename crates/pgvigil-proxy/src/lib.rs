@@ -7,8 +7,10 @@ mod analysis;
 mod cancel;
 mod client;
 mod clock;
+mod connection;
 mod console;
 mod error;
+mod handshake;
 mod ids;
 mod listener;
 mod outqueue;
@@ -18,8 +20,8 @@ mod prepared;
 pub mod registry;
 pub mod scram;
 mod server;
-mod server_stream;
 pub mod stats;
+mod transport;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -36,7 +38,7 @@ pub use pool::{PoolSnapshot, ServerPool};
 pub use pool_stats::PoolTotals;
 
 use cancel::CancelRegistry;
-use client::Account;
+use handshake::Account;
 use registry::Registry;
 use scram::ScramVerifier;
 use server::ServerTarget;
@@ -150,6 +152,12 @@ impl Shared {
 
     pub(crate) fn live_config(&self) -> Arc<Config> {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `client_login_timeout`, as RELOAD last set it.
+    pub(crate) fn login_timeout(&self) -> std::time::Duration {
+        // TODO(merge): the setting.
+        std::time::Duration::from_secs(60)
     }
 
     /// `pgvigil` opens the console; so does `pgbouncer`, for tools written

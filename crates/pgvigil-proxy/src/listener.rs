@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::{analysis, client, Shared};
+use crate::{analysis, connection, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -101,12 +101,16 @@ impl Proxy {
                         Ok(permit) => {
                             let shared = shared.clone();
                             sessions.spawn(async move {
-                                client::serve(shared, stream, peer).await;
+                                connection::serve(shared, stream, peer).await;
                                 drop(permit);
                             });
                         }
                         Err(_) => {
-                            tokio::spawn(client::reject_too_many(stream, limit));
+                            tokio::spawn(connection::reject_too_many(
+                                shared.clone(),
+                                stream,
+                                limit,
+                            ));
                         }
                     }
                 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use crate::server_stream::TryWrite;
+use crate::transport::Transport;
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Chunks queued for a socket. Forwarded frames are slices of the buffer
@@ -32,8 +32,9 @@ impl OutQueue {
         self.bytes
     }
 
-    /// Writes what the socket takes without waiting.
-    pub(crate) fn try_flush(&mut self, stream: &impl TryWrite) -> io::Result<usize> {
+    /// Writes what the socket takes without waiting (through TLS, what
+    /// rustls takes, then what the socket takes of its records).
+    pub(crate) fn try_flush(&mut self, stream: &mut Transport) -> io::Result<usize> {
         let mut written = 0;
         while !self.chunks.is_empty() {
             let result = if self.chunks.len() == 1 {
@@ -57,6 +58,7 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
+        stream.try_flush_tls()?;
         Ok(written)
     }
 

@@ -491,7 +491,7 @@ impl ServerPool {
                     database: self.database.clone(),
                     user: self.user.clone(),
                     // PgBouncer's SHOW SERVERS says "unix" for a socket.
-                    addr: if crate::server_stream::is_socket_dir(&self.target.host) {
+                    addr: if crate::transport::is_socket_dir(&self.target.host) {
                         "unix".into()
                     } else {
                         self.target.host.clone()

@@ -18,7 +18,7 @@ use crate::clock::MonoTime;
 use crate::error::ProxyError;
 use crate::ids::{BackendKey, ServerId};
 use crate::prepared::ServerStatements;
-use crate::server_stream::ServerStream;
+use crate::transport::Transport;
 
 /// Where and as whom a pool's server connections log in.
 #[derive(Clone)]
@@ -34,8 +34,8 @@ pub struct ServerTarget {
 impl ServerTarget {
     /// Where the server is, for messages: `host:port`, or the socket file.
     pub fn address(&self) -> String {
-        if crate::server_stream::is_socket_dir(&self.host) {
-            crate::server_stream::socket_path(&self.host, self.port)
+        if crate::transport::is_socket_dir(&self.host) {
+            crate::transport::socket_path(&self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
         }
@@ -49,7 +49,7 @@ static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct ServerConn {
     pub(crate) id: ServerId,
-    pub(crate) stream: ServerStream,
+    pub(crate) stream: Transport,
     pub(crate) buf: BytesMut,
     pub(crate) backend_key: BackendKey,
     /// ParameterStatus values reported at login.
@@ -77,7 +77,7 @@ impl ServerConn {
         target: &ServerTarget,
         max_prepared: usize,
     ) -> Result<ServerConn, ProxyError> {
-        let connect = ServerStream::connect(&target.host, target.port);
+        let connect = Transport::connect(&target.host, target.port);
         let stream = tokio::time::timeout(target.connect_timeout, connect)
             .await
             .map_err(|_| {
@@ -280,16 +280,15 @@ impl ServerConn {
     /// Only a socket marked readable is probed with a real read.
     pub(crate) fn looks_alive(&mut self) -> bool {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if !self.buf.is_empty() || self.stream.has_buffered_input() {
+            return false;
+        }
         match self.stream.poll_read_ready(&mut cx) {
-            std::task::Poll::Pending => return self.buf.is_empty(),
+            std::task::Poll::Pending => return true,
             std::task::Poll::Ready(Err(_)) => return false,
             std::task::Poll::Ready(Ok(())) => {}
         }
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.buf.is_empty(),
-            _ => false,
-        }
+        matches!(self.stream.probe_raw(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Tells the server goodbye; a dropped socket would do, but a

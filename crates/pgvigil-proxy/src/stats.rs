@@ -86,6 +86,30 @@ pub fn bytes_total() -> (u64, u64) {
     })
 }
 
+/// The leak guards (placeholder until the metrics family lands).
+#[derive(Debug, Clone, Copy)]
+pub enum TimeoutKind {
+    ClientLogin,
+    Query,
+    IdleTransaction,
+    ClientIdle,
+    Transaction,
+}
+
+pub(crate) fn count_timeout(_kind: TimeoutKind) {}
+
+static FAILED_LOGINS: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn count_failed_login() {
+    FAILED_LOGINS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Logins refused since start (wrong password, unknown user or database,
+/// protocol errors during login).
+pub fn failed_logins_total() -> u64 {
+    FAILED_LOGINS.load(Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,11 @@
 //! Frames are forwarded as the bytes they arrived as. Only the message
 //! types that drive pooling (transaction boundaries, prepared statements,
 //! session parameters) are decoded, and every request is matched with its
-//! reply through `expected`, the one place where each statement and its
-//! completion are seen.
+//! reply through the reply queue (`reply_queue.rs`), the one place where
+//! each statement and its completion are seen.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -29,9 +30,12 @@ use pgvigil_wire::FrameHeader;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::commands::{local_command, LocalCommand, Reset, ResetTracker};
-use super::observe::{Observer, Tracked};
+use super::guards::{Activity, Guard, GuardClock, GuardSettings, Verdict};
+use super::observe::Observer;
+use super::reply_queue::{ClientMessage, Expect, ReplyQueue, Request, ServerReply};
 use super::settings::ClientSettings;
 use crate::cancel::CancelTarget;
+use crate::clock::MonoTime;
 use crate::error::ProxyError;
 use crate::ids::ClientId;
 use crate::outqueue::{OutQueue, Splicer};
@@ -40,6 +44,7 @@ use crate::pool_stats::SessionTally;
 use crate::prepared::{ClientStatements, Prepared, StatementId};
 use crate::registry::ClientEntry;
 use crate::stats;
+use crate::transport::Transport;
 
 /// Beyond this many queued bytes toward a peer, stop reading from the
 /// other one.
@@ -53,68 +58,6 @@ const CLIENT_READ_CHUNK: usize = 8 * 1024;
 /// PostgreSQL's MaxAllocSize: no server message is larger.
 const MAX_SERVER_FRAME: usize = 1 << 30;
 
-/// A request whose reply has not arrived yet.
-#[derive(Debug)]
-enum Expect {
-    /// The server will answer; pass the answer on.
-    Forward(Request),
-    /// The server will answer a message pgvigil added; drop the answer.
-    Swallow(Request),
-    /// pgvigil answers itself, in this position of the reply stream.
-    Reply(Bytes),
-}
-
-#[derive(Debug)]
-enum Request {
-    /// A Parse; for a renamed statement, what it created, so a failure
-    /// can be forgotten.
-    Parse(Option<(StatementId, Vec<u8>)>),
-    /// With the renamed statement it uses, if any.
-    Bind(Option<StatementId>),
-    Describe(Option<StatementId>),
-    /// With the statement being timed, when analytics are on.
-    Execute(Option<Tracked>),
-    /// pgvigil's stand-in for a stale statement (`fail_as_stale`): its
-    /// error is replaced by PostgreSQL's own.
-    StaleStatement,
-    Close,
-    /// Simple Query and FunctionCall end with ReadyForQuery.
-    UntilReady(Option<Tracked>),
-    /// So does Sync, except while the server is in COPY FROM STDIN,
-    /// when it ignores Sync.
-    Sync,
-}
-
-impl Request {
-    /// Whether a server message with this tag is the final reply.
-    fn completed_by(&self, tag: u8) -> bool {
-        match self {
-            Request::Parse(_) => tag == be::PARSE_COMPLETE,
-            Request::Bind(_) => tag == be::BIND_COMPLETE,
-            Request::Close => tag == be::CLOSE_COMPLETE,
-            Request::Describe(_) => tag == be::ROW_DESCRIPTION || tag == be::NO_DATA,
-            Request::Execute(_) | Request::StaleStatement => matches!(
-                tag,
-                be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED
-            ),
-            Request::UntilReady(_) | Request::Sync => tag == be::READY_FOR_QUERY,
-        }
-    }
-
-    /// Extended-protocol requests: after an error the server skips them
-    /// until Sync.
-    fn skipped_after_error(&self) -> bool {
-        !matches!(self, Request::UntilReady(_) | Request::Sync)
-    }
-
-    fn tracked_mut(&mut self) -> Option<&mut Tracked> {
-        match self {
-            Request::Execute(t) | Request::UntilReady(t) => t.as_mut(),
-            _ => None,
-        }
-    }
-}
-
 /// Why the loop ended.
 pub(crate) enum Exit {
     ClientLeft,
@@ -123,7 +66,7 @@ pub(crate) enum Exit {
 
 pub(crate) struct Session {
     pub(crate) id: ClientId,
-    pub(crate) client: tokio::net::TcpStream,
+    pub(crate) client: Transport,
     pub(crate) client_buf: BytesMut,
     pub(crate) pool: Arc<ServerPool>,
     pub(crate) settings: ClientSettings,
@@ -135,16 +78,9 @@ pub(crate) struct Session {
     server: Option<PooledServer>,
     to_client: OutQueue,
     to_server: OutQueue,
-    expected: VecDeque<Expect>,
-    /// An extended-protocol request failed and no Sync was sent after it:
-    /// the server ignores everything until the next Sync.
-    skipping_until_sync: bool,
-    /// Extended-protocol messages were sent since the last Sync.
-    unsynced: bool,
+    replies: ReplyQueue,
     /// Bytes of a server frame still to pass through unexamined.
     passthrough: usize,
-    /// The server is in COPY FROM STDIN, waiting for the client's data.
-    copy_in: bool,
     /// A server message to be replaced by this one on its way out.
     error_replacement: Option<Bytes>,
     statements: ClientStatements,
@@ -155,13 +91,24 @@ pub(crate) struct Session {
     entry: Arc<ClientEntry>,
     /// This client's share of SHOW STATS.
     tally: SessionTally,
+    /// The leak guards, when any is on.
+    guards: Option<Box<GuardRuntime>>,
+}
+
+struct GuardRuntime {
+    settings: GuardSettings,
+    clock: GuardClock,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// query_timeout cancelled the running statement: its 57014 error
+    /// names the setting.
+    cancelled: bool,
 }
 
 impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: ClientId,
-        client: tokio::net::TcpStream,
+        client: Transport,
         client_buf: BytesMut,
         pool: Arc<ServerPool>,
         settings: ClientSettings,
@@ -172,6 +119,21 @@ impl Session {
         entry: Arc<ClientEntry>,
     ) -> Session {
         let tally = SessionTally::new(pool.tally.clone());
+        let guard_settings = GuardSettings::of(&pool.settings());
+        let guards = guard_settings.any().then(|| {
+            let now = MonoTime::now();
+            let clock = GuardClock::new(now);
+            let first = match clock.check(&guard_settings, Activity::IDLE, now) {
+                Verdict::CheckAt(at) => at.since(now),
+                Verdict::Fire(_) => std::time::Duration::ZERO,
+            };
+            Box::new(GuardRuntime {
+                settings: guard_settings,
+                clock,
+                timer: Box::pin(tokio::time::sleep(first)),
+                cancelled: false,
+            })
+        });
         Session {
             id,
             client,
@@ -184,17 +146,15 @@ impl Session {
             server: None,
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
-            expected: VecDeque::new(),
-            skipping_until_sync: false,
-            unsynced: false,
+            replies: ReplyQueue::default(),
             passthrough: 0,
-            copy_in: false,
             error_replacement: None,
             statements: ClientStatements::default(),
             resets: ResetTracker::default(),
             observer,
             entry,
             tally,
+            guards,
         }
     }
 
@@ -230,6 +190,13 @@ impl Session {
             let step = match event {
                 Event::ClientRead(Ok(0)) => return Exit::ClientLeft,
                 Event::ClientRead(Ok(n)) => {
+                    if let Some(g) = self.guards.as_mut() {
+                        let now = MonoTime::now();
+                        g.clock.last_activity = now;
+                        if self.replies.is_idle() {
+                            g.clock.busy_since = now;
+                        }
+                    }
                     stats::count_client_bytes(n);
                     self.tally.received += n as u64;
                     self.on_client_data().await
@@ -237,12 +204,16 @@ impl Session {
                 Event::ClientRead(Err(e)) => Err(ProxyError::ClientIo(e)),
                 Event::ServerRead(Ok(0)) => Err(ProxyError::ServerClosed),
                 Event::ServerRead(Ok(n)) => {
+                    if let Some(g) = self.guards.as_mut() {
+                        g.clock.last_activity = MonoTime::now();
+                    }
                     stats::count_server_bytes(n);
                     self.tally.sent += n as u64;
                     self.on_server_data().map(|()| true)
                 }
                 Event::ServerRead(Err(e)) => Err(ProxyError::ServerIo(e)),
                 Event::Writable(r) => r.map(|()| true),
+                Event::Guard => self.on_guard(),
             };
             match step {
                 Ok(true) => {}
@@ -259,7 +230,7 @@ impl Session {
     /// server is served first: its replies free it for other clients.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
         let want_client_read = self.to_server.len() < QUEUE_LIMIT;
-        let want_client_write = !self.to_client.is_empty();
+        let want_client_write = !self.to_client.is_empty() || self.client.has_pending_output();
         if let Some(server) = self.server.as_mut() {
             let server = &mut **server;
             if self.to_client.len() < QUEUE_LIMIT {
@@ -269,7 +240,7 @@ impl Session {
                     return Poll::Ready(Event::ServerRead(r));
                 }
             }
-            if !self.to_server.is_empty() {
+            if !self.to_server.is_empty() || server.stream.has_pending_output() {
                 if let Poll::Ready(r) = server.stream.poll_write_ready(cx) {
                     return Poll::Ready(Event::Writable(r.map_err(ProxyError::ServerIo)));
                 }
@@ -290,18 +261,70 @@ impl Session {
                 return Poll::Ready(Event::Writable(r.map_err(ProxyError::ClientIo)));
             }
         }
+        if let Some(g) = self.guards.as_mut() {
+            if g.timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Guard);
+            }
+        }
         Poll::Pending
+    }
+
+    /// The guard timer fired: act on a guard that is due, or sleep until
+    /// the next one could be.
+    fn on_guard(&mut self) -> Result<bool, ProxyError> {
+        let activity = Activity {
+            waiting_on_server: !self.replies.is_idle(),
+            in_transaction: self
+                .server
+                .as_ref()
+                .is_some_and(|s| s.status != TransactionStatus::Idle),
+        };
+        let settings = GuardSettings::of(&self.pool.settings());
+        let Some(g) = self.guards.as_mut() else {
+            return Ok(true);
+        };
+        // RELOAD may have changed the durations.
+        if settings.any() {
+            g.settings = settings;
+        }
+        let now = MonoTime::now();
+        loop {
+            match g.clock.check(&g.settings, activity, now) {
+                Verdict::CheckAt(at) => {
+                    g.timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + at.since(now));
+                    return Ok(true);
+                }
+                Verdict::Fire(Guard::Query) => {
+                    stats::count_timeout(stats::TimeoutKind::Query);
+                    tracing::info!(client = %self.id, "query_timeout: cancelling the running statement");
+                    self.cancel.cancel_now();
+                    g.clock.cancel_sent_at = Some(now);
+                    g.cancelled = true;
+                }
+                Verdict::Fire(guard) => {
+                    stats::count_timeout(match guard {
+                        Guard::IdleTransaction => stats::TimeoutKind::IdleTransaction,
+                        Guard::ClientIdle => stats::TimeoutKind::ClientIdle,
+                        Guard::Transaction => stats::TimeoutKind::Transaction,
+                        Guard::Query | Guard::CancelIgnored => stats::TimeoutKind::Query,
+                    });
+                    return Err(guard_error(guard));
+                }
+            }
+        }
     }
 
     /// Writes what the sockets take now, then lets go of the server if the
     /// transaction is over (transaction mode).
     fn flush_and_maybe_release(&mut self) -> Result<(), ProxyError> {
         self.to_client
-            .try_flush(&self.client)
+            .try_flush(&mut self.client)
             .map_err(ProxyError::ClientIo)?;
-        if let Some(server) = self.server.as_ref() {
+        if let Some(server) = self.server.as_mut() {
             self.to_server
-                .try_flush(&server.stream)
+                .try_flush(&mut server.stream)
                 .map_err(ProxyError::ServerIo)?;
         }
         if self.transaction_mode() && self.server_settled() {
@@ -393,6 +416,12 @@ impl Session {
             }
             if h.tag == fe::TERMINATE {
                 return Ok(false);
+            }
+            if !super::reply_queue::valid_after_login(h.tag) {
+                // Never forwarded: PostgreSQL would end the connection,
+                // and the server connection would die under the pool's
+                // next client.
+                return Err(invalid_message(h.tag));
             }
             if self.server.is_none() {
                 if self.answer_without_server(h)? {
@@ -554,16 +583,12 @@ impl Session {
         frame: &[u8],
         rewrite: bool,
     ) -> Result<Action, ProxyError> {
-        let extended = matches!(
-            tag,
-            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE | fe::FLUSH
-        );
-        if extended {
-            self.unsynced = true;
-        }
-        if self.skipping_until_sync && extended {
-            // The server discards these; so does pgvigil's bookkeeping.
-            return Ok(Action::Keep);
+        match self.replies.on_client_message(tag) {
+            ClientMessage::Track => {}
+            // Skipped by the server after an error, ignored during COPY,
+            // or a message with no reply of its own.
+            ClientMessage::Untracked => return Ok(Action::Keep),
+            ClientMessage::Invalid => return Err(invalid_message(tag)),
         }
         let action = match tag {
             fe::QUERY => {
@@ -581,25 +606,9 @@ impl Session {
                     }
                 }
                 let tracked = self.observer.as_mut().and_then(|o| o.track_query(text));
-                self.expected
-                    .push_back(Expect::Forward(Request::UntilReady(tracked)));
+                self.replies
+                    .push(Expect::Forward(Request::UntilReady(tracked)));
                 action
-            }
-            fe::FUNCTION_CALL => {
-                self.expected
-                    .push_back(Expect::Forward(Request::UntilReady(None)));
-                Action::Keep
-            }
-            fe::SYNC if self.copy_in => Action::Keep, // ignored by the server
-            fe::SYNC => {
-                self.skipping_until_sync = false;
-                self.unsynced = false;
-                self.expected.push_back(Expect::Forward(Request::Sync));
-                Action::Keep
-            }
-            fe::COPY_DONE | fe::COPY_FAIL => {
-                self.copy_in = false;
-                Action::Keep
             }
             fe::PARSE => {
                 let view = ParseView::new(frame)?;
@@ -621,8 +630,7 @@ impl Session {
                     self.prepare_on_server(&prepared, &mut parts, Some(view.statement.to_vec()));
                     Action::Replace(parts)
                 } else {
-                    self.expected
-                        .push_back(Expect::Forward(Request::Parse(None)));
+                    self.replies.push(Expect::Forward(Request::Parse(None)));
                     Action::Keep
                 }
             }
@@ -641,7 +649,7 @@ impl Session {
                     ),
                     None => (Action::Keep, None),
                 };
-                self.expected.push_back(Expect::Forward(Request::Bind(id)));
+                self.replies.push(Expect::Forward(Request::Bind(id)));
                 action
             }
             fe::DESCRIBE => {
@@ -658,8 +666,7 @@ impl Session {
                     ),
                     None => (Action::Keep, None),
                 };
-                self.expected
-                    .push_back(Expect::Forward(Request::Describe(id)));
+                self.replies.push(Expect::Forward(Request::Describe(id)));
                 action
             }
             fe::CLOSE => {
@@ -673,11 +680,10 @@ impl Session {
                     // The server-side statement stays for other clients;
                     // only this client's name goes.
                     self.statements.remove(view.name);
-                    self.expected
-                        .push_back(Expect::Reply(backend::close_complete()));
+                    self.replies.push(Expect::Reply(backend::close_complete()));
                     Action::Drop
                 } else {
-                    self.expected.push_back(Expect::Forward(Request::Close));
+                    self.replies.push(Expect::Forward(Request::Close));
                     Action::Keep
                 }
             }
@@ -692,12 +698,10 @@ impl Session {
                     Some(o) => o.track_execute(portal),
                     None => None,
                 };
-                self.expected
-                    .push_back(Expect::Forward(Request::Execute(tracked)));
+                self.replies
+                    .push(Expect::Forward(Request::Execute(tracked)));
                 Action::Keep
             }
-            // Flush, CopyData/CopyDone/CopyFail, and types this proxy does
-            // not know: forwarded, no reply of their own.
             _ => Action::Keep,
         };
         Ok(action)
@@ -809,7 +813,7 @@ impl Session {
             Request::Bind(None),
             Request::StaleStatement,
         ] {
-            self.expected.push_back(Expect::Swallow(request));
+            self.replies.push(Expect::Swallow(request));
         }
     }
 
@@ -826,8 +830,8 @@ impl Session {
         server.statements.insert(prepared.id, prepared.generation);
         parts.push(prepared.close.clone());
         parts.push(prepared.parse.clone());
-        self.expected.push_back(Expect::Swallow(Request::Close));
-        self.expected.push_back(match client_name {
+        self.replies.push(Expect::Swallow(Request::Close));
+        self.replies.push(match client_name {
             Some(name) => Expect::Forward(Request::Parse(Some((prepared.id, name)))),
             None => Expect::Swallow(Request::Parse(Some((prepared.id, Vec::new())))),
         });
@@ -849,10 +853,8 @@ impl Session {
     /// Replies pgvigil makes itself go out as soon as everything before
     /// them has.
     fn emit_leading_replies(&mut self) {
-        while let Some(Expect::Reply(_)) = self.expected.front() {
-            if let Some(Expect::Reply(bytes)) = self.expected.pop_front() {
-                self.to_client.push(bytes);
-            }
+        while let Some(bytes) = self.replies.pop_own_reply() {
+            self.to_client.push(bytes);
         }
     }
 
@@ -883,9 +885,7 @@ impl Session {
                 // from the CommandComplete tag. Only a request of the
                 // client's own (not one whose replies are dropped, not
                 // replies of pgvigil's due first) lets them through here.
-                if h.tag == be::DATA_ROW
-                    && matches!(self.expected.front(), Some(Expect::Forward(_)))
-                {
+                if h.tag == be::DATA_ROW && self.replies.head_is_forwarded() {
                     let n = h.frame_len.min(sp.pending().len());
                     sp.keep(n);
                     self.passthrough = h.frame_len - n;
@@ -895,7 +895,7 @@ impl Session {
                     h.tag,
                     be::READY_FOR_QUERY | be::ERROR_RESPONSE | be::PARAMETER_STATUS
                 ) || (h.tag == be::COMMAND_COMPLETE && self.observer.is_some())
-                    || matches!(self.expected.front(), Some(Expect::Swallow(_)));
+                    || self.replies.head_is_swallowed();
                 // The server is trusted, and PostgreSQL caps its own
                 // messages at 1 GB; max_packet_size is about clients.
                 if decoded && h.frame_len > MAX_SERVER_FRAME {
@@ -909,10 +909,8 @@ impl Session {
                     break;
                 }
                 // Our own replies that are due before this message.
-                while let Some(Expect::Reply(_)) = self.expected.front() {
-                    if let Some(Expect::Reply(bytes)) = self.expected.pop_front() {
-                        sp.insert(bytes);
-                    }
+                while let Some(bytes) = self.replies.pop_own_reply() {
+                    sp.insert(bytes);
                 }
                 let frame = if decoded {
                     Some(&sp.pending()[..h.frame_len])
@@ -945,7 +943,6 @@ impl Session {
     /// gets it.
     fn route_server_message(&mut self, tag: u8, frame: Option<&[u8]>) -> Result<bool, ProxyError> {
         match tag {
-            be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE => return Ok(true),
             be::PARAMETER_STATUS => {
                 let (k, v) = backend::parameter_status(frame.expect("decoded"))?;
                 let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
@@ -960,120 +957,92 @@ impl Session {
                 let server = self.attached();
                 server.applied.insert(k.to_string(), v.to_string());
                 server.applied_signature = signature;
-                return Ok(true);
             }
             be::READY_FOR_QUERY => {
-                self.attached().status = backend::ready_for_query_status(frame.expect("decoded"))?;
+                let status = backend::ready_for_query_status(frame.expect("decoded"))?;
+                if let Some(g) = self.guards.as_mut() {
+                    let now = MonoTime::now();
+                    g.clock.busy_since = now;
+                    g.clock.cancel_sent_at = None;
+                    g.cancelled = false;
+                    if status == TransactionStatus::Idle {
+                        g.clock.transaction_since = None;
+                    } else if g.clock.transaction_since.is_none() {
+                        g.clock.transaction_since = Some(now);
+                    }
+                }
+                self.attached().status = status;
+                self.tally.ready(status);
+                if let Some(observer) = self.observer.as_mut() {
+                    observer.on_ready(status);
+                }
             }
-            be::COPY_IN_RESPONSE => {
-                // Syncs the client sent after the COPY's Execute, before
-                // its data, will be ignored by the server: expect no reply.
-                self.copy_in = true;
-                let mut i = 1;
-                while i < self.expected.len() {
-                    if matches!(self.expected[i], Expect::Forward(Request::Sync)) {
-                        self.expected.remove(i);
-                    } else {
-                        i += 1;
+            be::ERROR_RESPONSE => {
+                if let Some(g) = self.guards.as_ref().filter(|g| g.cancelled) {
+                    let code = backend::error_fields(frame.expect("decoded"))?.code;
+                    if code == b"57014" {
+                        self.error_replacement = Some(backend::error_response(
+                            Severity::Error,
+                            "57014",
+                            &format!(
+                                "canceling statement due to query_timeout ({} s)",
+                                g.settings.query_timeout.as_secs_f64()
+                            ),
+                        ));
                     }
                 }
             }
             _ => {}
         }
-        if tag == be::READY_FOR_QUERY {
-            let status = self.attached().status;
-            self.tally.ready(status);
-            if let Some(observer) = self.observer.as_mut() {
-                observer.on_ready(status);
+        if let (Some(observer), Some(tracked)) = (
+            self.observer.as_mut(),
+            self.replies.head_mut().and_then(Request::tracked_mut),
+        ) {
+            if !matches!(
+                tag,
+                be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE | be::PARAMETER_STATUS
+            ) {
+                observer.on_reply(tracked, tag, frame);
             }
         }
-        let (swallow, skipped_after_error, completed, learned, uses) = match self
-            .expected
-            .front_mut()
-        {
-            None => return Ok(true), // e.g. a FATAL before the server closes
-            Some(Expect::Reply(_)) => unreachable!("replies were emitted"),
-            Some(head) => {
-                let swallow = matches!(head, Expect::Swallow(_));
-                let (Expect::Forward(r) | Expect::Swallow(r)) = head else {
-                    unreachable!("matched above");
-                };
-                if let (Some(observer), Some(tracked)) = (self.observer.as_mut(), r.tracked_mut()) {
-                    observer.on_reply(tracked, tag, frame);
+        match self.replies.on_server_message(tag) {
+            ServerReply::Unsolicited => Ok(true),
+            ServerReply::Partial { swallow } => Ok(!swallow),
+            ServerReply::Completed { request, swallow } => {
+                if let Request::Parse(Some((id, _))) = request {
+                    self.pool.remember_statement(id);
                 }
-                let learned = match r {
-                    Request::Parse(Some((id, _))) => Some(*id),
-                    _ => None,
-                };
-                let uses = match r {
-                    Request::Bind(id) | Request::Describe(id) => *id,
-                    _ => None,
-                };
-                if tag == be::ERROR_RESPONSE && matches!(r, Request::StaleStatement) {
+                Ok(!swallow)
+            }
+            ServerReply::Failed { request, skipped } => {
+                if matches!(request, Request::StaleStatement) {
                     self.error_replacement = Some(stale_statement_error());
                 }
-                (
-                    swallow,
-                    r.skipped_after_error(),
-                    r.completed_by(tag),
-                    learned,
-                    uses,
-                )
-            }
-        };
-        if tag == be::ERROR_RESPONSE && skipped_after_error {
-            // A renamed statement the server no longer has, or whose plan
-            // went stale after a schema change: prepare it afresh next time.
-            if let (Some(id), Some(frame)) = (uses, frame) {
-                let code = backend::error_fields(frame)?.code;
-                if code == b"26000" || code == b"0A000" {
-                    self.attached().statements.remove(id);
-                }
-                if code == b"0A000" {
-                    self.pool.statement_changed(id);
-                }
-            }
-            // The failed request is done, and the server skips the rest
-            // up to the next Sync.
-            let failed = self.expected.pop_front();
-            self.forget_failed(failed);
-            let mut synced = false;
-            while let Some(e) = self.expected.front() {
-                match e {
-                    Expect::Forward(Request::UntilReady(_) | Request::Sync)
-                    | Expect::Swallow(Request::UntilReady(_) | Request::Sync) => {
-                        synced = true;
-                        break;
+                // A renamed statement the server no longer has, or whose
+                // plan went stale after a schema change: prepare it
+                // afresh next time.
+                if let (Some(id), Some(frame)) = (request.uses(), frame) {
+                    let code = backend::error_fields(frame)?.code;
+                    if code == b"26000" || code == b"0A000" {
+                        self.attached().statements.remove(id);
                     }
-                    _ => {
-                        let skipped = self.expected.pop_front();
-                        self.forget_failed(skipped);
+                    if code == b"0A000" {
+                        self.pool.statement_changed(id);
                     }
                 }
+                self.forget_failed(request);
+                for r in skipped {
+                    self.forget_failed(r);
+                }
+                Ok(true)
             }
-            if !synced {
-                self.skipping_until_sync = true;
-            }
-            // An error answers the client's request even when it was for
-            // a Parse pgvigil added: the client's Bind fails with it.
-            return Ok(true);
         }
-        if completed {
-            if let Some(id) = learned {
-                self.pool.remember_statement(id);
-            }
-            self.expected.pop_front();
-            return Ok(!swallow);
-        }
-        Ok(true)
     }
 
     /// A request the server did not carry out: whatever pgvigil recorded
     /// about statements it would have created is forgotten.
-    fn forget_failed(&mut self, failed: Option<Expect>) {
-        if let Some(Expect::Forward(Request::Parse(Some((id, name)))))
-        | Some(Expect::Swallow(Request::Parse(Some((id, name))))) = failed
-        {
+    fn forget_failed(&mut self, failed: Request) {
+        if let Request::Parse(Some((id, name))) = failed {
             self.attached().statements.remove(id);
             if !name.is_empty() && self.statements.get(&name).map(|p| p.id) == Some(id) {
                 self.statements.remove(&name);
@@ -1108,10 +1077,9 @@ impl Session {
             }
         }
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            while !self.to_client.is_empty() {
-                if self.client.writable().await.is_err()
-                    || self.to_client.try_flush(&self.client).is_err()
-                {
+            while !self.to_client.is_empty() || self.client.has_pending_output() {
+                let writable = std::future::poll_fn(|cx| self.client.poll_write_ready(cx)).await;
+                if writable.is_err() || self.to_client.try_flush(&mut self.client).is_err() {
                     break;
                 }
             }
@@ -1130,8 +1098,7 @@ impl Session {
     /// The server has answered everything and sits outside a transaction.
     fn server_settled_with(&self, s: &PooledServer) -> bool {
         s.status == TransactionStatus::Idle
-            && self.expected.is_empty()
-            && !self.unsynced
+            && self.replies.is_idle()
             && self.to_server.is_empty()
             && self.passthrough == 0
             && s.buf.is_empty()
@@ -1144,6 +1111,8 @@ enum Event {
     /// Bytes read from the server (0: it closed the connection).
     ServerRead(io::Result<usize>),
     Writable(Result<(), ProxyError>),
+    /// The leak guards' timer fired.
+    Guard,
 }
 
 /// Reads what the socket has into `buf`'s spare room (at least `chunk`
@@ -1192,6 +1161,30 @@ impl Action {
     }
 }
 
+/// What the client is told when a guard ends its session: PostgreSQL's
+/// own SQLSTATE and wording for the same timeout, naming pgvigil's
+/// setting.
+fn guard_error(guard: Guard) -> ProxyError {
+    let (code, what) = match guard {
+        Guard::Query | Guard::CancelIgnored => (
+            "57014",
+            "canceling statement due to query_timeout: the server did not stop it after a cancel request",
+        ),
+        Guard::IdleTransaction => (
+            "25P03",
+            "terminating connection due to idle-in-transaction timeout",
+        ),
+        Guard::ClientIdle => ("57P05", "terminating connection due to idle-session timeout"),
+        Guard::Transaction => ("25P04", "terminating connection due to transaction timeout"),
+    };
+    ProxyError::client(code, format!("{what} ({})", guard.setting()))
+}
+
+/// PostgreSQL's answer to a message type it does not accept after login.
+fn invalid_message(tag: u8) -> ProxyError {
+    ProxyError::client("08P01", format!("invalid frontend message type {tag}"))
+}
+
 /// PostgreSQL's error for a prepared statement whose result type changed,
 /// field for field: asyncpg recognises it by the routine and re-prepares.
 fn stale_statement_error() -> Bytes {
@@ -1201,17 +1194,4 @@ fn stale_statement_error() -> Bytes {
         "cached plan must not change result type",
         &[(b'F', "plancache.c"), (b'R', "RevalidateCachedQuery")],
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_skips_extended_requests_but_not_ready() {
-        assert!(Request::Bind(None).skipped_after_error());
-        assert!(!Request::UntilReady(None).skipped_after_error());
-        assert!(Request::Describe(None).completed_by(be::NO_DATA));
-        assert!(!Request::Describe(None).completed_by(be::PARAMETER_DESCRIPTION));
-    }
 }

@@ -14,28 +14,26 @@ mod show;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
 use pgvigil_wire::backend::{self, TransactionStatus};
+use pgvigil_wire::frontend::{self, tag as fe};
+use pgvigil_wire::FrameHeader;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
-use pgwire::api::{ClientInfo, DefaultClient, PgWireConnectionState, Type};
+use pgwire::api::Type;
 use pgwire::error::{ErrorInfo, PgWireResult};
 use pgwire::messages::data::RowDescription;
 use pgwire::messages::response::{
     CommandComplete, EmptyQueryResponse, ErrorResponse, NoticeResponse, ReadyForQuery,
     TransactionStatus as Status,
 };
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use pgwire::tokio::server::PgWireMessageServerCodec;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_util::codec::{Framed, FramedParts};
+use pgwire::messages::PgWireBackendMessage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::client::ConsoleLogin;
+use crate::error::ProxyError;
+use crate::handshake::{Authenticated, Destination};
+use crate::transport::Transport;
 use crate::Shared;
 use command::{Command, Show};
 use show::{Cell, Kind, Table};
-
-type Socket = Framed<TcpStream, PgWireMessageServerCodec<String>>;
 
 /// What a command answers, in order, before ReadyForQuery.
 enum Reply {
@@ -53,49 +51,63 @@ enum Reply {
 }
 
 /// Runs one console session after login.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    mut stream: TcpStream,
-    buf: BytesMut,
-    login: ConsoleLogin,
-) {
-    let Ok(peer) = stream.peer_addr() else {
-        return;
+///
+/// Frames are read with the same checks as the pooled path (length at
+/// least 4, at most `max_packet_size`) before anything looks inside them,
+/// and the few message types the console handles are read with
+/// pgvigil-wire's views; pgwire only encodes the replies.
+pub(crate) async fn serve(shared: Arc<Shared>, login: Authenticated) {
+    let admin = matches!(login.destination, Destination::Console { admin: true });
+    let welcome = welcome(login.application_name());
+    let Authenticated {
+        transport,
+        mut buf,
+        user,
+        ..
+    } = login;
+    let mut socket = Socket {
+        transport,
+        out: BytesMut::with_capacity(4096),
     };
-    if stream.write_all(&welcome(&login)).await.is_err() {
+    socket.out.extend_from_slice(&welcome);
+    if socket.flush().await.is_err() {
         return;
     }
-    let mut parts = FramedParts::new::<PgWireBackendMessage>(
-        stream,
-        PgWireMessageServerCodec::<String>::new(DefaultClient::new(peer, false)),
-    );
-    parts.read_buf = buf;
-    let mut socket: Socket = Framed::from_parts(parts);
-    socket.set_state(PgWireConnectionState::ReadyForQuery);
+    let max_frame = shared.config.max_packet_size;
     let console = Console {
         shared,
-        admin: login.admin,
-        user: login.user,
+        admin,
+        user,
     };
     // An extended-protocol request fails once; the rest up to Sync is skipped.
     let mut failed_until_sync = false;
-    while let Some(message) = socket.next().await {
-        let step = match message {
+    loop {
+        let frame = match read_frame(&mut socket.transport, &mut buf, max_frame).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
             Err(e) => {
                 let _ = send(&mut socket, vec![fatal(e.to_string())], None).await;
                 break;
             }
-            Ok(PgWireFrontendMessage::Query(query)) => {
-                let command = command::parse(&query.query);
+        };
+        let step = match frame[0] {
+            fe::QUERY => {
+                let text = match frontend::query_text(&frame) {
+                    Ok(text) => String::from_utf8_lossy(text).into_owned(),
+                    Err(e) => {
+                        let _ = send(&mut socket, vec![fatal(e.to_string())], None).await;
+                        break;
+                    }
+                };
+                let command = command::parse(&text);
                 let shutdown = console.admin && command == Ok(Command::Shutdown);
-                let replies = if query.query.trim().trim_matches(';').trim().is_empty() {
+                let replies = if text.trim().trim_matches(';').trim().is_empty() {
                     Vec::new()
                 } else {
                     console.run(command).await
                 };
-                let empty = replies.is_empty();
                 let mut messages: Vec<PgWireBackendMessage> = Vec::new();
-                if empty {
+                if replies.is_empty() {
                     messages.push(PgWireBackendMessage::EmptyQueryResponse(
                         EmptyQueryResponse::new(),
                     ));
@@ -106,13 +118,7 @@ pub(crate) async fn serve(
                 }
                 sent
             }
-            Ok(
-                PgWireFrontendMessage::Parse(_)
-                | PgWireFrontendMessage::Bind(_)
-                | PgWireFrontendMessage::Describe(_)
-                | PgWireFrontendMessage::Execute(_)
-                | PgWireFrontendMessage::Close(_),
-            ) => {
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE => {
                 if failed_until_sync {
                     Ok(())
                 } else {
@@ -121,26 +127,66 @@ pub(crate) async fn serve(
                         "0A000",
                         "the admin console accepts simple queries only (as PgBouncer's does)",
                     );
-                    socket
-                        .send(PgWireBackendMessage::ErrorResponse(e.into()))
-                        .await
-                        .map_err(Into::into)
+                    let error = PgWireBackendMessage::ErrorResponse(e.into());
+                    send(&mut socket, vec![error], None).await
                 }
             }
-            Ok(PgWireFrontendMessage::Sync(_)) => {
+            fe::SYNC => {
                 failed_until_sync = false;
-                socket.send(ready()).await.map_err(Into::into)
+                send(&mut socket, vec![ready()], None).await
             }
-            Ok(PgWireFrontendMessage::Flush(_)) => socket.flush().await.map_err(Into::into),
-            Ok(PgWireFrontendMessage::Terminate(_)) => break,
-            Ok(_) => {
-                let message = "unexpected message for the admin console".to_string();
+            fe::FLUSH => socket.flush().await.map_err(Into::into),
+            fe::TERMINATE => break,
+            tag => {
+                let message = format!("invalid frontend message type {tag}");
                 let _ = send(&mut socket, vec![fatal(message)], None).await;
                 break;
             }
         };
         if step.is_err() {
             break;
+        }
+    }
+}
+
+/// The console's connection: replies are encoded into `out` and written
+/// in one go.
+struct Socket {
+    transport: Transport,
+    out: BytesMut,
+}
+
+impl Socket {
+    fn feed(&mut self, message: PgWireBackendMessage) -> PgWireResult<()> {
+        message.encode(&mut self.out)
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        let out = self.out.split();
+        self.transport.write_all(&out).await?;
+        self.transport.flush().await
+    }
+}
+
+/// Reads one whole frame; None when the client closed the connection.
+async fn read_frame(
+    transport: &mut Transport,
+    buf: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Option<BytesMut>, ProxyError> {
+    loop {
+        if let Some(h) = FrameHeader::peek(buf, max_frame)? {
+            if buf.len() >= h.frame_len {
+                return Ok(Some(buf.split_to(h.frame_len)));
+            }
+            // Reserve only what has arrived plus a read's worth: a
+            // declared length is no promise.
+        }
+        buf.reserve(8 * 1024);
+        match transport.read_buf(buf).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(_) => return Ok(None),
         }
     }
 }
@@ -162,7 +208,7 @@ async fn send(
     replies: Option<Vec<Reply>>,
 ) -> PgWireResult<()> {
     for m in first {
-        socket.feed(m).await?;
+        socket.feed(m)?;
     }
     if let Some(replies) = replies {
         for reply in replies {
@@ -173,39 +219,31 @@ async fn send(
                     message,
                 } => {
                     let info = ErrorInfo::new(severity.into(), code.into(), message);
-                    socket
-                        .feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
-                            info,
-                        )))
-                        .await?;
+                    socket.feed(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                        info,
+                    )))?;
                 }
                 Reply::Rows(table) => {
                     for m in rows(table)? {
-                        socket.feed(m).await?;
+                        socket.feed(m)?;
                     }
-                    socket
-                        .feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
-                            "SHOW".into(),
-                        )))
-                        .await?;
+                    socket.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
+                        "SHOW".into(),
+                    )))?;
                 }
                 Reply::Done(tag) => {
-                    socket
-                        .feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
-                            tag.into(),
-                        )))
-                        .await?;
+                    socket.feed(PgWireBackendMessage::CommandComplete(CommandComplete::new(
+                        tag.into(),
+                    )))?;
                 }
                 Reply::Error { code, message } => {
-                    socket
-                        .feed(PgWireBackendMessage::ErrorResponse(
-                            user_error(code, message).into(),
-                        ))
-                        .await?;
+                    socket.feed(PgWireBackendMessage::ErrorResponse(
+                        user_error(code, message).into(),
+                    ))?;
                 }
             }
         }
-        socket.feed(ready()).await?;
+        socket.feed(ready())?;
     }
     socket.flush().await?;
     Ok(())
@@ -245,7 +283,7 @@ fn rows(table: Table) -> PgWireResult<Vec<PgWireBackendMessage>> {
 
 /// AuthenticationOk, the parameters psql and drivers expect, a
 /// BackendKeyData (cancel requests for it are ignored) and ReadyForQuery.
-fn welcome(login: &ConsoleLogin) -> BytesMut {
+fn welcome(application_name: &str) -> BytesMut {
     let mut out = BytesMut::with_capacity(512);
     out.extend_from_slice(&backend::auth_ok());
     let version = format!("15.0 ({})", show::version());
@@ -257,7 +295,7 @@ fn welcome(login: &ConsoleLogin) -> BytesMut {
         ("integer_datetimes", "on"),
         ("standard_conforming_strings", "on"),
         ("TimeZone", "UTC"),
-        ("application_name", login.application_name.as_str()),
+        ("application_name", application_name),
     ] {
         backend::write_parameter_status(&mut out, name.as_bytes(), value.as_bytes());
     }
