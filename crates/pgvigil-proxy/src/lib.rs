@@ -20,6 +20,7 @@ mod prepared;
 pub mod registry;
 pub mod scram;
 mod server;
+mod shutdown;
 pub mod stats;
 mod transport;
 
@@ -36,6 +37,7 @@ pub use ids::{BackendKey, ClientId, ClientKey, ServerId};
 pub use listener::{Proxy, ProxyControl};
 pub use pool::{PoolSnapshot, ServerPool};
 pub use pool_stats::PoolTotals;
+pub use shutdown::{draining, Shutdown};
 
 use cancel::CancelRegistry;
 use handshake::Account;
@@ -158,6 +160,12 @@ impl Shared {
     pub(crate) fn login_timeout(&self) -> std::time::Duration {
         // TODO(merge): the setting.
         std::time::Duration::from_secs(60)
+    }
+
+    /// `shutdown_timeout`.
+    pub(crate) fn shutdown_timeout(&self) -> std::time::Duration {
+        // TODO(merge): the setting.
+        std::time::Duration::from_secs(10)
     }
 
     /// `pgvigil` opens the console; so does `pgbouncer`, for tools written

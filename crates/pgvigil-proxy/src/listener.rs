@@ -2,7 +2,6 @@
 //! errors such as running out of file descriptors, runs pool upkeep, and
 //! shuts down gracefully.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,15 +9,14 @@ use std::time::Duration;
 
 use pgvigil_config::Config;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::shutdown::{self, Shutdown};
 use crate::{analysis, connection, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long shutdown waits for sessions to end by themselves.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -68,9 +66,10 @@ impl Proxy {
         self.listener.local_addr()
     }
 
-    /// Serves clients until `shutdown` completes, then stops accepting and
-    /// gives running sessions a grace period to finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Serves clients until the first shutdown request, then stops
+    /// accepting and ends the sessions as `Shutdown` says (`shutdown.rs`);
+    /// a later request can make it faster.
+    pub async fn run(self, mut requests: mpsc::UnboundedReceiver<Shutdown>) {
         let shared = self.shared;
         let limit = shared.config.max_client_conn;
         let permits = Arc::new(Semaphore::new(limit));
@@ -83,14 +82,13 @@ impl Proxy {
         for pool in shared.pools.values() {
             pool.maintain();
         }
-        tokio::pin!(shutdown);
         let console_shutdown = shared.shutdown.notified();
         tokio::pin!(console_shutdown);
         let mut backoff = Duration::from_millis(10);
-        loop {
+        let mode = loop {
             let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                _ = &mut console_shutdown => break,
+                mode = requests.recv() => break mode.unwrap_or(Shutdown::Smart),
+                _ = &mut console_shutdown => break Shutdown::Immediate,
                 accepted = self.listener.accept() => accepted,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             };
@@ -120,23 +118,45 @@ impl Proxy {
                     // or exiting.
                     tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
                     tokio::select! {
-                        _ = &mut shutdown => break,
+                        mode = requests.recv() => break mode.unwrap_or(Shutdown::Smart),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
-        }
+        };
         drop(self.listener);
+        shutdown::begin(mode);
+        let limit = shared.shutdown_timeout();
         tracing::info!(
-            "shutting down: waiting up to {SHUTDOWN_GRACE:?} for {} sessions",
+            "shutting down ({mode:?}): waiting up to {limit:?} for {} sessions",
             sessions.len()
         );
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut check = tokio::time::interval(Duration::from_millis(100));
+        while !shutdown::cutting() && !sessions.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                Some(_) = sessions.join_next() => {}
+                more = requests.recv() => match more {
+                    Some(_) => break,
+                    None => std::future::pending::<()>().await,
+                },
+                _ = check.tick() => {
+                    if shutdown::refusing_new_transactions() && no_server_in_use(&shared) {
+                        break;
+                    }
+                }
+            }
+        }
+        // Everyone left is told why before the connection closes (the
+        // session's drop writes 57P01).
+        shutdown::cut();
+        if !sessions.is_empty() {
+            tracing::info!("ending {} sessions", sessions.len());
+        }
         sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
         upkeep.abort();
         if let Some(f) = flusher {
             f.abort();
@@ -159,6 +179,15 @@ impl ProxyControl {
     pub fn reload(&self) -> Result<Vec<String>, String> {
         self.shared.reload()
     }
+}
+
+/// Safe shutdown: every server connection is back in its pool, so no
+/// transaction is left to finish.
+fn no_server_in_use(shared: &Shared) -> bool {
+    shared.pools.values().all(|p| {
+        let s = p.snapshot();
+        s.total == s.idle
+    })
 }
 
 async fn maintain_pools(shared: Arc<Shared>) {

@@ -249,7 +249,10 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;
         }));
-        proxy.run(shutdown_signal()).await;
+        let (requests, shutdown_requests) = tokio::sync::mpsc::unbounded_channel();
+        let signals = tokio::spawn(shutdown_signals(requests));
+        proxy.run(shutdown_requests).await;
+        signals.abort();
         reload_on_hangup.abort();
         let _ = stop_admin.send(());
         match admin_task.await {
@@ -276,18 +279,29 @@ async fn reload_on_sighup(control: pgvigil_proxy::ProxyControl) {
     }
 }
 
-async fn shutdown_signal() {
+/// PgBouncer's signals: SIGTERM waits for clients to leave, SIGINT for
+/// transactions to end, SIGQUIT ends everything now; a second SIGTERM or
+/// SIGINT hurries the first along.
+async fn shutdown_signals(requests: tokio::sync::mpsc::UnboundedSender<pgvigil_proxy::Shutdown>) {
+    use pgvigil_proxy::Shutdown;
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT/SIGQUIT");
+        return;
+    };
+    loop {
+        let mode = tokio::select! {
+            _ = term.recv() => Shutdown::Smart,
+            _ = int.recv() => Shutdown::Safe,
+            _ = quit.recv() => Shutdown::Immediate,
+        };
+        tracing::info!("shutdown requested: {mode:?}");
+        if requests.send(mode).is_err() {
             return;
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -93,6 +93,25 @@ pub(crate) struct Session {
     tally: SessionTally,
     /// The leak guards, when any is on.
     guards: Option<Box<GuardRuntime>>,
+    /// `finish` ran: the client has been told how the session ended.
+    finished: bool,
+}
+
+impl Drop for Session {
+    /// A session dropped unfinished was ended by shutdown: its client is
+    /// told so, if the socket takes the message now and no forwarded
+    /// frame is cut in the middle.
+    fn drop(&mut self) {
+        if self.finished || !crate::shutdown::cutting() || self.passthrough > 0 {
+            return;
+        }
+        self.to_client.push(backend::error_response(
+            Severity::Fatal,
+            "57P01",
+            crate::shutdown::ADMIN_TERMINATION,
+        ));
+        let _ = self.to_client.try_flush(&mut self.client);
+    }
 }
 
 struct GuardRuntime {
@@ -155,6 +174,7 @@ impl Session {
             entry,
             tally,
             guards,
+            finished: false,
         }
     }
 
@@ -358,6 +378,12 @@ impl Session {
     /// Gets a server connection for this client and makes it carry the
     /// client's settings.
     async fn attach_server(&mut self) -> Result<(), ProxyError> {
+        if crate::shutdown::refusing_new_transactions() {
+            return Err(ProxyError::client(
+                "57P01",
+                crate::shutdown::ADMIN_TERMINATION,
+            ));
+        }
         let mut server = self.pool.acquire_for(Some(&self.entry)).await?;
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
@@ -1053,6 +1079,7 @@ impl Session {
     /// Ends the session: what was queued for the client goes out, and the
     /// server connection goes back to the pool only if it is clean.
     async fn finish(&mut self, exit: &Exit) {
+        self.finished = true;
         if let Some(o) = self.observer.as_mut() {
             o.finish();
         }
