@@ -20,6 +20,7 @@ pub mod scram;
 mod server;
 mod server_stream;
 pub mod stats;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
