@@ -1886,4 +1886,21 @@ mod tests {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
+
+    #[test]
+    fn the_example_config_resolves_to_the_documented_defaults() {
+        let text = include_str!("../../../config/pgvigil.toml");
+        let cfg =
+            Config::resolve(FileConfig::from_toml(text).unwrap(), Overrides::default()).unwrap();
+        let defaults = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://a:b@h/d"),
+        )
+        .unwrap();
+        assert_eq!(cfg.pool_defaults, defaults.pool_defaults);
+        assert_eq!(cfg.client_tls, defaults.client_tls);
+        assert_eq!(cfg.server_tls, defaults.server_tls);
+        assert_eq!(cfg.client_login_timeout, defaults.client_login_timeout);
+        assert_eq!(cfg.shutdown_timeout, defaults.shutdown_timeout);
+    }
 }
