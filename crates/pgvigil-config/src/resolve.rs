@@ -415,6 +415,14 @@ pub struct UserConfig {
     pub password: Option<String>,
 }
 
+impl UserConfig {
+    /// Whether `password` is plain text or a hash (SCRAM secret, md5), which
+    /// decides what it can be used for.
+    pub fn password_kind(&self) -> Option<PasswordKind> {
+        self.password.as_deref().map(PasswordKind::of)
+    }
+}
+
 // Passwords must never reach a log line, including a `{:?}` of the config.
 impl std::fmt::Debug for UserConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1811,7 +1819,7 @@ mod tests {
             "[databases.d]\n[users.s]\npassword = \"{scram}\"\n[users.m]\npassword = \"md5d41d8cd98f00b204e9800998ecf8427e\"\n[users.p]\npassword = \"md5 but plain\"\n"
         ))
         .unwrap();
-        let kind = |u: &str| PasswordKind::of(cfg.users[u].password.as_deref().unwrap());
+        let kind = |u: &str| cfg.users[u].password_kind().unwrap();
         assert_eq!(kind("s"), PasswordKind::ScramSecret);
         assert_eq!(kind("m"), PasswordKind::Md5Hash);
         assert_eq!(kind("p"), PasswordKind::Plain);

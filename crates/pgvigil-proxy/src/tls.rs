@@ -54,7 +54,9 @@ pub(crate) enum TlsError {
     },
 }
 
-/// RFC 5929 `tls-server-end-point` data for SCRAM-SHA-256-PLUS.
+/// RFC 5929 `tls-server-end-point` data for SCRAM-SHA-256-PLUS. Empty
+/// when the certificate's signature names no usable hash: then
+/// SCRAM-SHA-256-PLUS must not be offered, as PostgreSQL does not.
 pub(crate) type ChannelBindingHash = Arc<[u8]>;
 
 /// The ring provider, whatever provider some other part of the process
@@ -984,5 +986,33 @@ mod tests {
         );
         assert_eq!(tls_server_end_point(b"\x30\x03junk"), None);
         assert_eq!(tls_server_end_point(&[]), None);
+    }
+
+    #[test]
+    fn server_leg_reload_swaps_the_verification_and_a_bad_reload_keeps_the_old_one() {
+        let pki = pki();
+        let pg = postgres(&pki);
+        let leg = ServerTls::new(&server_settings(ServerSslMode::Prefer, None)).unwrap();
+        connect(&leg, "localhost", &pg).unwrap();
+
+        leg.reload(&server_settings(
+            ServerSslMode::VerifyFull,
+            Some(&pki.other_ca_file),
+        ))
+        .unwrap();
+        assert_eq!(leg.mode(), ServerSslMode::VerifyFull);
+        assert!(connect(&leg, "localhost", &pg).is_err());
+
+        let missing = pki.dir.0.join("absent-ca.pem");
+        let err = leg
+            .reload(&server_settings(ServerSslMode::Require, Some(&missing)))
+            .unwrap_err();
+        assert!(err.to_string().starts_with("server_tls_ca_file "), "{err}");
+        assert_eq!(leg.mode(), ServerSslMode::VerifyFull);
+        assert!(connect(&leg, "localhost", &pg).is_err());
+
+        leg.reload(&server_settings(ServerSslMode::Disable, None))
+            .unwrap();
+        assert!(leg.connector_config().is_none());
     }
 }
