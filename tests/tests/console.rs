@@ -2805,3 +2805,59 @@ async fn show_config_lists_tls_timeout_and_auth_settings_and_reload_changes_time
     })
     .await
 }
+
+/// Each new flag reaches its setting: SHOW CONFIG shows what was given on
+/// the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_timeout_and_auth_flags_show_in_show_config() -> Result<()> {
+    timed(LIMIT, async {
+        let flags: &[(&str, &str, &str)] = &[
+            ("--query-timeout", "31", "query_timeout"),
+            (
+                "--idle-transaction-timeout",
+                "32",
+                "idle_transaction_timeout",
+            ),
+            ("--client-idle-timeout", "33", "client_idle_timeout"),
+            ("--transaction-timeout", "34", "transaction_timeout"),
+            ("--query-wait-timeout", "35", "query_wait_timeout"),
+            ("--client-login-timeout", "36", "client_login_timeout"),
+            ("--shutdown-timeout", "37", "shutdown_timeout"),
+            ("--server-tls-sslmode", "disable", "server_tls_sslmode"),
+            (
+                "--server-tls-ca-file",
+                "/tmp/pg-ca.pem",
+                "server_tls_ca_file",
+            ),
+            (
+                "--server-require-auth",
+                "scram-sha-256,none",
+                "server_require_auth",
+            ),
+            (
+                "--client-tls-ca-file",
+                "/tmp/client-ca.pem",
+                "client_tls_ca_file",
+            ),
+            ("--auth-user", APP_USER, "auth_user"),
+            ("--auth-query", "SELECT u, p FROM lookup($1)", "auth_query"),
+        ];
+        let mut builder = console_builder(PoolMode::Session, 2);
+        for (flag, value, _) in flags {
+            builder = builder.arg(*flag).arg(*value);
+        }
+        let vigil = builder.spawn().await?;
+        let admin = console(&vigil, ADMIN).await?;
+        let config = show(&admin, "SHOW CONFIG").await?;
+        for (flag, want, key) in flags {
+            let got = config.one("key", key)?.get("value")?;
+            ensure!(got == *want, "{flag} {want}: SHOW CONFIG {key} = {got:?}");
+        }
+        ensure!(
+            config.one("key", "acquire_timeout")?.get("value")? == "35",
+            "--query-wait-timeout sets acquire_timeout too:\n{config}"
+        );
+        Ok(())
+    })
+    .await
+}
