@@ -166,3 +166,69 @@ async fn logs_listening_line_and_exits_0_on_sigterm() -> Result<()> {
     })
     .await
 }
+
+/// The production-trust settings reject bad values the same way: exit 2,
+/// one line naming the key, and never the secret involved.
+#[test]
+fn tls_timeout_and_credential_settings_exit_2_naming_the_key() -> Result<()> {
+    let flag_cases: [(&[&str], &str); 5] = [
+        (&["--client-tls-sslmode", "require"], "client_tls_cert_file"),
+        (&["--client-tls-sslmode", "sometimes"], "client_tls_sslmode"),
+        (
+            &["--server-tls-sslmode", "verify-full"],
+            "server_tls_ca_file",
+        ),
+        (
+            &["--server-require-auth", "md5,!none"],
+            "server_require_auth",
+        ),
+        (&["--query-timeout=-1"], "pool.query_timeout"),
+    ];
+    for (flags, key) in flag_cases {
+        let what = flags.join(" ");
+        expect_one_line_naming(&run(flags, Some(VALID_CONFIG))?, key, &what)?;
+    }
+
+    let config = broken_config(
+        "pool_size = 5",
+        "pool_size = 5\nacquire_timeout = 5\nquery_wait_timeout = 6",
+    );
+    let both = run(&[], Some(&config))?;
+    expect_one_line_naming(&both, "pool.query_wait_timeout", "two wait timeouts")?;
+    expect_one_line_naming(&both, "pool.acquire_timeout", "two wait timeouts")?;
+
+    let config = broken_config(
+        "password = \"secret\"",
+        "password = \"secret\"\npassword_file = \"/nonexistent/pw\"",
+    );
+    expect_one_line_naming(
+        &run(&[], Some(&config))?,
+        "users.app.password_file",
+        "password and password_file",
+    )?;
+
+    let config = broken_config(
+        "password = \"secret\"",
+        "password_env = \"PGVIGIL_CLI_TEST_UNSET\"",
+    );
+    expect_one_line_naming(
+        &run(&[], Some(&config))?,
+        "users.app.password_env",
+        "unset password_env",
+    )?;
+
+    let upstream = run(
+        &[
+            "--upstream",
+            "postgres://app:url-pw-77@127.0.0.1/appdb?sslmode=verify-ca",
+        ],
+        None,
+    )?;
+    expect_one_line_naming(&upstream, "sslrootcert", "--upstream sslmode=verify-ca")?;
+    ensure!(
+        !upstream.stderr.contains("url-pw-77"),
+        "the error shows the URL's password: {}",
+        upstream.stderr
+    );
+    Ok(())
+}

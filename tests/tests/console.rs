@@ -2702,3 +2702,162 @@ async fn unix_socket_upstream_carries_queries_and_cancels() -> Result<()> {
     })
     .await
 }
+
+/// SHOW CONFIG lists the TLS, leak-guard and auth settings (file paths,
+/// never a password read from the environment); RELOAD changes the
+/// timeouts and names a changed server_require_auth as needing a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_config_lists_tls_timeout_and_auth_settings_and_reload_changes_timeouts() -> Result<()>
+{
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let env_password = unique_name("env_pw_value");
+        let section = |require_auth: &str| {
+            format!(
+                "admin_users = [\"admin\"]\nserver_tls_sslmode = \"disable\"\n\
+                 server_tls_ca_file = \"/etc/pgvigil/pg-ca.pem\"\n\
+                 client_login_timeout = 5\nserver_require_auth = \"{require_auth}\""
+            )
+        };
+        const ENV_USER: &str = "\n[users.envuser]\npassword_env = \"PGVIGIL_TEST_ENVUSER_PW\"\n";
+        let vigil = Pgvigil::builder(cluster)
+            .config_file(reload_config(
+                cluster,
+                &section("!password"),
+                "query_timeout = 30",
+                ENV_USER,
+            ))
+            .env("PGVIGIL_TEST_ENVUSER_PW", &env_password)
+            .spawn()
+            .await?;
+        let path = vigil
+            .config_path()
+            .context("config file path")?
+            .to_path_buf();
+        let admin = console(&vigil, ADMIN).await?;
+
+        let config = show(&admin, "SHOW CONFIG").await?;
+        let expected = [
+            ("query_timeout", "30"),
+            ("idle_transaction_timeout", "0"),
+            ("client_idle_timeout", "0"),
+            ("transaction_timeout", "0"),
+            ("query_wait_timeout", "120"),
+            ("client_login_timeout", "5"),
+            ("shutdown_timeout", "10"),
+            ("client_tls_sslmode", "disable"),
+            ("client_tls_cert_file", ""),
+            ("server_tls_sslmode", "disable"),
+            ("server_tls_ca_file", "/etc/pgvigil/pg-ca.pem"),
+            ("server_require_auth", "!password"),
+            ("auth_user", ""),
+            (
+                "auth_query",
+                "SELECT usename, passwd FROM pg_shadow WHERE usename = $1",
+            ),
+        ];
+        for (key, want) in expected {
+            let got = config.one("key", key)?.get("value")?;
+            ensure!(
+                got == want,
+                "SHOW CONFIG {key} = {got:?}, expected {want:?}"
+            );
+        }
+        for row in config.rows() {
+            for cell in row.cells.iter().flatten() {
+                ensure!(
+                    !cell.contains(&env_password),
+                    "SHOW CONFIG shows a password read from password_env: {row}"
+                );
+            }
+        }
+
+        std::fs::write(
+            &path,
+            reload_config(
+                cluster,
+                &section("scram-sha-256"),
+                "query_timeout = 7\nidle_transaction_timeout = 2.5",
+                ENV_USER,
+            ),
+        )?;
+        let mut raw = RawConsole::login(&vigil, ADMIN).await?;
+        let reply = raw.run("RELOAD").await?;
+        reply.expect_tag("RELOAD", "RELOAD")?;
+        let notices = reply.notice_text();
+        ensure!(
+            notices.contains("server_require_auth"),
+            "RELOAD: no notice that server_require_auth needs a restart:\n{notices}"
+        );
+        let config = show(&admin, "SHOW CONFIG").await?;
+        for (key, want) in [
+            ("query_timeout", "7"),
+            ("idle_transaction_timeout", "2.5"),
+            ("server_require_auth", "!password"),
+        ] {
+            let got = config.one("key", key)?.get("value")?;
+            ensure!(
+                got == want,
+                "SHOW CONFIG {key} after RELOAD = {got:?}, expected {want:?}"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Each new flag reaches its setting: SHOW CONFIG shows what was given on
+/// the command line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_timeout_and_auth_flags_show_in_show_config() -> Result<()> {
+    timed(LIMIT, async {
+        let flags: &[(&str, &str, &str)] = &[
+            ("--query-timeout", "31", "query_timeout"),
+            (
+                "--idle-transaction-timeout",
+                "32",
+                "idle_transaction_timeout",
+            ),
+            ("--client-idle-timeout", "33", "client_idle_timeout"),
+            ("--transaction-timeout", "34", "transaction_timeout"),
+            ("--query-wait-timeout", "35", "query_wait_timeout"),
+            ("--client-login-timeout", "36", "client_login_timeout"),
+            ("--shutdown-timeout", "37", "shutdown_timeout"),
+            ("--server-tls-sslmode", "disable", "server_tls_sslmode"),
+            (
+                "--server-tls-ca-file",
+                "/tmp/pg-ca.pem",
+                "server_tls_ca_file",
+            ),
+            (
+                "--server-require-auth",
+                "scram-sha-256,none",
+                "server_require_auth",
+            ),
+            (
+                "--client-tls-ca-file",
+                "/tmp/client-ca.pem",
+                "client_tls_ca_file",
+            ),
+            ("--auth-user", APP_USER, "auth_user"),
+            ("--auth-query", "SELECT u, p FROM lookup($1)", "auth_query"),
+        ];
+        let mut builder = console_builder(PoolMode::Session, 2);
+        for (flag, value, _) in flags {
+            builder = builder.arg(*flag).arg(*value);
+        }
+        let vigil = builder.spawn().await?;
+        let admin = console(&vigil, ADMIN).await?;
+        let config = show(&admin, "SHOW CONFIG").await?;
+        for (flag, want, key) in flags {
+            let got = config.one("key", key)?.get("value")?;
+            ensure!(got == *want, "{flag} {want}: SHOW CONFIG {key} = {got:?}");
+        }
+        ensure!(
+            config.one("key", "acquire_timeout")?.get("value")? == "35",
+            "--query-wait-timeout sets acquire_timeout too:\n{config}"
+        );
+        Ok(())
+    })
+    .await
+}

@@ -2,6 +2,7 @@
 //! file, the flags and the defaults can be layered; `resolve` fills the gaps.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -82,6 +83,17 @@ pub struct ProxySection {
     pub max_packet_size: Option<usize>,
     pub log_format: Option<String>,
     pub worker_threads: Option<usize>,
+    pub client_tls_sslmode: Option<String>,
+    pub client_tls_cert_file: Option<PathBuf>,
+    pub client_tls_key_file: Option<PathBuf>,
+    pub client_tls_ca_file: Option<PathBuf>,
+    pub server_tls_sslmode: Option<String>,
+    pub server_tls_ca_file: Option<PathBuf>,
+    pub server_require_auth: Option<String>,
+    pub client_login_timeout: Option<f64>,
+    pub shutdown_timeout: Option<f64>,
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
 }
 
 /// Pool settings; used both as the global `[pool]` defaults and, flattened,
@@ -100,6 +112,11 @@ pub struct PoolSection {
     pub server_connect_timeout: Option<f64>,
     pub server_reset_query: Option<String>,
     pub max_prepared_statements: Option<usize>,
+    pub query_wait_timeout: Option<f64>,
+    pub query_timeout: Option<f64>,
+    pub idle_transaction_timeout: Option<f64>,
+    pub client_idle_timeout: Option<f64>,
+    pub transaction_timeout: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -122,6 +139,16 @@ pub struct DatabaseSection {
     pub server_connect_timeout: Option<f64>,
     pub server_reset_query: Option<String>,
     pub max_prepared_statements: Option<usize>,
+    pub query_wait_timeout: Option<f64>,
+    pub query_timeout: Option<f64>,
+    pub idle_transaction_timeout: Option<f64>,
+    pub client_idle_timeout: Option<f64>,
+    pub transaction_timeout: Option<f64>,
+    // Per-database overrides of `[pgvigil]`.
+    pub server_tls_sslmode: Option<String>,
+    pub server_tls_ca_file: Option<PathBuf>,
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
 }
 
 impl DatabaseSection {
@@ -138,6 +165,11 @@ impl DatabaseSection {
             server_connect_timeout: self.server_connect_timeout,
             server_reset_query: self.server_reset_query.clone(),
             max_prepared_statements: self.max_prepared_statements,
+            query_wait_timeout: self.query_wait_timeout,
+            query_timeout: self.query_timeout,
+            idle_transaction_timeout: self.idle_transaction_timeout,
+            client_idle_timeout: self.client_idle_timeout,
+            transaction_timeout: self.transaction_timeout,
         }
     }
 }
@@ -145,7 +177,12 @@ impl DatabaseSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserSection {
+    /// Plain text, a SCRAM secret or an md5 hash, as pg_authid stores them.
     pub password: Option<String>,
+    /// Name of an environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (one trailing newline is ignored).
+    pub password_file: Option<PathBuf>,
 }
 
 impl FileConfig {

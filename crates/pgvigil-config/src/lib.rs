@@ -13,9 +13,10 @@ pub use file::{
     ProxySection, SlowRuleSection, UserSection,
 };
 pub use resolve::{
-    ClientAuth, Config, DatabaseConfig, InsightSettings, LogFormat, MetricsSettings,
-    NPlusOneSettings, Overrides, PoolMode, PoolSettings, Secret, SlowRuleSettings, UserConfig,
-    CONSOLE_DATABASE,
+    ClientAuth, ClientSslMode, ClientTlsSettings, Config, DatabaseConfig, InsightSettings,
+    LogFormat, MetricsSettings, NPlusOneSettings, Overrides, PasswordKind, PoolMode, PoolSettings,
+    Secret, ServerAuthMethod, ServerRequireAuth, ServerSslMode, ServerTlsSettings,
+    SlowRuleSettings, UserConfig, CONSOLE_DATABASE, DEFAULT_AUTH_QUERY,
 };
 
 use thiserror::Error;

@@ -2,9 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::file::{FileConfig, InsightSection, NPlusOneSection, PoolSection, SlowRuleSection};
+use crate::file::{
+    FileConfig, InsightSection, NPlusOneSection, PoolSection, ProxySection, SlowRuleSection,
+    UserSection,
+};
 use crate::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,269 @@ pub enum LogFormat {
     Json,
 }
 
+/// TLS towards clients, with PgBouncer's `client_tls_sslmode` meanings:
+/// pgvigil is the TLS server here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientSslMode {
+    /// SSLRequest is answered `N`.
+    Disable,
+    /// TLS is offered; plain connections are accepted too.
+    Allow,
+    /// As `Allow` (PgBouncer makes no difference on the server side).
+    Prefer,
+    /// Plain connections are refused.
+    Require,
+    /// TLS with a client certificate signed by `client_tls_ca_file`.
+    VerifyCa,
+    /// As `VerifyCa`; PgBouncer also names the mode this way.
+    VerifyFull,
+}
+
+impl ClientSslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientSslMode::Disable => "disable",
+            ClientSslMode::Allow => "allow",
+            ClientSslMode::Prefer => "prefer",
+            ClientSslMode::Require => "require",
+            ClientSslMode::VerifyCa => "verify-ca",
+            ClientSslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether a client certificate is asked for and checked.
+    pub fn verifies_client(self) -> bool {
+        matches!(self, ClientSslMode::VerifyCa | ClientSslMode::VerifyFull)
+    }
+
+    /// Whether a client that does not ask for TLS is turned away.
+    pub fn requires_tls(self) -> bool {
+        matches!(
+            self,
+            ClientSslMode::Require | ClientSslMode::VerifyCa | ClientSslMode::VerifyFull
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsSettings {
+    pub sslmode: ClientSslMode,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// TLS towards PostgreSQL, with libpq's `sslmode` meanings: pgvigil is
+/// the TLS client here. libpq's `allow` is read as `Prefer`: pgvigil does
+/// not retry in plain text after the server answers the SSLRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSslMode {
+    Disable,
+    /// TLS if the server offers it, certificate not checked.
+    Prefer,
+    /// TLS or no connection, certificate not checked.
+    Require,
+    /// The certificate chain must lead to `server_tls_ca_file`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host.
+    VerifyFull,
+}
+
+impl ServerSslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerSslMode::Disable => "disable",
+            ServerSslMode::Prefer => "prefer",
+            ServerSslMode::Require => "require",
+            ServerSslMode::VerifyCa => "verify-ca",
+            ServerSslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether a server that answers the SSLRequest with `N` is refused.
+    pub fn requires_tls(self) -> bool {
+        !matches!(self, ServerSslMode::Disable | ServerSslMode::Prefer)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsSettings {
+    pub sslmode: ServerSslMode,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for ServerTlsSettings {
+    fn default() -> Self {
+        // libpq's and PgBouncer's default: encrypt when the server can.
+        ServerTlsSettings {
+            sslmode: ServerSslMode::Prefer,
+            ca_file: None,
+        }
+    }
+}
+
+/// An authentication method PostgreSQL may ask pgvigil for on the server
+/// leg, as libpq's `require_auth` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServerAuthMethod {
+    /// Cleartext password (AuthenticationCleartextPassword).
+    Password,
+    Md5,
+    ScramSha256,
+    /// The server asked for nothing (trust).
+    None,
+}
+
+impl ServerAuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerAuthMethod::Password => "password",
+            ServerAuthMethod::Md5 => "md5",
+            ServerAuthMethod::ScramSha256 => "scram-sha-256",
+            ServerAuthMethod::None => "none",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ServerAuthMethod> {
+        Some(match text {
+            "password" => ServerAuthMethod::Password,
+            "md5" => ServerAuthMethod::Md5,
+            "scram-sha-256" => ServerAuthMethod::ScramSha256,
+            "none" => ServerAuthMethod::None,
+            _ => return None,
+        })
+    }
+}
+
+/// `server_require_auth`: which methods pgvigil accepts from PostgreSQL
+/// before it answers with a credential, so a server (or whatever sits on
+/// the path) cannot make it hand out a password in a weaker form.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ServerRequireAuth {
+    /// Not set: SCRAM only over plain TCP, where md5 hashes and cleartext
+    /// can be replayed or read; anything once the leg is encrypted.
+    #[default]
+    Default,
+    /// `scram-sha-256,none`: only these.
+    Only(Vec<ServerAuthMethod>),
+    /// `!password,!md5`: anything but these.
+    Except(Vec<ServerAuthMethod>),
+}
+
+impl ServerRequireAuth {
+    pub fn allows(&self, method: ServerAuthMethod, leg_is_tls: bool) -> bool {
+        match self {
+            ServerRequireAuth::Default => leg_is_tls || method == ServerAuthMethod::ScramSha256,
+            ServerRequireAuth::Only(list) => list.contains(&method),
+            ServerRequireAuth::Except(list) => !list.contains(&method),
+        }
+    }
+
+    /// The setting as written (SHOW CONFIG); empty for the default.
+    pub fn to_setting(&self) -> String {
+        let join = |list: &[ServerAuthMethod], bang: &str| {
+            list.iter()
+                .map(|m| format!("{bang}{}", m.as_str()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            ServerRequireAuth::Default => String::new(),
+            ServerRequireAuth::Only(list) => join(list, ""),
+            ServerRequireAuth::Except(list) => join(list, "!"),
+        }
+    }
+
+    /// libpq's rules: a comma list, either all negated or none, each
+    /// method once.
+    pub fn parse(text: &str) -> Result<ServerRequireAuth, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(ServerRequireAuth::Default);
+        }
+        let mut negated = None;
+        let mut methods = Vec::new();
+        for item in text.split(',') {
+            let item = item.trim();
+            let (bang, name) = match item.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, item),
+            };
+            if *negated.get_or_insert(bang) != bang {
+                return Err("negative and positive methods cannot be mixed".into());
+            }
+            let method = ServerAuthMethod::parse(name).ok_or_else(|| {
+                format!("`{name}` is not one of password, md5, scram-sha-256, none")
+            })?;
+            if methods.contains(&method) {
+                return Err(format!("`{name}` is given more than once"));
+            }
+            methods.push(method);
+        }
+        Ok(if negated == Some(true) {
+            ServerRequireAuth::Except(methods)
+        } else {
+            ServerRequireAuth::Only(methods)
+        })
+    }
+}
+
+/// What a configured password is, read the way PostgreSQL reads
+/// pg_authid.rolpassword.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordKind {
+    /// Usable both to check clients and to log in to PostgreSQL.
+    Plain,
+    /// `md5` + 32 hex digits: checks md5 clients only; cannot log in.
+    Md5Hash,
+    /// `SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey`: checks SCRAM
+    /// clients only; cannot log in on its own.
+    ScramSecret,
+}
+
+impl PasswordKind {
+    /// PostgreSQL's rule: a value shaped like a hash is a hash.
+    pub fn of(password: &str) -> PasswordKind {
+        if password.starts_with("SCRAM-SHA-256$") {
+            PasswordKind::ScramSecret
+        } else if password.len() == 35
+            && password.starts_with("md5")
+            && password[3..].bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            PasswordKind::Md5Hash
+        } else {
+            PasswordKind::Plain
+        }
+    }
+}
+
+/// Checks the shape of a SCRAM secret; the reason never quotes the value.
+fn check_scram_secret(secret: &str) -> Result<(), &'static str> {
+    let shape = "is not SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>";
+    let rest = secret.strip_prefix("SCRAM-SHA-256$").ok_or(shape)?;
+    let (params, keys) = rest.split_once('$').ok_or(shape)?;
+    let (iterations, salt) = params.split_once(':').ok_or(shape)?;
+    let (stored, server) = keys.split_once(':').ok_or(shape)?;
+    match iterations.parse::<u32>() {
+        Ok(n) if n > 0 => {}
+        _ => return Err("has an iteration count that is not a positive number"),
+    }
+    let base64 = |s: &str| {
+        !s.is_empty()
+            && s.len() & 3 == 0
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    };
+    if !base64(salt) || !base64(stored) || !base64(server) {
+        return Err("has a salt or key that is not base64");
+    }
+    // SHA-256 keys are 32 bytes: 44 base64 characters.
+    if stored.len() != 44 || server.len() != 44 {
+        return Err("has a StoredKey or ServerKey that is not 32 bytes");
+    }
+    Ok(())
+}
+
 /// Everything that can be given on the command line. `None` means "not
 /// given", so the file's value (or the default) stands.
 #[derive(Debug, Default, Clone)]
@@ -52,6 +319,17 @@ pub struct Overrides {
     pub max_packet_size: Option<usize>,
     pub log_format: Option<String>,
     pub worker_threads: Option<usize>,
+    pub client_tls_sslmode: Option<String>,
+    pub client_tls_cert_file: Option<PathBuf>,
+    pub client_tls_key_file: Option<PathBuf>,
+    pub client_tls_ca_file: Option<PathBuf>,
+    pub server_tls_sslmode: Option<String>,
+    pub server_tls_ca_file: Option<PathBuf>,
+    pub server_require_auth: Option<String>,
+    pub client_login_timeout: Option<f64>,
+    pub shutdown_timeout: Option<f64>,
+    pub auth_user: Option<String>,
+    pub auth_query: Option<String>,
     pub pool: PoolSection,
     pub insight: InsightSection,
 }
@@ -70,6 +348,17 @@ pub struct PoolSettings {
     /// Empty means "no reset".
     pub server_reset_query: String,
     pub max_prepared_statements: usize,
+    /// Leak guards, PgBouncer's; zero means off. A statement running longer
+    /// than `query_timeout` is cancelled...
+    pub query_timeout: Duration,
+    /// ...a client idle inside a transaction longer than this is closed,
+    /// since it holds a server connection and its locks...
+    pub idle_transaction_timeout: Duration,
+    /// ...a client idle (outside a transaction) longer than this is closed...
+    pub client_idle_timeout: Duration,
+    /// ...and a transaction open longer than this is ended by closing the
+    /// client.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -86,6 +375,10 @@ impl Default for PoolSettings {
             server_connect_timeout: Duration::from_secs(15),
             server_reset_query: "DISCARD ALL".to_string(),
             max_prepared_statements: 200,
+            query_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            client_idle_timeout: Duration::ZERO,
+            transaction_timeout: Duration::ZERO,
         }
     }
 }
@@ -99,6 +392,11 @@ pub struct DatabaseConfig {
     /// The name on the PostgreSQL server.
     pub dbname: String,
     pub pool: PoolSettings,
+    pub server_tls: ServerTlsSettings,
+    /// The user pgvigil logs in as to look up passwords of users that are
+    /// not in `[users]` (PgBouncer's auth_user); `None`: no look-up.
+    pub auth_user: Option<String>,
+    pub auth_query: String,
 }
 
 /// A credential that must never reach a log line, `{:?}` included.
@@ -115,6 +413,14 @@ impl std::fmt::Debug for Secret {
 pub struct UserConfig {
     pub name: String,
     pub password: Option<String>,
+}
+
+impl UserConfig {
+    /// Whether `password` is plain text or a hash (SCRAM secret, md5), which
+    /// decides what it can be used for.
+    pub fn password_kind(&self) -> Option<PasswordKind> {
+        self.password.as_deref().map(PasswordKind::of)
+    }
 }
 
 // Passwords must never reach a log line, including a `{:?}` of the config.
@@ -187,7 +493,22 @@ pub struct Config {
     pub users: BTreeMap<String, UserConfig>,
     pub insight: InsightSettings,
     pub metrics: MetricsSettings,
+    pub client_tls: ClientTlsSettings,
+    /// `[pgvigil]`'s server TLS; each database has its own resolved copy.
+    pub server_tls: ServerTlsSettings,
+    pub server_require_auth: ServerRequireAuth,
+    /// A client that has not finished logging in by then is disconnected,
+    /// so half-open connections cannot hold client slots.
+    pub client_login_timeout: Duration,
+    /// On SIGTERM, sessions are given this long to finish before they are
+    /// closed.
+    pub shutdown_timeout: Duration,
+    pub auth_user: Option<String>,
+    pub auth_query: String,
 }
+
+/// PgBouncer's default auth_query.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsSettings {
@@ -306,6 +627,54 @@ impl Config {
             ));
         }
 
+        let client_tls = resolve_client_tls(p, &flags)?;
+        // Server TLS and auth_user layer like the pool settings: [pgvigil],
+        // then the database's section, then the flags.
+        let server_tls = layer_server_tls(
+            ServerTlsSettings::default(),
+            p.server_tls_sslmode.as_deref(),
+            p.server_tls_ca_file.as_deref(),
+            "",
+        )?;
+        let server_tls_flags = |tls: ServerTlsSettings| {
+            layer_server_tls(
+                tls,
+                flags.server_tls_sslmode.as_deref(),
+                flags.server_tls_ca_file.as_deref(),
+                "",
+            )
+        };
+        let server_tls = server_tls_flags(server_tls)?;
+        check_server_tls(&server_tls, "")?;
+        let server_require_auth = match flags
+            .server_require_auth
+            .as_deref()
+            .or(p.server_require_auth.as_deref())
+        {
+            Some(text) => ServerRequireAuth::parse(text)
+                .map_err(|reason| ConfigError::invalid("server_require_auth", reason))?,
+            None => ServerRequireAuth::Default,
+        };
+        let client_login_timeout = seconds(
+            "client_login_timeout",
+            flags.client_login_timeout.or(p.client_login_timeout),
+        )?
+        .unwrap_or(Duration::from_secs(60));
+        let shutdown_timeout = seconds(
+            "shutdown_timeout",
+            flags.shutdown_timeout.or(p.shutdown_timeout),
+        )?
+        .unwrap_or(Duration::from_secs(10));
+        let auth_user = non_empty(
+            "auth_user",
+            flags.auth_user.as_deref().or(p.auth_user.as_deref()),
+        )?;
+        let auth_query = non_empty(
+            "auth_query",
+            flags.auth_query.as_deref().or(p.auth_query.as_deref()),
+        )?
+        .unwrap_or_else(|| DEFAULT_AUTH_QUERY.to_string());
+
         // Flags override the file's [pool] defaults and every database's
         // own overrides: a flag is the operator's last word.
         let pool_defaults = apply_pool(PoolSettings::default(), &file.pool, "pool")?;
@@ -316,6 +685,27 @@ impl Config {
             let key = format!("databases.{name}");
             let pool = apply_pool(pool_defaults.clone(), &section.pool_overrides(), &key)?;
             let pool = apply_pool(pool, &flags.pool, "pool")?;
+            let tls = layer_server_tls(
+                server_tls.clone(),
+                section.server_tls_sslmode.as_deref(),
+                section.server_tls_ca_file.as_deref(),
+                &key,
+            )?;
+            let tls = server_tls_flags(tls)?;
+            check_server_tls(&tls, &key)?;
+            let db_auth_user = non_empty(
+                &format!("{key}.auth_user"),
+                flags.auth_user.as_deref().or(section.auth_user.as_deref()),
+            )?
+            .or(auth_user.clone());
+            let db_auth_query = non_empty(
+                &format!("{key}.auth_query"),
+                flags
+                    .auth_query
+                    .as_deref()
+                    .or(section.auth_query.as_deref()),
+            )?
+            .unwrap_or_else(|| auth_query.clone());
             databases.insert(
                 name.clone(),
                 DatabaseConfig {
@@ -324,22 +714,22 @@ impl Config {
                     port: section.port.unwrap_or(5432),
                     dbname: section.dbname.clone().unwrap_or_else(|| name.clone()),
                     pool,
+                    server_tls: tls,
+                    auth_user: db_auth_user,
+                    auth_query: db_auth_query,
                 },
             );
         }
-        let mut users: BTreeMap<String, UserConfig> = file
-            .users
-            .iter()
-            .map(|(name, u)| {
-                (
-                    name.clone(),
-                    UserConfig {
-                        name: name.clone(),
-                        password: u.password.clone(),
-                    },
-                )
-            })
-            .collect();
+        let mut users = BTreeMap::new();
+        for (name, section) in &file.users {
+            users.insert(
+                name.clone(),
+                UserConfig {
+                    name: name.clone(),
+                    password: resolve_password(name, section)?,
+                },
+            );
+        }
 
         if let Some(url) = flags.upstream.as_deref() {
             let up = parse_upstream(url)?;
@@ -351,6 +741,23 @@ impl Config {
                 }
                 None => pool_defaults.clone(),
             };
+            // The URL's own sslmode/sslrootcert are the most specific word
+            // on this database, as they would be for libpq.
+            let (tls, db_auth_user, db_auth_query) = match databases.get(&up.dbname) {
+                Some(db) => (
+                    db.server_tls.clone(),
+                    db.auth_user.clone(),
+                    db.auth_query.clone(),
+                ),
+                None => (server_tls.clone(), auth_user.clone(), auth_query.clone()),
+            };
+            let tls = layer_server_tls(
+                tls,
+                up.sslmode.as_deref(),
+                up.sslrootcert.as_deref().map(Path::new),
+                "upstream",
+            )?;
+            check_server_tls(&tls, "upstream")?;
             databases.insert(
                 up.dbname.clone(),
                 DatabaseConfig {
@@ -359,6 +766,9 @@ impl Config {
                     port: up.port,
                     dbname: up.dbname,
                     pool,
+                    server_tls: tls,
+                    auth_user: db_auth_user,
+                    auth_query: db_auth_query,
                 },
             );
             users.insert(
@@ -397,6 +807,33 @@ impl Config {
             }
         }
 
+        for db in databases.values() {
+            let Some(name) = &db.auth_user else { continue };
+            let key = if file
+                .databases
+                .get(&db.name)
+                .is_some_and(|d| d.auth_user.is_some())
+                && flags.auth_user.is_none()
+            {
+                format!("databases.{}.auth_user", db.name)
+            } else {
+                "auth_user".to_string()
+            };
+            match users.get(name) {
+                Some(UserConfig {
+                    password: Some(pw), ..
+                }) if PasswordKind::of(pw) == PasswordKind::Plain => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!(
+                            "user `{name}` needs a [users.{name}] section with a plain-text password: pgvigil logs in with it to run auth_query"
+                        ),
+                    ))
+                }
+            }
+        }
+
         let insight = resolve_insight(
             &file.insight,
             &flags.insight,
@@ -425,8 +862,230 @@ impl Config {
             pool_defaults,
             databases,
             users,
+            client_tls,
+            server_tls,
+            server_require_auth,
+            client_login_timeout,
+            shutdown_timeout,
+            auth_user,
+            auth_query,
         })
     }
+}
+
+fn seconds(key: &str, v: Option<f64>) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        Some(v) if !v.is_finite() || v < 0.0 => Err(ConfigError::invalid(
+            key,
+            format!("`{v}` is not a number of seconds >= 0"),
+        )),
+        Some(v) => Ok(Some(Duration::from_secs_f64(v))),
+        None => Ok(None),
+    }
+}
+
+fn non_empty(key: &str, v: Option<&str>) -> Result<Option<String>, ConfigError> {
+    match v {
+        Some("") => Err(ConfigError::invalid(key, "must not be empty")),
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+fn resolve_client_tls(
+    p: &ProxySection,
+    flags: &Overrides,
+) -> Result<ClientTlsSettings, ConfigError> {
+    let sslmode = match flags
+        .client_tls_sslmode
+        .as_deref()
+        .or(p.client_tls_sslmode.as_deref())
+        .unwrap_or("disable")
+    {
+        "disable" => ClientSslMode::Disable,
+        "allow" => ClientSslMode::Allow,
+        "prefer" => ClientSslMode::Prefer,
+        "require" => ClientSslMode::Require,
+        "verify-ca" => ClientSslMode::VerifyCa,
+        "verify-full" => ClientSslMode::VerifyFull,
+        other => {
+            return Err(ConfigError::invalid(
+                "client_tls_sslmode",
+                format!(
+                "`{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            ),
+            ))
+        }
+    };
+    let path = |flag: &Option<PathBuf>, file: &Option<PathBuf>| {
+        flag.clone()
+            .or(file.clone())
+            .filter(|p| !p.as_os_str().is_empty())
+    };
+    let tls = ClientTlsSettings {
+        sslmode,
+        cert_file: path(&flags.client_tls_cert_file, &p.client_tls_cert_file),
+        key_file: path(&flags.client_tls_key_file, &p.client_tls_key_file),
+        ca_file: path(&flags.client_tls_ca_file, &p.client_tls_ca_file),
+    };
+    if sslmode != ClientSslMode::Disable {
+        let needs = |key: &str| {
+            ConfigError::invalid(
+                key,
+                format!(
+                    "client_tls_sslmode {} needs a certificate and its key",
+                    sslmode.as_str()
+                ),
+            )
+        };
+        if tls.cert_file.is_none() {
+            return Err(needs("client_tls_cert_file"));
+        }
+        if tls.key_file.is_none() {
+            return Err(needs("client_tls_key_file"));
+        }
+    }
+    if sslmode.verifies_client() && tls.ca_file.is_none() {
+        return Err(ConfigError::invalid(
+            "client_tls_ca_file",
+            format!(
+                "client_tls_sslmode {} checks client certificates against this CA file; give one",
+                sslmode.as_str()
+            ),
+        ));
+    }
+    Ok(tls)
+}
+
+/// One layer of server TLS settings; `prefix` is the section for the
+/// error ("" for `[pgvigil]` and flags, "databases.NAME", "upstream").
+fn layer_server_tls(
+    mut tls: ServerTlsSettings,
+    sslmode: Option<&str>,
+    ca_file: Option<&Path>,
+    prefix: &str,
+) -> Result<ServerTlsSettings, ConfigError> {
+    let key = |k: &str| match prefix {
+        "" => k.to_string(),
+        "upstream" => format!(
+            "upstream ({})",
+            if k == "server_tls_sslmode" {
+                "sslmode"
+            } else {
+                "sslrootcert"
+            }
+        ),
+        _ => format!("{prefix}.{k}"),
+    };
+    if let Some(mode) = sslmode {
+        tls.sslmode = match mode {
+            "disable" => ServerSslMode::Disable,
+            // libpq's allow tries plain text first; pgvigil asks for TLS
+            // first instead, which never encrypts less.
+            "allow" | "prefer" => ServerSslMode::Prefer,
+            "require" => ServerSslMode::Require,
+            "verify-ca" => ServerSslMode::VerifyCa,
+            "verify-full" => ServerSslMode::VerifyFull,
+            other => {
+                return Err(ConfigError::invalid(
+                    key("server_tls_sslmode"),
+                    format!(
+                        "`{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    ),
+                ))
+            }
+        };
+    }
+    if let Some(ca) = ca_file {
+        if ca == Path::new("system") {
+            return Err(ConfigError::invalid(
+                key("server_tls_ca_file"),
+                "the system certificate store is not supported: give a CA file",
+            ));
+        }
+        tls.ca_file = (!ca.as_os_str().is_empty()).then(|| ca.to_path_buf());
+    }
+    Ok(tls)
+}
+
+fn check_server_tls(tls: &ServerTlsSettings, prefix: &str) -> Result<(), ConfigError> {
+    if matches!(
+        tls.sslmode,
+        ServerSslMode::VerifyCa | ServerSslMode::VerifyFull
+    ) && tls.ca_file.is_none()
+    {
+        let key = match prefix {
+            "" => "server_tls_ca_file".to_string(),
+            "upstream" => "upstream (sslrootcert)".to_string(),
+            _ => format!("{prefix}.server_tls_ca_file"),
+        };
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "server_tls_sslmode {} needs a CA file to check the server against (libpq's ~/.postgresql/root.crt is not read)",
+                tls.sslmode.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a user's password from wherever the file puts it. Errors name
+/// the key and never the value.
+fn resolve_password(name: &str, section: &UserSection) -> Result<Option<String>, ConfigError> {
+    let key = |k: &str| format!("users.{name}.{k}");
+    let given: Vec<&str> = [
+        ("password", section.password.is_some()),
+        ("password_env", section.password_env.is_some()),
+        ("password_file", section.password_file.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(k, _)| k)
+    .collect();
+    if given.len() > 1 {
+        return Err(ConfigError::invalid(
+            key(given[1]),
+            format!("give only one of {}", given.join(", ")),
+        ));
+    }
+    let (password, origin) = if let Some(var) = &section.password_env {
+        let value = std::env::var(var).map_err(|e| {
+            let why = match e {
+                std::env::VarError::NotPresent => "is not set",
+                std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+            };
+            ConfigError::invalid(
+                key("password_env"),
+                format!("environment variable `{var}` {why}"),
+            )
+        })?;
+        (value, key("password_env"))
+    } else if let Some(path) = &section.password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::invalid(
+                key("password_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let text = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text)
+            .to_string();
+        (text, key("password_file"))
+    } else if let Some(pw) = &section.password {
+        (pw.clone(), key("password"))
+    } else {
+        return Ok(None);
+    };
+    if password.is_empty() && section.password.is_none() {
+        return Err(ConfigError::invalid(origin, "the password is empty"));
+    }
+    if PasswordKind::of(&password) == PasswordKind::ScramSecret {
+        check_scram_secret(&password)
+            .map_err(|why| ConfigError::invalid(origin, format!("the SCRAM secret {why}")))?;
+    }
+    Ok(Some(password))
 }
 
 fn millis(key: &str, v: f64) -> Result<Duration, ConfigError> {
@@ -578,10 +1237,47 @@ fn apply_pool(
         }
         Ok(())
     };
+    // query_wait_timeout is PgBouncer's name for acquire_timeout.
+    if let (Some(a), Some(q)) = (section.acquire_timeout, section.query_wait_timeout) {
+        if a != q {
+            return Err(ConfigError::invalid(
+                key("query_wait_timeout"),
+                format!(
+                    "{q} differs from {} ({a}): they name the same setting, give one",
+                    key("acquire_timeout")
+                ),
+            ));
+        }
+    }
+    seconds(
+        "query_wait_timeout",
+        section.query_wait_timeout,
+        &mut pool.acquire_timeout,
+    )?;
     seconds(
         "acquire_timeout",
         section.acquire_timeout,
         &mut pool.acquire_timeout,
+    )?;
+    seconds(
+        "query_timeout",
+        section.query_timeout,
+        &mut pool.query_timeout,
+    )?;
+    seconds(
+        "idle_transaction_timeout",
+        section.idle_transaction_timeout,
+        &mut pool.idle_transaction_timeout,
+    )?;
+    seconds(
+        "client_idle_timeout",
+        section.client_idle_timeout,
+        &mut pool.client_idle_timeout,
+    )?;
+    seconds(
+        "transaction_timeout",
+        section.transaction_timeout,
+        &mut pool.transaction_timeout,
     )?;
     seconds(
         "server_lifetime",
@@ -624,6 +1320,8 @@ struct Upstream {
     dbname: String,
     user: String,
     password: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
 }
 
 fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
@@ -680,6 +1378,8 @@ fn parse_upstream(text: &str) -> Result<Upstream, ConfigError> {
         dbname,
         password: param("password").or_else(|| url.password().map(percent_decode)),
         user,
+        sslmode: param("sslmode"),
+        sslrootcert: param("sslrootcert"),
     })
 }
 
@@ -838,5 +1538,377 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    fn resolve_toml(text: &str) -> Result<Config, ConfigError> {
+        Config::resolve(FileConfig::from_toml(text).unwrap(), Overrides::default())
+    }
+
+    const BASE: &str = "[users.u]\npassword = \"p\"\n[databases.d]\n";
+
+    fn temp_file(name: &str, content: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("pgvigil-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn client_tls_is_off_by_default_and_each_mode_needs_its_files() {
+        let cfg = resolve_toml(BASE).unwrap();
+        assert_eq!(cfg.client_tls.sslmode, ClientSslMode::Disable);
+
+        let err = resolve_toml(&format!(
+            "[pgvigil]\nclient_tls_sslmode = \"require\"\n{BASE}"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("`client_tls_cert_file`"), "{err}");
+        let err = resolve_toml(&format!(
+            "[pgvigil]\nclient_tls_sslmode = \"require\"\nclient_tls_cert_file = \"/c\"\n{BASE}"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("`client_tls_key_file`"), "{err}");
+        let with_pair = "client_tls_cert_file = \"/c\"\nclient_tls_key_file = \"/k\"\n";
+        let cfg = resolve_toml(&format!(
+            "[pgvigil]\nclient_tls_sslmode = \"require\"\n{with_pair}{BASE}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.client_tls.sslmode, ClientSslMode::Require);
+        assert_eq!(cfg.client_tls.key_file, Some(PathBuf::from("/k")));
+        let err = resolve_toml(&format!(
+            "[pgvigil]\nclient_tls_sslmode = \"verify-full\"\n{with_pair}{BASE}"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("`client_tls_ca_file`"), "{err}");
+        let err =
+            resolve_toml(&format!("[pgvigil]\nclient_tls_sslmode = \"on\"\n{BASE}")).unwrap_err();
+        assert!(err.to_string().contains("`client_tls_sslmode`"), "{err}");
+
+        let mut flags = Overrides {
+            client_tls_sslmode: Some("verify-ca".into()),
+            client_tls_cert_file: Some("/c".into()),
+            client_tls_key_file: Some("/k".into()),
+            client_tls_ca_file: Some("/ca".into()),
+            ..Overrides::default()
+        };
+        let cfg = Config::resolve(FileConfig::from_toml(BASE).unwrap(), flags.clone()).unwrap();
+        assert_eq!(cfg.client_tls.sslmode, ClientSslMode::VerifyCa);
+        assert_eq!(cfg.client_tls.ca_file, Some(PathBuf::from("/ca")));
+        flags.client_tls_ca_file = None;
+        assert!(Config::resolve(FileConfig::from_toml(BASE).unwrap(), flags).is_err());
+    }
+
+    #[test]
+    fn server_tls_prefers_by_default_and_layers_per_database() {
+        let cfg = resolve_toml(&format!(
+            "[pgvigil]\nserver_tls_sslmode = \"require\"\n{BASE}[databases.strict]\nserver_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"/ca.pem\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.server_tls.sslmode, ServerSslMode::Require);
+        assert_eq!(
+            cfg.databases["d"].server_tls.sslmode,
+            ServerSslMode::Require
+        );
+        let strict = &cfg.databases["strict"].server_tls;
+        assert_eq!(strict.sslmode, ServerSslMode::VerifyFull);
+        assert_eq!(strict.ca_file, Some(PathBuf::from("/ca.pem")));
+
+        let cfg = resolve_toml(BASE).unwrap();
+        assert_eq!(cfg.databases["d"].server_tls, ServerTlsSettings::default());
+        assert_eq!(cfg.server_tls.sslmode, ServerSslMode::Prefer);
+
+        let err = resolve_toml(&format!(
+            "{BASE}[databases.strict]\nserver_tls_sslmode = \"verify-ca\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("databases.strict.server_tls_ca_file"),
+            "{err}"
+        );
+
+        let flags = Overrides {
+            server_tls_sslmode: Some("disable".into()),
+            ..Overrides::default()
+        };
+        let file = FileConfig::from_toml(&format!(
+            "{BASE}[databases.strict]\nserver_tls_sslmode = \"verify-full\"\n"
+        ))
+        .unwrap();
+        let cfg = Config::resolve(file, flags).unwrap();
+        assert_eq!(
+            cfg.databases["strict"].server_tls.sslmode,
+            ServerSslMode::Disable
+        );
+    }
+
+    #[test]
+    fn upstream_url_sslmode_and_sslrootcert_apply_as_libpq_reads_them() {
+        let cfg = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://a:b@h/d?sslmode=verify-full&sslrootcert=/ca.pem"),
+        )
+        .unwrap();
+        let tls = &cfg.databases["d"].server_tls;
+        assert_eq!(tls.sslmode, ServerSslMode::VerifyFull);
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/ca.pem")));
+
+        let cfg = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://a:b@h/d?sslmode=allow"),
+        )
+        .unwrap();
+        assert_eq!(cfg.databases["d"].server_tls.sslmode, ServerSslMode::Prefer);
+
+        let err = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://a:b@h/d?sslmode=verify-ca"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
+        let err = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://a:b@h/d?sslmode=strict"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("upstream"), "{err}");
+    }
+
+    #[test]
+    fn server_require_auth_reads_libpq_lists() {
+        use ServerAuthMethod::*;
+        let unset = ServerRequireAuth::Default;
+        assert!(unset.allows(ScramSha256, false));
+        assert!(!unset.allows(Md5, false));
+        assert!(!unset.allows(Password, false));
+        assert!(!unset.allows(None, false));
+        assert!(unset.allows(Md5, true) && unset.allows(Password, true));
+
+        let only = ServerRequireAuth::parse("scram-sha-256, none").unwrap();
+        assert!(only.allows(None, false) && only.allows(ScramSha256, false));
+        assert!(!only.allows(Md5, true));
+        assert_eq!(only.to_setting(), "scram-sha-256,none");
+
+        let except = ServerRequireAuth::parse("!password,!md5").unwrap();
+        assert!(!except.allows(Password, true) && !except.allows(Md5, false));
+        assert!(except.allows(None, false) && except.allows(ScramSha256, false));
+
+        for bad in ["md5,!password", "md5,md5", "gss", "scram"] {
+            assert!(ServerRequireAuth::parse(bad).is_err(), "{bad}");
+        }
+        let err = resolve_toml(&format!(
+            "[pgvigil]\nserver_require_auth = \"md5,!none\"\n{BASE}"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("`server_require_auth`"), "{err}");
+        let cfg = Config::resolve(
+            FileConfig::from_toml(BASE).unwrap(),
+            Overrides {
+                server_require_auth: Some("!password".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.server_require_auth,
+            ServerRequireAuth::Except(vec![Password])
+        );
+    }
+
+    #[test]
+    fn leak_guard_timeouts_are_off_by_default_and_layer_like_pool_settings() {
+        let cfg = resolve_toml(BASE).unwrap();
+        let pool = &cfg.databases["d"].pool;
+        assert_eq!(pool.query_timeout, Duration::ZERO);
+        assert_eq!(pool.idle_transaction_timeout, Duration::ZERO);
+        assert_eq!(pool.client_idle_timeout, Duration::ZERO);
+        assert_eq!(pool.transaction_timeout, Duration::ZERO);
+        assert_eq!(cfg.client_login_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(10));
+
+        let cfg = resolve_toml(&format!(
+            "[pgvigil]\nclient_login_timeout = 5\nshutdown_timeout = 0.5\n[pool]\nquery_timeout = 30\nidle_transaction_timeout = 10\nquery_wait_timeout = 7\n{BASE}[databases.e]\nquery_timeout = 2\nclient_idle_timeout = 600\ntransaction_timeout = 60\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.client_login_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_millis(500));
+        let d = &cfg.databases["d"].pool;
+        assert_eq!(d.query_timeout, Duration::from_secs(30));
+        assert_eq!(d.idle_transaction_timeout, Duration::from_secs(10));
+        assert_eq!(d.acquire_timeout, Duration::from_secs(7));
+        let e = &cfg.databases["e"].pool;
+        assert_eq!(e.query_timeout, Duration::from_secs(2));
+        assert_eq!(e.client_idle_timeout, Duration::from_secs(600));
+        assert_eq!(e.transaction_timeout, Duration::from_secs(60));
+        assert_eq!(e.idle_transaction_timeout, Duration::from_secs(10));
+
+        let mut flags = Overrides::default();
+        flags.pool.query_wait_timeout = Some(3.0);
+        flags.pool.transaction_timeout = Some(1.0);
+        let cfg = Config::resolve(FileConfig::from_toml(BASE).unwrap(), flags).unwrap();
+        assert_eq!(
+            cfg.databases["d"].pool.acquire_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            cfg.databases["d"].pool.transaction_timeout,
+            Duration::from_secs(1)
+        );
+
+        let err = resolve_toml(&format!("[pool]\nquery_timeout = -1\n{BASE}")).unwrap_err();
+        assert!(err.to_string().contains("pool.query_timeout"), "{err}");
+        let err = resolve_toml(&format!("[pgvigil]\nshutdown_timeout = -1\n{BASE}")).unwrap_err();
+        assert!(err.to_string().contains("`shutdown_timeout`"), "{err}");
+    }
+
+    #[test]
+    fn query_wait_timeout_is_acquire_timeout_and_both_must_agree() {
+        let cfg = resolve_toml(&format!(
+            "[pool]\nacquire_timeout = 9\nquery_wait_timeout = 9\n{BASE}"
+        ))
+        .unwrap();
+        assert_eq!(cfg.pool_defaults.acquire_timeout, Duration::from_secs(9));
+        let err = resolve_toml(&format!(
+            "{BASE}[databases.e]\nacquire_timeout = 9\nquery_wait_timeout = 8\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("databases.e.query_wait_timeout"), "{err}");
+        assert!(err.contains("databases.e.acquire_timeout"), "{err}");
+    }
+
+    #[test]
+    fn passwords_come_from_exactly_one_of_password_env_and_file() {
+        std::env::set_var("PGVIGIL_TEST_PW_ENV", "from-env");
+        let file = temp_file("pw", "from-file\n");
+        let cfg = resolve_toml(&format!(
+            "[databases.d]\n[users.e]\npassword_env = \"PGVIGIL_TEST_PW_ENV\"\n[users.f]\npassword_file = \"{}\"\n",
+            file.display()
+        ))
+        .unwrap();
+        assert_eq!(cfg.users["e"].password.as_deref(), Some("from-env"));
+        assert_eq!(cfg.users["f"].password.as_deref(), Some("from-file"));
+
+        let err = resolve_toml(
+            "[databases.d]\n[users.e]\npassword = \"x\"\npassword_env = \"PGVIGIL_TEST_PW_ENV\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("users.e.password_env"), "{err}");
+        assert!(!err.contains("from-env"), "{err}");
+
+        let err = resolve_toml(
+            "[databases.d]\n[users.e]\npassword_env = \"PGVIGIL_TEST_PW_UNSET_VAR\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("users.e.password_env"), "{err}");
+        assert!(err.contains("PGVIGIL_TEST_PW_UNSET_VAR"), "{err}");
+
+        let err = resolve_toml("[databases.d]\n[users.f]\npassword_file = \"/nonexistent/pw\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("users.f.password_file"), "{err}");
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn scram_secrets_and_md5_hashes_are_recognised_as_pg_authid_stores_them() {
+        let scram = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$q4Kjp3vsc8zcZCF4F2sOVBxXjXVbnPDWJa9J6PdlWGo=:RlS9GlqN3/C7dmXqlhMqtq7rzSh5T6r5SGZNtYFVh3M=";
+        let cfg = resolve_toml(&format!(
+            "[databases.d]\n[users.s]\npassword = \"{scram}\"\n[users.m]\npassword = \"md5d41d8cd98f00b204e9800998ecf8427e\"\n[users.p]\npassword = \"md5 but plain\"\n"
+        ))
+        .unwrap();
+        let kind = |u: &str| cfg.users[u].password_kind().unwrap();
+        assert_eq!(kind("s"), PasswordKind::ScramSecret);
+        assert_eq!(kind("m"), PasswordKind::Md5Hash);
+        assert_eq!(kind("p"), PasswordKind::Plain);
+
+        let broken = "SCRAM-SHA-256$4096:c2FsdA==$short:keys";
+        let err = resolve_toml(&format!(
+            "[databases.d]\n[users.s]\npassword = \"{broken}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("users.s.password"), "{err}");
+        assert!(!err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn auth_user_must_be_a_user_pgvigil_can_log_in_as() {
+        let cfg = resolve_toml(&format!(
+            "[pgvigil]\nauth_user = \"u\"\n{BASE}[databases.e]\nauth_query = \"SELECT * FROM pgvigil.lookup($1)\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.auth_user.as_deref(), Some("u"));
+        assert_eq!(cfg.databases["d"].auth_user.as_deref(), Some("u"));
+        assert_eq!(cfg.databases["d"].auth_query, DEFAULT_AUTH_QUERY);
+        assert_eq!(
+            cfg.databases["e"].auth_query,
+            "SELECT * FROM pgvigil.lookup($1)"
+        );
+
+        let err = resolve_toml(&format!("[pgvigil]\nauth_user = \"nobody\"\n{BASE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`auth_user`") && err.contains("nobody"),
+            "{err}"
+        );
+        let err = resolve_toml(&format!(
+            "{BASE}[databases.e]\nauth_user = \"m\"\n[users.m]\npassword = \"md5d41d8cd98f00b204e9800998ecf8427e\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("databases.e.auth_user"), "{err}");
+        assert!(!err.contains("d41d8cd9"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret_of_any_kind() {
+        std::env::set_var("PGVIGIL_TEST_DEBUG_PW", "env-secret-1");
+        let file = temp_file("debug-pw", "file-secret-2\n");
+        let scram = "SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$q4Kjp3vsc8zcZCF4F2sOVBxXjXVbnPDWJa9J6PdlWGo=:RlS9GlqN3/C7dmXqlhMqtq7rzSh5T6r5SGZNtYFVh3M=";
+        let toml = format!(
+            "[pgvigil]\nadmin_token = \"token-secret-3\"\nauth_user = \"plain\"\n[databases.d]\n[users.plain]\npassword = \"plain-secret-4\"\n[users.scram]\npassword = \"{scram}\"\n[users.md5]\npassword = \"md5d41d8cd98f00b204e9800998ecf8427e\"\n[users.env]\npassword_env = \"PGVIGIL_TEST_DEBUG_PW\"\n[users.file]\npassword_file = \"{}\"\n",
+            file.display()
+        );
+        let file_config = FileConfig::from_toml(&toml).unwrap();
+        let cfg = Config::resolve(
+            file_config,
+            flags_with_upstream("postgres://up:url-secret-5@h/up"),
+        )
+        .unwrap();
+        std::fs::remove_file(file).unwrap();
+        assert_eq!(cfg.users.len(), 6);
+        let text = format!("{cfg:?}");
+        for secret in [
+            "env-secret-1",
+            "file-secret-2",
+            "token-secret-3",
+            "plain-secret-4",
+            "url-secret-5",
+            "q4Kjp3vsc8",
+            "d41d8cd98f",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_resolves_to_the_documented_defaults() {
+        let text = include_str!("../../../config/pgvigil.toml");
+        let cfg =
+            Config::resolve(FileConfig::from_toml(text).unwrap(), Overrides::default()).unwrap();
+        let defaults = Config::resolve(
+            FileConfig::default(),
+            flags_with_upstream("postgres://a:b@h/d"),
+        )
+        .unwrap();
+        assert_eq!(cfg.pool_defaults, defaults.pool_defaults);
+        assert_eq!(cfg.client_tls, defaults.client_tls);
+        assert_eq!(cfg.server_tls, defaults.server_tls);
+        assert_eq!(cfg.client_login_timeout, defaults.client_login_timeout);
+        assert_eq!(cfg.shutdown_timeout, defaults.shutdown_timeout);
     }
 }

@@ -23,6 +23,7 @@ mod server;
 mod shutdown;
 pub mod stats;
 mod transport;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -197,6 +198,9 @@ impl Shared {
         }
         if new.max_packet_size != old.max_packet_size {
             needs_restart("max_packet_size");
+        }
+        if new.server_require_auth != old.server_require_auth {
+            needs_restart("server_require_auth");
         }
         if new.insight != old.insight {
             needs_restart("insight settings");

@@ -102,6 +102,55 @@ struct Cli {
     /// Most fingerprints kept; the least used are evicted [default: 5000].
     #[arg(long, value_name = "N")]
     max_fingerprints: Option<usize>,
+    /// TLS towards clients: disable, allow, prefer, require, verify-ca or verify-full [default: disable].
+    #[arg(long, value_name = "MODE")]
+    client_tls_sslmode: Option<String>,
+    /// PEM certificate (chain) pgvigil presents to clients.
+    #[arg(long, value_name = "FILE")]
+    client_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --client-tls-cert-file.
+    #[arg(long, value_name = "FILE")]
+    client_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates client certificates must chain to (verify-ca, verify-full).
+    #[arg(long, value_name = "FILE")]
+    client_tls_ca_file: Option<PathBuf>,
+    /// TLS towards PostgreSQL: disable, allow, prefer, require, verify-ca or verify-full [default: prefer].
+    #[arg(long, value_name = "MODE")]
+    server_tls_sslmode: Option<String>,
+    /// PEM CA certificates the server's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    server_tls_ca_file: Option<PathBuf>,
+    /// Authentication methods accepted from PostgreSQL, as libpq's require_auth
+    /// (e.g. scram-sha-256,none or !password) [default: SCRAM only unless the leg is TLS].
+    #[arg(long, value_name = "METHODS")]
+    server_require_auth: Option<String>,
+    /// Seconds a statement may run before it is cancelled; 0 = off [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    query_timeout: Option<f64>,
+    /// Seconds a client may sit idle in a transaction before it is closed; 0 = off [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    idle_transaction_timeout: Option<f64>,
+    /// Seconds a client may sit idle before it is closed; 0 = off [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    client_idle_timeout: Option<f64>,
+    /// Seconds a transaction may stay open before its client is closed; 0 = off [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    transaction_timeout: Option<f64>,
+    /// PgBouncer's name for --acquire-timeout.
+    #[arg(long, value_name = "SECONDS")]
+    query_wait_timeout: Option<f64>,
+    /// Seconds a client has to finish logging in [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    client_login_timeout: Option<f64>,
+    /// Seconds SIGTERM waits for sessions to finish [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    shutdown_timeout: Option<f64>,
+    /// User pgvigil logs in as to look up passwords of users not in the config.
+    #[arg(long, value_name = "USER")]
+    auth_user: Option<String>,
+    /// Query returning (usename, passwd) for $1 [default: SELECT usename, passwd FROM pg_shadow WHERE usename = $1].
+    #[arg(long, value_name = "SQL")]
+    auth_query: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -132,6 +181,17 @@ impl Cli {
             max_packet_size: self.max_packet_size,
             log_format: self.log_format.clone(),
             worker_threads: self.worker_threads,
+            client_tls_sslmode: self.client_tls_sslmode.clone(),
+            client_tls_cert_file: self.client_tls_cert_file.clone(),
+            client_tls_key_file: self.client_tls_key_file.clone(),
+            client_tls_ca_file: self.client_tls_ca_file.clone(),
+            server_tls_sslmode: self.server_tls_sslmode.clone(),
+            server_tls_ca_file: self.server_tls_ca_file.clone(),
+            server_require_auth: self.server_require_auth.clone(),
+            client_login_timeout: self.client_login_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            auth_user: self.auth_user.clone(),
+            auth_query: self.auth_query.clone(),
             pool: PoolSection {
                 pool_mode: self.pool_mode.clone(),
                 pool_size: self.pool_size,
@@ -141,6 +201,11 @@ impl Cli {
                 server_lifetime: self.server_lifetime,
                 server_idle_timeout: self.server_idle_timeout,
                 server_check_delay: self.server_check_delay,
+                query_wait_timeout: self.query_wait_timeout,
+                query_timeout: self.query_timeout,
+                idle_transaction_timeout: self.idle_transaction_timeout,
+                client_idle_timeout: self.client_idle_timeout,
+                transaction_timeout: self.transaction_timeout,
                 ..PoolSection::default()
             },
             insight: InsightSection {

@@ -492,6 +492,12 @@ fn in_force(shared: &Shared) -> Config {
         pool_mode: c.pool_defaults.pool_mode,
         ..live.pool_defaults.clone()
     };
+    c.client_tls = live.client_tls.clone();
+    c.server_tls = live.server_tls.clone();
+    c.client_login_timeout = live.client_login_timeout;
+    c.shutdown_timeout = live.shutdown_timeout;
+    c.auth_user = live.auth_user.clone();
+    c.auth_query = live.auth_query.clone();
     c
 }
 
@@ -504,6 +510,11 @@ fn config(c: &Config) -> Table {
         ClientAuth::Trust => "trust",
         ClientAuth::Md5 => "md5",
         ClientAuth::ScramSha256 => "scram-sha-256",
+    };
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     };
     let rows: Vec<(&str, String, String, bool)> = vec![
         (
@@ -614,6 +625,103 @@ fn config(c: &Config) -> Table {
             "max_prepared_statements",
             p.max_prepared_statements.to_string(),
             defaults.max_prepared_statements.to_string(),
+            true,
+        ),
+        (
+            "query_wait_timeout",
+            secs(p.acquire_timeout),
+            secs(defaults.acquire_timeout),
+            true,
+        ),
+        (
+            "query_timeout",
+            secs(p.query_timeout),
+            secs(defaults.query_timeout),
+            true,
+        ),
+        (
+            "idle_transaction_timeout",
+            secs(p.idle_transaction_timeout),
+            secs(defaults.idle_transaction_timeout),
+            true,
+        ),
+        (
+            "client_idle_timeout",
+            secs(p.client_idle_timeout),
+            secs(defaults.client_idle_timeout),
+            true,
+        ),
+        (
+            "transaction_timeout",
+            secs(p.transaction_timeout),
+            secs(defaults.transaction_timeout),
+            true,
+        ),
+        (
+            "client_login_timeout",
+            secs(c.client_login_timeout),
+            "60".into(),
+            true,
+        ),
+        (
+            "shutdown_timeout",
+            secs(c.shutdown_timeout),
+            "10".into(),
+            true,
+        ),
+        // File paths only: the files' contents never appear here.
+        (
+            "client_tls_sslmode",
+            c.client_tls.sslmode.as_str().into(),
+            "disable".into(),
+            true,
+        ),
+        (
+            "client_tls_cert_file",
+            path(&c.client_tls.cert_file),
+            "".into(),
+            true,
+        ),
+        (
+            "client_tls_key_file",
+            path(&c.client_tls.key_file),
+            "".into(),
+            true,
+        ),
+        (
+            "client_tls_ca_file",
+            path(&c.client_tls.ca_file),
+            "".into(),
+            true,
+        ),
+        (
+            "server_tls_sslmode",
+            c.server_tls.sslmode.as_str().into(),
+            "prefer".into(),
+            true,
+        ),
+        (
+            "server_tls_ca_file",
+            path(&c.server_tls.ca_file),
+            "".into(),
+            true,
+        ),
+        (
+            "server_require_auth",
+            c.server_require_auth.to_setting(),
+            "".into(),
+            false,
+        ),
+        (
+            "auth_user",
+            c.auth_user.clone().unwrap_or_default(),
+            "".into(),
+            true,
+        ),
+        (
+            "auth_query",
+            c.auth_query.clone(),
+            pgvigil_config::DEFAULT_AUTH_QUERY.into(),
             true,
         ),
         (
