@@ -90,7 +90,7 @@ pub(crate) async fn reject_too_many(shared: Arc<Shared>, tcp: TcpStream, limit: 
         handshake::negotiate(&shared, Transport::Tcp(tcp), &mut buf),
     )
     .await;
-    if let Ok(Negotiated::Startup(mut transport, _) | Negotiated::Failed(Some(mut transport), _)) =
+    if let Ok(Negotiated::Startup(mut transport, ..) | Negotiated::Failed(Some(mut transport), _)) =
         negotiated
     {
         let message = format!(

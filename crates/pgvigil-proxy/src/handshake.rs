@@ -54,6 +54,15 @@ pub(crate) struct Authenticated {
     pub(crate) destination: Destination,
 }
 
+/// The encryption a client negotiated.
+#[derive(Clone, Default)]
+pub(crate) struct ClientEncryption {
+    /// `tls-server-end-point` data of the certificate this client saw,
+    /// for SCRAM-SHA-256-PLUS; None without TLS (or when the
+    /// certificate's signature names no usable hash).
+    pub(crate) channel_binding: Option<crate::tls::ChannelBindingHash>,
+}
+
 impl Authenticated {
     pub(crate) fn application_name(&self) -> &str {
         self.params.get("application_name").unwrap_or("")
@@ -83,7 +92,7 @@ pub(crate) async fn run(
         tokio::time::timeout_at(deadline, negotiate(shared, Transport::Tcp(tcp), &mut buf)).await;
     let (mut transport, params) = match negotiated {
         Err(_) => return Outcome::Done,
-        Ok(Negotiated::Startup(transport, params)) => (transport, params),
+        Ok(Negotiated::Startup(transport, params, _)) => (transport, params),
         Ok(Negotiated::Done) => return Outcome::Done,
         Ok(Negotiated::Failed(transport, e)) => return Outcome::Failed(transport, e),
     };
@@ -109,7 +118,7 @@ pub(crate) async fn run(
 
 /// How the pre-login exchange ended.
 pub(crate) enum Negotiated {
-    Startup(Transport, StartupParams),
+    Startup(Transport, StartupParams, ClientEncryption),
     Done,
     Failed(Option<Transport>, ProxyError),
 }
@@ -122,6 +131,35 @@ pub(crate) async fn negotiate(
     buf: &mut BytesMut,
 ) -> Negotiated {
     let mut transport = transport;
+    let mut encryption = ClientEncryption::default();
+    // PostgreSQL 17's direct TLS (`sslnegotiation=direct`): the connection
+    // opens with a TLS handshake record instead of a packet length.
+    if let (Transport::Tcp(tcp), Some((config, binding))) =
+        (&transport, shared.client_tls.current())
+    {
+        let mut first = [0u8; 1];
+        if matches!(tcp.peek(&mut first).await, Ok(1)) && first[0] == TLS_HANDSHAKE_RECORD {
+            let Transport::Tcp(tcp) = transport else {
+                return Negotiated::Done;
+            };
+            match accept_tls(tcp, config).await {
+                Ok(tls) => {
+                    if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
+                        return Negotiated::Failed(
+                            Some(Transport::TlsIn(Box::new(tls))),
+                            ProxyError::client(
+                                "08P01",
+                                "received direct SSL connection request without ALPN protocol negotiation extension",
+                            ),
+                        );
+                    }
+                    transport = Transport::TlsIn(Box::new(tls));
+                    encryption.channel_binding = usable(binding);
+                }
+                Err(e) => return tls_failed(e),
+            }
+        }
+    }
     loop {
         let packet = match read_initial_packet(&mut transport, buf).await {
             Ok(p) => p,
@@ -129,9 +167,41 @@ pub(crate) async fn negotiate(
             Err(e) => return Negotiated::Failed(Some(transport), e),
         };
         match packet {
-            // Encryption is offered only once, before the startup packet,
-            // and never inside TLS.
-            InitialPacket::SslRequest | InitialPacket::GssEncRequest => {
+            InitialPacket::SslRequest if transport.is_tls() => {
+                return Negotiated::Failed(
+                    Some(transport),
+                    ProxyError::client("08P01", "SSLRequest inside a TLS connection"),
+                );
+            }
+            InitialPacket::SslRequest => {
+                let Some((config, binding)) = shared.client_tls.current() else {
+                    if let Err(e) = transport.write_all(b"N").await {
+                        return Negotiated::Failed(None, ProxyError::ClientIo(e));
+                    }
+                    continue;
+                };
+                if let Err(e) = transport.write_all(b"S").await {
+                    return Negotiated::Failed(None, ProxyError::ClientIo(e));
+                }
+                // Bytes sent before the TLS handshake were not encrypted:
+                // someone in the middle may have put them there.
+                if !buf.is_empty() {
+                    return Negotiated::Failed(
+                        None,
+                        ProxyError::client("08P01", "received unencrypted data after SSL request"),
+                    );
+                }
+                let Transport::Tcp(tcp) = transport else {
+                    return Negotiated::Done;
+                };
+                match accept_tls(tcp, config).await {
+                    Ok(tls) => transport = Transport::TlsIn(Box::new(tls)),
+                    Err(e) => return tls_failed(e),
+                }
+                encryption.channel_binding = usable(binding);
+            }
+            // GSS encryption is not offered.
+            InitialPacket::GssEncRequest => {
                 if let Err(e) = transport.write_all(b"N").await {
                     return Negotiated::Failed(None, ProxyError::ClientIo(e));
                 }
@@ -162,9 +232,47 @@ pub(crate) async fn negotiate(
                     ),
                 );
             }
-            InitialPacket::Startup(params) => return Negotiated::Startup(transport, params),
+            InitialPacket::Startup(params) => {
+                if !transport.is_tls() && shared.client_tls.mode().requires_tls() {
+                    return Negotiated::Failed(
+                        Some(transport),
+                        ProxyError::client(
+                            "28000",
+                            format!(
+                                "TLS required: client_tls_sslmode = {}, and this connection is not encrypted",
+                                shared.client_tls.mode().as_str()
+                            ),
+                        ),
+                    );
+                }
+                return Negotiated::Startup(transport, params, encryption);
+            }
         }
     }
+}
+
+/// The first byte of a TLS handshake record (a ClientHello).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+async fn accept_tls(
+    tcp: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    tokio_rustls::TlsAcceptor::from(config).accept(tcp).await
+}
+
+/// A failed TLS handshake: rustls has already sent the client its alert,
+/// so only the log learns why (a client certificate from another CA,
+/// no shared protocol version...).
+fn tls_failed(e: std::io::Error) -> Negotiated {
+    Negotiated::Failed(
+        None,
+        ProxyError::client("08P01", format!("TLS handshake failed: {e}")),
+    )
+}
+
+fn usable(binding: crate::tls::ChannelBindingHash) -> Option<crate::tls::ChannelBindingHash> {
+    (!binding.is_empty()).then_some(binding)
 }
 
 /// Checks who the client is and where it may go. Returns (user,

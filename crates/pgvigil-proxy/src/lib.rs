@@ -22,8 +22,8 @@ pub mod scram;
 mod server;
 mod shutdown;
 pub mod stats;
-mod transport;
 mod tls;
+mod transport;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -99,13 +99,20 @@ pub(crate) struct Shared {
     /// The console's SHUTDOWN.
     pub(crate) shutdown: Notify,
     pub(crate) reloader: OnceLock<Reloader>,
+    /// The client leg's certificates (reloaded by RELOAD and SIGHUP).
+    pub(crate) client_tls: tls::ClientTls,
+    /// Each database's server-leg TLS, shared by its pools.
+    server_tls: HashMap<String, Arc<tls::ServerTls>>,
 }
 
 impl Shared {
-    fn new(config: Config) -> Shared {
+    fn new(config: Config) -> Result<Shared, tls::TlsError> {
         let registry = Arc::new(Registry::default());
         let mut pools = HashMap::new();
+        let mut server_tls = HashMap::new();
         for db in config.databases.values() {
+            let tls = Arc::new(tls::ServerTls::new(&db.server_tls)?);
+            server_tls.insert(db.name.clone(), tls.clone());
             for user in config.users.values() {
                 let target = ServerTarget {
                     host: db.host.clone(),
@@ -114,6 +121,7 @@ impl Shared {
                     user: user.name.clone(),
                     password: user.password.clone(),
                     connect_timeout: db.pool.server_connect_timeout,
+                    tls: tls.clone(),
                 };
                 pools.insert(
                     (db.name.clone(), user.name.clone()),
@@ -131,7 +139,9 @@ impl Shared {
             .insight
             .analytics
             .then(|| Arc::new(Insight::new(analysis::insight_config(&config.insight))));
-        Shared {
+        Ok(Shared {
+            client_tls: tls::ClientTls::new(&config.client_tls)?,
+            server_tls,
             access: RwLock::new(Arc::new(Access::from_config(&config))),
             live: RwLock::new(Arc::new(config.clone())),
             config,
@@ -143,7 +153,7 @@ impl Shared {
             started: Instant::now(),
             shutdown: Notify::new(),
             reloader: OnceLock::new(),
-        }
+        })
     }
 
     pub(crate) fn access(&self) -> Arc<Access> {
@@ -159,14 +169,12 @@ impl Shared {
 
     /// `client_login_timeout`, as RELOAD last set it.
     pub(crate) fn login_timeout(&self) -> std::time::Duration {
-        // TODO(merge): the setting.
-        std::time::Duration::from_secs(60)
+        self.live_config().client_login_timeout
     }
 
     /// `shutdown_timeout`.
     pub(crate) fn shutdown_timeout(&self) -> std::time::Duration {
-        // TODO(merge): the setting.
-        std::time::Duration::from_secs(10)
+        self.live_config().shutdown_timeout
     }
 
     /// `pgvigil` opens the console; so does `pgbouncer`, for tools written
@@ -237,6 +245,23 @@ impl Shared {
                 pool.set_settings(db.pool.clone());
                 if let Some(user) = new.users.get(&pool.user) {
                     pool.set_password(user.password.clone());
+                }
+            }
+        }
+        // Certificates and keys roll without dropping anyone: new
+        // handshakes use the new files, sessions keep theirs.
+        if let Err(e) = self.client_tls.reload(&new.client_tls) {
+            warnings.push(format!(
+                "client TLS not reloaded, the previous certificates stay: {e}"
+            ));
+        }
+        for db in new.databases.values() {
+            if let Some(tls) = self.server_tls.get(&db.name) {
+                if let Err(e) = tls.reload(&db.server_tls) {
+                    warnings.push(format!(
+                        "databases.{} server TLS not reloaded, the previous settings stay: {e}",
+                        db.name
+                    ));
                 }
             }
         }

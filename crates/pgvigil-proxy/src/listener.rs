@@ -27,7 +27,7 @@ impl Proxy {
     /// Binds the client listener; nothing is served until `run`.
     pub async fn bind(config: Config) -> io::Result<Proxy> {
         let listener = TcpListener::bind(config.listen).await?;
-        let mut shared = Shared::new(config);
+        let mut shared = Shared::new(config).map_err(io::Error::other)?;
         if let Some(insight) = &shared.insight {
             shared.lint = Some(analysis::start_lint_worker(insight.clone()));
         }

@@ -29,6 +29,8 @@ pub struct ServerTarget {
     pub user: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// The database's server-leg TLS (`server_tls_sslmode`).
+    pub(crate) tls: std::sync::Arc<crate::tls::ServerTls>,
 }
 
 impl ServerTarget {
@@ -88,6 +90,15 @@ impl ServerConn {
                 ))
             })?
             .map_err(|e| ProxyError::Connect(format!("{}: {e}", target.address())))?;
+        let stream = tokio::time::timeout(target.connect_timeout, start_tls(stream, target))
+            .await
+            .map_err(|_| {
+                ProxyError::Connect(format!(
+                    "{}: TLS negotiation timed out after {:?}",
+                    target.address(),
+                    target.connect_timeout
+                ))
+            })??;
         let now = MonoTime::now();
         let mut conn = ServerConn {
             id: ServerId(NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed)),
@@ -299,6 +310,54 @@ impl ServerConn {
             self.stream.write_all(&frontend::terminate()),
         )
         .await;
+    }
+}
+
+/// Asks for TLS as libpq does for `server_tls_sslmode` (`prefer`: if the
+/// server offers it; `require` and up: or give up). Unix sockets stay
+/// plain, as libpq keeps them.
+async fn start_tls(stream: Transport, target: &ServerTarget) -> Result<Transport, ProxyError> {
+    let Some(config) = target.tls.connector_config() else {
+        return Ok(stream);
+    };
+    if !crate::tls::server_leg_can_use_tls(&target.host) {
+        return Ok(stream);
+    }
+    let Transport::Tcp(mut tcp) = stream else {
+        return Ok(stream);
+    };
+    let mode = target.tls.mode();
+    let io = |e: io::Error| ProxyError::Connect(format!("{}: {e}", target.address()));
+    tcp.write_all(&frontend::ssl_request()).await.map_err(io)?;
+    // Exactly one byte: anything after the 'S' would be unencrypted data
+    // an attacker slipped in before the handshake.
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.map_err(io)?;
+    match answer[0] {
+        b'S' => {
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let tls = connector
+                .connect(crate::tls::server_name(&target.host), tcp)
+                .await
+                .map_err(|e| {
+                    ProxyError::Connect(format!(
+                        "{}: TLS handshake failed (server_tls_sslmode = {}): {e}",
+                        target.address(),
+                        mode.as_str()
+                    ))
+                })?;
+            Ok(Transport::TlsOut(Box::new(tls)))
+        }
+        b'N' if !mode.requires_tls() => Ok(Transport::Tcp(tcp)),
+        b'N' => Err(ProxyError::Connect(format!(
+            "{}: the server does not accept TLS, and server_tls_sslmode = {} requires it",
+            target.address(),
+            mode.as_str()
+        ))),
+        other => Err(ProxyError::Connect(format!(
+            "{}: unexpected answer {other:#04x} to SSLRequest",
+            target.address()
+        ))),
     }
 }
 

@@ -208,6 +208,14 @@ pub fn startup_message(params: &[(&str, &str)]) -> Bytes {
     buf.freeze()
 }
 
+/// SSLRequest: asks the server to switch to TLS before the startup packet.
+pub fn ssl_request() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&8i32.to_be_bytes());
+    b[4..].copy_from_slice(&crate::startup::SSL_REQUEST_CODE.to_be_bytes());
+    b
+}
+
 pub fn cancel_request(process_id: i32, secret_key: i32) -> Bytes {
     let mut buf = BytesMut::with_capacity(16);
     buf.put_u32(16);

@@ -30,9 +30,12 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 impl GuardSettings {
     pub(crate) fn of(settings: &PoolSettings) -> GuardSettings {
-        // TODO(merge): the pool settings' guard fields.
-        let _ = settings;
-        GuardSettings::default()
+        GuardSettings {
+            query_timeout: settings.query_timeout,
+            idle_transaction_timeout: settings.idle_transaction_timeout,
+            client_idle_timeout: settings.client_idle_timeout,
+            transaction_timeout: settings.transaction_timeout,
+        }
     }
 
     pub(crate) fn any(&self) -> bool {
