@@ -17,6 +17,7 @@ mod pool_stats;
 mod prepared;
 pub mod registry;
 pub mod scram;
+pub mod scram_client;
 mod server;
 mod server_stream;
 pub mod stats;
