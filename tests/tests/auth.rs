@@ -1,6 +1,7 @@
 //! Authentication: clients to pgvigil (trust, md5, SCRAM), pgvigil to
-//! PostgreSQL (SCRAM, md5, cleartext, trust), rejections with the right
-//! SQLSTATE, and no passwords in the logs.
+//! PostgreSQL (SCRAM and trust; md5 and cleartext refused without TLS by
+//! server_require_auth), rejections with the right SQLSTATE, and no
+//! passwords in the logs.
 
 use std::time::{Duration, Instant};
 
@@ -259,14 +260,59 @@ async fn upstream_scram_login_as_app() -> Result<()> {
     upstream_login("app", "secret", "md5").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_md5_login_as_md5user() -> Result<()> {
-    upstream_login("md5user", "md5pass", "scram-sha-256").await
+/// Logs in to pgvigil as `user`, whose pg_hba.conf line asks for `method`
+/// over plain TCP, and checks that pgvigil refused to answer it: the client
+/// hears why, the log says which setting to change, and neither shows the
+/// password.
+async fn upstream_method_refused(user: &str, password: &str, method: &str) -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .config_file(config_with_all_users(cluster, "scram-sha-256"))
+            .env("RUST_LOG", "debug")
+            .spawn()
+            .await?;
+        let err = match connect_config(&vigil.config(user, password, "appdb")).await {
+            Ok(_) => bail!("{user} logged in, but pgvigil should not answer {method} over TCP"),
+            Err(e) => e,
+        };
+        let message = err
+            .as_db_error()
+            .map(|db| db.message().to_string())
+            .with_context(|| format!("the refusal carried no error message: {err:?}"))?;
+        ensure!(
+            message.contains("server_require_auth") && message.contains(method),
+            "the client should learn that server_require_auth refused {method}: {message:?}"
+        );
+        // The refusal is the pool's, not the cluster's: other users go on.
+        select_one(&vigil.connect("app", "secret", "appdb").await?, "app after").await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = vigil.stderr();
+        let warning = log
+            .lines()
+            .find(|l| l.contains("WARN") && l.contains("server_require_auth"))
+            .with_context(|| format!("no warning names server_require_auth:\n{log}"))?;
+        let address = format!("127.0.0.1:{}", cluster.port());
+        ensure!(
+            warning.contains(method) && warning.contains(&address),
+            "the warning should name the method {method} and the server {address}: {warning}"
+        );
+        if let Some(line) = log.lines().find(|l| l.contains(password)) {
+            bail!("the password appears in pgvigil's log: {line}");
+        }
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_cleartext_login_as_plainuser() -> Result<()> {
-    upstream_login("plainuser", "plainpass", "md5").await
+async fn upstream_md5_request_over_plain_tcp_is_refused_by_default() -> Result<()> {
+    upstream_method_refused("md5user", "md5pass", "md5").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_cleartext_request_over_plain_tcp_is_refused_by_default() -> Result<()> {
+    upstream_method_refused("plainuser", "plainpass", "password").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod scram;
 pub mod scram_client;
 mod server;
+pub mod server_auth;
 mod server_stream;
 pub mod stats;
 
@@ -39,7 +40,7 @@ pub use pool_stats::PoolTotals;
 use cancel::CancelRegistry;
 use client::Account;
 use registry::Registry;
-use scram::ScramVerifier;
+use scram::StoredPassword;
 use server::ServerTarget;
 
 /// Produces the configuration RELOAD should apply (the binary re-reads
@@ -61,7 +62,9 @@ impl Access {
         let account = |password: Option<&str>| {
             Arc::new(Account {
                 password: password.map(str::to_string),
-                scram: password.map(ScramVerifier::from_password),
+                // A configured SCRAM secret checks clients as it is; an md5
+                // hash cannot, and leaves the user without SCRAM.
+                scram: password.and_then(|p| StoredPassword::parse(p).scram_verifier().ok()),
             })
         };
         Access {
@@ -108,7 +111,9 @@ impl Shared {
                     port: db.port,
                     dbname: db.dbname.clone(),
                     user: user.name.clone(),
-                    password: user.password.clone(),
+                    credential: server_auth::Credential::from_config(user.password.as_deref()),
+                    require_auth: server_auth::RequireAuth::default(),
+                    tls: false,
                     connect_timeout: db.pool.server_connect_timeout,
                 };
                 pools.insert(
@@ -217,7 +222,9 @@ impl Shared {
             for pool in self.pools.values().filter(|p| p.database == db.name) {
                 pool.set_settings(db.pool.clone());
                 if let Some(user) = new.users.get(&pool.user) {
-                    pool.set_password(user.password.clone());
+                    pool.set_credential(server_auth::Credential::from_config(
+                        user.password.as_deref(),
+                    ));
                 }
             }
         }
