@@ -396,3 +396,47 @@ async fn client_auth_scram_asks_for_scram_and_checks_it() -> Result<()> {
     })
     .await
 }
+
+/// A user configured with pg_authid's SCRAM secret instead of its password:
+/// clients log in with the password, and pgvigil logs in to PostgreSQL with
+/// the keys their proofs reveal (as PgBouncer does), never knowing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the client handshake to pass finish_with_keys' keys to ServerPool::offer_scram_keys"]
+async fn scram_secret_in_the_config_logs_in_to_postgresql_without_the_password() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let secret = cluster
+            .psql_admin(
+                "postgres",
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+            )?
+            .trim()
+            .to_string();
+        ensure!(
+            secret.starts_with("SCRAM-SHA-256$"),
+            "app's secret: {secret:?}"
+        );
+        let config = config_with_all_users(cluster, "scram-sha-256")
+            .replace("password = \"secret\"", &format!("password = \"{secret}\""));
+        let vigil = Pgvigil::builder(cluster)
+            .config_file(config)
+            .env("RUST_LOG", "debug")
+            .spawn()
+            .await?;
+        let client = vigil.connect("app", "secret", "appdb").await?;
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .context("query as app")?
+            .get(0);
+        ensure!(user == "app", "ran as {user:?}");
+        let code = rejected(&vigil, "app", "not-the-password", "appdb").await?;
+        ensure!(code == "28P01", "wrong password gave {code}");
+        let keys = secret.rsplit('$').next().unwrap_or_default();
+        if let Some(line) = vigil.stderr().lines().find(|l| l.contains(keys)) {
+            bail!("the SCRAM secret appears in pgvigil's log: {line}");
+        }
+        Ok(())
+    })
+    .await
+}
