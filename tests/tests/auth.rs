@@ -440,3 +440,39 @@ async fn scram_secret_in_the_config_logs_in_to_postgresql_without_the_password()
     })
     .await
 }
+
+/// A configured md5 hash or SCRAM secret is not a password: a client that
+/// sends the hash text itself is turned away, whatever the method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_hash_does_not_work_as_a_password() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let stored = |role: &str| -> Result<String> {
+            Ok(cluster
+                .psql_admin(
+                    "postgres",
+                    &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"),
+                )?
+                .trim()
+                .to_string())
+        };
+        let scram = stored("app")?;
+        let md5 = stored("md5user")?;
+        ensure!(scram.starts_with("SCRAM-SHA-256$") && md5.starts_with("md5"));
+        for client_auth in ["md5", "scram-sha-256"] {
+            let config = config_with_all_users(cluster, client_auth)
+                .replace("password = \"secret\"", &format!("password = \"{scram}\""))
+                .replace("password = \"md5pass\"", &format!("password = \"{md5}\""));
+            let vigil = Pgvigil::builder(cluster).config_file(config).spawn().await?;
+            for (user, hash) in [("app", &scram), ("md5user", &md5)] {
+                let code = rejected(&vigil, user, hash, "appdb").await?;
+                ensure!(
+                    code == "28P01",
+                    "client_auth {client_auth}: {user} sending its stored hash gave {code}, expected 28P01"
+                );
+            }
+        }
+        Ok(())
+    })
+    .await
+}

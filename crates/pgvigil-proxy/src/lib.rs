@@ -60,11 +60,17 @@ pub(crate) struct Access {
 impl Access {
     fn from_config(config: &Config) -> Access {
         let account = |password: Option<&str>| {
+            let stored = password.map(StoredPassword::parse);
             Arc::new(Account {
-                password: password.map(str::to_string),
+                // Only a plaintext password may be compared as one: a hash
+                // typed in by a client must not pass for the password.
+                password: match &stored {
+                    Some(StoredPassword::Plain(p)) => Some(p.clone()),
+                    _ => None,
+                },
                 // A configured SCRAM secret checks clients as it is; an md5
                 // hash cannot, and leaves the user without SCRAM.
-                scram: password.and_then(|p| StoredPassword::parse(p).scram_verifier().ok()),
+                scram: stored.and_then(|s| s.scram_verifier().ok()),
             })
         };
         Access {
