@@ -196,8 +196,20 @@ impl ServerPool {
     }
 
     /// RELOAD: the next server connection logs in with this credential.
+    /// Keys learnt for a SCRAM secret that RELOAD leaves unchanged are
+    /// kept: dropping them would stop new server logins until the next
+    /// client's SCRAM login.
     pub(crate) fn set_credential(&self, credential: Credential) {
-        self.lock().credential = credential;
+        let mut state = self.lock();
+        if let (Credential::ScramSecret(secret), Credential::ScramKeys(keys)) =
+            (&credential, &state.credential)
+        {
+            if let Some(kept) = secret.keys_for(keys.client_key) {
+                state.credential = Credential::ScramKeys(kept);
+                return;
+            }
+        }
+        state.credential = credential;
     }
 
     /// A client logged in with SCRAM against the configured secret: its
@@ -841,7 +853,7 @@ mod credential_tests {
     }
 
     #[test]
-    fn a_scram_secret_pool_learns_keys_only_for_its_own_secret() {
+    fn a_scram_secret_pool_learns_keys_only_for_its_own_secret_and_keeps_them_across_reload() {
         let text = postgres_protocol::password::scram_sha_256(b"pw");
         let secret = ScramVerifier::parse(&text).unwrap();
         let pool = pool_with(Credential::from_config(Some(&text)));
@@ -853,7 +865,22 @@ mod credential_tests {
         ));
         let keys = keys_of(&secret, "pw");
         assert!(pool.offer_scram_keys(&keys));
-        assert_eq!(pool.login_target().credential, Credential::ScramKeys(keys));
+        assert_eq!(
+            pool.login_target().credential,
+            Credential::ScramKeys(keys.clone())
+        );
+        // RELOAD with the same secret keeps them; with another drops them.
+        pool.set_credential(Credential::from_config(Some(&text)));
+        assert_eq!(
+            pool.login_target().credential,
+            Credential::ScramKeys(keys.clone())
+        );
+        let rotated = postgres_protocol::password::scram_sha_256(b"new");
+        pool.set_credential(Credential::from_config(Some(&rotated)));
+        assert!(matches!(
+            pool.login_target().credential,
+            Credential::ScramSecret(_)
+        ));
         // A plaintext pool has no use for them.
         let plain = pool_with(Credential::Plain("pw".into()));
         assert!(!plain.offer_scram_keys(&keys_of(&secret, "pw")));
