@@ -366,20 +366,26 @@ fn check_policy(target: &ServerTarget, method: AuthMethod) -> Result<(), ProxyEr
         return Ok(());
     }
     let allowed = target.require_auth.describe(target.tls);
-    let leg = if target.tls { "TLS" } else { "unencrypted" };
+    let leg = if target.tls {
+        "a TLS"
+    } else {
+        "an unencrypted"
+    };
+    let request = match method {
+        AuthMethod::None => "lets pgvigil in without authentication".to_string(),
+        m => format!("asks for {} authentication", m.name()),
+    };
     tracing::warn!(
         server = %target.address(),
         user = %target.user,
         method = method.name(),
-        "PostgreSQL asks for {} authentication over an {leg} connection, which \
-         server_require_auth ({allowed}) does not allow; nothing was sent. Change \
-         server_require_auth, use TLS to the server, or switch pg_hba.conf to scram-sha-256",
-        method.name(),
+        "PostgreSQL {request} over {leg} connection, which server_require_auth \
+         ({allowed}) does not allow; nothing was sent. Change server_require_auth, \
+         use TLS to the server, or switch pg_hba.conf to scram-sha-256",
     );
     Err(login_error(&format!(
-        "pgvigil refused PostgreSQL's request for {} authentication over an {leg} connection \
-         (server_require_auth: {allowed})",
-        method.name()
+        "pgvigil refused to log in: PostgreSQL {request} over {leg} connection \
+         (server_require_auth: {allowed})"
     )))
 }
 

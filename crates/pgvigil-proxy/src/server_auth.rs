@@ -548,6 +548,6 @@ mod login_tests {
         assert_eq!(outcome, Ok(()));
         let scram_only = RequireAuth::parse("scram-sha-256").unwrap();
         let (outcome, _) = login(Ask::Trust, plain(), scram_only, false).await;
-        assert!(outcome.unwrap_err().contains("none"));
+        assert!(outcome.unwrap_err().contains("without authentication"));
     }
 }
