@@ -76,8 +76,18 @@ impl RawConn {
 
     /// Sends a protocol 3.0 StartupMessage with the given parameters.
     pub async fn send_startup(&mut self, params: &[(&str, &str)]) -> Result<()> {
+        self.send_startup_version(196608, params).await
+    }
+
+    /// A StartupMessage asking for protocol `version` (major << 16 | minor),
+    /// as newer clients send for 3.2.
+    pub async fn send_startup_version(
+        &mut self,
+        version: i32,
+        params: &[(&str, &str)],
+    ) -> Result<()> {
         let mut body = BytesMut::new();
-        body.put_i32(196608);
+        body.put_i32(version);
         for (k, v) in params {
             body.put_slice(k.as_bytes());
             body.put_u8(0);

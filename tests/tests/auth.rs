@@ -1,6 +1,7 @@
 //! Authentication: clients to pgvigil (trust, md5, SCRAM), pgvigil to
-//! PostgreSQL (SCRAM, md5, cleartext, trust), rejections with the right
-//! SQLSTATE, and no passwords in the logs.
+//! PostgreSQL (SCRAM and trust; md5 and cleartext refused without TLS by
+//! server_require_auth), rejections with the right SQLSTATE, and no
+//! passwords in the logs.
 
 use std::time::{Duration, Instant};
 
@@ -259,14 +260,59 @@ async fn upstream_scram_login_as_app() -> Result<()> {
     upstream_login("app", "secret", "md5").await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_md5_login_as_md5user() -> Result<()> {
-    upstream_login("md5user", "md5pass", "scram-sha-256").await
+/// Logs in to pgvigil as `user`, whose pg_hba.conf line asks for `method`
+/// over plain TCP, and checks that pgvigil refused to answer it: the client
+/// hears why, the log says which setting to change, and neither shows the
+/// password.
+async fn upstream_method_refused(user: &str, password: &str, method: &str) -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .config_file(config_with_all_users(cluster, "scram-sha-256"))
+            .env("RUST_LOG", "debug")
+            .spawn()
+            .await?;
+        let err = match connect_config(&vigil.config(user, password, "appdb")).await {
+            Ok(_) => bail!("{user} logged in, but pgvigil should not answer {method} over TCP"),
+            Err(e) => e,
+        };
+        let message = err
+            .as_db_error()
+            .map(|db| db.message().to_string())
+            .with_context(|| format!("the refusal carried no error message: {err:?}"))?;
+        ensure!(
+            message.contains("server_require_auth") && message.contains(method),
+            "the client should learn that server_require_auth refused {method}: {message:?}"
+        );
+        // The refusal is the pool's, not the cluster's: other users go on.
+        select_one(&vigil.connect("app", "secret", "appdb").await?, "app after").await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = vigil.stderr();
+        let warning = log
+            .lines()
+            .find(|l| l.contains("WARN") && l.contains("server_require_auth"))
+            .with_context(|| format!("no warning names server_require_auth:\n{log}"))?;
+        let address = format!("127.0.0.1:{}", cluster.port());
+        ensure!(
+            warning.contains(method) && warning.contains(&address),
+            "the warning should name the method {method} and the server {address}: {warning}"
+        );
+        if let Some(line) = log.lines().find(|l| l.contains(password)) {
+            bail!("the password appears in pgvigil's log: {line}");
+        }
+        Ok(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_cleartext_login_as_plainuser() -> Result<()> {
-    upstream_login("plainuser", "plainpass", "md5").await
+async fn upstream_md5_request_over_plain_tcp_is_refused_by_default() -> Result<()> {
+    upstream_method_refused("md5user", "md5pass", "md5").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_cleartext_request_over_plain_tcp_is_refused_by_default() -> Result<()> {
+    upstream_method_refused("plainuser", "plainpass", "password").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,6 +392,86 @@ async fn client_auth_scram_asks_for_scram_and_checks_it() -> Result<()> {
             code == "28P01",
             "wrong password gave {code}, expected 28P01"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// A user configured with pg_authid's SCRAM secret instead of its password:
+/// clients log in with the password, and pgvigil logs in to PostgreSQL with
+/// the keys their proofs reveal (as PgBouncer does), never knowing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the client handshake to pass finish_with_keys' keys to ServerPool::offer_scram_keys"]
+async fn scram_secret_in_the_config_logs_in_to_postgresql_without_the_password() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let secret = cluster
+            .psql_admin(
+                "postgres",
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+            )?
+            .trim()
+            .to_string();
+        ensure!(
+            secret.starts_with("SCRAM-SHA-256$"),
+            "app's secret: {secret:?}"
+        );
+        let config = config_with_all_users(cluster, "scram-sha-256")
+            .replace("password = \"secret\"", &format!("password = \"{secret}\""));
+        let vigil = Pgvigil::builder(cluster)
+            .config_file(config)
+            .env("RUST_LOG", "debug")
+            .spawn()
+            .await?;
+        let client = vigil.connect("app", "secret", "appdb").await?;
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .context("query as app")?
+            .get(0);
+        ensure!(user == "app", "ran as {user:?}");
+        let code = rejected(&vigil, "app", "not-the-password", "appdb").await?;
+        ensure!(code == "28P01", "wrong password gave {code}");
+        let keys = secret.rsplit('$').next().unwrap_or_default();
+        if let Some(line) = vigil.stderr().lines().find(|l| l.contains(keys)) {
+            bail!("the SCRAM secret appears in pgvigil's log: {line}");
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A configured md5 hash or SCRAM secret is not a password: a client that
+/// sends the hash text itself is turned away, whatever the method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_hash_does_not_work_as_a_password() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let stored = |role: &str| -> Result<String> {
+            Ok(cluster
+                .psql_admin(
+                    "postgres",
+                    &format!("SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"),
+                )?
+                .trim()
+                .to_string())
+        };
+        let scram = stored("app")?;
+        let md5 = stored("md5user")?;
+        ensure!(scram.starts_with("SCRAM-SHA-256$") && md5.starts_with("md5"));
+        for client_auth in ["md5", "scram-sha-256"] {
+            let config = config_with_all_users(cluster, client_auth)
+                .replace("password = \"secret\"", &format!("password = \"{scram}\""))
+                .replace("password = \"md5pass\"", &format!("password = \"{md5}\""));
+            let vigil = Pgvigil::builder(cluster).config_file(config).spawn().await?;
+            for (user, hash) in [("app", &scram), ("md5user", &md5)] {
+                let code = rejected(&vigil, user, hash, "appdb").await?;
+                ensure!(
+                    code == "28P01",
+                    "client_auth {client_auth}: {user} sending its stored hash gave {code}, expected 28P01"
+                );
+            }
+        }
         Ok(())
     })
     .await

@@ -1387,8 +1387,8 @@ dbname = "appdb"
 [users.app]
 password = "secret"
 
-[users.md5user]
-password = "md5pass"
+[users.trustuser]
+password = "trustpass"
 "#,
                 port = cluster.port()
             ))
@@ -1396,13 +1396,13 @@ password = "md5pass"
             .await?;
         let admin = console(&vigil, ADMIN).await?;
         let app = vigil.connect(APP_USER, "secret", APP_DB).await?;
-        let md5 = vigil.connect("md5user", "md5pass", APP_DB).await?;
-        let other = vigil.connect("md5user", "md5pass", APP_DB).await?;
+        let md5 = vigil.connect("trustuser", "trustpass", APP_DB).await?;
+        let other = vigil.connect("trustuser", "trustpass", APP_DB).await?;
         for i in 0..3 {
             scalar(&app, &format!("SELECT {i}")).await?;
             scalar(&md5, &format!("SELECT {i}")).await?;
         }
-        ensure!(scalar(&other, "SELECT current_user::text").await? == "md5user");
+        ensure!(scalar(&other, "SELECT current_user::text").await? == "trustuser");
         let stats = poll_show(&admin, "SHOW STATS", "7 queries of two users", |t| {
             Ok(t.where_eq("database", APP_DB)
                 .first()
@@ -1427,8 +1427,8 @@ password = "md5pass"
         ensure!(
             rows.len() == 2
                 && by_user(APP_USER).is_some_and(|r| r.int("cl_active").is_ok_and(|n| n == 1))
-                && by_user("md5user").is_some_and(|r| r.int("cl_active").is_ok_and(|n| n == 2)),
-            "SHOW POOLS: expected one row per (appdb, user): app with cl_active 1, md5user with \
+                && by_user("trustuser").is_some_and(|r| r.int("cl_active").is_ok_and(|n| n == 2)),
+            "SHOW POOLS: expected one row per (appdb, user): app with cl_active 1, trustuser with \
              cl_active 2:\n{pools}"
         );
         Ok(())

@@ -19,7 +19,9 @@ mod pool_stats;
 mod prepared;
 pub mod registry;
 pub mod scram;
+pub mod scram_client;
 mod server;
+pub mod server_auth;
 mod shutdown;
 pub mod stats;
 mod tls;
@@ -43,7 +45,7 @@ pub use shutdown::{draining, Shutdown};
 use cancel::CancelRegistry;
 use handshake::Account;
 use registry::Registry;
-use scram::ScramVerifier;
+use scram::StoredPassword;
 use server::ServerTarget;
 
 /// Produces the configuration RELOAD should apply (the binary re-reads
@@ -63,9 +65,17 @@ pub(crate) struct Access {
 impl Access {
     fn from_config(config: &Config) -> Access {
         let account = |password: Option<&str>| {
+            let stored = password.map(StoredPassword::parse);
             Arc::new(Account {
-                password: password.map(str::to_string),
-                scram: password.map(ScramVerifier::from_password),
+                // Only a plaintext password may be compared as one: a hash
+                // typed in by a client must not pass for the password.
+                password: match &stored {
+                    Some(StoredPassword::Plain(p)) => Some(p.clone()),
+                    _ => None,
+                },
+                // A configured SCRAM secret checks clients as it is; an md5
+                // hash cannot, and leaves the user without SCRAM.
+                scram: stored.and_then(|s| s.scram_verifier().ok()),
             })
         };
         Access {
@@ -77,6 +87,32 @@ impl Access {
             admin_users: config.admin_users.iter().cloned().collect(),
             stats_users: config.stats_users.iter().cloned().collect(),
             token: config.admin_token.as_ref().map(|t| account(Some(&t.0))),
+        }
+    }
+}
+
+/// `server_require_auth` as the server login applies it.
+fn require_auth(setting: &pgvigil_config::ServerRequireAuth) -> server_auth::RequireAuth {
+    use pgvigil_config::{ServerAuthMethod as S, ServerRequireAuth as R};
+    use server_auth::AuthMethod as A;
+    let method = |m: &S| match m {
+        S::Password => A::Password,
+        S::Md5 => A::Md5,
+        S::ScramSha256 => A::ScramSha256,
+        S::None => A::None,
+    };
+    match setting {
+        R::Default => server_auth::RequireAuth::default(),
+        R::Only(list) => {
+            server_auth::RequireAuth::only(&list.iter().map(method).collect::<Vec<_>>())
+        }
+        R::Except(list) => {
+            let refused: Vec<A> = list.iter().map(method).collect();
+            let allowed: Vec<A> = [A::None, A::Password, A::Md5, A::ScramSha256]
+                .into_iter()
+                .filter(|m| !refused.contains(m))
+                .collect();
+            server_auth::RequireAuth::only(&allowed)
         }
     }
 }
@@ -119,7 +155,8 @@ impl Shared {
                     port: db.port,
                     dbname: db.dbname.clone(),
                     user: user.name.clone(),
-                    password: user.password.clone(),
+                    credential: server_auth::Credential::from_config(user.password.as_deref()),
+                    require_auth: require_auth(&config.server_require_auth),
                     connect_timeout: db.pool.server_connect_timeout,
                     tls: tls.clone(),
                 };
@@ -244,7 +281,9 @@ impl Shared {
             for pool in self.pools.values().filter(|p| p.database == db.name) {
                 pool.set_settings(db.pool.clone());
                 if let Some(user) = new.users.get(&pool.user) {
-                    pool.set_password(user.password.clone());
+                    pool.set_credential(server_auth::Credential::from_config(
+                        user.password.as_deref(),
+                    ));
                 }
             }
         }

@@ -19,7 +19,9 @@ use crate::error::ProxyError;
 use crate::pool_stats::{PoolTally, PoolTotals};
 use crate::prepared::StatementId;
 use crate::registry::{unix_us, ClientEntry, NewServer, Registry};
+use crate::scram::ScramKeys;
 use crate::server::{ServerConn, ServerTarget};
+use crate::server_auth::Credential;
 use crate::stats::WaitHistogram;
 
 /// What a waiting client is handed when capacity frees up.
@@ -81,9 +83,9 @@ struct PoolState {
     settings: PoolSettings,
     /// PAUSE: no server connection is handed out until RESUME.
     paused: bool,
-    /// The password new server connections log in with; RELOAD may
-    /// change it (rotated in PostgreSQL and in the config together).
-    password: Option<String>,
+    /// What new server connections log in with; RELOAD may change it
+    /// (rotated in PostgreSQL and in the config together).
+    credential: Credential,
 }
 
 /// Counters the admin surface reads; plain atomics, off the lock.
@@ -148,7 +150,7 @@ impl ServerPool {
         target: ServerTarget,
         registry: Arc<Registry>,
     ) -> Arc<ServerPool> {
-        let password = target.password.clone();
+        let credential = target.credential.clone();
         Arc::new(ServerPool {
             database,
             user,
@@ -158,7 +160,7 @@ impl ServerPool {
                 idle: Vec::new(),
                 total: 0,
                 waiters: VecDeque::new(),
-                password,
+                credential,
                 settings,
                 paused: false,
             }),
@@ -193,15 +195,45 @@ impl ServerPool {
         self.hand_out_free_capacity();
     }
 
-    /// RELOAD: the next server connection logs in with this password.
-    pub(crate) fn set_password(&self, password: Option<String>) {
-        self.lock().password = password;
+    /// RELOAD: the next server connection logs in with this credential.
+    /// Keys learnt for a SCRAM secret that RELOAD leaves unchanged are
+    /// kept: dropping them would stop new server logins until the next
+    /// client's SCRAM login.
+    pub(crate) fn set_credential(&self, credential: Credential) {
+        let mut state = self.lock();
+        if let (Credential::ScramSecret(secret), Credential::ScramKeys(keys)) =
+            (&credential, &state.credential)
+        {
+            if let Some(kept) = secret.keys_for(keys.client_key) {
+                state.credential = Credential::ScramKeys(kept);
+                return;
+            }
+        }
+        state.credential = credential;
     }
 
-    /// Where new connections go, with the password in force now.
+    /// A client logged in with SCRAM against the configured secret: its
+    /// keys let the pool log in to PostgreSQL too. Keys for another
+    /// secret (RELOAD raced the login) are ignored; returns whether they
+    /// were taken.
+    pub fn offer_scram_keys(&self, keys: &ScramKeys) -> bool {
+        let mut state = self.lock();
+        let Credential::ScramSecret(secret) = &state.credential else {
+            return false;
+        };
+        match secret.keys_for(keys.client_key) {
+            Some(keys) => {
+                state.credential = Credential::ScramKeys(keys);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Where new connections go, with the credential in force now.
     fn login_target(&self) -> ServerTarget {
         ServerTarget {
-            password: self.lock().password.clone(),
+            credential: self.lock().credential.clone(),
             ..self.target.clone()
         }
     }
@@ -783,5 +815,74 @@ impl Drop for PooledServer {
                 self.pool.discard(conn);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use crate::scram::{ScramExchange, ScramVerifier};
+    use crate::server_auth::RequireAuth;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+    fn pool_with(credential: Credential) -> Arc<ServerPool> {
+        let target = ServerTarget {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            dbname: "db".into(),
+            user: "app".into(),
+            credential,
+            require_auth: RequireAuth::default(),
+            tls: false,
+            connect_timeout: std::time::Duration::from_secs(1),
+        };
+        ServerPool::new(
+            "db".into(),
+            "app".into(),
+            PoolSettings::default(),
+            target,
+            Arc::default(),
+        )
+    }
+
+    fn keys_of(secret: &ScramVerifier, password: &str) -> ScramKeys {
+        let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        let (exchange, first) = ScramExchange::start(secret, client.message(), b"n").unwrap();
+        client.update(first.as_bytes()).unwrap();
+        exchange.finish_with_keys(client.message()).unwrap().1
+    }
+
+    #[test]
+    fn a_scram_secret_pool_learns_keys_only_for_its_own_secret_and_keeps_them_across_reload() {
+        let text = postgres_protocol::password::scram_sha_256(b"pw");
+        let secret = ScramVerifier::parse(&text).unwrap();
+        let pool = pool_with(Credential::from_config(Some(&text)));
+        let other = ScramVerifier::from_password("pw");
+        assert!(!pool.offer_scram_keys(&keys_of(&other, "pw")));
+        assert!(matches!(
+            pool.login_target().credential,
+            Credential::ScramSecret(_)
+        ));
+        let keys = keys_of(&secret, "pw");
+        assert!(pool.offer_scram_keys(&keys));
+        assert_eq!(
+            pool.login_target().credential,
+            Credential::ScramKeys(keys.clone())
+        );
+        // RELOAD with the same secret keeps them; with another drops them.
+        pool.set_credential(Credential::from_config(Some(&text)));
+        assert_eq!(
+            pool.login_target().credential,
+            Credential::ScramKeys(keys.clone())
+        );
+        let rotated = postgres_protocol::password::scram_sha_256(b"new");
+        pool.set_credential(Credential::from_config(Some(&rotated)));
+        assert!(matches!(
+            pool.login_target().credential,
+            Credential::ScramSecret(_)
+        ));
+        // A plaintext pool has no use for them.
+        let plain = pool_with(Credential::Plain("pw".into()));
+        assert!(!plain.offer_scram_keys(&keys_of(&secret, "pw")));
     }
 }

@@ -18,6 +18,9 @@ use crate::clock::MonoTime;
 use crate::error::ProxyError;
 use crate::ids::{BackendKey, ServerId};
 use crate::prepared::ServerStatements;
+use crate::scram::ScramError;
+use crate::scram_client::{ClientChannelBinding, ScramKeysClient};
+use crate::server_auth::{AuthMethod, Credential, RequireAuth};
 use crate::transport::Transport;
 
 /// Where and as whom a pool's server connections log in.
@@ -27,7 +30,9 @@ pub struct ServerTarget {
     pub port: u16,
     pub dbname: String,
     pub user: String,
-    pub password: Option<String>,
+    pub credential: Credential,
+    /// Which of PostgreSQL's authentication requests pgvigil answers.
+    pub require_auth: RequireAuth,
     pub connect_timeout: Duration,
     /// The database's server-leg TLS (`server_tls_sslmode`).
     pub(crate) tls: std::sync::Arc<crate::tls::ServerTls>,
@@ -125,59 +130,104 @@ impl ServerConn {
     }
 
     async fn login(&mut self, target: &ServerTarget) -> Result<(), ProxyError> {
+        let end_point = self.stream.peer_end_point();
+        self.login_with(target, end_point.as_deref()).await
+    }
+
+    /// Logs in as `target.user`. `tls_end_point` is the hash of the
+    /// server's certificate (RFC 5929 tls-server-end-point) when the leg
+    /// is TLS: with it, SCRAM is bound to this connection if the server
+    /// offers SCRAM-SHA-256-PLUS.
+    pub(crate) async fn login_with(
+        &mut self,
+        target: &ServerTarget,
+        tls_end_point: Option<&[u8]>,
+    ) -> Result<(), ProxyError> {
         let startup = frontend::startup_message(&[
             ("user", target.user.as_str()),
             ("database", target.dbname.as_str()),
         ]);
         self.send(&startup).await?;
-        let password = target.password.as_deref().unwrap_or("");
-        let mut scram: Option<ScramSha256> = None;
+        // Nothing sent on a TLS leg or a Unix socket can be read on the
+        // way: the default policy answers any method there.
+        let secure_leg = self.stream.is_secure();
+        let mut scram: Option<ServerScram> = None;
+        // Whether PostgreSQL asked for anything before AuthenticationOk.
+        let mut challenged = false;
         loop {
             let frame = self.read_frame().await?;
             match frame[0] {
                 be::AUTHENTICATION => match backend::auth_request(&frame)? {
-                    AuthRequest::Ok => {}
+                    AuthRequest::Ok => {
+                        if !challenged {
+                            check_policy(target, secure_leg, AuthMethod::None)?;
+                        }
+                        if scram.as_ref().is_some_and(|s| !s.verified) {
+                            // libpq too: a server that skips SCRAM's last
+                            // step never proved it knows the secret.
+                            return Err(login_error(
+                                "server ended SCRAM authentication without proving it knows the secret",
+                            ));
+                        }
+                    }
                     AuthRequest::Cleartext => {
+                        challenged = true;
+                        check_policy(target, secure_leg, AuthMethod::Password)?;
+                        let Credential::Plain(password) = &target.credential else {
+                            return Err(no_credential_for(target, AuthMethod::Password));
+                        };
                         self.send(&frontend::password(password.as_bytes())).await?
                     }
                     AuthRequest::Md5 { salt } => {
-                        let hash = postgres_protocol::authentication::md5_hash(
-                            target.user.as_bytes(),
-                            password.as_bytes(),
-                            salt,
-                        );
-                        self.send(&frontend::password(hash.as_bytes())).await?;
+                        challenged = true;
+                        check_policy(target, secure_leg, AuthMethod::Md5)?;
+                        let hash = match &target.credential {
+                            Credential::Plain(p) => crate::scram::md5_password_hash(&target.user, p),
+                            Credential::Md5Hash(h) => *h,
+                            _ => return Err(no_credential_for(target, AuthMethod::Md5)),
+                        };
+                        let response = crate::scram::md5_salted_response(&hash, salt);
+                        self.send(&frontend::password(response.as_bytes())).await?;
                     }
                     AuthRequest::Sasl { mechanisms } => {
-                        if !mechanisms.iter().any(|m| *m == b"SCRAM-SHA-256") {
+                        challenged = true;
+                        check_policy(target, secure_leg, AuthMethod::ScramSha256)?;
+                        let offers = |m: &str| mechanisms.contains(&m.as_bytes());
+                        let binding = ClientChannelBinding::choose(
+                            offers("SCRAM-SHA-256-PLUS"),
+                            tls_end_point,
+                        );
+                        if !offers(binding.mechanism()) {
                             return Err(login_error("server offers no SASL mechanism pgvigil supports"));
                         }
-                        let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                        let msg = frontend::sasl_initial_response("SCRAM-SHA-256", s.message());
+                        let (s, first) = ServerScram::start(target, binding)?;
+                        let msg = frontend::sasl_initial_response(s.mechanism, &first);
                         scram = Some(s);
                         self.send(&msg).await?;
                     }
                     AuthRequest::SaslContinue { data } => {
-                        let mut s = scram
+                        let s = scram
                             .take()
                             .ok_or_else(|| login_error("unexpected SASL continue"))?;
-                        // 4096 rounds of PBKDF2: milliseconds of CPU that
-                        // must not stall the sessions sharing this thread.
+                        // 4096 rounds of PBKDF2 (with a password): milliseconds
+                        // of CPU that must not stall the sessions sharing
+                        // this thread.
                         let data = data.to_vec();
-                        let s = tokio::task::spawn_blocking(move || s.update(&data).map(|()| s))
-                            .await
-                            .map_err(|e| login_error(&format!("SCRAM: {e}")))?
-                            .map_err(|e| login_error(&format!("SCRAM: {e}")))?;
-                        let msg = frontend::sasl_response(s.message());
+                        let (s, msg) = tokio::task::spawn_blocking(move || {
+                            let mut s = s;
+                            s.server_first(&data).map(|msg| (s, msg))
+                        })
+                        .await
+                        .map_err(|e| login_error(&format!("SCRAM: {e}")))?
+                        .map_err(|e| scram_error(target, e))?;
                         scram = Some(s);
-                        self.send(&msg).await?;
+                        self.send(&frontend::sasl_response(&msg)).await?;
                     }
                     AuthRequest::SaslFinal { data } => {
                         let s = scram
                             .as_mut()
                             .ok_or_else(|| login_error("unexpected SASL final"))?;
-                        s.finish(data)
-                            .map_err(|e| login_error(&format!("SCRAM: {e}")))?;
+                        s.server_final(data).map_err(|e| scram_error(target, e))?;
                     }
                     AuthRequest::Unsupported(code) => {
                         return Err(login_error(&format!(
@@ -365,5 +415,136 @@ fn login_error(message: &str) -> ProxyError {
     ProxyError::ServerLogin {
         code: "08006".into(),
         message: message.to_string(),
+    }
+}
+
+/// Refuses, before anything secret is sent, a method `server_require_auth`
+/// does not allow; the warning tells the operator what to change.
+fn check_policy(
+    target: &ServerTarget,
+    secure_leg: bool,
+    method: AuthMethod,
+) -> Result<(), ProxyError> {
+    if target.require_auth.allows(method, secure_leg) {
+        return Ok(());
+    }
+    let allowed = target.require_auth.describe(secure_leg);
+    let leg = if secure_leg {
+        "a TLS"
+    } else {
+        "an unencrypted"
+    };
+    let request = match method {
+        AuthMethod::None => "lets pgvigil in without authentication".to_string(),
+        m => format!("asks for {} authentication", m.name()),
+    };
+    tracing::warn!(
+        server = %target.address(),
+        user = %target.user,
+        method = method.name(),
+        "PostgreSQL {request} over {leg} connection, which server_require_auth \
+         ({allowed}) does not allow; nothing was sent. Change server_require_auth, \
+         use TLS to the server, or switch pg_hba.conf to scram-sha-256",
+    );
+    Err(login_error(&format!(
+        "pgvigil refused to log in: PostgreSQL {request} over {leg} connection \
+         (server_require_auth: {allowed})"
+    )))
+}
+
+fn no_credential_for(target: &ServerTarget, method: AuthMethod) -> ProxyError {
+    let have = match &target.credential {
+        Credential::None => "no password is configured",
+        Credential::Plain(_) => "a plaintext password is configured",
+        Credential::Md5Hash(_) => "only an md5 hash of the password is configured",
+        Credential::ScramSecret(_) => {
+            "only a SCRAM secret is configured, usable once a client has logged in with SCRAM"
+        }
+        Credential::ScramKeys(_) => "only a SCRAM secret is configured",
+    };
+    login_error(&format!(
+        "PostgreSQL asks user \"{}\" for {} authentication, but {have}",
+        target.user,
+        method.name()
+    ))
+}
+
+fn scram_error(target: &ServerTarget, e: ScramError) -> ProxyError {
+    match e {
+        ScramError::SecretMismatch => login_error(&format!(
+            "the SCRAM secret for user \"{}\" does not match the server's (salt/iterations differ)",
+            target.user
+        )),
+        e => login_error(&format!("SCRAM: {e}")),
+    }
+}
+
+/// pgvigil's side of a SCRAM login to PostgreSQL, with a password or
+/// with keys recovered from a client.
+struct ServerScram {
+    mechanism: &'static str,
+    client: ScramClientKind,
+    /// Whether the server's signature checked out.
+    verified: bool,
+}
+
+enum ScramClientKind {
+    Password(ScramSha256),
+    Keys(ScramKeysClient),
+}
+
+impl ServerScram {
+    fn start(
+        target: &ServerTarget,
+        binding: ClientChannelBinding,
+    ) -> Result<(ServerScram, Vec<u8>), ProxyError> {
+        let mechanism = binding.mechanism();
+        let (client, first) = match &target.credential {
+            Credential::Plain(password) => {
+                let binding = match binding {
+                    ClientChannelBinding::Unsupported => ChannelBinding::unsupported(),
+                    ClientChannelBinding::NotOffered => ChannelBinding::unrequested(),
+                    ClientChannelBinding::TlsServerEndPoint(hash) => {
+                        ChannelBinding::tls_server_end_point(hash)
+                    }
+                };
+                let s = ScramSha256::new(password.as_bytes(), binding);
+                let first = s.message().to_vec();
+                (ScramClientKind::Password(s), first)
+            }
+            Credential::ScramKeys(keys) => {
+                let (s, first) = ScramKeysClient::new(keys.clone(), binding);
+                (ScramClientKind::Keys(s), first)
+            }
+            _ => return Err(no_credential_for(target, AuthMethod::ScramSha256)),
+        };
+        let scram = ServerScram {
+            mechanism,
+            client,
+            verified: false,
+        };
+        Ok((scram, first))
+    }
+
+    fn server_first(&mut self, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        match &mut self.client {
+            ScramClientKind::Password(s) => {
+                s.update(data)
+                    .map_err(|_| ScramError::Malformed("server-first rejected"))?;
+                Ok(s.message().to_vec())
+            }
+            ScramClientKind::Keys(s) => s.server_first(data),
+        }
+    }
+
+    fn server_final(&mut self, data: &[u8]) -> Result<(), ScramError> {
+        match &mut self.client {
+            ScramClientKind::Password(s) => {
+                s.finish(data).map_err(|_| ScramError::BadServerSignature)?
+            }
+            ScramClientKind::Keys(s) => s.server_final(data)?,
+        }
+        self.verified = true;
+        Ok(())
     }
 }

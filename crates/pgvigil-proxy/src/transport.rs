@@ -18,7 +18,6 @@ use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-#[allow(dead_code)] // TLS variants: until TLS is configured (next commit)
 pub(crate) enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
@@ -53,9 +52,23 @@ impl Transport {
         Ok(Transport::Tcp(stream))
     }
 
-    #[allow(dead_code)]
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Transport::TlsIn(_) | Transport::TlsOut(_))
+    }
+
+    /// Encrypted, or never leaving the machine.
+    pub(crate) fn is_secure(&self) -> bool {
+        !matches!(self, Transport::Tcp(_))
+    }
+
+    /// The `tls-server-end-point` hash of the server's certificate, for
+    /// channel binding on a TLS connection to PostgreSQL.
+    pub(crate) fn peer_end_point(&self) -> Option<Vec<u8>> {
+        let Transport::TlsOut(s) = self else {
+            return None;
+        };
+        let cert = s.get_ref().1.peer_certificates()?.first()?;
+        crate::tls::tls_server_end_point(cert.as_ref()).filter(|h| !h.is_empty())
     }
 
     fn tcp(&self) -> Option<&TcpStream> {

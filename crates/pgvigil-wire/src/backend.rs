@@ -215,6 +215,22 @@ pub fn backend_key_data_message(process_id: i32, secret_key: i32) -> Bytes {
     })
 }
 
+/// NegotiateProtocolVersion: the client asked for a newer minor version
+/// or for protocol options, and goes on with 3.`newest_minor` without
+/// `unsupported`. The version field is the whole version code (major << 16
+/// | minor), as PostgreSQL sends it and libpq checks it, although the
+/// protocol documentation calls it the minor version.
+pub fn negotiate_protocol_version(newest_minor: u16, unsupported: &[&str]) -> Bytes {
+    build(tag::NEGOTIATE_PROTOCOL_VERSION, |b| {
+        b.put_i32((3 << 16) | i32::from(newest_minor));
+        b.put_i32(unsupported.len() as i32);
+        for name in unsupported {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+        }
+    })
+}
+
 pub fn ready_for_query(status: TransactionStatus) -> Bytes {
     build(tag::READY_FOR_QUERY, |b| b.put_u8(status.as_byte()))
 }
@@ -311,5 +327,17 @@ mod tests {
             ready_for_query_status(&frame).unwrap(),
             TransactionStatus::InTransaction
         );
+    }
+
+    #[test]
+    fn negotiate_protocol_version_is_framed_as_postgresql_sends_it() {
+        let frame = negotiate_protocol_version(0, &["_pq_.a", "_pq_.bc"]);
+        let mut expected = vec![b'v'];
+        let body: &[u8] = b"\0\x03\0\0\0\0\0\x02_pq_.a\0_pq_.bc\0";
+        expected.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        expected.extend_from_slice(body);
+        assert_eq!(&frame[..], &expected[..]);
+        let none = negotiate_protocol_version(2, &[]);
+        assert_eq!(&none[..], b"v\0\0\0\x0c\0\x03\0\x02\0\0\0\0");
     }
 }

@@ -26,6 +26,14 @@ pub enum InitialPacket {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StartupParams {
     pub params: Vec<(String, String)>,
+    /// The minor protocol version asked for (3.x): newer clients (libpq 18
+    /// with `max_protocol_version`) ask for more than 3.0 and go on with
+    /// whatever NegotiateProtocolVersion offers them.
+    pub minor_version: u16,
+    /// Names of the `_pq_.` protocol options sent, kept out of `params`:
+    /// they are requests to the protocol layer, not settings, and an
+    /// unsupported one must be reported back, not applied.
+    pub protocol_options: Vec<String>,
 }
 
 impl StartupParams {
@@ -38,7 +46,17 @@ impl StartupParams {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Whether the client must be told, with NegotiateProtocolVersion,
+    /// that it gets 3.`newest_minor` and none of its protocol options
+    /// (what PostgreSQL does, given that pgvigil supports no option).
+    pub fn needs_negotiation(&self, newest_minor: u16) -> bool {
+        self.minor_version > newest_minor || !self.protocol_options.is_empty()
+    }
 }
+
+/// Prefix of the startup options that belong to the protocol.
+pub const PROTOCOL_OPTION_PREFIX: &str = "_pq_.";
 
 /// Length of the initial packet at the start of `buf`, once its 4-byte
 /// length prefix has arrived.
@@ -70,20 +88,28 @@ pub fn parse_initial_packet(packet: &[u8]) -> Result<InitialPacket, FrameError> 
                 secret_key,
             })
         }
-        PROTOCOL_V3 => {
+        // Any 3.x, as PostgreSQL: the minor version is negotiated down.
+        _ if code >> 16 == PROTOCOL_V3 >> 16 => {
             let mut params = Vec::new();
+            let mut protocol_options = Vec::new();
             loop {
                 let name = c.cstr()?;
                 if name.is_empty() {
                     break;
                 }
                 let value = c.cstr()?;
-                params.push((
-                    String::from_utf8_lossy(name).into_owned(),
-                    String::from_utf8_lossy(value).into_owned(),
-                ));
+                let name = String::from_utf8_lossy(name).into_owned();
+                if name.starts_with(PROTOCOL_OPTION_PREFIX) {
+                    protocol_options.push(name);
+                } else {
+                    params.push((name, String::from_utf8_lossy(value).into_owned()));
+                }
             }
-            Ok(InitialPacket::Startup(StartupParams { params }))
+            Ok(InitialPacket::Startup(StartupParams {
+                params,
+                minor_version: (code & 0xffff) as u16,
+                protocol_options,
+            }))
         }
         other => Ok(InitialPacket::UnsupportedVersion(other)),
     }
@@ -167,6 +193,55 @@ mod tests {
                 secret_key: 9
             }
         );
+    }
+
+    #[test]
+    fn protocol_3_2_startup_is_accepted_with_its_minor_version() {
+        let p = packet(PROTOCOL_V3 | 2, b"user\0app\0\0");
+        let InitialPacket::Startup(params) = parse_initial_packet(&p).unwrap() else {
+            panic!("3.2 should be a startup message");
+        };
+        assert_eq!(params.minor_version, 2);
+        assert_eq!(params.get("user"), Some("app"));
+        assert!(params.needs_negotiation(0));
+        assert!(!params.needs_negotiation(2));
+    }
+
+    #[test]
+    fn protocol_options_are_listed_not_taken_as_parameters() {
+        let p = packet(
+            PROTOCOL_V3,
+            b"_pq_.test_protocol_negotiation\0x\0user\0app\0_pq_.other\0\0\0",
+        );
+        let InitialPacket::Startup(params) = parse_initial_packet(&p).unwrap() else {
+            panic!("not a startup message");
+        };
+        assert_eq!(params.params, vec![("user".to_string(), "app".to_string())]);
+        assert_eq!(
+            params.protocol_options,
+            ["_pq_.test_protocol_negotiation", "_pq_.other"]
+        );
+        assert_eq!(params.minor_version, 0);
+        assert!(params.needs_negotiation(0));
+    }
+
+    #[test]
+    fn plain_3_0_startup_needs_no_negotiation() {
+        let p = packet(PROTOCOL_V3, b"user\0app\0\0");
+        let InitialPacket::Startup(params) = parse_initial_packet(&p).unwrap() else {
+            panic!("not a startup message");
+        };
+        assert!(!params.needs_negotiation(0));
+    }
+
+    #[test]
+    fn other_major_versions_stay_unsupported() {
+        for code in [2 << 16, 4 << 16, (4 << 16) | 2, 0] {
+            assert_eq!(
+                parse_initial_packet(&packet(code, b"user\0app\0\0")).unwrap(),
+                InitialPacket::UnsupportedVersion(code)
+            );
+        }
     }
 
     #[test]

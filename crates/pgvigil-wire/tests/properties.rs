@@ -149,7 +149,16 @@ fn exercise_everything(buf: &[u8], max: usize) {
         for (k, v) in &params.params {
             assert!(!k.is_empty(), "empty name ends the parameter list");
             assert!(!k.contains('\0') && !v.contains('\0'));
+            assert!(
+                !k.starts_with("_pq_."),
+                "protocol options are not parameters"
+            );
         }
+        assert!(params
+            .protocol_options
+            .iter()
+            .all(|o| o.starts_with("_pq_.") && !o.contains('\0')));
+        assert_eq!(be_u32(&buf[4..]) >> 16, 3, "only 3.x is a StartupMessage");
         if let Some(options) = params.get("options") {
             let _ = startup::parse_options(options);
         }
@@ -677,7 +686,46 @@ proptest! {
         }
         prop_assert_eq!(
             startup::parse_initial_packet(&packet).unwrap(),
-            InitialPacket::Startup(StartupParams { params: params.clone() })
+            InitialPacket::Startup(StartupParams { params: params.clone(), ..StartupParams::default() })
+        );
+    }
+
+    #[test]
+    fn any_3_x_startup_parses_and_protocol_options_are_set_apart(
+        minor in any::<u16>(),
+        params in prop::collection::vec(
+            (
+                prop_oneof![
+                    cstr_string(24),
+                    cstr_string(12).prop_map(|k| format!("_pq_.{k}")),
+                ]
+                .prop_filter("an empty name ends the list", |k| !k.is_empty()),
+                cstr_string(64),
+            ),
+            0..12,
+        ),
+    ) {
+        let mut packet = vec![0u8; 4];
+        packet.extend_from_slice(&(startup::PROTOCOL_V3 | i32::from(minor)).to_be_bytes());
+        for (k, v) in &params {
+            packet.extend_from_slice(k.as_bytes());
+            packet.push(0);
+            packet.extend_from_slice(v.as_bytes());
+            packet.push(0);
+        }
+        packet.push(0);
+        let len = (packet.len() as u32).to_be_bytes();
+        packet[..4].copy_from_slice(&len);
+        let (options, plain): (Vec<_>, Vec<_>) =
+            params.into_iter().partition(|(k, _)| k.starts_with("_pq_."));
+        let parsed = startup::parse_initial_packet(&packet).unwrap();
+        prop_assert_eq!(
+            parsed,
+            InitialPacket::Startup(StartupParams {
+                params: plain,
+                minor_version: minor,
+                protocol_options: options.into_iter().map(|(k, _)| k).collect(),
+            })
         );
     }
 

@@ -137,6 +137,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..StartupParams::default()
         }
     }
 
