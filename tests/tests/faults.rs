@@ -32,7 +32,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::Severity;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// How long a misbehaving client may wait for its error or close.
@@ -93,7 +93,8 @@ fn header(tag: u8, length: u32) -> Vec<u8> {
     frame
 }
 
-/// A well-behaved client running `SELECT 1` in a loop until stopped.
+/// A well-behaved client querying in a loop until stopped, which also
+/// notices a server handed over inside someone else's transaction.
 struct Steady {
     stop: Arc<AtomicBool>,
     task: JoinHandle<(u64, Vec<String>)>,
@@ -108,8 +109,18 @@ impl Steady {
             let mut ok = 0u64;
             let mut failures = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                match tokio::time::timeout(STEADY_QUERY, client.simple_query("SELECT 1")).await {
-                    Ok(Ok(_)) => ok += 1,
+                // now() is the transaction's start: it equals the statement's
+                // start only if no transaction was left open on the server.
+                let query = client.simple_query("SELECT now() = statement_timestamp()");
+                match tokio::time::timeout(STEADY_QUERY, query).await {
+                    Ok(Ok(messages)) => match messages.iter().find_map(|m| match m {
+                        SimpleQueryMessage::Row(row) => Some(row.get(0)),
+                        _ => None,
+                    }) {
+                        Some(Some("t")) => ok += 1,
+                        _ => failures
+                            .push("ran inside a transaction left open by another client".into()),
+                    },
                     Ok(Err(e)) => failures.push(format!("{e:?}")),
                     Err(_) => failures.push(format!("SELECT 1 took over {STEADY_QUERY:?}")),
                 }
@@ -256,20 +267,34 @@ async fn malformed_frames_after_login(mode: PoolMode) -> Result<()> {
                     .read_until_error_or_close(VERDICT)
                     .await
                     .with_context(|| format!("{t:?} with length {bad_len}"))?;
-                check_error_shape(&format!("{t:?} length {bad_len}"), &out)?;
+                // PostgreSQL: FATAL 08P01 "invalid message length".
+                ensure!(
+                    verdict(&out) == "error 08P01",
+                    "{t:?} with length {bad_len}: expected error 08P01, got {}",
+                    verdict(&out)
+                );
                 seen.push(format!("{t} len {bad_len}: {}", verdict(&out)));
             }
-            // More declared than sent, then the client goes away.
-            let mut c = raw_login(&vigil).await?;
-            let mut frame = header(tag, 1000);
-            frame.extend_from_slice(b"SELECT 1\0");
-            c.send_bytes(&frame).await?;
-            c.shutdown_write().await?;
-            let out = c
-                .read_until_error_or_close(VERDICT)
-                .await
-                .with_context(|| format!("{t:?} truncated, then closed"))?;
-            check_error_shape(&format!("{t:?} truncated"), &out)?;
+            // More declared than sent, then the client goes away: outside
+            // and inside a transaction (which holds the server).
+            for in_tx in [false, true] {
+                let mut c = raw_login(&vigil).await?;
+                if in_tx {
+                    c.send_query("BEGIN").await?;
+                    c.read_until_ready().await?;
+                }
+                let mut frame = header(tag, 1000);
+                frame.extend_from_slice(b"SELECT 1\0");
+                c.send_bytes(&frame).await?;
+                c.shutdown_write().await?;
+                let out = c
+                    .read_until_error_or_close(VERDICT)
+                    .await
+                    .with_context(|| {
+                        format!("{t:?} truncated (in transaction: {in_tx}), then closed")
+                    })?;
+                check_error_shape(&format!("{t:?} truncated"), &out)?;
+            }
             // Above max_packet_size: refused on the header alone, without
             // waiting for (or buffering) the body.
             let mut c = raw_login(&vigil).await?;
@@ -280,15 +305,11 @@ async fn malformed_frames_after_login(mode: PoolMode) -> Result<()> {
                 .read_until_error_or_close(VERDICT)
                 .await
                 .with_context(|| format!("{t:?} above max_packet_size"))?;
-            check_error_shape(&format!("{t:?} oversized"), &out)?;
-            if let Some(m) = &out {
-                let code = m.sqlstate().unwrap_or_default();
-                ensure!(
-                    code == "08P01" || code == "54000",
-                    "{t:?} above max_packet_size: expected 08P01, got {code}: {:?}",
-                    m.error_fields()
-                );
-            }
+            ensure!(
+                verdict(&out) == "error 08P01",
+                "{t:?} above max_packet_size: expected error 08P01, got {}",
+                verdict(&out)
+            );
         }
         steady.finish("malformed frames").await?;
         ensure!(vigil.is_running(), "pgvigil exited:\n{}", vigil.stderr());
@@ -609,6 +630,26 @@ async fn malformed_login_traffic_gets_an_error_or_close() -> Result<()> {
                 .context("SELECT 1 after the garbage")?;
         }
         println!("verdicts: {seen:#?}");
+        // Where PostgreSQL itself answers with a protocol error, so must pgvigil.
+        for (what, code) in [
+            ("HTTP request", "08P01"),
+            ("length 0", "08P01"),
+            ("length 4", "08P01"),
+            ("length 7", "08P01"),
+            ("huge length", "08P01"),
+            ("length 1 MiB", "08P01"),
+            ("parameters cut short", "08P01"),
+            ("no terminating NUL", "08P01"),
+            ("protocol 9.9", "0A000"),
+            ("TLS ClientHello after N", "08P01"),
+            ("garbage after N", "08P01"),
+            ("SASL response above the limit", "08P01"),
+            ("md5 password above the limit", "08P01"),
+            ("md5 password length 2", "08P01"),
+        ] {
+            let want = format!("{what}: error {code}");
+            ensure!(seen.contains(&want), "expected {want:?}; got {seen:#?}");
+        }
         Ok(())
     })
     .await
