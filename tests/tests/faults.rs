@@ -1608,6 +1608,76 @@ async fn frozen_backend_gives_a_bounded_error_under_query_timeout() -> Result<()
     .await
 }
 
+/// Sends SIGCONT to the postmaster on drop.
+struct ThawPostmaster<'a>(&'a PgCluster);
+
+impl Drop for ThawPostmaster<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.signal_postmaster(libc::SIGCONT);
+    }
+}
+
+/// A frozen postmaster accepts TCP (the kernel does) but never answers a
+/// login: a client whose query needs a new server gets an error within
+/// server_connect_timeout, not a hang, and everything works once it thaws.
+/// Own cluster: freezing the shared one would stall every other test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_postmaster_fails_new_server_logins_in_bounded_time() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = PgCluster::new_async().await?;
+        let vigil =
+            Pgvigil::builder_with_config(&cluster, "[pool]\nserver_connect_timeout = 1.0\n")
+                .pool_mode(PoolMode::Transaction)
+                .pool_size(4)
+                .client_auth("trust")
+                .spawn()
+                .await?;
+        let client = vigil.connect_app().await?;
+        client.simple_query("SELECT 1").await?;
+        // Every server pgvigil has is taken by a transaction, so the next
+        // query needs a new one.
+        let direct = cluster.connect_direct().await?;
+        let servers: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'",
+                &[],
+            )
+            .await?
+            .get(0);
+        ensure!(servers < 4, "pgvigil already holds {servers} servers");
+        let mut holders = Vec::new();
+        for _ in 0..servers {
+            let holder = vigil.connect_app().await?;
+            holder.batch_execute("BEGIN; SELECT 1").await?;
+            holders.push(holder);
+        }
+        drop(direct);
+        cluster.signal_postmaster(libc::SIGSTOP)?;
+        let thaw = ThawPostmaster(&cluster);
+        let start = Instant::now();
+        let result =
+            tokio::time::timeout(Duration::from_secs(8), client.simple_query("SELECT 1")).await;
+        let took = start.elapsed();
+        match result {
+            Err(_) => bail!("a query needing a new server still waits 8 s into the freeze"),
+            Ok(Ok(_)) => bail!("a query was served although the postmaster is frozen"),
+            Ok(Err(e)) => println!("frozen postmaster: {:?} after {took:?}", sqlstate(&e)),
+        }
+        ensure!(
+            took < Duration::from_secs(5),
+            "the error took {took:?} with server_connect_timeout = 1"
+        );
+        drop(thaw);
+        new_client_works(&vigil, Duration::from_secs(10)).await?;
+        for holder in &holders {
+            holder.batch_execute("COMMIT").await?;
+        }
+        vigil.assert_no_panic()?;
+        Ok(())
+    })
+    .await
+}
+
 // ------------------------------------------------- 11. shutdown signals
 
 /// SIGTERM: the listener stops, /readyz says 503, an open transaction may
