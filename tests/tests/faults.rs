@@ -1486,8 +1486,9 @@ async fn query_timeout(mode: PoolMode) -> Result<()> {
             message.contains("query_timeout"),
             "message does not name query_timeout: {message:?}"
         );
+        // One second, plus the cancel's round trip on a busy two-core machine.
         ensure!(
-            took < Duration::from_millis(1500),
+            took < Duration::from_millis(2000),
             "the timeout took {took:?}"
         );
         client
