@@ -344,6 +344,37 @@ host all all 127.0.0.1/32 scram-sha-256
         self.start()
     }
 
+    /// Sends `sig` to the postmaster (SIGKILL to crash it, SIGSTOP/SIGCONT
+    /// to freeze it). After SIGKILL, [`PgCluster::restart_after_kill`].
+    pub fn signal_postmaster(&self, sig: libc::c_int) -> Result<()> {
+        let pid = self.postmaster_pid().context("postgres is not running")?;
+        signal(pid, sig).with_context(|| format!("sending signal {sig} to the postmaster"))
+    }
+
+    /// After the postmaster was killed: reaps it and starts the server
+    /// again. Its orphaned backends notice the postmaster's death and exit
+    /// on their own, but until the last one has, the new postmaster refuses
+    /// to start (shared memory still in use), so starting is retried for up
+    /// to 30 s. Blocking.
+    pub fn restart_after_kill(&self) -> Result<()> {
+        if let Some(mut child) = self.lock().take() {
+            if wait_child_timeout(&mut child, Duration::from_secs(10))?.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.start() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e.context("restarting PostgreSQL after a crash"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// [`PgCluster::restart`] from async code (multi-thread runtime only):
     /// the worker hands its other tasks off while this blocks.
     pub fn restart_in_place(&self) -> Result<()> {

@@ -4,6 +4,7 @@
 //! request pgvigil sends, or a client that deliberately stops reading.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -141,6 +142,66 @@ impl RawConn {
         self.send_tagged(b'X', &[]).await
     }
 
+    /// The socket itself, for reads that are not whole messages (the
+    /// one-byte answer to SSLRequest).
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Arbitrary bytes, for malformed frames and garbage.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.write(bytes).await
+    }
+
+    /// Half-closes the connection: the peer reads end-of-file, and a
+    /// frame the client left incomplete can never complete.
+    pub async fn shutdown_write(&mut self) -> Result<()> {
+        self.stream
+            .shutdown()
+            .await
+            .context("shutting down the raw connection's write side")
+    }
+
+    /// Reads messages until the peer closes the connection (end-of-file or
+    /// reset), for at most `limit`; fails if it is still open then.
+    pub async fn read_until_closed(&mut self, limit: Duration) -> Result<Vec<Message>> {
+        let mut messages = Vec::new();
+        let read_all = async {
+            loop {
+                match self.read_message().await {
+                    Ok(msg) => messages.push(msg),
+                    Err(_) => return,
+                }
+            }
+        };
+        if tokio::time::timeout(limit, read_all).await.is_err() {
+            bail!(
+                "connection still open {limit:?} later; messages so far: {:?}",
+                summarize(&messages)
+            );
+        }
+        Ok(messages)
+    }
+
+    /// Reads until the first ErrorResponse (returned) or the end of the
+    /// connection (`None`), for at most `limit`.
+    pub async fn read_until_error_or_close(&mut self, limit: Duration) -> Result<Option<Message>> {
+        let mut seen = Vec::new();
+        let read = async {
+            loop {
+                match self.read_message().await {
+                    Ok(msg) if msg.tag == b'E' => return Some(msg),
+                    Ok(msg) => seen.push(msg.tag as char),
+                    Err(_) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, read).await {
+            Ok(outcome) => Ok(outcome),
+            Err(_) => bail!("neither an error nor a close within {limit:?}; saw tags {seen:?}"),
+        }
+    }
+
     /// Reads exactly one backend message (nothing beyond it).
     pub async fn read_message(&mut self) -> Result<Message> {
         let mut header = [0u8; 5];
@@ -197,6 +258,26 @@ impl RawConn {
         conn.read_until_ready().await?;
         Ok(conn)
     }
+}
+
+/// Tags and, for errors, SQLSTATE and message: for failure messages.
+pub fn summarize(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| match m.tag {
+            b'E' | b'N' => {
+                let f = m.error_fields();
+                format!(
+                    "{} {} {} {}",
+                    m.tag as char,
+                    f.get(&b'S').map_or("", String::as_str),
+                    f.get(&b'C').map_or("", String::as_str),
+                    f.get(&b'M').map_or("", String::as_str)
+                )
+            }
+            tag => (tag as char).to_string(),
+        })
+        .collect()
 }
 
 /// Sends a StartupMessage and returns the first message the server answers

@@ -327,6 +327,22 @@ impl Pgvigil {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// Sends `sig` (SIGTERM, SIGINT, ...) without waiting for anything.
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        signal(self.pid()?, sig).with_context(|| format!("sending signal {sig} to pgvigil"))
+    }
+
+    /// Fails if pgvigil's log shows a panic (of any task: a panicking
+    /// session task does not take the process down, so liveness alone
+    /// would not notice).
+    pub fn assert_no_panic(&self) -> Result<()> {
+        let stderr = self.stderr();
+        if stderr.contains("panicked") {
+            bail!("pgvigil panicked; stderr:\n{}", tail(&stderr, 4000));
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits up to `limit` for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> Result<ExitStatus> {
         let child = self.child.as_mut().context("no pgvigil process")?;
