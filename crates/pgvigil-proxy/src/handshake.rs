@@ -20,7 +20,9 @@ use tokio::time::Instant;
 
 use crate::error::ProxyError;
 use crate::ids::ClientKey;
-use crate::scram::{md5_matches, ScramExchange};
+use crate::scram::{
+    mock_secret, ScramExchange, ScramKeys, ScramVerifier, StoredPassword, MD5_CANNOT_DO_SCRAM,
+};
 use crate::transport::Transport;
 use crate::Shared;
 
@@ -29,7 +31,8 @@ const MAX_AUTH_FRAME: usize = 64 * 1024;
 
 /// A configured user, with its SCRAM secret computed once.
 pub(crate) struct Account {
-    pub(crate) password: Option<String>,
+    /// What the configuration holds: plaintext, md5 hash or SCRAM secret.
+    pub(crate) stored: Option<StoredPassword>,
     pub(crate) scram: Option<crate::scram::ScramVerifier>,
 }
 
@@ -52,6 +55,9 @@ pub(crate) struct Authenticated {
     pub(crate) user: String,
     pub(crate) database: String,
     pub(crate) destination: Destination,
+    /// Keys a SCRAM login revealed: the pool may log in to PostgreSQL
+    /// with them when only the user's SCRAM secret is configured.
+    pub(crate) scram_keys: Option<ScramKeys>,
 }
 
 /// The encryption a client negotiated.
@@ -90,29 +96,32 @@ pub(crate) async fn run(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let negotiated =
         tokio::time::timeout_at(deadline, negotiate(shared, Transport::Tcp(tcp), &mut buf)).await;
-    let (mut transport, params) = match negotiated {
+    let (mut transport, params, encryption) = match negotiated {
         Err(_) => return Outcome::Done,
-        Ok(Negotiated::Startup(transport, params, _)) => (transport, params),
+        Ok(Negotiated::Startup(transport, params, encryption)) => (transport, params, encryption),
         Ok(Negotiated::Done) => return Outcome::Done,
         Ok(Negotiated::Failed(transport, e)) => return Outcome::Failed(transport, e),
     };
     let authenticated = tokio::time::timeout_at(
         deadline,
-        authenticate_client(shared, &mut transport, &mut buf, peer, &params),
+        authenticate_client(shared, &mut transport, &mut buf, peer, &params, &encryption),
     )
     .await;
     match authenticated {
         Err(_) => Outcome::TimedOut(transport),
         Ok(Err(ProxyError::ClientIo(_))) => Outcome::Done,
         Ok(Err(e)) => Outcome::Failed(Some(transport), e),
-        Ok(Ok((user, database, destination))) => Outcome::Authenticated(Box::new(Authenticated {
-            transport,
-            buf,
-            params,
-            user,
-            database,
-            destination,
-        })),
+        Ok(Ok((user, database, destination, scram_keys))) => {
+            Outcome::Authenticated(Box::new(Authenticated {
+                transport,
+                buf,
+                params,
+                user,
+                database,
+                destination,
+                scram_keys,
+            }))
+        }
     }
 }
 
@@ -132,6 +141,8 @@ pub(crate) async fn negotiate(
 ) -> Negotiated {
     let mut transport = transport;
     let mut encryption = ClientEncryption::default();
+    // Each may be asked once, as PostgreSQL allows.
+    let (mut ssl_asked, mut gss_asked) = (false, false);
     // PostgreSQL 17's direct TLS (`sslnegotiation=direct`): the connection
     // opens with a TLS handshake record instead of a packet length.
     if let (Transport::Tcp(tcp), Some((config, binding))) =
@@ -167,13 +178,32 @@ pub(crate) async fn negotiate(
             Err(e) => return Negotiated::Failed(Some(transport), e),
         };
         match packet {
-            InitialPacket::SslRequest if transport.is_tls() => {
+            InitialPacket::SslRequest | InitialPacket::GssEncRequest
+                if transport.is_tls()
+                    || (packet == InitialPacket::SslRequest && ssl_asked)
+                    || (packet == InitialPacket::GssEncRequest && gss_asked) =>
+            {
+                // PostgreSQL reads a repeated request as a startup packet
+                // of an unknown protocol version.
+                let code = if packet == InitialPacket::SslRequest {
+                    startup::SSL_REQUEST_CODE
+                } else {
+                    startup::GSSENC_REQUEST_CODE
+                };
                 return Negotiated::Failed(
                     Some(transport),
-                    ProxyError::client("08P01", "SSLRequest inside a TLS connection"),
+                    ProxyError::client(
+                        "08P01",
+                        format!(
+                            "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
+                            code >> 16,
+                            code & 0xffff
+                        ),
+                    ),
                 );
             }
             InitialPacket::SslRequest => {
+                ssl_asked = true;
                 let Some((config, binding)) = shared.client_tls.current() else {
                     if let Err(e) = transport.write_all(b"N").await {
                         return Negotiated::Failed(None, ProxyError::ClientIo(e));
@@ -202,6 +232,7 @@ pub(crate) async fn negotiate(
             }
             // GSS encryption is not offered.
             InitialPacket::GssEncRequest => {
+                gss_asked = true;
                 if let Err(e) = transport.write_all(b"N").await {
                     return Negotiated::Failed(None, ProxyError::ClientIo(e));
                 }
@@ -245,6 +276,17 @@ pub(crate) async fn negotiate(
                         ),
                     );
                 }
+                // A newer minor version or `_pq_` options: say what this
+                // server speaks (3.0, none of the options) and go on, as
+                // PostgreSQL does.
+                if params.needs_negotiation(0) {
+                    let options: Vec<&str> =
+                        params.protocol_options.iter().map(String::as_str).collect();
+                    let reply = backend::negotiate_protocol_version(0, &options);
+                    if let Err(e) = transport.write_all(&reply).await {
+                        return Negotiated::Failed(None, ProxyError::ClientIo(e));
+                    }
+                }
                 return Negotiated::Startup(transport, params, encryption);
             }
         }
@@ -283,7 +325,8 @@ async fn authenticate_client(
     buf: &mut BytesMut,
     peer: SocketAddr,
     params: &StartupParams,
-) -> Result<(String, String, Destination), ProxyError> {
+    encryption: &ClientEncryption,
+) -> Result<(String, String, Destination, Option<ScramKeys>), ProxyError> {
     let user = params
         .get("user")
         .filter(|u| !u.is_empty())
@@ -309,8 +352,8 @@ async fn authenticate_client(
         ));
     }
     if shared.is_console_database(&database) {
-        let admin = console_login(shared, transport, buf, peer, &user).await?;
-        return Ok((user, database, Destination::Console { admin }));
+        let admin = console_login(shared, transport, buf, peer, &user, encryption).await?;
+        return Ok((user, database, Destination::Console { admin }, None));
     }
     if !shared.config.databases.contains_key(&database) {
         return Err(ProxyError::client(
@@ -319,14 +362,26 @@ async fn authenticate_client(
         ));
     }
     let access = shared.access();
+    let method = shared.config.client_auth;
     let Some(account) = access.users.get(&user) else {
-        return Err(ProxyError::client(
-            "28000",
-            format!("role \"{user}\" does not exist (not configured in pgvigil)"),
-        ));
+        if method == ClientAuth::Trust {
+            return Err(ProxyError::client(
+                "28000",
+                format!("role \"{user}\" does not exist (not configured in pgvigil)"),
+            ));
+        }
+        // As PostgreSQL: an unknown user goes through the whole password
+        // exchange and fails exactly like a wrong password, so trying
+        // names tells nothing about which exist.
+        let mock = Account {
+            stored: None,
+            scram: Some(ScramVerifier::mock(&user, mock_secret())),
+        };
+        authenticate(method, transport, buf, &user, &mock, encryption).await?;
+        return Err(password_failed(&user));
     };
-    authenticate(shared.config.client_auth, transport, buf, &user, account).await?;
-    Ok((user, database, Destination::Pool))
+    let keys = authenticate(method, transport, buf, &user, account, encryption).await?;
+    Ok((user, database, Destination::Pool, keys))
 }
 
 /// Admits admin and stats users to the console. Their password is their
@@ -339,6 +394,7 @@ async fn console_login(
     buf: &mut BytesMut,
     peer: SocketAddr,
     user: &str,
+    encryption: &ClientEncryption,
 ) -> Result<bool, ProxyError> {
     let access = shared.access();
     let admin = access.admin_users.contains(user);
@@ -355,10 +411,12 @@ async fn console_login(
     let account: Option<&Arc<Account>> = access
         .users
         .get(user)
-        .filter(|a| a.password.is_some())
+        .filter(|a| a.stored.is_some())
         .or(access.token.as_ref());
     match account {
-        Some(account) => authenticate(method, transport, buf, user, account).await?,
+        Some(account) => {
+            authenticate(method, transport, buf, user, account, encryption).await?;
+        }
         None if method == ClientAuth::Trust => {}
         None => {
             return Err(ProxyError::client(
@@ -370,62 +428,92 @@ async fn console_login(
     Ok(admin)
 }
 
+fn password_failed(user: &str) -> ProxyError {
+    ProxyError::client(
+        "28P01",
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+/// Runs the configured method; returns the SCRAM keys the client's proof
+/// revealed, if any.
 async fn authenticate(
     method: ClientAuth,
     transport: &mut Transport,
     buf: &mut BytesMut,
     user: &str,
     account: &Account,
-) -> Result<(), ProxyError> {
-    let failed = || {
-        ProxyError::client(
-            "28P01",
-            format!("password authentication failed for user \"{user}\""),
-        )
-    };
+    encryption: &ClientEncryption,
+) -> Result<Option<ScramKeys>, ProxyError> {
+    let failed = || password_failed(user);
     match method {
-        ClientAuth::Trust => Ok(()),
-        ClientAuth::Md5 => {
-            let password = account.password.as_deref().ok_or_else(failed)?;
+        ClientAuth::Trust => Ok(None),
+        // A SCRAM secret cannot check an md5 response: PostgreSQL then
+        // asks for SCRAM instead, and so does pgvigil.
+        ClientAuth::Md5
+            if account
+                .stored
+                .as_ref()
+                .is_some_and(StoredPassword::can_check_md5) =>
+        {
+            let stored = account.stored.as_ref().ok_or_else(failed)?;
             let salt: [u8; 4] = rand::random();
             send(transport, &backend::auth_md5(salt)).await?;
             let frame = read_password_frame(transport, buf, "expected a password message").await?;
             let response = frontend::parse_password(&frame)?;
-            if md5_matches(user, password, salt, response) {
-                Ok(())
+            if stored.md5_matches(user, salt, response) {
+                Ok(None)
             } else {
                 Err(failed())
             }
         }
-        ClientAuth::ScramSha256 => {
-            let verifier = account.scram.as_ref().ok_or_else(failed)?;
-            send(transport, &backend::auth_sasl(&["SCRAM-SHA-256"])).await?;
+        ClientAuth::Md5 | ClientAuth::ScramSha256 => {
+            let Some(verifier) = account.scram.as_ref() else {
+                tracing::debug!(user, "{MD5_CANNOT_DO_SCRAM}");
+                return Err(failed());
+            };
+            // Over TLS, SCRAM-SHA-256-PLUS binds the exchange to the
+            // certificate this client saw: a man in the middle with
+            // another certificate cannot relay it.
+            let binding = encryption.channel_binding.as_deref();
+            let mechanisms: &[&str] = if binding.is_some() {
+                &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+            } else {
+                &["SCRAM-SHA-256"]
+            };
+            send(transport, &backend::auth_sasl(mechanisms)).await?;
             let frame =
                 read_password_frame(transport, buf, "expected a SASL initial response").await?;
             let (mechanism, data) = frontend::parse_sasl_initial_response(&frame)?;
-            if mechanism != b"SCRAM-SHA-256" {
-                return Err(ProxyError::client(
-                    "28000",
-                    "unsupported SASL mechanism: pgvigil offers SCRAM-SHA-256",
-                ));
-            }
+            let plus = match mechanism {
+                b"SCRAM-SHA-256" => false,
+                b"SCRAM-SHA-256-PLUS" if binding.is_some() => true,
+                _ => {
+                    return Err(ProxyError::client(
+                        "28000",
+                        "unsupported SASL mechanism: pgvigil offers SCRAM-SHA-256",
+                    ))
+                }
+            };
             let nonce: [u8; 18] = rand::random();
             let (exchange, server_first) =
-                ScramExchange::start(verifier, data, &nonce).map_err(|_| failed())?;
+                ScramExchange::start_bound(verifier, data, &nonce, binding, plus)
+                    .map_err(|_| failed())?;
             send(
                 transport,
                 &backend::auth_sasl_continue(server_first.as_bytes()),
             )
             .await?;
             let frame = read_password_frame(transport, buf, "expected a SASL response").await?;
-            let server_final = exchange
-                .finish(frontend::sasl_response_data(&frame))
+            let (server_final, keys) = exchange
+                .finish_with_keys(frontend::sasl_response_data(&frame))
                 .map_err(|_| failed())?;
             send(
                 transport,
                 &backend::auth_sasl_final(server_final.as_bytes()),
             )
-            .await
+            .await?;
+            Ok(Some(keys))
         }
     }
 }

@@ -67,15 +67,10 @@ impl Access {
         let account = |password: Option<&str>| {
             let stored = password.map(StoredPassword::parse);
             Arc::new(Account {
-                // Only a plaintext password may be compared as one: a hash
-                // typed in by a client must not pass for the password.
-                password: match &stored {
-                    Some(StoredPassword::Plain(p)) => Some(p.clone()),
-                    _ => None,
-                },
                 // A configured SCRAM secret checks clients as it is; an md5
                 // hash cannot, and leaves the user without SCRAM.
-                scram: stored.and_then(|s| s.scram_verifier().ok()),
+                scram: stored.as_ref().and_then(|s| s.scram_verifier().ok()),
+                stored,
             })
         };
         Access {

@@ -833,7 +833,7 @@ mod credential_tests {
             user: "app".into(),
             credential,
             require_auth: RequireAuth::default(),
-            tls: false,
+            tls: crate::tls::ServerTls::disabled(),
             connect_timeout: std::time::Duration::from_secs(1),
         };
         ServerPool::new(

@@ -269,6 +269,9 @@ pub struct ScramExchange<'a> {
     client_first_bare: String,
     server_first: String,
     nonce: String,
+    /// What client-final's `c=` must say: the gs2 header, and for
+    /// SCRAM-SHA-256-PLUS the certificate hash, base64-encoded.
+    expected_channel: String,
 }
 
 impl<'a> ScramExchange<'a> {
@@ -278,19 +281,47 @@ impl<'a> ScramExchange<'a> {
         client_first: &[u8],
         server_nonce: &[u8],
     ) -> Result<(ScramExchange<'a>, String), ScramError> {
+        Self::start_bound(verifier, client_first, server_nonce, None, false)
+    }
+
+    /// `start` over TLS: `binding` is the `tls-server-end-point` hash of
+    /// the certificate the client saw, when SCRAM-SHA-256-PLUS was
+    /// offered; `plus` says whether the client chose it.
+    pub fn start_bound(
+        verifier: &'a ScramVerifier,
+        client_first: &[u8],
+        server_nonce: &[u8],
+        binding: Option<&[u8]>,
+        plus: bool,
+    ) -> Result<(ScramExchange<'a>, String), ScramError> {
         let text = std::str::from_utf8(client_first)
             .map_err(|_| ScramError::Malformed("client-first is not UTF-8"))?;
-        // gs2-header: "n,," (no channel binding) or "y,," (client could
-        // but thinks we can't). "p=..." asks for binding we don't offer.
-        let bare = if let Some(rest) = text.strip_prefix("n,,") {
-            rest
+        // gs2-header: "n,," (no channel binding), "y,," (the client could
+        // bind but thinks the server can't: a lie when PLUS was offered,
+        // so someone in the middle removed it), or
+        // "p=tls-server-end-point,," (bound to the certificate).
+        let (bare, expected_channel) = if let Some(rest) = text.strip_prefix("n,,") {
+            (rest, STANDARD.encode("n,,"))
         } else if let Some(rest) = text.strip_prefix("y,,") {
-            rest
+            if binding.is_some() {
+                return Err(ScramError::ChannelBinding);
+            }
+            (rest, STANDARD.encode("y,,"))
+        } else if let Some(rest) = text.strip_prefix("p=tls-server-end-point,,") {
+            let Some(hash) = binding.filter(|_| plus) else {
+                return Err(ScramError::ChannelBinding);
+            };
+            let mut data = b"p=tls-server-end-point,,".to_vec();
+            data.extend_from_slice(hash);
+            (rest, STANDARD.encode(data))
         } else if text.starts_with("p=") {
             return Err(ScramError::ChannelBinding);
         } else {
             return Err(ScramError::Malformed("bad gs2 header"));
         };
+        if plus && !text.starts_with("p=") {
+            return Err(ScramError::ChannelBinding);
+        }
         let client_nonce = bare
             .split(',')
             .find_map(|attr| attr.strip_prefix("r="))
@@ -309,6 +340,7 @@ impl<'a> ScramExchange<'a> {
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
+            expected_channel,
         };
         Ok((exchange, server_first))
     }
@@ -340,7 +372,7 @@ impl<'a> ScramExchange<'a> {
             }
         }
         match channel {
-            Some("biws") | Some("eSws") => {}
+            Some(c) if c == self.expected_channel => {}
             Some(_) => return Err(ScramError::ChannelBinding),
             None => return Err(ScramError::Malformed("client-final has no channel binding")),
         }
@@ -407,6 +439,78 @@ mod tests {
             .finish(server_final.as_bytes())
             .expect("client verifies the server signature");
         Ok(())
+    }
+
+    /// A client-side exchange with `binding`, against a server that
+    /// offered SCRAM-SHA-256-PLUS with `server_hash`.
+    fn run_bound(
+        binding: ChannelBinding,
+        plus: bool,
+        server_hash: Option<&[u8]>,
+    ) -> Result<(), ScramError> {
+        let verifier = ScramVerifier::from_password("pw");
+        let mut client = ScramSha256::new(b"pw", binding);
+        let (exchange, server_first) = ScramExchange::start_bound(
+            &verifier,
+            client.message(),
+            b"0123456789abcdef01",
+            server_hash,
+            plus,
+        )?;
+        client
+            .update(server_first.as_bytes())
+            .expect("client accepts server-first");
+        let server_final = exchange.finish(client.message())?;
+        client
+            .finish(server_final.as_bytes())
+            .expect("client verifies the server signature");
+        Ok(())
+    }
+
+    #[test]
+    fn channel_binding_must_name_the_certificate_the_client_saw() {
+        let hash = [7u8; 32];
+        let bound = || ChannelBinding::tls_server_end_point(hash.to_vec());
+        assert_eq!(run_bound(bound(), true, Some(&hash)), Ok(()));
+        // A certificate swapped in the middle: the client saw another one.
+        let other = [8u8; 32];
+        assert_eq!(
+            run_bound(bound(), true, Some(&other)),
+            Err(ScramError::ChannelBinding)
+        );
+        // Plain SCRAM ("n,,": a client that cannot bind) still works
+        // over TLS.
+        assert_eq!(
+            run_bound(ChannelBinding::unsupported(), false, Some(&hash)),
+            Ok(())
+        );
+        // "y,,": the client could bind but thinks the server cannot, yet
+        // PLUS was offered: someone removed it on the way, a downgrade.
+        assert_eq!(
+            run_bound(ChannelBinding::unrequested(), false, Some(&hash)),
+            Err(ScramError::ChannelBinding)
+        );
+        // Binding asked for where none was offered.
+        assert_eq!(
+            run_bound(bound(), true, None),
+            Err(ScramError::ChannelBinding)
+        );
+        // The PLUS mechanism without binding data.
+        assert_eq!(
+            run_bound(ChannelBinding::unrequested(), true, Some(&hash)),
+            Err(ScramError::ChannelBinding)
+        );
+    }
+
+    #[test]
+    fn a_y_header_is_refused_when_plus_was_offered() {
+        let verifier = ScramVerifier::from_password("pw");
+        let first = b"y,,n=,r=abcdefghijkl";
+        assert!(ScramExchange::start_bound(&verifier, first, b"n", None, false).is_ok());
+        assert!(matches!(
+            ScramExchange::start_bound(&verifier, first, b"n", Some(&[1u8; 32]), false),
+            Err(ScramError::ChannelBinding)
+        ));
     }
 
     #[test]

@@ -262,7 +262,7 @@ mod login_tests {
     use pgvigil_wire::frontend;
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
     enum Ask {
         Trust,
@@ -277,7 +277,7 @@ mod login_tests {
     const PASSWORD: &str = "pw-Zq9";
 
     /// Frames after the startup packet; None at end of stream.
-    async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    async fn read_frame(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<Vec<u8>> {
         let mut head = [0u8; 5];
         s.read_exact(&mut head).await.ok()?;
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
@@ -289,7 +289,10 @@ mod login_tests {
 
     /// Serves one login; returns every frame the client sent after its
     /// StartupMessage.
-    async fn serve(mut s: TcpStream, ask: Ask) -> Vec<Vec<u8>> {
+    async fn serve(
+        mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        ask: Ask,
+    ) -> Vec<Vec<u8>> {
         let mut len = [0u8; 4];
         s.read_exact(&mut len).await.unwrap();
         let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
@@ -379,20 +382,39 @@ mod login_tests {
         require_auth: RequireAuth,
         tls: bool,
     ) -> (Result<(), String>, Vec<Vec<u8>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let (s, _) = listener.accept().await.unwrap();
-            serve(s, ask).await
-        });
+        // A secure leg (TLS or a Unix socket) is a Unix socket here: the
+        // policy treats both alike, and the stand-in needs no certificate.
+        let dir = std::env::temp_dir().join(format!(
+            "pgvigil-auth-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let (host, port, server) = if tls {
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = crate::transport::socket_path(dir.to_str().unwrap(), 5432);
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let server = tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                serve(s, ask).await
+            });
+            (dir.to_str().unwrap().to_string(), 5432, server)
+        } else {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = tokio::spawn(async move {
+                let (s, _) = listener.accept().await.unwrap();
+                serve(s, ask).await
+            });
+            ("127.0.0.1".to_string(), port, server)
+        };
         let target = ServerTarget {
-            host: "127.0.0.1".into(),
+            host,
             port,
             dbname: "db".into(),
             user: "app".into(),
             credential,
             require_auth,
-            tls,
+            tls: crate::tls::ServerTls::disabled(),
             connect_timeout: std::time::Duration::from_secs(5),
         };
         let outcome = match ServerConn::connect(&target, 10).await {

@@ -333,6 +333,16 @@ impl fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
+    /// A server leg that never asks for TLS, for tests.
+    #[cfg(test)]
+    pub(crate) fn disabled() -> std::sync::Arc<ServerTls> {
+        let settings = ServerTlsSettings {
+            sslmode: ServerSslMode::Disable,
+            ca_file: None,
+        };
+        std::sync::Arc::new(ServerTls::new(&settings).expect("disable needs no files"))
+    }
+
     pub(crate) fn new(settings: &ServerTlsSettings) -> Result<ServerTls, TlsError> {
         Ok(ServerTls {
             state: RwLock::new(Arc::new(Self::build(settings)?)),

@@ -42,6 +42,7 @@ pub(crate) async fn serve(
         params,
         user,
         database,
+        scram_keys,
         ..
     } = auth;
     let Some(pool) = shared.pools.get(&(database.clone(), user.clone())).cloned() else {
@@ -49,6 +50,9 @@ pub(crate) async fn serve(
         crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
         return;
     };
+    if let Some(keys) = &scram_keys {
+        pool.offer_scram_keys(keys);
+    }
     let settings = ClientSettings::from_startup(&params);
     let welcome = match pool.welcome_params().await {
         Ok(w) => w,

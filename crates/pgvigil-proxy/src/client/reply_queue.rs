@@ -175,9 +175,11 @@ impl ReplyQueue {
         if !valid_after_login(tag) {
             return ClientMessage::Invalid;
         }
+        // Flush asks for nothing by itself: a bare one leaves no batch
+        // open, and must not keep a server from going back to the pool.
         let extended = matches!(
             tag,
-            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE | fe::FLUSH
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE
         );
         if extended {
             self.unsynced = true;
@@ -527,7 +529,10 @@ mod tests {
             assert_eq!(q.on_client_message(tag), ClientMessage::Untracked);
         }
         assert!(names(&q).is_empty());
-        // Flush opens an extended batch.
+        // A bare Flush opens no batch: the server may serve someone else.
+        assert!(q.is_idle());
+        // After a Parse, the batch is open until Sync.
+        client(&mut q, b"PH");
         assert!(!q.is_idle());
     }
 }

@@ -95,6 +95,9 @@ pub(crate) struct Session {
     guards: Option<Box<GuardRuntime>>,
     /// `finish` ran: the client has been told how the session ended.
     finished: bool,
+    /// The server sent an error answering nothing: its FATAL before it
+    /// closes the connection.
+    server_said_goodbye: bool,
 }
 
 impl Drop for Session {
@@ -175,6 +178,7 @@ impl Session {
             tally,
             guards,
             finished: false,
+            server_said_goodbye: false,
         }
     }
 
@@ -1032,7 +1036,12 @@ impl Session {
             }
         }
         match self.replies.on_server_message(tag) {
-            ServerReply::Unsolicited => Ok(true),
+            ServerReply::Unsolicited => {
+                if tag == be::ERROR_RESPONSE {
+                    self.server_said_goodbye = true;
+                }
+                Ok(true)
+            }
             ServerReply::Partial { swallow } => Ok(!swallow),
             ServerReply::Completed { request, swallow } => {
                 if let Request::Parse(Some((id, _))) = request {
@@ -1090,7 +1099,12 @@ impl Session {
                 }
                 other => other.to_string(),
             };
-            if !matches!(e, ProxyError::ClientIo(_)) {
+            // PostgreSQL's own FATAL already told the client why the
+            // server went away: a second error would be read as the
+            // answer to its next request.
+            let told = self.server_said_goodbye
+                && matches!(e, ProxyError::ServerClosed | ProxyError::ServerIo(_));
+            if !matches!(e, ProxyError::ClientIo(_)) && !told {
                 self.to_client.push(backend::error_response(
                     Severity::Fatal,
                     e.sqlstate(),
