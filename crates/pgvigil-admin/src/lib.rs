@@ -138,20 +138,31 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// How long a login attempt's outcome answers `/readyz` before the next
+/// probe logs in again: probes come every few seconds from load balancers
+/// and Kubernetes, and each login costs PostgreSQL a backend process.
+const READY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a readiness probe waits for a login.
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Ready when every configured upstream accepts a login; 503 with the
-/// reasons otherwise, for load balancers and Kubernetes.
+/// reasons otherwise, for load balancers and Kubernetes. A login that
+/// succeeded or failed less than `READY_MAX_AGE` ago (by a client's pool
+/// or an earlier probe) answers without a new one.
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut problems = Vec::new();
+    let mut databases: std::collections::BTreeMap<&str, Vec<&pgvigil_proxy::ServerPool>> =
+        Default::default();
     for pool in &state.pools {
-        if !seen.insert(pool.database.clone()) {
-            continue; // one login per database is enough
+        databases.entry(&pool.database).or_default().push(pool);
+    }
+    let mut problems = Vec::new();
+    for (database, pools) in databases {
+        if pools.iter().any(|p| p.recently_up(READY_MAX_AGE)) {
+            continue;
         }
-        let probe = tokio::time::timeout(std::time::Duration::from_secs(5), pool.probe()).await;
-        match probe {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => problems.push(format!("database {}: {e}", pool.database)),
-            Err(_) => problems.push(format!("database {}: no answer within 5 s", pool.database)),
+        // One login per database is enough.
+        if let Err(e) = pools[0].readiness(READY_MAX_AGE, READY_PROBE_TIMEOUT).await {
+            problems.push(format!("database {database}: {e}"));
         }
     }
     if problems.is_empty() {
