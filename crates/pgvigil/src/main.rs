@@ -10,6 +10,9 @@ use anyhow::Context;
 use clap::Parser;
 use pgvigil_config::{Config, FileConfig, InsightSection, LogFormat, Overrides, PoolSection};
 use pgvigil_proxy::Proxy;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: per-thread free lists make the hot path's few allocations
@@ -186,6 +189,23 @@ fn load_config(cli: &Cli) -> Result<Config, pgvigil_config::ConfigError> {
     Config::resolve(file, cli.overrides())
 }
 
+/// Dependencies whose debug and trace output carries statement text (or
+/// could, being wire-protocol code): sqlparser logs every text it parses,
+/// `ALTER ROLE ... PASSWORD '...'` included. They stay silent whatever
+/// RUST_LOG asks for, since an operator turning on debug logging to chase
+/// a pool problem has not agreed to write passwords and query literals to
+/// the log.
+const SILENCED_TARGETS: [&str; 2] = ["sqlparser", "pgwire"];
+
+/// A filter in front of RUST_LOG's: a more specific RUST_LOG directive
+/// (`sqlparser::parser=debug`) cannot re-enable what this turns off.
+fn silenced_targets() -> Targets {
+    SILENCED_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, name| t.with_target(*name, LevelFilter::OFF),
+    )
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -193,8 +213,8 @@ fn init_logging(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(silenced_targets()).init(),
+        LogFormat::Json => builder.json().finish().with(silenced_targets()).init(),
     }
 }
 
