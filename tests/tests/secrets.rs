@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Result};
-use pgvigil_integration::tokio_postgres::SimpleQueryMessage;
+use anyhow::{bail, ensure, Context, Result};
+use pgvigil_integration::cluster::APP_DB;
+use pgvigil_integration::tokio_postgres::{Client, SimpleQueryMessage};
 use pgvigil_integration::{shared_cluster, timed, unique_name, Pgvigil, PoolMode};
 
 const LIMIT: Duration = Duration::from_secs(45);
@@ -89,6 +90,95 @@ async fn trace_logs_carry_no_password_or_query_literal() -> Result<()> {
             if let Some(at) = log.find(secret.as_str()) {
                 let line = log[..at].rsplit('\n').next().unwrap_or_default();
                 bail!("{secret:?} is in pgvigil's log, on a line starting {line:?}");
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Every row of a console SHOW command, values joined, one line per row.
+async fn show_rows(console: &Client, command: &str) -> Result<String> {
+    let messages = console
+        .simple_query(command)
+        .await
+        .with_context(|| format!("console command {command:?}"))?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// Literals inside DO blocks, in each way of writing one, are replaced in
+/// the statement text: `/metrics`, `/api/queries` and `SHOW QUERIES`
+/// list the blocks without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_block_literals_stay_off_metrics_api_and_show_queries() -> Result<()> {
+    timed(LIMIT, async {
+        let vigil = Pgvigil::builder(shared_cluster())
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(2)
+            .client_auth("trust")
+            .arg("--admin-users")
+            .arg("admin")
+            .spawn()
+            .await?;
+        let client = vigil.connect("app", "", APP_DB).await?;
+        let secrets: Vec<String> = (0..3).map(|_| unique_name("do-secret")).collect();
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN PERFORM length('{}') AS do_plain_marker; END $$",
+                secrets[0]
+            ))
+            .await?;
+        client
+            .batch_execute(&format!(
+                "DO $tag$ BEGIN PERFORM length('{}') AS do_tagged_marker; END $tag$",
+                secrets[1]
+            ))
+            .await?;
+        client
+            .batch_execute(&format!(
+                "DO LANGUAGE plpgsql $$ BEGIN PERFORM length('{}') AS do_language_marker; END $$",
+                secrets[2]
+            ))
+            .await?;
+        let mut api = String::new();
+        for marker in ["do_plain_marker", "do_tagged_marker", "do_language_marker"] {
+            api = queries_once_listed(&vigil, marker).await?;
+        }
+        let metrics = vigil.http_get("/metrics", &[]).await?;
+        ensure!(metrics.status == 200, "/metrics: {}", metrics.status);
+        ensure!(
+            metrics.body.contains("do_plain_marker"),
+            "the DO block is not on /metrics at all:\n{}",
+            metrics.body
+        );
+        let console = vigil.connect("admin", "", "pgvigil").await?;
+        let show = show_rows(&console, "SHOW QUERIES").await?;
+        ensure!(
+            show.contains("do_plain_marker"),
+            "the DO block is not in SHOW QUERIES:\n{show}"
+        );
+        for (surface, text) in [
+            ("/api/queries", &api),
+            ("/metrics", &metrics.body),
+            ("SHOW QUERIES", &show),
+        ] {
+            for secret in &secrets {
+                ensure!(
+                    !text.contains(secret.as_str()),
+                    "{secret:?} is on {surface}:\n{text}"
+                );
             }
         }
         Ok(())
