@@ -418,6 +418,15 @@ impl PgvigilCollector {
         )?;
         family(
             encoder,
+            "pgvigil_pool_unshared_statements",
+            "Prepared statements named for one client only because the pool's statement registry was full",
+            MetricType::Counter,
+            self.pools
+                .iter()
+                .map(|p| (who(p), Value::Counter(p.unshared_statements()))),
+        )?;
+        family(
+            encoder,
             "pgvigil_timeouts",
             "Sessions or transactions ended by a timeout setting, per setting",
             MetricType::Counter,

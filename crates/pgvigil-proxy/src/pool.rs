@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::clock::MonoTime;
 use crate::error::ProxyError;
 use crate::pool_stats::{PoolTally, PoolTotals};
-use crate::prepared::StatementId;
+use crate::prepared::{StatementId, StatementRegistry};
 use crate::registry::{unix_us, ClientEntry, NewServer, Registry};
 use crate::server::{ServerConn, ServerTarget};
 use crate::stats::WaitHistogram;
@@ -124,6 +124,8 @@ pub struct ServerPool {
     /// theirs (PostgreSQL clients expect server_version and friends).
     welcome: Mutex<Option<WelcomeParams>>,
     pub counters: PoolCounters,
+    /// Server-side names of the pool's shared prepared statements.
+    statement_ids: Mutex<StatementRegistry>,
     /// Statements some server of this pool accepted (see
     /// `Session::answer_known_parses`); bounded, and only an optimisation.
     known_statements: Mutex<HashSet<StatementId>>,
@@ -142,6 +144,9 @@ pub struct ServerPool {
 }
 
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
+/// Distinct (text, parameter types) a pool names for sharing; beyond,
+/// each Parse gets a name of its own (see `StatementRegistry`).
+const MAX_SHARED_STATEMENTS: usize = 10_000;
 
 /// A snapshot for the admin console and metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -181,6 +186,7 @@ impl ServerPool {
             tally: Arc::default(),
             welcome: Mutex::new(None),
             counters: PoolCounters::default(),
+            statement_ids: Mutex::new(StatementRegistry::new(MAX_SHARED_STATEMENTS)),
             known_statements: Mutex::new(HashSet::new()),
             generations: Mutex::new(HashMap::new()),
             change_epoch: AtomicU64::new(0),
@@ -338,6 +344,25 @@ impl ServerPool {
                 Err(Handoff::Slot) => st.total -= 1,
             }
         }
+    }
+
+    /// The server-side identity of a client's statement: shared by every
+    /// client that prepares the same text with the same parameter types,
+    /// and by no other statement, whatever their hashes.
+    pub(crate) fn statement_id(&self, query: &[u8], param_types: &[u8]) -> StatementId {
+        self.statement_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .id(query, param_types)
+    }
+
+    /// Statements that got a name of their own because the pool's
+    /// registry was full.
+    pub fn unshared_statements(&self) -> u64 {
+        self.statement_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unshared()
     }
 
     pub(crate) fn statement_known(&self, id: StatementId) -> bool {
