@@ -51,6 +51,10 @@ struct Cli {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// Host names the admin listener answers to besides its own address
+    /// and localhost (host or host:port), comma-separated.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    admin_allowed_hosts: Option<Vec<String>>,
     /// Users who may use the admin console (`psql ... pgvigil`), comma-separated.
     #[arg(long, value_name = "USERS", value_delimiter = ',')]
     admin_users: Option<Vec<String>>,
@@ -127,6 +131,7 @@ impl Cli {
             listen: self.listen.clone(),
             admin_listen: self.admin_listen.clone(),
             admin_token: self.admin_token.clone(),
+            admin_allowed_hosts: self.admin_allowed_hosts.clone(),
             admin_users: self.admin_users.clone(),
             stats_users: self.stats_users.clone(),
             upstream: self.upstream.clone(),
@@ -242,6 +247,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         let max_query_series = config.metrics.max_query_series;
         let admin_token = config.admin_token.clone();
         let metrics_require_token = config.metrics_require_token;
+        let admin_allowed_hosts = config.admin_allowed_hosts.clone();
         let proxy = Proxy::bind(config)
             .await
             .with_context(|| format!("binding the client listener on {listen}"))?;
@@ -265,6 +271,8 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             max_query_series,
             token: admin_token.map(|t| t.0.into()),
             metrics_require_token,
+            listen: admin.local_addr()?,
+            allowed_hosts: admin_allowed_hosts.into(),
         };
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;
