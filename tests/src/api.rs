@@ -46,17 +46,32 @@ impl ApiResponse {
 
 impl Pgvigil {
     /// Sends `method path` to the admin listener and returns the reply, whatever its status.
+    /// Requests other than GET carry `X-Pgvigil: 1`, as scripts must (the
+    /// listener refuses what a cross-site form could send).
     pub async fn api_request(&self, method: &str, path: &str) -> Result<ApiResponse> {
         let port = self.admin_port();
-        exchange(
-            port,
-            "the admin listener",
-            method,
-            path,
-            &[("Accept", "application/json")],
-        )
-        .await
-        .with_context(|| format!("{method} {path} on the admin listener (port {port})"))
+        let mut headers = vec![("Accept", "application/json")];
+        if method != "GET" {
+            headers.push(("X-Pgvigil", "1"));
+        }
+        exchange(port, "the admin listener", method, path, &headers)
+            .await
+            .with_context(|| format!("{method} {path} on the admin listener (port {port})"))
+    }
+
+    /// `method path` on the admin listener with exactly the given extra
+    /// headers (a `Host` among them replaces the default one), whatever
+    /// the reply's status.
+    pub async fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<ApiResponse> {
+        let port = self.admin_port();
+        exchange(port, "the admin listener", method, path, headers)
+            .await
+            .with_context(|| format!("{method} {path} on the admin listener (port {port})"))
     }
 
     /// `GET path` on the admin listener with only the given extra headers
@@ -109,7 +124,10 @@ async fn exchange(
 ) -> Result<ApiResponse> {
     let exchange = async {
         let mut stream = connect(port, what).await?;
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            request.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+        }
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }

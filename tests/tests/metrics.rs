@@ -23,7 +23,9 @@ use pgvigil_integration::cluster::APP_DB;
 use pgvigil_integration::serde_json::Value;
 use pgvigil_integration::util::{free_port, spawn_tied};
 use pgvigil_integration::vigil::tail;
-use pgvigil_integration::{shared_cluster, sqlstate, timed, ApiResponse, Pgvigil, PoolMode};
+use pgvigil_integration::{
+    shared_cluster, sqlstate, timed, ApiResponse, PgCluster, Pgvigil, PoolMode,
+};
 use tokio::io::AsyncWriteExt;
 
 const LIMIT: Duration = Duration::from_secs(50);
@@ -58,6 +60,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("pgvigil_fingerprints_tracked", "gauge"),
     ("pgvigil_fingerprint_evictions_total", "counter"),
     ("pgvigil_build_info", "gauge"),
+    ("pgvigil_timeouts_total", "counter"),
+    ("pgvigil_pool_acquire_timeouts_total", "counter"),
 ];
 
 // ------------------------------------------------------------ exposition
@@ -1031,6 +1035,200 @@ async fn readyz_names_the_unreachable_database_and_healthz_stays_ok() -> Result<
             up.get(DEAD_DB) == Some(&0.0) && up.get(APP_DB) == Some(&1.0),
             "pgvigil_upstream_up after /readyz: {up:?}, expected {DEAD_DB} 0 and {APP_DB} 1"
         );
+        Ok(())
+    })
+    .await
+}
+
+/// The samples of `pgvigil_pool_upstream_up`, (database, user) to value.
+fn pool_upstream_up(samples: &[Sample]) -> BTreeMap<(String, String), f64> {
+    named(samples, "pgvigil_pool_upstream_up")
+        .into_iter()
+        .map(|s| {
+            (
+                (s.label("database").to_string(), s.label("user").to_string()),
+                s.value,
+            )
+        })
+        .collect()
+}
+
+/// `pgvigil_upstream_up` tells the truth: no series for a database nobody
+/// tried to reach (a default of 1 hid outages), 0 for a database whose
+/// every login failed, 1 after a successful one; the per-pool series
+/// leaves out pools of users who never logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_up_is_absent_until_tried_zero_when_logins_fail_and_one_after_success(
+) -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        const DEAD_DB: &str = "archive_offline";
+        let dead_port = free_port()?;
+        let vigil = Pgvigil::builder(cluster)
+            .config_file(format!(
+                "[pgvigil]\nclient_auth = \"trust\"\n\n\
+                 [databases.{APP_DB}]\nhost = \"127.0.0.1\"\nport = {live_port}\ndbname = \"{APP_DB}\"\n\n\
+                 [databases.{DEAD_DB}]\nhost = \"127.0.0.1\"\nport = {dead_port}\ndbname = \"{APP_DB}\"\n\n\
+                 [users.app]\npassword = \"secret\"\n\n\
+                 [users.idle_user]\npassword = \"unused\"\n",
+                live_port = cluster.port()
+            ))
+            .spawn()
+            .await?;
+        let (_, samples) = scrape(&vigil).await?;
+        ensure!(
+            upstream_up(&samples).is_empty() && pool_upstream_up(&samples).is_empty(),
+            "upstream series before any login:\n{}\n{}",
+            show(&samples, "pgvigil_upstream_up"),
+            show(&samples, "pgvigil_pool_upstream_up")
+        );
+
+        ensure!(
+            vigil.connect("app", "", DEAD_DB).await.is_err(),
+            "a login to {DEAD_DB} on closed port {dead_port} succeeded"
+        );
+        let client = vigil.connect("app", "", APP_DB).await?;
+        client.simple_query("SELECT 1").await?;
+
+        let (_, samples) = scrape(&vigil).await?;
+        let up = upstream_up(&samples);
+        ensure!(
+            up.get(DEAD_DB) == Some(&0.0) && up.get(APP_DB) == Some(&1.0) && up.len() == 2,
+            "pgvigil_upstream_up: {up:?}, expected {DEAD_DB} 0 and {APP_DB} 1"
+        );
+        let pools = pool_upstream_up(&samples);
+        let expected: BTreeMap<(String, String), f64> = [
+            ((DEAD_DB.to_string(), "app".to_string()), 0.0),
+            ((APP_DB.to_string(), "app".to_string()), 1.0),
+        ]
+        .into();
+        ensure!(
+            pools == expected,
+            "pgvigil_pool_upstream_up: {pools:?}, expected {expected:?} (no idle_user pools)"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Fifty `/readyz` polls in a row cost PostgreSQL at most a couple of
+/// logins: readiness comes from the latest login's outcome while it is
+/// recent, not from a new server connection per poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_polls_reuse_a_recent_login_instead_of_opening_one_each() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster =
+            tokio::task::spawn_blocking(|| PgCluster::with_settings("log_connections = on\n"))
+                .await??;
+        let vigil = Pgvigil::builder(&cluster).spawn().await?;
+        let logins = || {
+            cluster
+                .log_contents()
+                .matches("connection authorized")
+                .count()
+        };
+        let before = logins();
+        for i in 0..50 {
+            let ready = vigil.http_get("/readyz", &[]).await?;
+            ensure!(
+                ready.status == 200,
+                "/readyz poll {i}: {} {}",
+                ready.status,
+                ready.body
+            );
+        }
+        // The server logs a login as it happens; give the last one a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let new_logins = logins() - before;
+        ensure!(
+            (1..=2).contains(&new_logins),
+            "50 /readyz polls opened {new_logins} server logins (expected 1 or 2); server log:\n{}",
+            tail(&cluster.log_contents(), 3000)
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// The leak-guard timeouts are one family with a series per setting,
+/// all present (at 0) from the start, and the pool's acquire timeouts are
+/// exported per pool and counted when a client gives up waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_series_exist_from_start_and_acquire_timeouts_are_counted() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(1)
+            .arg("--acquire-timeout")
+            .arg("1")
+            .spawn()
+            .await?;
+        let (body, samples) = scrape(&vigil).await?;
+        let timeouts: BTreeMap<String, f64> = named(&samples, "pgvigil_timeouts_total")
+            .into_iter()
+            .map(|s| (s.label("timeout").to_string(), s.value))
+            .collect();
+        let expected: BTreeMap<String, f64> = [
+            "client_login_timeout",
+            "query_timeout",
+            "idle_transaction_timeout",
+            "client_idle_timeout",
+            "transaction_timeout",
+        ]
+        .into_iter()
+        .map(|t| (t.to_string(), 0.0))
+        .collect();
+        ensure!(
+            timeouts == expected,
+            "pgvigil_timeouts_total at start: {timeouts:?}, expected {expected:?}"
+        );
+        ensure!(
+            types_of(&body)
+                .get("pgvigil_timeouts_total")
+                .map(String::as_str)
+                == Some("counter")
+                && types_of(&body)
+                    .get("pgvigil_pool_acquire_timeouts_total")
+                    .map(String::as_str)
+                    == Some("counter"),
+            "types: {:?}",
+            types_of(&body)
+        );
+        let acquire_timeouts = |samples: &[Sample]| {
+            named(samples, "pgvigil_pool_acquire_timeouts_total")
+                .into_iter()
+                .find(|s| s.label("database") == APP_DB && s.label("user") == "app")
+                .map(|s| s.value)
+        };
+        ensure!(
+            acquire_timeouts(&samples) == Some(0.0),
+            "pgvigil_pool_acquire_timeouts_total at start:\n{}",
+            show(&samples, "pgvigil_pool_acquire_timeouts_total")
+        );
+
+        // The only server connection stays in a transaction...
+        let holder = vigil.connect_app().await?;
+        holder.batch_execute("BEGIN; SELECT 1").await?;
+        // ...so another client waits past acquire_timeout and fails.
+        let waiter = vigil.connect_app().await?;
+        let err = tokio::time::timeout(Duration::from_secs(10), waiter.simple_query("SELECT 2"))
+            .await
+            .context("a query waiting for the only connection outlived acquire_timeout")?
+            .err()
+            .context("a query ran while the only server connection was in a transaction")?;
+        ensure!(
+            sqlstate(&err) == Some("53300"),
+            "acquire timeout error: {err}"
+        );
+
+        let (_, samples) = scrape(&vigil).await?;
+        ensure!(
+            acquire_timeouts(&samples) == Some(1.0),
+            "pgvigil_pool_acquire_timeouts_total after one timeout:\n{}",
+            show(&samples, "pgvigil_pool_acquire_timeouts_total")
+        );
+        holder.batch_execute("COMMIT").await?;
         Ok(())
     })
     .await

@@ -33,6 +33,11 @@ pub struct AdminState {
     /// `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
     pub metrics_require_token: bool,
+    /// The address the listener is bound to: a request's `Host` must name
+    /// it (or localhost, or one of `allowed_hosts`).
+    pub listen: SocketAddr,
+    /// `admin_allowed_hosts`: `name` (any port) or `name:port`.
+    pub allowed_hosts: Arc<[String]>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -57,7 +62,115 @@ pub fn router(state: AdminState) -> Router {
         .merge(api)
         .merge(metrics)
         .merge(dashboard::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_site_only,
+        ))
         .with_state(state)
+}
+
+/// A browser on some web page can be made to talk to this listener: a
+/// DNS-rebinding page reads the API under its own host name, and any page
+/// can submit a form to `/api/reset`. Neither needs the token when none is
+/// set. So every request must name this listener in `Host`, and a request
+/// that changes something must carry what no plain form can: a JSON
+/// content type or an `X-Pgvigil` header (either makes a cross-site
+/// browser request ask first, which this listener never grants).
+async fn same_site_only(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .map(|h| h.to_str().unwrap_or_default().to_string())
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    if let Some(host) = host {
+        if !host_allowed(&host, state.listen, &state.allowed_hosts) {
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this admin listener does not answer to that Host: add the name to admin_allowed_hosts",
+            );
+        }
+    }
+    let method = request.method();
+    let changes_something = !matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes_something && !deliberate(request.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "send Content-Type: application/json or an X-Pgvigil: 1 header with this request",
+        );
+    }
+    next.run(request).await
+}
+
+/// What a browser only sends after a CORS preflight, and a script or tool
+/// sends on purpose.
+fn deliberate(headers: &HeaderMap) -> bool {
+    if headers.contains_key("x-pgvigil") {
+        return true;
+    }
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether `host` (a `Host` header: name or IP, optional port) names this
+/// listener: a loopback name or address, the listen address (any IP when
+/// it listens on all of them), with the listen port; or an entry of
+/// `allowed` (`name` for any port, `name:port`).
+fn host_allowed(host: &str, listen: SocketAddr, allowed: &[String]) -> bool {
+    let Some((name, port)) = split_host(host) else {
+        return false;
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let listed = allowed.iter().any(|entry| match split_host(entry) {
+        Some((n, p)) => {
+            n.trim_end_matches('.').eq_ignore_ascii_case(&name) && (p.is_none() || p == port)
+        }
+        None => false,
+    });
+    if listed {
+        return true;
+    }
+    let port_ok = port.unwrap_or(80) == listen.port();
+    let ip = name.parse::<std::net::IpAddr>().ok();
+    let ours = name == "localhost"
+        || ip.is_some_and(|ip| {
+            ip.is_loopback() || ip == listen.ip() || listen.ip().is_unspecified()
+        });
+    port_ok && ours
+}
+
+/// `name[:port]` or `[v6][:port]`; None when malformed.
+fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        match after {
+            "" => (v6, None),
+            p => (v6, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) if !n.contains(':') => (n, Some(p)),
+            Some(_) => return None,
+            None => (host, None),
+        }
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((name, port))
 }
 
 /// Checks the bearer token, when one is configured.
@@ -138,20 +251,35 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// How long a login attempt's outcome answers `/readyz` before the next
+/// probe logs in again: probes come every few seconds from load balancers
+/// and Kubernetes, and each login costs PostgreSQL a backend process.
+const READY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a readiness probe waits for a login.
+const READY_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Ready when every configured upstream accepts a login; 503 with the
-/// reasons otherwise, for load balancers and Kubernetes.
+/// reasons otherwise, for load balancers and Kubernetes. A login that
+/// succeeded or failed less than `READY_MAX_AGE` ago (by a client's pool
+/// or an earlier probe) answers without a new one.
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut problems = Vec::new();
+    // A load balancer stops sending clients while pgvigil drains.
+    if pgvigil_proxy::draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let mut databases: std::collections::BTreeMap<&str, Vec<&pgvigil_proxy::ServerPool>> =
+        Default::default();
     for pool in &state.pools {
-        if !seen.insert(pool.database.clone()) {
-            continue; // one login per database is enough
+        databases.entry(&pool.database).or_default().push(pool);
+    }
+    let mut problems = Vec::new();
+    for (database, pools) in databases {
+        if pools.iter().any(|p| p.recently_up(READY_MAX_AGE)) {
+            continue;
         }
-        let probe = tokio::time::timeout(std::time::Duration::from_secs(5), pool.probe()).await;
-        match probe {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => problems.push(format!("database {}: {e}", pool.database)),
-            Err(_) => problems.push(format!("database {}: no answer within 5 s", pool.database)),
+        // One login per database is enough.
+        if let Err(e) = pools[0].readiness(READY_MAX_AGE, READY_PROBE_TIMEOUT).await {
+            problems.push(format!("database {database}: {e}"));
         }
     }
     if problems.is_empty() {
@@ -453,6 +581,64 @@ async fn reset(State(state): State<AdminState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_must_name_this_listener_or_an_allowed_host() {
+        let listen: SocketAddr = "127.0.0.1:9930".parse().unwrap();
+        let none: [String; 0] = [];
+        for ok in [
+            "127.0.0.1:9930",
+            "localhost:9930",
+            "LOCALHOST:9930",
+            "[::1]:9930",
+            "127.0.0.2:9930",
+        ] {
+            assert!(host_allowed(ok, listen, &none), "{ok}");
+        }
+        for bad in [
+            "evil.example:9930",
+            "localhost:80",
+            "127.0.0.1",
+            "10.0.0.5:9930",
+            "localhost.evil.example:9930",
+            "",
+            "[::1",
+            "a:b:c",
+        ] {
+            assert!(!host_allowed(bad, listen, &none), "{bad}");
+        }
+        let allowed = [
+            "pgvigil.internal".to_string(),
+            "proxy.example:8443".to_string(),
+        ];
+        assert!(host_allowed("pgvigil.internal", listen, &allowed));
+        assert!(host_allowed("PGVIGIL.internal:9930", listen, &allowed));
+        assert!(host_allowed("proxy.example:8443", listen, &allowed));
+        assert!(!host_allowed("proxy.example:9930", listen, &allowed));
+
+        let everywhere: SocketAddr = "0.0.0.0:9930".parse().unwrap();
+        assert!(host_allowed("10.0.0.5:9930", everywhere, &none));
+        assert!(!host_allowed("db-admin.example:9930", everywhere, &none));
+        let own: SocketAddr = "10.0.0.5:9930".parse().unwrap();
+        assert!(host_allowed("10.0.0.5:9930", own, &none));
+        assert!(!host_allowed("10.0.0.6:9930", own, &none));
+    }
+
+    #[test]
+    fn only_json_or_the_custom_header_marks_a_deliberate_request() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            deliberate(&h)
+        };
+        assert!(with("content-type", "application/json"));
+        assert!(with("content-type", "Application/JSON; charset=utf-8"));
+        assert!(with("x-pgvigil", "1"));
+        assert!(!with("content-type", "application/x-www-form-urlencoded"));
+        assert!(!with("content-type", "text/plain"));
+        assert!(!with("content-type", "multipart/form-data; boundary=x"));
+        assert!(!deliberate(&HeaderMap::new()));
+    }
 
     #[test]
     fn windows_parse_to_minutes() {

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use pgvigil_insight::{Insight, Pattern};
-use pgvigil_proxy::stats::{bytes_total, WAIT_BUCKETS};
+use pgvigil_proxy::stats::{bytes_total, timeouts, WAIT_BUCKETS};
 use pgvigil_proxy::ServerPool;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
@@ -375,19 +375,77 @@ impl PgvigilCollector {
                 (who(p), Value::Counter(n))
             }),
         )?;
+        // A pool that never tried to log in has no series: claiming 1 for
+        // it hid outages, and 0 would page for databases nobody uses. A
+        // database is up when the latest attempt of any of its pools
+        // succeeded, and 0 once every pool that tried failed its latest.
         let mut up: std::collections::BTreeMap<String, i64> = Default::default();
-        for p in &self.pools {
-            let v = p.counters.upstream_up.load(Ordering::Relaxed) as i64;
-            let slot = up.entry(p.database.clone()).or_insert(v);
-            *slot = (*slot).max(v);
+        let pool_up: Vec<_> = self
+            .pools
+            .iter()
+            .filter_map(|p| Some((p, p.upstream_up()?)))
+            .collect();
+        for (p, v) in &pool_up {
+            let slot = up.entry(p.database.clone()).or_insert(0);
+            *slot = (*slot).max(i64::from(*v));
         }
         family(
             encoder,
             "pgvigil_upstream_up",
-            "1 when the latest attempt to log in to the database's server succeeded",
+            "1 when the latest login to the database's server of any of its pools succeeded, 0 when every pool's latest failed; absent until one was tried",
             MetricType::Gauge,
             up.into_iter()
                 .map(|(db, v)| (vec![("database", db)], Value::Gauge(v))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_upstream_up",
+            "1 when the pool's latest server login succeeded, 0 when it failed; absent until one was tried",
+            MetricType::Gauge,
+            pool_up
+                .iter()
+                .map(|(p, v)| (who(p), Value::Gauge(i64::from(*v)))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_acquire_timeouts",
+            "Clients that gave up waiting for a server connection (acquire_timeout)",
+            MetricType::Counter,
+            self.pools.iter().map(|p| {
+                let n = p.counters.acquire_timeouts.load(Ordering::Relaxed);
+                (who(p), Value::Counter(n))
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_unshared_statements",
+            "Prepared statements named for one client only because the pool's statement registry was full",
+            MetricType::Counter,
+            self.pools
+                .iter()
+                .map(|p| (who(p), Value::Counter(p.unshared_statements()))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_timeouts",
+            "Sessions or transactions ended by a timeout setting, per setting",
+            MetricType::Counter,
+            timeouts().into_iter().map(|(kind, n)| {
+                (
+                    vec![("timeout", kind.setting().to_string())],
+                    Value::Counter(n),
+                )
+            }),
+        )?;
+        family(
+            encoder,
+            "pgvigil_failed_logins",
+            "Client logins refused (wrong password, unknown user or database, bad login traffic)",
+            MetricType::Counter,
+            [(
+                Vec::new(),
+                Value::Counter(pgvigil_proxy::stats::failed_logins_total()),
+            )],
         )?;
         let (to_server, to_client) = bytes_total();
         family(

@@ -75,6 +75,7 @@ pub struct ProxySection {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_token: Option<String>,
+    pub admin_allowed_hosts: Option<Vec<String>>,
     pub metrics_require_token: Option<bool>,
     pub admin_users: Option<Vec<String>>,
     pub stats_users: Option<Vec<String>>,

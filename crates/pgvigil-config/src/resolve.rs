@@ -311,6 +311,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub admin_listen: Option<String>,
     pub admin_token: Option<String>,
+    pub admin_allowed_hosts: Option<Vec<String>>,
     pub admin_users: Option<Vec<String>>,
     pub stats_users: Option<Vec<String>>,
     pub upstream: Option<String>,
@@ -476,6 +477,10 @@ pub struct Config {
     /// `/metrics` with `metrics_require_token`). Mandatory when the admin
     /// listener is not on a loopback address.
     pub admin_token: Option<Secret>,
+    /// Host names (optionally `name:port`) the admin listener answers to,
+    /// besides its own address and the loopback names; anything else is
+    /// refused, which stops DNS-rebinding pages from reading the API.
+    pub admin_allowed_hosts: Vec<String>,
     pub metrics_require_token: bool,
     /// Users who may run every admin console command.
     pub admin_users: Vec<String>,
@@ -549,6 +554,20 @@ impl Config {
                 format!(
                     "admin_listen {admin_listen} is reachable from other hosts: set admin_token to protect the API"
                 ),
+            ));
+        }
+        let admin_allowed_hosts = flags
+            .admin_allowed_hosts
+            .clone()
+            .or(p.admin_allowed_hosts.clone())
+            .unwrap_or_default();
+        if let Some(bad) = admin_allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/'))
+        {
+            return Err(ConfigError::invalid(
+                "admin_allowed_hosts",
+                format!("`{bad}` is not a host name (host or host:port)"),
             ));
         }
         let metrics_require_token = p.metrics_require_token.unwrap_or(false);
@@ -851,6 +870,7 @@ impl Config {
             listen,
             admin_listen,
             admin_token,
+            admin_allowed_hosts,
             metrics_require_token,
             admin_users,
             stats_users,

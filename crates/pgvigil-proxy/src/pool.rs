@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::clock::MonoTime;
 use crate::error::ProxyError;
 use crate::pool_stats::{PoolTally, PoolTotals};
-use crate::prepared::StatementId;
+use crate::prepared::{StatementId, StatementRegistry};
 use crate::registry::{unix_us, ClientEntry, NewServer, Registry};
 use crate::scram::ScramKeys;
 use crate::server::{ServerConn, ServerTarget};
@@ -97,10 +97,18 @@ pub struct PoolCounters {
     pub servers_discarded: AtomicU64,
     /// Clients logged in to this pool right now.
     pub clients: AtomicUsize,
-    /// Whether the latest attempt to open a server connection succeeded
-    /// (1 until one fails).
-    pub upstream_up: AtomicUsize,
     pub wait: WaitHistogram,
+}
+
+/// The outcome of the latest attempt to log in to a pool's server (a
+/// pool connection or a readiness probe).
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamAttempt {
+    pub up: bool,
+    pub at: MonoTime,
+    /// Why it failed, for `/readyz`; never holds a password (connect and
+    /// login errors name the host and PostgreSQL's message only).
+    pub problem: Option<String>,
 }
 
 pub struct ServerPool {
@@ -118,6 +126,8 @@ pub struct ServerPool {
     /// theirs (PostgreSQL clients expect server_version and friends).
     welcome: Mutex<Option<WelcomeParams>>,
     pub counters: PoolCounters,
+    /// Server-side names of the pool's shared prepared statements.
+    statement_ids: Mutex<StatementRegistry>,
     /// Statements some server of this pool accepted (see
     /// `Session::answer_known_parses`); bounded, and only an optimisation.
     known_statements: Mutex<HashSet<StatementId>>,
@@ -127,9 +137,18 @@ pub struct ServerPool {
     /// Bumped with every change: while it stands still, client statements
     /// need no generation check.
     change_epoch: AtomicU64,
+    /// None until a login has been tried: a pool nobody used says nothing
+    /// about its server, and reporting it as up hid outages.
+    upstream: Mutex<Option<UpstreamAttempt>>,
+    /// Held while a readiness probe logs in, so probes arriving together
+    /// share one login instead of each opening their own.
+    probing: tokio::sync::Mutex<()>,
 }
 
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
+/// Distinct (text, parameter types) a pool names for sharing; beyond,
+/// each Parse gets a name of its own (see `StatementRegistry`).
+const MAX_SHARED_STATEMENTS: usize = 10_000;
 
 /// A snapshot for the admin console and metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -168,14 +187,45 @@ impl ServerPool {
             registry,
             tally: Arc::default(),
             welcome: Mutex::new(None),
-            counters: PoolCounters {
-                upstream_up: AtomicUsize::new(1),
-                ..PoolCounters::default()
-            },
+            counters: PoolCounters::default(),
+            statement_ids: Mutex::new(StatementRegistry::new(MAX_SHARED_STATEMENTS)),
             known_statements: Mutex::new(HashSet::new()),
             generations: Mutex::new(HashMap::new()),
             change_epoch: AtomicU64::new(0),
+            upstream: Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The latest login attempt's outcome; None if none was made yet.
+    pub(crate) fn upstream_attempt(&self) -> Option<UpstreamAttempt> {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// 1/0 on `/metrics`: None (no series) until a login was tried.
+    pub fn upstream_up(&self) -> Option<bool> {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|a| a.up)
+    }
+
+    /// Whether a login of this pool succeeded less than `max_age` ago.
+    pub fn recently_up(&self, max_age: std::time::Duration) -> bool {
+        self.upstream_attempt()
+            .is_some_and(|a| a.up && a.at.elapsed() < max_age)
+    }
+
+    fn record_attempt(&self, problem: Option<String>) {
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(UpstreamAttempt {
+            up: problem.is_none(),
+            at: MonoTime::now(),
+            problem,
+        });
     }
 
     pub fn mode(&self) -> PoolMode {
@@ -326,6 +376,25 @@ impl ServerPool {
                 Err(Handoff::Slot) => st.total -= 1,
             }
         }
+    }
+
+    /// The server-side identity of a client's statement: shared by every
+    /// client that prepares the same text with the same parameter types,
+    /// and by no other statement, whatever their hashes.
+    pub(crate) fn statement_id(&self, query: &[u8], param_types: &[u8]) -> StatementId {
+        self.statement_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .id(query, param_types)
+    }
+
+    /// Statements that got a name of their own because the pool's
+    /// registry was full.
+    pub fn unshared_statements(&self) -> u64 {
+        self.statement_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unshared()
     }
 
     pub(crate) fn statement_known(&self, id: StatementId) -> bool {
@@ -532,7 +601,7 @@ impl ServerPool {
                     local_addr: conn.stream.local_addr(),
                     remote_pid: conn.backend_key.process_id,
                 }));
-                self.counters.upstream_up.store(1, Ordering::Relaxed);
+                self.record_attempt(None);
                 tracing::debug!(
                     server = %conn.id, backend_pid = conn.backend_key.process_id,
                     database = %self.database, user = %self.user, "server connection opened"
@@ -542,9 +611,7 @@ impl ServerPool {
                 Ok(Box::new(conn))
             }
             Err(e) => {
-                if matches!(e, ProxyError::Connect(_)) {
-                    self.counters.upstream_up.store(0, Ordering::Relaxed);
-                }
+                self.record_attempt(Some(e.to_string()));
                 self.counters
                     .server_connect_errors
                     .fetch_add(1, Ordering::Relaxed);
@@ -657,11 +724,44 @@ impl ServerPool {
     /// outside the pool and closes it politely.
     pub async fn probe(&self) -> Result<(), ProxyError> {
         let result = ServerConn::connect(&self.login_target(), 1).await;
-        self.counters
-            .upstream_up
-            .store(result.is_ok() as usize, Ordering::Relaxed);
+        self.record_attempt(result.as_ref().err().map(|e| e.to_string()));
         result?.terminate().await;
         Ok(())
+    }
+
+    /// Readiness from the latest login attempt when it is younger than
+    /// `max_age`, else from a new probe (bounded by `timeout`). Load
+    /// balancers poll every second or so; a login per poll would fill
+    /// PostgreSQL's log and use up its connection slots for nothing.
+    pub async fn readiness(
+        &self,
+        max_age: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        let fresh = |pool: &ServerPool| {
+            pool.upstream_attempt()
+                .filter(|a| a.at.elapsed() < max_age)
+                .map(|a| match a.problem {
+                    None => Ok(()),
+                    Some(p) => Err(p),
+                })
+        };
+        if let Some(verdict) = fresh(self) {
+            return verdict;
+        }
+        let _probing = self.probing.lock().await;
+        // Whoever held the lock may have just probed.
+        if let Some(verdict) = fresh(self) {
+            return verdict;
+        }
+        match tokio::time::timeout(timeout, self.probe()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => {
+                let problem = format!("no answer within {timeout:?}");
+                self.record_attempt(Some(problem.clone()));
+                Err(problem)
+            }
+        }
     }
 
     /// Periodic upkeep: close connections idle too long or past their

@@ -116,6 +116,98 @@ impl StatementId {
     }
 }
 
+/// Ids the registry hands out for a hash are the hash with this bit
+/// clear; ids for a colliding or unregistered statement have it set and
+/// count up, so the two kinds can never meet.
+const FRESH_ID_BIT: u64 = 1 << 63;
+
+/// Where a pool's statements get their server-side names. A hash alone
+/// cannot name a statement shared by many clients: FNV collisions can be
+/// crafted, and a client whose text collides with another's would have
+/// its Bind run the other statement. So every hash hit is confirmed by
+/// comparing the full text and types, and a statement that collides gets
+/// a name of its own.
+///
+/// Entries are never evicted: a client or server connection may still
+/// hold an id, and reusing it for another text would be the confusion
+/// this exists to prevent. Past `cap` entries, new statements get a
+/// fresh id each time instead (correct, only not shared between clients)
+/// and are counted in `unshared`.
+pub(crate) struct StatementRegistry {
+    hash: fn(&[u8], &[u8]) -> u64,
+    cap: usize,
+    len: usize,
+    /// Masked hash to the statements with that hash; almost always one.
+    by_hash: FastMap<u64, Vec<Registered>>,
+    next_fresh: u64,
+    unshared: u64,
+}
+
+struct Registered {
+    query: Box<[u8]>,
+    param_types: Box<[u8]>,
+    id: StatementId,
+}
+
+impl StatementRegistry {
+    pub(crate) fn new(cap: usize) -> Self {
+        StatementRegistry::with_hash(cap, |q, t| StatementId::of(q, t).0)
+    }
+
+    /// With another hash function: tests inject collisions with it.
+    pub(crate) fn with_hash(cap: usize, hash: fn(&[u8], &[u8]) -> u64) -> Self {
+        StatementRegistry {
+            hash,
+            cap,
+            len: 0,
+            by_hash: FastMap::default(),
+            next_fresh: 0,
+            unshared: 0,
+        }
+    }
+
+    /// The id of this (text, parameter types): the same for the same
+    /// statement, different for any other.
+    pub(crate) fn id(&mut self, query: &[u8], param_types: &[u8]) -> StatementId {
+        let key = (self.hash)(query, param_types) & !FRESH_ID_BIT;
+        if let Some(same) = self.by_hash.get(&key).and_then(|entries| {
+            entries
+                .iter()
+                .find(|e| *e.query == *query && *e.param_types == *param_types)
+        }) {
+            return same.id;
+        }
+        if self.len >= self.cap {
+            self.unshared += 1;
+            return self.fresh();
+        }
+        let collides = self.by_hash.get(&key).is_some_and(|e| !e.is_empty());
+        let id = if collides {
+            self.fresh()
+        } else {
+            StatementId(key)
+        };
+        self.by_hash.entry(key).or_default().push(Registered {
+            query: query.into(),
+            param_types: param_types.into(),
+            id,
+        });
+        self.len += 1;
+        id
+    }
+
+    fn fresh(&mut self) -> StatementId {
+        self.next_fresh += 1;
+        StatementId(FRESH_ID_BIT | self.next_fresh)
+    }
+
+    /// Statements that got an id of their own because the registry was
+    /// full.
+    pub(crate) fn unshared(&self) -> u64 {
+        self.unshared
+    }
+}
+
 /// A client's statement as it exists on servers.
 #[derive(Debug)]
 pub struct Prepared {
@@ -137,8 +229,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn from_parse(view: &ParseView<'_>, generation: u64, epoch: u64) -> Prepared {
-        let id = StatementId::of(view.query, view.param_types);
+    /// `id` comes from the pool's [`StatementRegistry`], never from a
+    /// hash alone.
+    pub fn from_parse(
+        view: &ParseView<'_>,
+        id: StatementId,
+        generation: u64,
+        epoch: u64,
+    ) -> Prepared {
         let server_name = Bytes::from(id.server_name());
         let parse = frontend::parse(&server_name, view.query, view.param_types);
         let close = frontend::close(frontend::TARGET_STATEMENT, &server_name);
@@ -274,16 +372,82 @@ mod tests {
         assert_eq!(m.get(&b"S_417"[..]), Some(&417));
     }
 
+    fn prepared(registry: &mut StatementRegistry, name: &[u8], query: &[u8]) -> Prepared {
+        prepared_with_types(registry, name, query, b"\0\0")
+    }
+
+    fn prepared_with_types(
+        registry: &mut StatementRegistry,
+        name: &[u8],
+        query: &[u8],
+        types: &[u8],
+    ) -> Prepared {
+        let parse = frontend::parse(name, query, types);
+        let view = ParseView::new(&parse).unwrap();
+        let id = registry.id(view.query, view.param_types);
+        Prepared::from_parse(&view, id, 0, 0)
+    }
+
     #[test]
     fn same_text_and_types_share_a_server_name() {
-        let a = frontend::parse(b"P_0", b"SELECT $1", b"\0\0");
-        let b = frontend::parse(b"other", b"SELECT $1", b"\0\0");
-        let c = frontend::parse(b"P_0", b"SELECT $1", b"\0\x01\0\0\0\x17");
-        let pa = Prepared::from_parse(&ParseView::new(&a).unwrap(), 0, 0);
-        let pb = Prepared::from_parse(&ParseView::new(&b).unwrap(), 0, 0);
-        let pc = Prepared::from_parse(&ParseView::new(&c).unwrap(), 0, 0);
+        let mut r = StatementRegistry::new(100);
+        let pa = prepared(&mut r, b"P_0", b"SELECT $1");
+        let pb = prepared(&mut r, b"other", b"SELECT $1");
+        let pc = prepared_with_types(&mut r, b"P_0", b"SELECT $1", b"\0\x01\0\0\0\x17");
         assert_eq!(pa.server_name, pb.server_name);
         assert_ne!(pa.server_name, pc.server_name);
+    }
+
+    /// Every text hashes alike here, as crafted FNV collisions would.
+    fn colliding(_: &[u8], _: &[u8]) -> u64 {
+        0x1234
+    }
+
+    #[test]
+    fn colliding_texts_get_their_own_server_names_and_parses() {
+        let mut r = StatementRegistry::with_hash(100, colliding);
+        let mine = prepared(&mut r, b"s", b"SELECT balance FROM accounts WHERE id = $1");
+        let theirs = prepared(&mut r, b"s", b"DELETE FROM accounts WHERE id = $1");
+        assert_ne!(mine.id, theirs.id);
+        assert_ne!(mine.server_name, theirs.server_name);
+        // What a server that lacks the statement is sent (and so what a
+        // Bind to that name runs) is each client's own text.
+        let mine_parse = ParseView::new(&mine.parse).unwrap();
+        let theirs_parse = ParseView::new(&theirs.parse).unwrap();
+        assert_eq!(mine_parse.statement, &mine.server_name[..]);
+        assert_eq!(
+            mine_parse.query,
+            b"SELECT balance FROM accounts WHERE id = $1"
+        );
+        assert_eq!(theirs_parse.statement, &theirs.server_name[..]);
+        assert_eq!(theirs_parse.query, b"DELETE FROM accounts WHERE id = $1");
+        // Each keeps its name when prepared again, by any client.
+        let mine_again = prepared(&mut r, b"t", b"SELECT balance FROM accounts WHERE id = $1");
+        let theirs_again = prepared(&mut r, b"u", b"DELETE FROM accounts WHERE id = $1");
+        assert_eq!(mine_again.id, mine.id);
+        assert_eq!(theirs_again.id, theirs.id);
+        // Same text, other parameter types: another statement too.
+        let typed = prepared_with_types(
+            &mut r,
+            b"s",
+            b"SELECT balance FROM accounts WHERE id = $1",
+            b"\0\x01\0\0\0\x17",
+        );
+        assert!(typed.id != mine.id && typed.id != theirs.id);
+    }
+
+    #[test]
+    fn a_full_registry_gives_new_statements_unshared_names_without_evicting() {
+        let mut r = StatementRegistry::new(2);
+        let a = r.id(b"SELECT 1", b"");
+        let b = r.id(b"SELECT 2", b"");
+        let c1 = r.id(b"SELECT 3", b"");
+        let c2 = r.id(b"SELECT 3", b"");
+        assert_ne!(c1, c2, "an unregistered statement is never shared");
+        assert!(![a, b].contains(&c1) && ![a, b].contains(&c2));
+        assert_eq!(r.unshared(), 2);
+        assert_eq!(r.id(b"SELECT 1", b""), a);
+        assert_eq!(r.id(b"SELECT 2", b""), b);
     }
 
     #[test]

@@ -86,8 +86,10 @@ pub fn bytes_total() -> (u64, u64) {
     })
 }
 
-/// The leak guards (placeholder until the metrics family lands).
-#[derive(Debug, Clone, Copy)]
+/// The timeout settings that end a session or a transaction, counted
+/// process-wide so operators can tell a leak guard firing from clients
+/// disconnecting on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeoutKind {
     ClientLogin,
     Query,
@@ -96,7 +98,39 @@ pub enum TimeoutKind {
     Transaction,
 }
 
-pub(crate) fn count_timeout(_kind: TimeoutKind) {}
+impl TimeoutKind {
+    pub const ALL: [TimeoutKind; 5] = [
+        TimeoutKind::ClientLogin,
+        TimeoutKind::Query,
+        TimeoutKind::IdleTransaction,
+        TimeoutKind::ClientIdle,
+        TimeoutKind::Transaction,
+    ];
+
+    /// The setting's name, which is what operators search the config for.
+    pub fn setting(self) -> &'static str {
+        match self {
+            TimeoutKind::ClientLogin => "client_login_timeout",
+            TimeoutKind::Query => "query_timeout",
+            TimeoutKind::IdleTransaction => "idle_transaction_timeout",
+            TimeoutKind::ClientIdle => "client_idle_timeout",
+            TimeoutKind::Transaction => "transaction_timeout",
+        }
+    }
+}
+
+/// Timeouts are rare events, so plain shared atomics (not per-thread) do.
+static TIMEOUTS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// Counts one session or transaction ended by `kind`.
+pub fn count_timeout(kind: TimeoutKind) {
+    TIMEOUTS[kind as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Every kind with its count since start, zeros included.
+pub fn timeouts() -> [(TimeoutKind, u64); 5] {
+    TimeoutKind::ALL.map(|k| (k, TIMEOUTS[k as usize].load(Ordering::Relaxed)))
+}
 
 static FAILED_LOGINS: AtomicU64 = AtomicU64::new(0);
 
@@ -126,6 +160,29 @@ mod tests {
         assert_eq!(buckets[3], 1); // <= 5 ms
         assert_eq!(buckets[WAIT_BUCKETS.len()], 1); // +Inf
         assert!((sum - 60.00305).abs() < 1e-6);
+    }
+
+    #[test]
+    fn each_timeout_kind_is_counted_under_its_own_setting_name() {
+        let before = timeouts();
+        count_timeout(TimeoutKind::IdleTransaction);
+        count_timeout(TimeoutKind::IdleTransaction);
+        count_timeout(TimeoutKind::ClientLogin);
+        let after = timeouts();
+        let names: Vec<&str> = after.iter().map(|(k, _)| k.setting()).collect();
+        assert_eq!(
+            names,
+            [
+                "client_login_timeout",
+                "query_timeout",
+                "idle_transaction_timeout",
+                "client_idle_timeout",
+                "transaction_timeout"
+            ]
+        );
+        // Other tests may count concurrently: at least what we added.
+        assert!(after[2].1 >= before[2].1 + 2);
+        assert!(after[0].1 > before[0].1);
     }
 
     #[test]

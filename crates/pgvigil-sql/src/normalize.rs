@@ -161,6 +161,39 @@ fn statement(
     });
 }
 
+type SplitBody<'a> = (&'a [u8], std::borrow::Cow<'a, [u8]>, &'a [u8]);
+
+/// A DO body's opening delimiter, its code, and its closing delimiter:
+/// `$tag$ code $tag$`, or `' code '` with doubled quotes undone. None for
+/// what cannot be read back reliably (unterminated, `E'...'` escapes).
+fn split_body(raw: &[u8]) -> Option<SplitBody<'_>> {
+    match raw.first()? {
+        b'$' => {
+            let tag_end = raw[1..].iter().position(|&c| c == b'$')? + 2;
+            let open = &raw[..tag_end];
+            if raw.len() < 2 * tag_end || !raw.ends_with(open) {
+                return None;
+            }
+            let inner = &raw[tag_end..raw.len() - tag_end];
+            Some((open, inner.into(), &raw[raw.len() - tag_end..]))
+        }
+        b'\'' => {
+            if raw.len() < 2 || raw.last() != Some(&b'\'') {
+                return None;
+            }
+            let inner = &raw[1..raw.len() - 1];
+            let mut out = Vec::with_capacity(inner.len());
+            let mut k = 0;
+            while k < inner.len() {
+                out.push(inner[k]);
+                k += if inner[k] == b'\'' { 2 } else { 1 };
+            }
+            Some((&raw[..1], out.into(), &raw[raw.len() - 1..]))
+        }
+        _ => None,
+    }
+}
+
 fn block_comment_tags(src: &[u8], t: &Token, tags: &mut Vec<(String, String)>) {
     let c = &src[t.start..t.end];
     if c.starts_with(b"/*") && c.windows(2).any(|w| w == b"='") {
@@ -303,7 +336,9 @@ impl<'a> Builder<'a> {
                     i + 1
                 }
                 Kind::String | Kind::DollarString => {
-                    if self.keep_strings {
+                    if self.kind == StatementKind::Utility("DO") {
+                        self.do_body(i);
+                    } else if self.keep_strings {
                         self.emit(i);
                         self.hash_bytes(T_BODY, i);
                     } else {
@@ -443,6 +478,55 @@ impl<'a> Builder<'a> {
         self.placeholder(self.toks[from].gap);
         self.fp.write_u64(T_CONST);
         self.value(from, to);
+    }
+
+    /// A DO block's body is code, but code written around the caller's
+    /// values (`DO $$ ... 'password' ... $$`): kept verbatim it would show
+    /// those values on every statistics surface. Its literals (strings,
+    /// numbers, nested dollar quotes) become `$n` and comments go, as in
+    /// any other statement, so blocks differing only in values share a
+    /// fingerprint. The body's bytes still key the shape cache (they are
+    /// noted verbatim), so a cached text is only reused for the very same
+    /// body. A body that cannot be taken apart (unterminated, or an
+    /// escape string) becomes one `$n` altogether.
+    fn do_body(&mut self, i: usize) {
+        let raw = self.bytes(i);
+        let Some((open, inner, close)) = split_body(raw) else {
+            self.constant(i, i);
+            return;
+        };
+        self.note_verbatim(i);
+        let inner_toks = lex(&inner);
+        let mut body: Vec<u8> = Vec::with_capacity(inner.len());
+        let mut after_placeholder = false;
+        for t in inner_toks.iter().filter(|t| t.kind != Kind::Comment) {
+            let bytes = &inner[t.start..t.end];
+            let glued = body.last().is_some_and(|&c| is_ident_cont(c));
+            let literal = matches!(t.kind, Kind::Number | Kind::String | Kind::DollarString);
+            let spaced = !body.is_empty()
+                && (t.gap || (literal && glued) || (after_placeholder && is_ident_cont(bytes[0])));
+            if spaced {
+                body.push(b' ');
+            }
+            if literal {
+                body.push(b'$');
+                push_decimal(&mut body, self.next_placeholder);
+                self.next_placeholder = self.next_placeholder.saturating_add(1);
+            } else {
+                body.extend_from_slice(bytes);
+            }
+            after_placeholder = literal;
+        }
+        let t = self.toks[i];
+        self.space(t.gap, raw[0]);
+        self.text.extend_from_slice(open);
+        self.text.push(b' ');
+        self.text.extend_from_slice(&body);
+        self.text.push(b' ');
+        self.text.extend_from_slice(close);
+        self.after_placeholder = false;
+        self.fp.write_u64(T_BODY | body.len() as u64);
+        self.fp.write_bytes(&body);
     }
 
     // ----- tokens -----

@@ -318,9 +318,55 @@ fn function_bodies_are_code_not_constants() {
         sql,
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 2 $$",
     );
+}
+
+#[test]
+fn do_block_literals_become_placeholders_in_every_quoting() {
     assert_eq!(
         text("DO $$BEGIN PERFORM 1; END$$"),
-        "DO $$BEGIN PERFORM 1; END$$"
+        "DO $$ BEGIN PERFORM $1; END $$"
+    );
+    assert_eq!(
+        text("DO $$ BEGIN EXECUTE 'ALTER ROLE app PASSWORD ''hunter2'''; END $$"),
+        "DO $$ BEGIN EXECUTE $1; END $$"
+    );
+    assert_eq!(
+        text("DO $body$ BEGIN INSERT INTO t VALUES ('secret', 42, $q$also$q$); END $body$"),
+        "DO $body$ BEGIN INSERT INTO t VALUES ($1, $2, $3); END $body$"
+    );
+    assert_eq!(
+        text("DO LANGUAGE plpgsql $$ BEGIN RAISE NOTICE 'secret'; END $$"),
+        "DO LANGUAGE plpgsql $$ BEGIN RAISE NOTICE $1; END $$"
+    );
+    // A single-quoted body: its doubled quotes are the literal's own.
+    assert_eq!(
+        text("DO 'BEGIN RAISE NOTICE ''secret''; END'"),
+        "DO ' BEGIN RAISE NOTICE $1; END '"
+    );
+    // Comments in the body may hold anything; they go.
+    assert_eq!(
+        text("DO $$ BEGIN /* key=secret */ PERFORM 1; -- secret\n END $$"),
+        "DO $$ BEGIN PERFORM $1; END $$"
+    );
+}
+
+#[test]
+fn do_bodies_that_cannot_be_taken_apart_become_one_placeholder() {
+    assert_eq!(text("DO $a$ never closed 'secret'"), "DO $1");
+    assert_eq!(text(r"DO E'BEGIN RAISE NOTICE \'secret\'; END'"), "DO $1");
+    // Elsewhere a dollar-quoted string is a value like any other.
+    assert_eq!(text("SELECT $$secret$$, $t$x$t$"), "SELECT $1, $2");
+}
+
+#[test]
+fn do_blocks_differing_only_in_values_share_a_fingerprint() {
+    same_fingerprint(
+        "DO $$ BEGIN INSERT INTO audit VALUES ('alice', 1); END $$",
+        "DO $$ BEGIN INSERT INTO audit VALUES ('bob', 2); END $$",
+    );
+    different_fingerprint(
+        "DO $$ BEGIN INSERT INTO audit VALUES ('alice'); END $$",
+        "DO $$ BEGIN DELETE FROM audit WHERE who = 'alice'; END $$",
     );
 }
 

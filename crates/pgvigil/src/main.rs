@@ -10,6 +10,9 @@ use anyhow::Context;
 use clap::Parser;
 use pgvigil_config::{Config, FileConfig, InsightSection, LogFormat, Overrides, PoolSection};
 use pgvigil_proxy::Proxy;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: per-thread free lists make the hot path's few allocations
@@ -48,6 +51,10 @@ struct Cli {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// Host names the admin listener answers to besides its own address
+    /// and localhost (host or host:port), comma-separated.
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    admin_allowed_hosts: Option<Vec<String>>,
     /// Users who may use the admin console (`psql ... pgvigil`), comma-separated.
     #[arg(long, value_name = "USERS", value_delimiter = ',')]
     admin_users: Option<Vec<String>>,
@@ -173,6 +180,7 @@ impl Cli {
             listen: self.listen.clone(),
             admin_listen: self.admin_listen.clone(),
             admin_token: self.admin_token.clone(),
+            admin_allowed_hosts: self.admin_allowed_hosts.clone(),
             admin_users: self.admin_users.clone(),
             stats_users: self.stats_users.clone(),
             upstream: self.upstream.clone(),
@@ -251,6 +259,23 @@ fn load_config(cli: &Cli) -> Result<Config, pgvigil_config::ConfigError> {
     Config::resolve(file, cli.overrides())
 }
 
+/// Dependencies whose debug and trace output carries statement text (or
+/// could, being wire-protocol code): sqlparser logs every text it parses,
+/// `ALTER ROLE ... PASSWORD '...'` included. They stay silent whatever
+/// RUST_LOG asks for, since an operator turning on debug logging to chase
+/// a pool problem has not agreed to write passwords and query literals to
+/// the log.
+const SILENCED_TARGETS: [&str; 2] = ["sqlparser", "pgwire"];
+
+/// A filter in front of RUST_LOG's: a more specific RUST_LOG directive
+/// (`sqlparser::parser=debug`) cannot re-enable what this turns off.
+fn silenced_targets() -> Targets {
+    SILENCED_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, name| t.with_target(*name, LevelFilter::OFF),
+    )
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -258,8 +283,8 @@ fn init_logging(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(silenced_targets()).init(),
+        LogFormat::Json => builder.json().finish().with(silenced_targets()).init(),
     }
 }
 
@@ -287,6 +312,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         let max_query_series = config.metrics.max_query_series;
         let admin_token = config.admin_token.clone();
         let metrics_require_token = config.metrics_require_token;
+        let admin_allowed_hosts = config.admin_allowed_hosts.clone();
         let proxy = Proxy::bind(config)
             .await
             .with_context(|| format!("binding the client listener on {listen}"))?;
@@ -310,6 +336,8 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             max_query_series,
             token: admin_token.map(|t| t.0.into()),
             metrics_require_token,
+            listen: admin.local_addr()?,
+            allowed_hosts: admin_allowed_hosts.into(),
         };
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;

@@ -77,7 +77,9 @@ type Statements = Arc<[NormalizedStatement]>;
 /// parameters themselves when `log_parameters` is on.
 type Portal = (Statements, u64, Option<String>);
 
-/// A new fingerprint's raw text, for the lint worker.
+/// A new fingerprint's normalized text, for the lint worker: the raw
+/// text would hand literals (passwords in `ALTER ROLE`) to a parser that
+/// may log what it parses.
 pub(crate) type LintJob = (u64, String);
 
 /// The constants hashes of a tracked text whose statements are a shape's
@@ -233,20 +235,14 @@ impl Observer {
             (statements, values, unregistered)
         });
         if unregistered {
-            match values {
-                Values::Own => self.register(&statements, sql),
-                // Lint gets each statement's raw text, cut at its span,
-                // which an example has for another text. Rare: once per
-                // fingerprint per thread.
-                _ => self.register(&pgvigil_sql::normalize(sql), sql),
-            }
+            self.register(&statements);
         }
         (statements, values)
     }
 
     /// Tells insight the texts of fingerprints this thread has not
     /// registered yet; a fingerprint new to insight is queued for lint.
-    fn register(&self, statements: &[NormalizedStatement], sql: &[u8]) {
+    fn register(&self, statements: &[NormalizedStatement]) {
         for s in statements {
             let fp = s.fingerprint.0;
             let first = NORMALIZER.with(|n| {
@@ -265,9 +261,8 @@ impl Observer {
                 kind: s.kind.as_str().to_string(),
             });
             if self.insight.register(info) {
-                let raw = sql.get(s.span.clone()).unwrap_or_default();
                 // Lint is best effort: a full queue only loses the lint.
-                let job = (fp, String::from_utf8_lossy(raw).into_owned());
+                let job = (fp, s.text.to_string());
                 if self.lint.try_send(job).is_err() {
                     self.insight.count_lint_dropped();
                 }

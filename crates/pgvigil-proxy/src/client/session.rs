@@ -528,7 +528,7 @@ impl Session {
                     if view.statement.is_empty()
                         || !self
                             .pool
-                            .statement_known(StatementId::of(view.query, view.param_types))
+                            .statement_known(self.pool.statement_id(view.query, view.param_types))
                     {
                         return Ok(false);
                     }
@@ -803,7 +803,8 @@ impl Session {
 
     fn new_prepared(&self, view: &ParseView<'_>) -> Prepared {
         let epoch = self.pool.change_epoch();
-        let mut prepared = Prepared::from_parse(view, 0, epoch);
+        let id = self.pool.statement_id(view.query, view.param_types);
+        let mut prepared = Prepared::from_parse(view, id, 0, epoch);
         prepared.generation = self.pool.statement_generation(prepared.id);
         prepared
     }
