@@ -70,12 +70,33 @@ async fn unknown_database_rejected_with_3d000() -> Result<()> {
     .await
 }
 
+/// As PostgreSQL: an unknown user is asked for a password like anyone
+/// else (a SCRAM exchange with a made-up salt) and fails like a wrong
+/// password, so names cannot be tried one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_user_rejected_with_28000() -> Result<()> {
+async fn unknown_user_fails_like_a_wrong_password() -> Result<()> {
     timed(LIMIT, async {
         let vigil = Pgvigil::start(shared_cluster(), PoolMode::Session, 2).await?;
-        let code = rejected(&vigil, "no_such_user", "whatever", "appdb").await?;
-        ensure!(code == "28000", "unknown user gave {code}, expected 28000");
+        let unknown = rejected(&vigil, "no_such_user", "whatever", "appdb").await?;
+        let wrong = rejected(&vigil, "app", "not-the-password", "appdb").await?;
+        ensure!(
+            unknown == "28P01" && wrong == "28P01",
+            "unknown user gave {unknown}, wrong password {wrong}: both should be 28P01"
+        );
+        // Both are offered the same SASL mechanisms before any password.
+        let salt_of = |user: &'static str| {
+            let port = vigil.port();
+            async move {
+                let first =
+                    pgvigil_integration::raw::first_reply_to_startup(port, user, "appdb").await?;
+                ensure!(
+                    first.auth_code() == Some(10),
+                    "{user}: expected AuthenticationSASL, got {first:?}"
+                );
+                Ok::<_, anyhow::Error>(first.sasl_mechanisms())
+            }
+        };
+        ensure!(salt_of("no_such_user").await? == salt_of("app").await?);
         select_one(&vigil.connect_app().await?, "after").await
     })
     .await
@@ -401,7 +422,6 @@ async fn client_auth_scram_asks_for_scram_and_checks_it() -> Result<()> {
 /// clients log in with the password, and pgvigil logs in to PostgreSQL with
 /// the keys their proofs reveal (as PgBouncer does), never knowing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the client handshake to pass finish_with_keys' keys to ServerPool::offer_scram_keys"]
 async fn scram_secret_in_the_config_logs_in_to_postgresql_without_the_password() -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();

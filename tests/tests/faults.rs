@@ -696,7 +696,6 @@ async fn malformed_login_traffic_gets_an_error_or_close() -> Result<()> {
 /// PostgreSQL answers a second SSLRequest (after its 'N') with a FATAL
 /// protocol error instead of another 'N'.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: client/mod.rs login() answers 'N' to any number of SSLRequest/GSSENCRequest packets"]
 async fn repeated_ssl_request_is_refused_like_postgresql() -> Result<()> {
     timed(LIMIT, async {
         let vigil = trust_builder(shared_cluster(), PoolMode::Transaction, 1)
@@ -774,7 +773,6 @@ async fn postgres_killed_mid_transaction_recovery(mode: PoolMode) -> Result<()> 
 /// The exact form of the crash test: one error per event, and idle
 /// transaction-mode clients untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: session.rs Session::finish adds its own FATAL 08006 after forwarding PostgreSQL's FATAL"]
 async fn postgres_killed_mid_transaction_errors_exactly_once() -> Result<()> {
     postgres_killed_mid_transaction(PoolMode::Transaction, Strictness::Exact).await
 }
@@ -918,7 +916,6 @@ async fn recover(
 /// error the client gets: pgvigil adds no second "server connection
 /// lost" after forwarding it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: session.rs Session::finish adds its own FATAL 08006 after forwarding PostgreSQL's FATAL"]
 async fn server_fatal_reaches_the_client_once() -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
@@ -1075,7 +1072,6 @@ async fn copy_messages_outside_copy_from_an_idle_client_do_not_break_others() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: session.rs keeps the server after a bare Flush and releases it before PostgreSQL's FATAL to a stray PasswordMessage"]
 async fn untracked_message_from_an_idle_client_does_not_break_others() -> Result<()> {
     timed(
         LIMIT,
@@ -1412,7 +1408,6 @@ async fn thousands_of_silent_sockets_do_not_lock_out_real_clients() -> Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs client_login_timeout: lead enables after merge"]
 async fn client_login_timeout_closes_silent_sockets() -> Result<()> {
     timed(LIMIT, async {
         let n = silent_socket_count();
@@ -1458,13 +1453,11 @@ async fn client_login_timeout_closes_silent_sockets() -> Result<()> {
 
 mod query_timeout_cancels_with_57014_and_keeps_the_connection {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs query_timeout: lead enables after merge"]
     async fn session_mode() -> anyhow::Result<()> {
         super::query_timeout(pgvigil_integration::PoolMode::Session).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs query_timeout: lead enables after merge"]
     async fn transaction_mode() -> anyhow::Result<()> {
         super::query_timeout(pgvigil_integration::PoolMode::Transaction).await
     }
@@ -1515,7 +1508,6 @@ async fn query_timeout(mode: PoolMode) -> Result<()> {
 // ---------------------------------------------- 9. idle_transaction_timeout
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs idle_transaction_timeout: lead enables after merge"]
 async fn idle_transaction_timeout_closes_the_client_and_frees_the_server() -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
@@ -1581,7 +1573,6 @@ impl Drop for Thaw {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs query_timeout: lead enables after merge"]
 async fn frozen_backend_gives_a_bounded_error_under_query_timeout() -> Result<()> {
     timed(LIMIT, async {
         let vigil = Pgvigil::builder(shared_cluster())
@@ -1697,7 +1688,6 @@ async fn frozen_postmaster_fails_new_server_logins_in_bounded_time() -> Result<(
 /// COMMIT within shutdown_timeout, and whoever is still connected at the
 /// end gets 57P01 before pgvigil exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs shutdown_timeout: lead enables after merge"]
 async fn sigterm_drains_for_shutdown_timeout_then_terminates_clients() -> Result<()> {
     timed(LIMIT, async {
         let mut vigil = Pgvigil::builder(shared_cluster())
@@ -1758,7 +1748,6 @@ async fn sigterm_drains_for_shutdown_timeout_then_terminates_clients() -> Result
 /// finish, a client that holds no server and sends another query is
 /// disconnected, and pgvigil exits as soon as no server is in use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs shutdown_timeout: lead enables after merge"]
 async fn sigint_waits_for_open_transactions_then_exits() -> Result<()> {
     timed(LIMIT, async {
         let mut vigil = Pgvigil::builder(shared_cluster())
@@ -1809,7 +1798,6 @@ async fn sigint_waits_for_open_transactions_then_exits() -> Result<()> {
 
 /// A second SIGTERM during the drain is PgBouncer's "immediate shutdown".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs shutdown_timeout: lead enables after merge"]
 async fn second_sigterm_shuts_down_at_once() -> Result<()> {
     timed(LIMIT, async {
         let mut vigil = Pgvigil::builder(shared_cluster())
@@ -1849,7 +1837,6 @@ async fn second_sigterm_shuts_down_at_once() -> Result<()> {
 // --------------------------------------------- 12. admin console framing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs console framing limits: lead enables after merge"]
 async fn console_rejects_malformed_frames_without_buffering_them() -> Result<()> {
     timed(LIMIT, async {
         let mut vigil = trust_builder(shared_cluster(), PoolMode::Transaction, 1)

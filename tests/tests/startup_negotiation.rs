@@ -56,7 +56,6 @@ async fn postgresql_negotiates_3_2_down_to_3_0_and_reports_the_option() -> Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the client handshake to send backend::negotiate_protocol_version"]
 async fn pgvigil_negotiates_3_2_down_to_3_0_like_postgresql() -> Result<()> {
     timed(LIMIT, async {
         let vigil = Pgvigil::builder(shared_cluster())

@@ -25,8 +25,15 @@ pub(crate) struct GuardSettings {
 }
 
 /// How long a cancelled statement may take to stop before pgvigil gives
-/// up on the server connection.
-const CANCEL_GRACE: Duration = Duration::from_secs(5);
+/// up on the server connection: `query_timeout` again, within these
+/// bounds. PostgreSQL answers a cancel in milliseconds unless the backend
+/// is stuck (frozen, or in an uninterruptible call).
+const CANCEL_GRACE_MIN: Duration = Duration::from_secs(1);
+const CANCEL_GRACE_MAX: Duration = Duration::from_secs(5);
+
+fn cancel_grace(query_timeout: Duration) -> Duration {
+    query_timeout.clamp(CANCEL_GRACE_MIN, CANCEL_GRACE_MAX)
+}
 
 impl GuardSettings {
     pub(crate) fn of(settings: &PoolSettings) -> GuardSettings {
@@ -142,11 +149,9 @@ impl GuardClock {
         };
         let fired = if a.waiting_on_server {
             match self.cancel_sent_at {
-                Some(sent) if !s.query_timeout.is_zero() => due(
-                    sent,
-                    s.query_timeout.max(CANCEL_GRACE),
-                    Guard::CancelIgnored,
-                ),
+                Some(sent) if !s.query_timeout.is_zero() => {
+                    due(sent, cancel_grace(s.query_timeout), Guard::CancelIgnored)
+                }
                 _ => due(self.busy_since, s.query_timeout, Guard::Query),
             }
         } else if a.in_transaction {
@@ -260,6 +265,13 @@ mod tests {
     }
 
     #[test]
+    fn the_grace_after_a_cancel_follows_query_timeout_within_bounds() {
+        assert_eq!(cancel_grace(Duration::from_millis(200)), secs(1));
+        assert_eq!(cancel_grace(secs(3)), secs(3));
+        assert_eq!(cancel_grace(secs(600)), secs(5));
+    }
+
+    #[test]
     fn a_cancelled_statement_gets_a_grace_period_then_the_connection_is_given_up() {
         let t0 = MonoTime::from_nanos(5_000_000_000);
         let s = GuardSettings {
@@ -273,11 +285,11 @@ mod tests {
         );
         clock.cancel_sent_at = Some(t0.plus(secs(1)));
         assert_eq!(
-            clock.check(&s, BUSY, t0.plus(secs(2))),
-            Verdict::CheckAt(t0.plus(secs(1) + CANCEL_GRACE))
+            clock.check(&s, BUSY, t0.plus(Duration::from_millis(1500))),
+            Verdict::CheckAt(t0.plus(secs(1) + cancel_grace(secs(1))))
         );
         assert_eq!(
-            clock.check(&s, BUSY, t0.plus(secs(1) + CANCEL_GRACE)),
+            clock.check(&s, BUSY, t0.plus(secs(1) + cancel_grace(secs(1)))),
             Verdict::Fire(Guard::CancelIgnored)
         );
     }

@@ -1009,6 +1009,10 @@ impl Session {
                 }
             }
             be::ERROR_RESPONSE => {
+                let severity = backend::error_fields(frame.expect("decoded"))?.severity;
+                if severity == b"FATAL" || severity == b"PANIC" {
+                    self.server_said_goodbye = true;
+                }
                 if let Some(g) = self.guards.as_ref().filter(|g| g.cancelled) {
                     let code = backend::error_fields(frame.expect("decoded"))?.code;
                     if code == b"57014" {
@@ -1037,12 +1041,7 @@ impl Session {
             }
         }
         match self.replies.on_server_message(tag) {
-            ServerReply::Unsolicited => {
-                if tag == be::ERROR_RESPONSE {
-                    self.server_said_goodbye = true;
-                }
-                Ok(true)
-            }
+            ServerReply::Unsolicited => Ok(true),
             ServerReply::Partial { swallow } => Ok(!swallow),
             ServerReply::Completed { request, swallow } => {
                 if let Request::Parse(Some((id, _))) = request {
