@@ -88,7 +88,7 @@ impl Proxy {
         let mode = loop {
             let accepted = tokio::select! {
                 mode = requests.recv() => break mode.unwrap_or(Shutdown::Smart),
-                _ = &mut console_shutdown => break Shutdown::Immediate,
+                _ = &mut console_shutdown => break Shutdown::Safe,
                 accepted = self.listener.accept() => accepted,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             };

@@ -2,11 +2,12 @@
 //!
 //! - `Smart` (SIGTERM): stop accepting, report not ready, let clients
 //!   finish and leave on their own, up to `shutdown_timeout`.
-//! - `Safe` (SIGINT): the same, and a transaction-mode client that asks
+//! - `Safe` (SIGINT, the console's SHUTDOWN): the same, and a
+//!   transaction-mode client that asks
 //!   for a server again is told 57P01 instead; once no server connection
 //!   is checked out, everyone left is disconnected.
-//! - `Immediate` (SIGQUIT, a second SIGTERM or SIGINT, the console's
-//!   SHUTDOWN): disconnect everyone now.
+//! - `Immediate` (SIGQUIT, a second SIGTERM or SIGINT): disconnect
+//!   everyone now.
 //!
 //! Whoever is still connected when the time is up is told PostgreSQL's
 //! own "terminating connection due to administrator command" (57P01).
