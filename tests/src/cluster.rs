@@ -81,6 +81,19 @@ impl PgCluster {
     /// as `shared_preload_libraries = 'pg_stat_statements'`) appended after
     /// the harness's own settings, so they take precedence.
     pub fn with_settings(extra_conf: &str) -> Result<PgCluster> {
+        PgCluster::build(extra_conf, None)
+    }
+
+    /// A cluster that speaks TLS with `cert_pem`/`key_pem` and refuses
+    /// every TCP connection that is not TLS (`hostnossl ... reject`), so a
+    /// login through it proves the connection was encrypted. Local
+    /// (Unix socket) connections stay trusted for the harness's own use.
+    /// `extra_conf` as in [`PgCluster::with_settings`].
+    pub fn with_tls(cert_pem: &str, key_pem: &str, extra_conf: &str) -> Result<PgCluster> {
+        PgCluster::build(extra_conf, Some(TlsFiles { cert_pem, key_pem }))
+    }
+
+    fn build(extra_conf: &str, tls: Option<TlsFiles<'_>>) -> Result<PgCluster> {
         sweep_stale_dirs();
         let root = tempfile::Builder::new()
             .prefix(&format!("pgvigil-it-{}-", std::process::id()))
@@ -106,6 +119,9 @@ impl PgCluster {
         };
         cluster.initdb()?;
         cluster.configure(extra_conf)?;
+        if let Some(tls) = tls {
+            cluster.configure_tls(tls)?;
+        }
         cluster.start()?;
         cluster.create_roles()?;
         Ok(cluster)
@@ -217,6 +233,40 @@ host all all 127.0.0.1/32 scram-sha-256
 ";
         std::fs::write(self.data.join("pg_hba.conf"), hba).context("writing pg_hba.conf")?;
         Ok(())
+    }
+
+    /// Writes the server's certificate and key into the data directory
+    /// (the key owned by the server's user, mode 0600, or PostgreSQL
+    /// refuses it), turns `ssl` on, and replaces pg_hba.conf with one that
+    /// rejects unencrypted TCP.
+    fn configure_tls(&self, tls: TlsFiles<'_>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, content, mode) in [
+            ("server.crt", tls.cert_pem, 0o644),
+            ("server.key", tls.key_pem, 0o600),
+        ] {
+            let path = self.data.join(name);
+            std::fs::write(&path, content)
+                .with_context(|| format!("writing {}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("chmod {}", path.display()))?;
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {}", path.display()))?;
+            }
+        }
+        let conf = "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n";
+        OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .context("appending the TLS settings to postgresql.conf")?;
+        let hba = "\
+local all all trust
+hostnossl all all all reject
+hostssl all all all scram-sha-256
+";
+        std::fs::write(self.data.join("pg_hba.conf"), hba).context("writing pg_hba.conf")
     }
 
     fn create_roles(&self) -> Result<()> {
@@ -414,6 +464,12 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// PEM text of the certificate and key a TLS cluster serves.
+struct TlsFiles<'a> {
+    cert_pem: &'a str,
+    key_pem: &'a str,
 }
 
 fn check_output(what: &str, out: &Output) -> Result<()> {

@@ -7,6 +7,7 @@
 //!   that stops reading).
 //! * [`api`]: requests to pgvigil's admin JSON API (`Pgvigil::api_get` and friends).
 //! * [`python`]: the Python scripts under `tests/python/` (ORM, drivers).
+//! * [`certs`]: a CA and certificates signed by it, for the TLS tests.
 //!
 //! Every long-lived child process (postgres, pgvigil) is tied to the test process
 //! with `PR_SET_PDEATHSIG`, so a crashed or killed test binary leaves nothing behind.
@@ -21,6 +22,7 @@
 //! A failing test prints the tail of pgvigil's stderr.
 
 pub mod api;
+pub mod certs;
 pub mod cluster;
 pub mod python;
 pub mod raw;

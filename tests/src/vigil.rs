@@ -444,7 +444,19 @@ impl Pgvigil {
 
     /// Runs `pgbench <args>` through pgvigil as `app` on `appdb`.
     pub async fn pgbench(&self, args: &[&str], limit: Duration) -> Result<PgbenchReport> {
+        self.pgbench_env(args, &[], limit).await
+    }
+
+    /// [`Pgvigil::pgbench`] with libpq environment variables set or
+    /// overridden (`PGSSLMODE=require` to encrypt pgbench's connections).
+    pub async fn pgbench_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        limit: Duration,
+    ) -> Result<PgbenchReport> {
         let mut cmd = self.libpq_command("/usr/bin/pgbench", APP_USER, APP_PASSWORD, APP_DB);
+        cmd.envs(env.iter().copied());
         cmd.args(args);
         let out = run_output(cmd, "pgbench", limit).await?;
         Ok(PgbenchReport::parse(out))
