@@ -1022,7 +1022,6 @@ async fn sighup_with_a_broken_key_file_keeps_the_certificate_in_use() -> Result<
 /// which stops a man in the middle even when the client does not check
 /// the certificate (sslmode=require).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs SCRAM-SHA-256-PLUS on the client leg (handshake.rs offers SCRAM-SHA-256 only)"]
 async fn psql_with_channel_binding_require_logs_in_over_tls() -> Result<()> {
     timed(LIMIT, async {
         let env = env().await?;
@@ -1041,7 +1040,6 @@ async fn psql_with_channel_binding_require_logs_in_over_tls() -> Result<()> {
 /// An operator (or a certificate renewal job) may send SIGHUP as soon as
 /// pgvigil accepts connections; SIGHUP must reload, never kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: pgvigil's listener accepts before its SIGHUP handler exists (main.rs run: Proxy::bind, then a spawned task registers SIGHUP), so an early SIGHUP kills it"]
 async fn sighup_right_after_startup_does_not_kill_pgvigil() -> Result<()> {
     timed(LIMIT, async {
         let mut vigil = Pgvigil::builder(shared_cluster())

@@ -313,6 +313,10 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         let admin_token = config.admin_token.clone();
         let metrics_require_token = config.metrics_require_token;
         let admin_allowed_hosts = config.admin_allowed_hosts.clone();
+        // Handlers exist before the listener does: a signal that arrives
+        // as soon as clients can connect must not meet its default
+        // action (which ends the process).
+        let signals = Signals::register();
         let proxy = Proxy::bind(config)
             .await
             .with_context(|| format!("binding the client listener on {listen}"))?;
@@ -322,7 +326,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         proxy.set_reloader(Box::new(move || {
             load_config(&cli).map_err(|e| e.to_string())
         }));
-        let reload_on_hangup = tokio::spawn(reload_on_sighup(proxy.control()));
+        let reload_on_hangup = tokio::spawn(reload_on_sighup(signals.hangup, proxy.control()));
         let addr = proxy.local_addr()?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -343,7 +347,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             let _ = admin_stopped.await;
         }));
         let (requests, shutdown_requests) = tokio::sync::mpsc::unbounded_channel();
-        let signals = tokio::spawn(shutdown_signals(requests));
+        let signals = tokio::spawn(shutdown_signals(signals.shutdown, requests));
         proxy.run(shutdown_requests).await;
         signals.abort();
         reload_on_hangup.abort();
@@ -358,11 +362,41 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// The signals pgvigil acts on, registered in one place.
+struct Signals {
+    hangup: Option<tokio::signal::unix::Signal>,
+    /// SIGTERM, SIGINT, SIGQUIT.
+    shutdown: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangup = signal(SignalKind::hangup()).ok();
+        if hangup.is_none() {
+            tracing::warn!("cannot listen for SIGHUP: reload with RELOAD in the admin console");
+        }
+        let shutdown = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) {
+            (Ok(term), Ok(int), Ok(quit)) => Some([term, int, quit]),
+            _ => {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT/SIGQUIT");
+                None
+            }
+        };
+        Signals { hangup, shutdown }
+    }
+}
+
 /// SIGHUP re-reads the configuration, as RELOAD in the console does.
-async fn reload_on_sighup(control: pgvigil_proxy::ProxyControl) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP: reload with RELOAD in the admin console");
+async fn reload_on_sighup(
+    hangup: Option<tokio::signal::unix::Signal>,
+    control: pgvigil_proxy::ProxyControl,
+) {
+    let Some(mut hangup) = hangup else {
         return;
     };
     while hangup.recv().await.is_some() {
@@ -375,15 +409,12 @@ async fn reload_on_sighup(control: pgvigil_proxy::ProxyControl) {
 /// PgBouncer's signals: SIGTERM waits for clients to leave, SIGINT for
 /// transactions to end, SIGQUIT ends everything now; a second SIGTERM or
 /// SIGINT hurries the first along.
-async fn shutdown_signals(requests: tokio::sync::mpsc::UnboundedSender<pgvigil_proxy::Shutdown>) {
+async fn shutdown_signals(
+    signals: Option<[tokio::signal::unix::Signal; 3]>,
+    requests: tokio::sync::mpsc::UnboundedSender<pgvigil_proxy::Shutdown>,
+) {
     use pgvigil_proxy::Shutdown;
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-    ) else {
-        tracing::warn!("cannot listen for SIGTERM/SIGINT/SIGQUIT");
+    let Some([mut term, mut int, mut quit]) = signals else {
         return;
     };
     loop {
