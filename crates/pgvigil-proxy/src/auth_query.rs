@@ -172,7 +172,10 @@ pub(crate) async fn lookup(
     database: &str,
     user: &str,
 ) -> Result<Option<LookedUp>, ProxyError> {
-    let Some(db) = shared.config.databases.get(database) else {
+    // As RELOAD last set them: auth_user (among the users pgvigil has
+    // pools for) and auth_query may change at runtime.
+    let live = shared.live_config();
+    let Some(db) = live.databases.get(database) else {
         return Ok(None);
     };
     let Some(auth_user) = db.auth_user.as_deref() else {
