@@ -130,6 +130,28 @@ impl AuthQuery {
         }
     }
 
+    /// The pool under `key`, made with `make` if there is none and fewer
+    /// than `cap` exist; None (counted) when the cap is reached. The bool
+    /// says whether the pool was made now.
+    fn admit(
+        &self,
+        key: Key,
+        cap: usize,
+        make: impl FnOnce() -> Arc<ServerPool>,
+    ) -> Option<(Arc<ServerPool>, bool)> {
+        let mut pools = self.pools.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(&key) {
+            return Some((pool.clone(), false));
+        }
+        if pools.len() >= cap {
+            self.counters.pool_refusals.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let pool = make();
+        pools.insert(key, pool.clone());
+        Some((pool, true))
+    }
+
     fn cached(&self, key: &Key) -> Option<Option<LookedUp>> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let entry = cache.get(key)?;
@@ -325,12 +347,34 @@ pub(crate) fn dynamic_pool(
             format!("no pool for database \"{database}\""),
         ));
     };
-    let mut pools = aq.pools.write().unwrap_or_else(|p| p.into_inner());
-    if let Some(pool) = pools.get(&key) {
-        return Ok(pool.clone());
-    }
-    if pools.len() >= MAX_DYNAMIC_POOLS {
-        aq.counters.pool_refusals.fetch_add(1, Ordering::Relaxed);
+    let make = || {
+        let live = shared.live_config();
+        let settings = live
+            .databases
+            .get(database)
+            .map(|d| d.pool.clone())
+            .unwrap_or_else(|| db.pool.clone());
+        let target = ServerTarget {
+            host: db.host.clone(),
+            port: db.port,
+            dbname: db.dbname.clone(),
+            user: user.to_string(),
+            credential: found.credential.clone(),
+            require_auth: crate::require_auth(&shared.config.server_require_auth),
+            connect_timeout: settings.server_connect_timeout,
+            tls: tls.clone(),
+        };
+        let pool = ServerPool::new(
+            database.to_string(),
+            user.to_string(),
+            settings,
+            target,
+            shared.registry.clone(),
+        );
+        offer(&pool);
+        pool
+    };
+    let Some((pool, created)) = aq.admit(key, MAX_DYNAMIC_POOLS, make) else {
         tracing::warn!(
             database,
             user,
@@ -341,33 +385,12 @@ pub(crate) fn dynamic_pool(
             "53300",
             "too many pools for users looked up with auth_query",
         ));
-    }
-    let live = shared.live_config();
-    let settings = live
-        .databases
-        .get(database)
-        .map(|d| d.pool.clone())
-        .unwrap_or_else(|| db.pool.clone());
-    let target = ServerTarget {
-        host: db.host.clone(),
-        port: db.port,
-        dbname: db.dbname.clone(),
-        user: user.to_string(),
-        credential: found.credential.clone(),
-        require_auth: crate::require_auth(&shared.config.server_require_auth),
-        connect_timeout: settings.server_connect_timeout,
-        tls: tls.clone(),
     };
-    let pool = ServerPool::new(
-        database.to_string(),
-        user.to_string(),
-        settings,
-        target,
-        shared.registry.clone(),
-    );
-    offer(&pool);
-    pools.insert(key, pool.clone());
-    drop(pools);
+    if !created {
+        // Another login of this user made it meanwhile.
+        offer(&pool);
+        return Ok(pool);
+    }
     tracing::info!(
         database,
         user,
@@ -425,6 +448,47 @@ mod tests {
         assert!(aq
             .cached(&("db".into(), "newcomer".into()))
             .is_some_and(|f| f.is_some()));
+    }
+
+    fn pool(user: &str) -> Arc<ServerPool> {
+        let target = ServerTarget {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            dbname: "db".into(),
+            user: user.into(),
+            credential: Credential::None,
+            require_auth: crate::server_auth::RequireAuth::default(),
+            tls: crate::tls::ServerTls::disabled(),
+            connect_timeout: Duration::from_secs(1),
+        };
+        ServerPool::new(
+            "db".into(),
+            user.into(),
+            pgvigil_config::PoolSettings::default(),
+            target,
+            Arc::default(),
+        )
+    }
+
+    #[test]
+    fn pools_beyond_the_cap_are_refused_and_counted_but_existing_ones_still_found() {
+        let aq = AuthQuery::default();
+        let key = |u: &str| ("db".to_string(), u.to_string());
+        assert!(aq
+            .admit(key("a"), 2, || pool("a"))
+            .is_some_and(|(_, made)| made));
+        assert!(aq
+            .admit(key("b"), 2, || pool("b"))
+            .is_some_and(|(_, made)| made));
+        assert!(aq.admit(key("c"), 2, || pool("c")).is_none());
+        assert_eq!(aq.counters.pool_refusals.load(Ordering::Relaxed), 1);
+        let (again, made) = aq
+            .admit(key("a"), 2, || panic!("a exists already"))
+            .expect("an existing pool is not refused");
+        assert!(!made);
+        assert_eq!(again.user, "a");
+        assert!(aq.pool("db", "b").is_some() && aq.pool("db", "c").is_none());
+        assert_eq!(aq.stats().dynamic_pools, 2);
     }
 
     #[test]
