@@ -43,7 +43,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
             .await;
         }
         Outcome::Authenticated(auth) => match auth.destination {
-            Destination::Pool => crate::client::serve(shared, *auth, id, peer, local_addr).await,
+            // Boxed: the handshake's state and the session's need not
+            // share one future, and a task waiting in its session stays
+            // as small as the session.
+            Destination::Pool => {
+                Box::pin(crate::client::serve(shared, *auth, id, peer, local_addr)).await
+            }
             Destination::Console { .. } => {
                 let registration = shared.registry.add_client(crate::registry::NewClient {
                     id,

@@ -36,6 +36,20 @@ pub(crate) struct Account {
     pub(crate) scram: Option<crate::scram::ScramVerifier>,
 }
 
+impl Account {
+    /// From a password in any form `StoredPassword` accepts: a configured
+    /// one, or one auth_query returned.
+    pub(crate) fn from_password(password: Option<&str>) -> Account {
+        let stored = password.map(StoredPassword::parse);
+        Account {
+            // A SCRAM secret checks clients as it is; an md5 hash cannot,
+            // and leaves the user without SCRAM.
+            scram: stored.as_ref().and_then(|s| s.scram_verifier().ok()),
+            stored,
+        }
+    }
+}
+
 /// Where an authenticated client is headed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Destination {
@@ -364,6 +378,14 @@ async fn authenticate_client(
     let access = shared.access();
     let method = shared.config.client_auth;
     let Some(account) = access.users.get(&user) else {
+        // Not configured: auth_query may know the user. It is checked
+        // exactly as a configured user would be, and gets a pool of its own.
+        if let Some(found) = crate::auth_query::lookup(shared, &database, &user).await? {
+            let keys =
+                authenticate(method, transport, buf, &user, &found.account, encryption).await?;
+            crate::auth_query::dynamic_pool(shared, &database, &user, &found, keys.as_ref())?;
+            return Ok((user, database, Destination::Pool, keys));
+        }
         if method == ClientAuth::Trust {
             return Err(ProxyError::client(
                 "28000",

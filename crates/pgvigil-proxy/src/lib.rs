@@ -4,6 +4,7 @@
 //! sockets and tasks.
 
 mod analysis;
+mod auth_query;
 mod cancel;
 mod client;
 mod clock;
@@ -35,6 +36,7 @@ use pgvigil_config::{Config, CONSOLE_DATABASE};
 use pgvigil_insight::Insight;
 use tokio::sync::{mpsc, Notify};
 
+pub use auth_query::AuthQueryStats;
 pub use error::ProxyError;
 pub use ids::{BackendKey, ClientId, ClientKey, ServerId};
 pub use listener::{Proxy, ProxyControl};
@@ -45,7 +47,6 @@ pub use shutdown::{draining, Shutdown};
 use cancel::CancelRegistry;
 use handshake::Account;
 use registry::Registry;
-use scram::StoredPassword;
 use server::ServerTarget;
 
 /// Produces the configuration RELOAD should apply (the binary re-reads
@@ -64,15 +65,7 @@ pub(crate) struct Access {
 
 impl Access {
     fn from_config(config: &Config) -> Access {
-        let account = |password: Option<&str>| {
-            let stored = password.map(StoredPassword::parse);
-            Arc::new(Account {
-                // A configured SCRAM secret checks clients as it is; an md5
-                // hash cannot, and leaves the user without SCRAM.
-                scram: stored.as_ref().and_then(|s| s.scram_verifier().ok()),
-                stored,
-            })
-        };
+        let account = |password: Option<&str>| Arc::new(Account::from_password(password));
         Access {
             users: config
                 .users
@@ -121,6 +114,8 @@ pub(crate) struct Shared {
     live: RwLock<Arc<Config>>,
     access: RwLock<Arc<Access>>,
     pub(crate) pools: HashMap<(String, String), Arc<ServerPool>>,
+    /// Users looked up with auth_query: the lookup cache and their pools.
+    pub(crate) auth_query: auth_query::AuthQuery,
     pub(crate) cancel: CancelRegistry,
     /// None when analytics are off.
     pub(crate) insight: Option<Arc<Insight>>,
@@ -178,6 +173,7 @@ impl Shared {
             live: RwLock::new(Arc::new(config.clone())),
             config,
             pools,
+            auth_query: auth_query::AuthQuery::default(),
             cancel: CancelRegistry::default(),
             insight,
             lint: None,
@@ -186,6 +182,30 @@ impl Shared {
             shutdown: Notify::new(),
             reloader: OnceLock::new(),
         })
+    }
+
+    /// The pool a logged-in client uses: a configured user's, else the
+    /// one created for a user auth_query found. Only logins call this.
+    pub(crate) fn pool(&self, database: &str, user: &str) -> Option<Arc<ServerPool>> {
+        self.pools
+            .get(&(database.to_string(), user.to_string()))
+            .cloned()
+            .or_else(|| self.auth_query.pool(database, user))
+    }
+
+    /// Every pool, the configured users' and auth_query's, sorted by
+    /// (database, user): for SHOW POOLS, metrics and upkeep.
+    pub(crate) fn all_pools(&self) -> Vec<Arc<ServerPool>> {
+        let mut pools: Vec<_> = self.pools.values().cloned().collect();
+        pools.extend(self.auth_query.pools());
+        pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+        pools
+    }
+
+    /// auth_query's counters, cache and pool counts.
+    #[allow(dead_code)] // for SHOW / metrics, not wired yet
+    pub(crate) fn auth_query_stats(&self) -> AuthQueryStats {
+        self.auth_query.stats()
     }
 
     pub(crate) fn access(&self) -> Arc<Access> {
@@ -280,6 +300,14 @@ impl Shared {
                         user.password.as_deref(),
                     ));
                 }
+            }
+            for pool in self
+                .auth_query
+                .pools()
+                .into_iter()
+                .filter(|p| p.database == db.name)
+            {
+                pool.set_settings(db.pool.clone());
             }
         }
         // Certificates and keys roll without dropping anyone: new

@@ -39,9 +39,7 @@ impl Proxy {
 
     /// Every pool, for the admin surface.
     pub fn pools(&self) -> Vec<Arc<crate::ServerPool>> {
-        let mut pools: Vec<_> = self.shared.pools.values().cloned().collect();
-        pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
-        pools
+        self.shared.all_pools()
     }
 
     /// Lets the console's RELOAD (and the binary's SIGHUP) re-read the
@@ -184,7 +182,7 @@ impl ProxyControl {
 /// Safe shutdown: every server connection is back in its pool, so no
 /// transaction is left to finish.
 fn no_server_in_use(shared: &Shared) -> bool {
-    shared.pools.values().all(|p| {
+    shared.all_pools().iter().all(|p| {
         let s = p.snapshot();
         s.total == s.idle
     })

@@ -58,7 +58,9 @@ impl OutQueue {
                 Err(e) => return Err(e),
             }
         }
-        stream.try_flush_tls()?;
+        if stream.is_tls() {
+            stream.try_flush_tls()?;
+        }
         Ok(written)
     }
 

@@ -331,6 +331,71 @@ impl ServerConn {
         }
     }
 
+    /// Runs one statement for pgvigil's own purposes with the extended
+    /// protocol, so `params` travel as bound values and are never spliced
+    /// into SQL (auth_query binds a client-chosen user name). Returns the
+    /// rows in text format, NULL as None.
+    pub(crate) async fn run_own_extended_query(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+    ) -> Result<Vec<Vec<Option<String>>>, ProxyError> {
+        let count = i16::try_from(params.len())
+            .map_err(|_| ProxyError::client("54000", "too many parameters"))?;
+        let mut out = BytesMut::with_capacity(128 + sql.len());
+        out.extend_from_slice(&frontend::parse(b"", sql.as_bytes(), &0i16.to_be_bytes()));
+        frontend::write_frame(&mut out, frontend::tag::BIND, |b| {
+            b.extend_from_slice(b"\0\0"); // unnamed portal, unnamed statement
+            b.extend_from_slice(&0i16.to_be_bytes()); // all parameters in text
+            b.extend_from_slice(&count.to_be_bytes());
+            for p in params {
+                match p {
+                    Some(v) => {
+                        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                        b.extend_from_slice(v.as_bytes());
+                    }
+                    None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                }
+            }
+            b.extend_from_slice(&0i16.to_be_bytes()); // all results in text
+        });
+        out.extend_from_slice(&frontend::describe(frontend::TARGET_PORTAL, b""));
+        frontend::write_frame(&mut out, frontend::tag::EXECUTE, |b| {
+            b.extend_from_slice(b"\0");
+            b.extend_from_slice(&0i32.to_be_bytes());
+        });
+        out.extend_from_slice(&frontend::sync());
+        // Until ReadyForQuery, the connection is mid-conversation: if
+        // anything fails on the way it must not go back to the pool.
+        self.settled = false;
+        self.send(&out).await?;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame[0] {
+                be::READY_FOR_QUERY => {
+                    self.status = backend::ready_for_query_status(&frame)?;
+                    self.settled = true;
+                    break;
+                }
+                be::DATA_ROW => rows.push(data_row(&frame)?),
+                be::ERROR_RESPONSE => {
+                    let f = backend::error_fields(&frame)?;
+                    failure = Some(ProxyError::ServerLogin {
+                        code: String::from_utf8_lossy(f.code).into_owned(),
+                        message: String::from_utf8_lossy(f.message).into_owned(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
     /// An idle backend has nothing to say. If its socket is readable, it
     /// either closed (PostgreSQL restarted, or the backend was terminated)
     /// or sent an unsolicited message; either way it is not fit to serve.
@@ -361,6 +426,37 @@ impl ServerConn {
         )
         .await;
     }
+}
+
+/// A DataRow's columns as text; a malformed row is a protocol error,
+/// never a panic.
+fn data_row(frame: &[u8]) -> Result<Vec<Option<String>>, ProxyError> {
+    let malformed =
+        || ProxyError::Protocol(pgvigil_wire::FrameError::Malformed { what: "DataRow" });
+    let mut rest = frame.get(5..).ok_or_else(malformed)?;
+    let mut take = |n: usize| -> Result<&[u8], ProxyError> {
+        if rest.len() < n {
+            return Err(malformed());
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let head = take(2)?;
+    let columns = i16::from_be_bytes([head[0], head[1]]);
+    let mut row = Vec::with_capacity(columns.max(0) as usize);
+    for _ in 0..columns {
+        let len = take(4)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        if len < 0 {
+            row.push(None);
+        } else {
+            row.push(Some(
+                String::from_utf8_lossy(take(len as usize)?).into_owned(),
+            ));
+        }
+    }
+    Ok(row)
 }
 
 /// Asks for TLS as libpq does for `server_tls_sslmode` (`prefer`: if the

@@ -52,6 +52,7 @@ impl Transport {
         Ok(Transport::Tcp(stream))
     }
 
+    #[inline]
     pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Transport::TlsIn(_) | Transport::TlsOut(_))
     }
@@ -71,6 +72,7 @@ impl Transport {
         crate::tls::tls_server_end_point(cert.as_ref()).filter(|h| !h.is_empty())
     }
 
+    #[inline]
     fn tcp(&self) -> Option<&TcpStream> {
         match self {
             Transport::Tcp(s) => Some(s),
@@ -97,13 +99,13 @@ impl Transport {
         }
     }
 
+    #[inline]
     pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
+            Transport::Tcp(s) => s.poll_write_ready(cx),
             Transport::Unix(s) => s.poll_write_ready(cx),
-            _ => match self.tcp() {
-                Some(s) => s.poll_write_ready(cx),
-                None => Poll::Ready(Ok(())),
-            },
+            Transport::TlsIn(s) => s.get_ref().0.poll_write_ready(cx),
+            Transport::TlsOut(s) => s.get_ref().0.poll_write_ready(cx),
         }
     }
 
@@ -136,6 +138,7 @@ impl Transport {
     }
 
     /// Bytes rustls has encrypted but the socket has not taken yet.
+    #[inline]
     pub(crate) fn has_pending_output(&self) -> bool {
         match self {
             Transport::TlsIn(s) => s.get_ref().1.wants_write(),
@@ -147,6 +150,7 @@ impl Transport {
     /// Writes what the socket takes now; `WouldBlock` when it takes
     /// nothing. Through TLS, accepted bytes may wait in rustls' buffer
     /// (`has_pending_output`) until `try_flush_tls`.
+    #[inline]
     pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.try_write(buf),
@@ -155,6 +159,7 @@ impl Transport {
         }
     }
 
+    #[inline]
     pub(crate) fn try_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Transport::Tcp(s) => s.try_write_vectored(bufs),
@@ -171,8 +176,9 @@ impl Transport {
 
     /// Pushes rustls' buffered records to the socket without waiting.
     /// Returns whether nothing is left.
+    #[inline]
     pub(crate) fn try_flush_tls(&mut self) -> io::Result<bool> {
-        if !self.has_pending_output() {
+        if !self.is_tls() || !self.has_pending_output() {
             return Ok(true);
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -186,6 +192,7 @@ impl Transport {
 }
 
 impl AsyncRead for Transport {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -45,7 +45,7 @@ pub(crate) async fn serve(
         scram_keys,
         ..
     } = auth;
-    let Some(pool) = shared.pools.get(&(database.clone(), user.clone())).cloned() else {
+    let Some(pool) = shared.pool(&database, &user) else {
         let e = ProxyError::client("3D000", format!("no pool for database \"{database}\""));
         crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
         return;

@@ -112,8 +112,12 @@ pub(crate) enum ServerReply {
     Unsolicited,
     /// Part of the first request's reply, not its end.
     Partial { swallow: bool },
-    /// The end of the first request's reply.
-    Completed { request: Request, swallow: bool },
+    /// The end of the first request's reply; `learned` is the renamed
+    /// statement a Parse created on the server.
+    Completed {
+        learned: Option<StatementId>,
+        swallow: bool,
+    },
     /// An ErrorResponse: the first request failed, and the server will
     /// skip `skipped` (the rest of the batch up to Sync). The client
     /// always gets the error, even for a request pgvigil added: its own
@@ -243,6 +247,7 @@ impl ReplyQueue {
     }
 
     /// Matches one server message against the first outstanding request.
+    #[inline]
     /// pgvigil's own replies due first must have been taken
     /// (`pop_own_reply`).
     pub(crate) fn on_server_message(&mut self, tag: u8) -> ServerReply {
@@ -296,8 +301,14 @@ impl ReplyQueue {
             return ServerReply::Failed { request, skipped };
         }
         if request.completed_by(tag) {
-            let request = self.pop_request();
-            return ServerReply::Completed { request, swallow };
+            let learned = match request {
+                Request::Parse(Some((id, _))) => Some(*id),
+                _ => None,
+            };
+            // Dropped where it lies: moving a request (with what the
+            // observer tracks) out costs a copy per reply.
+            self.entries.pop_front();
+            return ServerReply::Completed { learned, swallow };
         }
         ServerReply::Partial { swallow }
     }

@@ -595,7 +595,10 @@ impl Session {
             Ok::<(), ProxyError>(())
         })();
         self.client_buf = src;
-        self.to_server = out;
+        // The empty queue `take` left: nothing to free (see on_server_data).
+        let placeholder = std::mem::replace(&mut self.to_server, out);
+        debug_assert!(placeholder.is_empty());
+        std::mem::forget(placeholder);
         if let Some(server) = self.server.as_mut() {
             if !self.to_server.is_empty() {
                 server.settled = false;
@@ -965,7 +968,11 @@ impl Session {
             Ok(())
         })();
         self.attached().buf = src;
-        self.to_client = out;
+        // What is left in `to_client` is the empty queue `take` put there:
+        // nothing to free, and dropping it costs a call per read.
+        let placeholder = std::mem::replace(&mut self.to_client, out);
+        debug_assert!(placeholder.is_empty());
+        std::mem::forget(placeholder);
         self.emit_leading_replies();
         result
     }
@@ -1043,8 +1050,8 @@ impl Session {
         match self.replies.on_server_message(tag) {
             ServerReply::Unsolicited => Ok(true),
             ServerReply::Partial { swallow } => Ok(!swallow),
-            ServerReply::Completed { request, swallow } => {
-                if let Request::Parse(Some((id, _))) = request {
+            ServerReply::Completed { learned, swallow } => {
+                if let Some(id) = learned {
                     self.pool.remember_statement(id);
                 }
                 Ok(!swallow)

@@ -327,10 +327,9 @@ impl Console {
     fn pools_of(&self, database: Option<&str>) -> Result<Vec<Arc<crate::ServerPool>>, Reply> {
         let pools: Vec<_> = self
             .shared
-            .pools
-            .values()
+            .all_pools()
+            .into_iter()
             .filter(|p| database.is_none_or(|d| p.database == d))
-            .cloned()
             .collect();
         match database {
             Some(db) if pools.is_empty() => Err(reply_error(

@@ -131,10 +131,9 @@ fn pool_mode(mode: PoolMode) -> &'static str {
     }
 }
 
-fn sorted_pools(shared: &Shared) -> Vec<&Arc<crate::ServerPool>> {
-    let mut pools: Vec<_> = shared.pools.values().collect();
-    pools.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
-    pools
+/// Every pool, auth_query's included, by (database, user).
+fn sorted_pools(shared: &Shared) -> Vec<Arc<crate::ServerPool>> {
+    shared.all_pools()
 }
 
 fn pools(shared: &Shared) -> Table {
@@ -331,7 +330,8 @@ fn stats(shared: &Shared, totals: bool, averages: bool) -> Table {
     }
     let mut t = Table::new(&columns);
     let mut per_db: BTreeMap<&str, [u64; 8]> = BTreeMap::new();
-    for pool in shared.pools.values() {
+    let all = shared.all_pools();
+    for pool in &all {
         let p = pool.totals();
         let (_, wait_secs, assignments) = pool.counters.wait.snapshot();
         let sums = per_db.entry(pool.database.as_str()).or_default();
@@ -393,12 +393,9 @@ fn databases(shared: &Shared) -> Table {
         ("disabled", I),
     ]);
     let config = &shared.config;
+    let all = shared.all_pools();
     for db in config.databases.values() {
-        let pools: Vec<_> = shared
-            .pools
-            .values()
-            .filter(|p| p.database == db.name)
-            .collect();
+        let pools: Vec<_> = all.iter().filter(|p| p.database == db.name).collect();
         let current: usize = pools.iter().map(|p| p.snapshot().total).sum();
         let paused = !pools.is_empty() && pools.iter().all(|p| p.is_paused());
         let s = pools
