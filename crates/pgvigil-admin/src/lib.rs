@@ -22,11 +22,15 @@ use serde_json::{json, Value};
 
 pub use pgvigil_insight::time::rfc3339_ms;
 
+pub type PoolList = Arc<dyn Fn() -> Vec<Arc<pgvigil_proxy::ServerPool>> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AdminState {
     /// None when analytics are off.
     pub insight: Option<Arc<Insight>>,
-    pub pools: Vec<Arc<pgvigil_proxy::ServerPool>>,
+    /// Every pool at the time of asking: auth_query makes pools as users
+    /// log in, so a list taken at start would miss them.
+    pub pools: PoolList,
     /// Fingerprints with their own `/metrics` series; the rest are "other".
     pub max_query_series: usize,
     /// When set, `/api/*` (and `/metrics` if `metrics_require_token`) need
@@ -224,7 +228,7 @@ pub fn local_addr(listener: &tokio::net::TcpListener) -> std::io::Result<SocketA
 async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     let collector = metrics::PgvigilCollector {
         insight: state.insight.clone(),
-        pools: state.pools.clone(),
+        pools: (state.pools)(),
         max_query_series: state.max_query_series,
     };
     let Ok(text) = metrics::render(collector) else {
@@ -269,7 +273,8 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     }
     let mut databases: std::collections::BTreeMap<&str, Vec<&pgvigil_proxy::ServerPool>> =
         Default::default();
-    for pool in &state.pools {
+    let all = (state.pools)();
+    for pool in &all {
         databases.entry(&pool.database).or_default().push(pool);
     }
     let mut problems = Vec::new();
@@ -546,8 +551,7 @@ async fn insight_status(State(state): State<AdminState>) -> Response {
 /// Server connection pools per (database, user): utilization is active
 /// connections over `pool_size`, as `pgvigil_pool_utilization_ratio`.
 async fn pools(State(state): State<AdminState>) -> Response {
-    let pools: Vec<Value> = state
-        .pools
+    let pools: Vec<Value> = (state.pools)()
         .iter()
         .map(|p| {
             let s = p.snapshot();

@@ -177,6 +177,11 @@ impl ProxyControl {
     pub fn reload(&self) -> Result<Vec<String>, String> {
         self.shared.reload()
     }
+
+    /// Every pool now, auth_query's included.
+    pub fn pools(&self) -> Vec<Arc<crate::ServerPool>> {
+        self.shared.all_pools()
+    }
 }
 
 /// Safe shutdown: every server connection is back in its pool, so no

@@ -467,6 +467,33 @@ mod tests {
         Ok(())
     }
 
+    proptest::proptest! {
+        /// What a client sends during SCRAM is untrusted: any bytes get
+        /// an error or a server-first message, never a panic, and no
+        /// proof made without the password is accepted.
+        #[test]
+        fn scram_server_never_panics_on_any_client_message(
+            first in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            last in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            header in proptest::sample::select(vec!["", "n,,", "y,,", "p=tls-server-end-point,,", "p=x,,"]),
+            offered in proptest::prelude::any::<bool>(),
+            plus in proptest::prelude::any::<bool>(),
+        ) {
+            // PBKDF2 once for all cases.
+            static VERIFIER: std::sync::OnceLock<ScramVerifier> = std::sync::OnceLock::new();
+            let verifier = VERIFIER.get_or_init(|| ScramVerifier::from_password("pw"));
+            let mut client_first = header.as_bytes().to_vec();
+            client_first.extend_from_slice(&first);
+            let binding = [3u8; 32];
+            let offered = offered.then_some(&binding[..]);
+            if let Ok((exchange, _)) =
+                ScramExchange::start_bound(verifier, &client_first, b"nonce", offered, plus)
+            {
+                proptest::prop_assert!(exchange.finish_with_keys(&last).is_err());
+            }
+        }
+    }
+
     #[test]
     fn channel_binding_must_name_the_certificate_the_client_saw() {
         let hash = [7u8; 32];

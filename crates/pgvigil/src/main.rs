@@ -336,7 +336,10 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let state = pgvigil_admin::AdminState {
             insight: proxy.insight(),
-            pools: proxy.pools(),
+            pools: {
+                let control = proxy.control();
+                std::sync::Arc::new(move || control.pools())
+            },
             max_query_series,
             token: admin_token.map(|t| t.0.into()),
             metrics_require_token,
