@@ -116,7 +116,6 @@ impl AuthQuery {
             .collect()
     }
 
-    #[allow(dead_code)] // read through `Shared::auth_query_stats`
     pub(crate) fn stats(&self) -> AuthQueryStats {
         let c = &self.counters;
         AuthQueryStats {

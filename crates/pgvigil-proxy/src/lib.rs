@@ -203,7 +203,6 @@ impl Shared {
     }
 
     /// auth_query's counters, cache and pool counts.
-    #[allow(dead_code)] // for SHOW / metrics, not wired yet
     pub(crate) fn auth_query_stats(&self) -> AuthQueryStats {
         self.auth_query.stats()
     }

@@ -8,10 +8,6 @@
 //! libpq's `sslmode` meanings, including that `prefer` and `require`
 //! encrypt without authenticating the server.
 
-// The session and handshake code picks these up; until then only the
-// tests use them.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;

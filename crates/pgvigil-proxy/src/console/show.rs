@@ -460,7 +460,7 @@ fn lists(shared: &Shared) -> Table {
         ("databases", config.databases.len()),
         ("users", config.users.len()),
         ("peers", 0),
-        ("pools", shared.pools.len()),
+        ("pools", shared.all_pools().len()),
         ("peer_pools", 0),
         ("free_clients", 0),
         ("used_clients", clients),
@@ -473,6 +473,20 @@ fn lists(shared: &Shared) -> Table {
         ("dns_pending", 0),
     ] {
         t.push(vec![name.into(), n.into()]);
+    }
+    // pgvigil's own: auth_query's look-ups, its cache and the pools it
+    // made (every count bounded, every drop counted).
+    let aq = shared.auth_query_stats();
+    for (name, n) in [
+        ("auth_query_lookups", aq.lookups),
+        ("auth_query_cache_hits", aq.cache_hits),
+        ("auth_query_cache_evictions", aq.cache_evictions),
+        ("auth_query_failures", aq.failures),
+        ("auth_query_pool_refusals", aq.pool_refusals),
+        ("auth_query_cached", aq.cached as u64),
+        ("auth_query_pools", aq.dynamic_pools as u64),
+    ] {
+        t.push(vec![name.into(), (n as i64).into()]);
     }
     t
 }
