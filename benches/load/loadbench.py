@@ -235,6 +235,12 @@ def reset_tpcb(env):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def pgbench_env(env):
+    """pgbench's environment: with --tls, every target is reached over TLS, direct included."""
+    extra = {"PGSSLMODE": "require"} if env.get("tls") else {}
+    return dict(os.environ, PGPASSWORD="secret", **extra)
+
+
 def run_one(env, target, cell, rep, logdir, sampling_rate):
     prefix = os.path.join(logdir, f"{target['name']}-{cell['mode']}-{cell['clients']}-{rep}")
     cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(target["port"]), "-U", "app", "-n",
@@ -252,7 +258,7 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
     timeout = env["duration"] * 3 + 180
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           env=dict(os.environ, PGPASSWORD="secret"))
+                           env=pgbench_env(env))
         rc, out, err = p.returncode, p.stdout, p.stderr
     except subprocess.TimeoutExpired as e:
         partial = e.stdout or ""
@@ -302,6 +308,9 @@ def cmd_run(env_path):
     os.makedirs(logdir, exist_ok=True)
     targets = env["targets"]
     cells = build_cells(env)
+    tls = bool(env.get("tls"))
+    # What run.sh --tls sets on both poolers (one throwaway certificate for every endpoint).
+    tls_server = {"client_tls_sslmode": "require", "server_tls_sslmode": "require"} if tls else {}
     pg_version = subprocess.run(
         ["psql", "-X", "-At", "-h", env["pg_socket_dir"], "-p", str(targets[0]["port"]),
          "-U", "postgres", "-d", "postgres", "-c", "SHOW server_version"],
@@ -322,18 +331,22 @@ def cmd_run(env_path):
             "scale": env["scale"],
             "pool_size": env["pool_size"],
             "upstream": env.get("upstream", "tcp"),
+            "tls": tls,
             "max_client_conn": env["max_client_conn"],
             "postgresql_settings": {
                 "max_connections": env["pg_max_connections"], "shared_buffers": "128MB",
                 "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-                "auth": "scram-sha-256 over 127.0.0.1"},
+                "auth": "scram-sha-256 over 127.0.0.1",
+                **({"ssl": "on (throwaway CA, ECDSA P-256 certificate)"} if tls else {})},
             "pgbouncer_settings": {"pool_mode": "transaction", "default_pool_size": env["pool_size"],
                                    "max_client_conn": env["max_client_conn"],
-                                   "auth_type": "scram-sha-256 (plain password in userlist)"},
+                                   "auth_type": "scram-sha-256 (plain password in userlist)",
+                                   **tls_server},
             "pgvigil_settings": {"pool_mode": "transaction", "pool_size": env["pool_size"],
                                  "max_client_conn": env["max_client_conn"],
                                  "client_auth": "scram-sha-256",
-                                 "fingerprints_prefilled": env["fill_fingerprints"]},
+                                 "fingerprints_prefilled": env["fill_fingerprints"],
+                                 **tls_server},
             "targets": [{k: t[k] for k in ("name", "label")} for t in targets],
         },
         "cells": [],
@@ -356,7 +369,7 @@ def cmd_run(env_path):
     for t in targets:
         subprocess.run(["pgbench", "-h", "127.0.0.1", "-p", str(t["port"]), "-U", "app", "-n", "-S",
                         "-c", "8", "-j", "2", "-T", "3", "appdb"], capture_output=True,
-                       env=dict(os.environ, PGPASSWORD="secret"))
+                       env=pgbench_env(env))
 
     total = len(cells) * env["reps"] * len(targets)
     n = 0
@@ -580,6 +593,10 @@ def render_table(meta, cells, final, checks_, problems):
                  f"median of {m['reps']} run(s), targets interleaved; poolers in transaction mode, "
                  f"pool {m['pool_size']}; poolers reach PostgreSQL over "
                  + ("its Unix socket" if m.get("upstream") == "unix" else "TCP (127.0.0.1)"))
+    if m.get("tls"):
+        lines.append("TLS on both legs: pgbench connects with sslmode=require to every target "
+                     "(direct is direct over TLS); both poolers require TLS from clients "
+                     "(client_tls_sslmode) and use it to PostgreSQL (server_tls_sslmode require)")
     lines.append("")
     hdr = (f"{'workload':<12} {'mode':<8} {'cl':>4} | {'direct':>8} {'pgbouncer':>9} {'pgvigil':>8} "
            f"{'pgv-off':>8} | {'vig/dir':>7} {'vig/pgb':>7} {'on/off':>6} | "
@@ -654,7 +671,8 @@ def svg_chart(meta, cells):
          f'median TPS per cell</text>',
          f'<text x="{left}" y="40" fill="#555">pgbench {meta["duration_s"]} s x {meta["reps"]}, '
          f'-j {meta["threads"]}, scale {meta["scale"]}; transaction pooling, pool {meta["pool_size"]}, '
-         f'upstream {meta.get("upstream", "tcp")}; {esc(meta["machine"]["cpu"])}, '
+         f'upstream {meta.get("upstream", "tcp")}{", TLS on both legs" if meta.get("tls") else ""}; '
+         f'{esc(meta["machine"]["cpu"])}, '
          f'{meta["machine"]["cores"]} cores; PostgreSQL {esc(meta["postgresql"])} fsync=off; '
          f'{esc(meta["pgbouncer"])}; commit {esc(meta["pgvigil_commit"])}</text>']
     lx = left

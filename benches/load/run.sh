@@ -5,7 +5,7 @@
 #   benches/load/run.sh [--quick] [--out DIR] [--duration S] [--reps N]
 #                       [--clients 8,32,256,1000] [--modes simple,extended,prepared]
 #                       [--workloads select-only,tpcb-like,list-100] [--no-tpcb]
-#                       [--upstream tcp|unix]
+#                       [--upstream tcp|unix] [--tls]
 #
 # One run:
 #   1. builds pgvigil (cargo build --release -p pgvigil),
@@ -21,6 +21,10 @@
 #   6. prints the table and writes results.json, chart.svg, raw.json and the
 #      logs under the output folder (default bench-results/<timestamp>),
 #   7. removes everything it started or created (on any exit).
+# With --tls every leg is TLS: a throwaway CA and server certificate (openssl)
+# in the temporary folder, PostgreSQL with ssl = on, both poolers requiring TLS
+# from clients and using it towards PostgreSQL, pgbench with PGSSLMODE=require
+# to every target (so "direct" is direct over TLS).
 # Details and the meaning of each column: benches/README.md, "Load benchmark".
 set -euo pipefail
 # The whole script is one brace group: bash reads it completely before running
@@ -42,6 +46,7 @@ CLIENTS=""
 MODES=""
 WORKLOADS=select-only,tpcb-like,list-100
 UPSTREAM_KIND=tcp
+TLS=0
 usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,6 +59,7 @@ while [ $# -gt 0 ]; do
         --workloads) WORKLOADS=$2; shift ;;
         --no-tpcb) WORKLOADS=$(echo ",$WORKLOADS," | sed 's/,tpcb-like,/,/; s/^,//; s/,$//') ;;
         --upstream) UPSTREAM_KIND=$2; shift ;;
+        --tls) TLS=1 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -63,6 +69,12 @@ case "$UPSTREAM_KIND" in
     tcp | unix) ;;
     *) echo "--upstream must be tcp or unix" >&2; exit 2 ;;
 esac
+# Neither pooler uses TLS over a Unix socket (nor does libpq), so with
+# --upstream unix the upstream leg would quietly stay plaintext.
+if [ "$TLS" -eq 1 ] && [ "$UPSTREAM_KIND" = unix ]; then
+    echo "--tls needs --upstream tcp: no TLS is used over a Unix socket" >&2
+    exit 2
+fi
 if [ "$QUICK" -eq 1 ]; then
     : "${DURATION:=5}" "${REPS:=1}" "${CLIENTS:=32}"
 fi
@@ -126,7 +138,9 @@ if ! [ -x /usr/sbin/pgbouncer ]; then
     # The package may start its own instance; this benchmark starts its own.
     if command -v systemctl >/dev/null 2>&1; then systemctl stop pgbouncer 2>/dev/null || true; fi
 fi
-for tool in python3 cargo pgbench psql; do
+TOOLS="python3 cargo pgbench psql"
+if [ "$TLS" -eq 1 ]; then TOOLS="$TOOLS openssl"; fi
+for tool in $TOOLS; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 mkdir -p "$OUT"
@@ -147,11 +161,43 @@ chmod 755 "$TMP"
 # --upstream unix the cluster's Unix socket in $TMP. pgbench always
 # connects over TCP, to every target.
 if [ "$UPSTREAM_KIND" = unix ]; then PG_HOST=$TMP; else PG_HOST=127.0.0.1; fi
+
+# --tls: one throwaway CA and one server certificate (for 127.0.0.1) shared by
+# PostgreSQL and both poolers, so that every target does the same TLS work.
+# Under $TMP, so they go with it on exit. PostgreSQL wants its key owned by the
+# user it runs as and unreadable by others; PgBouncer runs as that user too.
+PG_TLS_SETTINGS=()
+if [ "$TLS" -eq 1 ]; then
+    TLS_DIR="$TMP/tls"
+    step "Creating a throwaway CA and server certificate in $TLS_DIR (openssl, ECDSA P-256)"
+    mkdir "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+            -keyout ca.key -out ca.crt -days 2 -subj "/CN=pgvigil load benchmark CA"
+        openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+            -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+        printf '%s\n' "subjectAltName = IP:127.0.0.1" "basicConstraints = CA:FALSE" \
+            "keyUsage = digitalSignature" "extendedKeyUsage = serverAuth" >server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial 1 -days 2 \
+            -extfile server.ext -out server.crt
+    ) >"$TMP/openssl.log" 2>&1 || { cat "$TMP/openssl.log" >&2; die "openssl failed"; }
+    chmod 600 "$TLS_DIR"/*.key
+    chown -R postgres:postgres "$TLS_DIR" 2>/dev/null || true
+    TLS_CERT="$TLS_DIR/server.crt"
+    TLS_KEY="$TLS_DIR/server.key"
+    PG_TLS_SETTINGS=("ssl = on" "ssl_cert_file = '$TLS_CERT'" "ssl_key_file = '$TLS_KEY'")
+fi
+
 step "Creating a PostgreSQL 15 cluster in $TMP (port $PG_PORT)"
 pg_cluster_create "$TMP" "$PG_PORT" "pgvigil load benchmark" \
     "max_connections = $PG_MAX_CONNECTIONS" "shared_buffers = 128MB" \
-    "synchronous_commit = off" "full_page_writes = off"
+    "synchronous_commit = off" "full_page_writes = off" ${PG_TLS_SETTINGS[@]+"${PG_TLS_SETTINGS[@]}"}
 export PGPASSWORD=secret
+# With --tls every TCP connection from here on (pgbench -i, the checks, the
+# fill, the matrix) must be TLS. libpq ignores sslmode on a Unix socket, which
+# only the superuser's maintenance sessions use.
+if [ "$TLS" -eq 1 ]; then export PGSSLMODE=require; fi
 step "pgbench -i -s $SCALE (direct)"
 pgbench -i -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U app appdb >"$TMP/pgbench-init.log" 2>&1 ||
     { cat "$TMP/pgbench-init.log" >&2; die "pgbench -i failed"; }
@@ -181,6 +227,14 @@ pidfile = $TMP/pgbouncer.pid
 log_connections = 0
 log_disconnections = 0
 EOF
+if [ "$TLS" -eq 1 ]; then
+    cat >>"$TMP/pgbouncer.ini" <<EOF
+client_tls_sslmode = require
+client_tls_cert_file = $TLS_CERT
+client_tls_key_file = $TLS_KEY
+server_tls_sslmode = require
+EOF
+fi
 chown postgres:postgres "$TMP/userlist.txt" "$TMP/pgbouncer.ini" 2>/dev/null || true
 chmod 600 "$TMP/userlist.txt"
 PGB_STARTED=1
@@ -206,6 +260,10 @@ else
 fi
 VIGIL_ARGS=(--upstream "$UPSTREAM" --pool-mode transaction --pool-size "$POOL_SIZE"
     --max-client-conn "$MAX_CLIENT_CONN")
+if [ "$TLS" -eq 1 ]; then
+    VIGIL_ARGS+=(--client-tls-sslmode require --client-tls-cert-file "$TLS_CERT"
+        --client-tls-key-file "$TLS_KEY" --server-tls-sslmode require)
+fi
 step "Starting pgvigil on 127.0.0.1:$VIGIL_PORT (analytics on) and 127.0.0.1:$NOAN_PORT (analytics off)"
 # Each pgvigil runs in a session of its own (setsid), as PgBouncer does
 # when it daemonizes (-d) and as any service does: with the kernel's
@@ -232,6 +290,24 @@ for port in "$PG_PORT" "$PGB_PORT" "$VIGIL_PORT" "$NOAN_PORT"; do
     psql -X -q -At -h 127.0.0.1 -p "$port" -U app -d appdb -c "SELECT 1" >/dev/null ||
         die "no answer on port $port"
 done
+# With --tls, PGSSLMODE=require already refuses a plaintext client leg (psql's
+# \conninfo shows what was negotiated); the upstream leg is checked from
+# PostgreSQL's side (pg_stat_ssl of the backend that answers: the pooler's
+# server connection for the poolers).
+if [ "$TLS" -eq 1 ]; then
+    for port in "$PG_PORT" "$PGB_PORT" "$VIGIL_PORT" "$NOAN_PORT"; do
+        legs=$(psql -X -q -At -h 127.0.0.1 -p "$port" -U app -d appdb -c '\conninfo' -c \
+            "SELECT ssl, version || ' ' || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()") ||
+            die "no answer on port $port"
+        client=$(printf '%s\n' "$legs" | sed -n 's/^SSL connection (\(protocol: [^,]*, cipher: [^,]*\).*/\1/p')
+        upstream=$(printf '%s\n' "$legs" | tail -n 1)
+        [ -n "$client" ] || die "port $port: the client connection is not TLS ($legs)"
+        case "$upstream" in
+            't|'*) echo "port $port: client leg $client; PostgreSQL sees ${upstream#t|}" ;;
+            *) die "port $port: PostgreSQL's side of the connection is not TLS ($upstream)" ;;
+        esac
+    done
+fi
 
 # --- 5. fill pgvigil's statistics table ---------------------------------------------
 # So that peak RSS is measured with max_fingerprints (5000) tracked: 5000
@@ -257,6 +333,7 @@ cat >"$TMP/env.json" <<EOF
   "modes": "$MODES",
   "workloads": "$WORKLOADS",
   "upstream": "$UPSTREAM_KIND",
+  "tls": $([ "$TLS" -eq 1 ] && echo true || echo false),
   "threads": 2,
   "scale": $SCALE,
   "pool_size": $POOL_SIZE,
