@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::error::ProxyError;
 use crate::ids::ClientKey;
+use crate::negotiation::{Negotiation, Step};
 use crate::scram::{
     mock_secret, ScramExchange, ScramKeys, ScramVerifier, StoredPassword, MD5_CANNOT_DO_SCRAM,
 };
@@ -155,19 +156,22 @@ pub(crate) async fn negotiate(
 ) -> Negotiated {
     let mut transport = transport;
     let mut encryption = ClientEncryption::default();
-    // Each may be asked once, as PostgreSQL allows.
-    let (mut ssl_asked, mut gss_asked) = (false, false);
+    // One snapshot for the whole exchange: a RELOAD meanwhile does not
+    // change the certificate half-way.
+    let tls = shared.client_tls.current();
+    let mut rules = Negotiation::new(tls.is_some(), shared.client_tls.mode().requires_tls());
     // PostgreSQL 17's direct TLS (`sslnegotiation=direct`): the connection
     // opens with a TLS handshake record instead of a packet length.
-    if let (Transport::Tcp(tcp), Some((config, binding))) =
-        (&transport, shared.client_tls.current())
-    {
+    if let (Transport::Tcp(tcp), Some((config, binding))) = (&transport, &tls) {
         let mut first = [0u8; 1];
-        if matches!(tcp.peek(&mut first).await, Ok(1)) && first[0] == TLS_HANDSHAKE_RECORD {
+        if rules.accepts_direct_tls()
+            && matches!(tcp.peek(&mut first).await, Ok(1))
+            && first[0] == TLS_HANDSHAKE_RECORD
+        {
             let Transport::Tcp(tcp) = transport else {
                 return Negotiated::Done;
             };
-            match accept_tls(tcp, config).await {
+            match accept_tls(tcp, config.clone()).await {
                 Ok(tls) => {
                     if tls.get_ref().1.alpn_protocol() != Some(crate::tls::ALPN_POSTGRESQL) {
                         return Negotiated::Failed(
@@ -179,7 +183,8 @@ pub(crate) async fn negotiate(
                         );
                     }
                     transport = Transport::TlsIn(Box::new(tls));
-                    encryption.channel_binding = usable(binding);
+                    rules.tls_started();
+                    encryption.channel_binding = usable(binding.clone());
                 }
                 Err(e) => return tls_failed(e),
             }
@@ -191,38 +196,15 @@ pub(crate) async fn negotiate(
             Err(ProxyError::ClientIo(_)) => return Negotiated::Done,
             Err(e) => return Negotiated::Failed(Some(transport), e),
         };
-        match packet {
-            InitialPacket::SslRequest | InitialPacket::GssEncRequest
-                if transport.is_tls()
-                    || (packet == InitialPacket::SslRequest && ssl_asked)
-                    || (packet == InitialPacket::GssEncRequest && gss_asked) =>
-            {
-                // PostgreSQL reads a repeated request as a startup packet
-                // of an unknown protocol version.
-                let code = if packet == InitialPacket::SslRequest {
-                    startup::SSL_REQUEST_CODE
-                } else {
-                    startup::GSSENC_REQUEST_CODE
-                };
-                return Negotiated::Failed(
-                    Some(transport),
-                    ProxyError::client(
-                        "08P01",
-                        format!(
-                            "unsupported frontend protocol {}.{}: server supports 3.0 to 3.0",
-                            code >> 16,
-                            code & 0xffff
-                        ),
-                    ),
-                );
+        match rules.on_packet(&packet) {
+            Step::Decline => {
+                if let Err(e) = transport.write_all(b"N").await {
+                    return Negotiated::Failed(None, ProxyError::ClientIo(e));
+                }
             }
-            InitialPacket::SslRequest => {
-                ssl_asked = true;
-                let Some((config, binding)) = shared.client_tls.current() else {
-                    if let Err(e) = transport.write_all(b"N").await {
-                        return Negotiated::Failed(None, ProxyError::ClientIo(e));
-                    }
-                    continue;
+            Step::StartTls => {
+                let Some((config, binding)) = &tls else {
+                    return Negotiated::Done;
                 };
                 if let Err(e) = transport.write_all(b"S").await {
                     return Negotiated::Failed(None, ProxyError::ClientIo(e));
@@ -238,20 +220,14 @@ pub(crate) async fn negotiate(
                 let Transport::Tcp(tcp) = transport else {
                     return Negotiated::Done;
                 };
-                match accept_tls(tcp, config).await {
+                match accept_tls(tcp, config.clone()).await {
                     Ok(tls) => transport = Transport::TlsIn(Box::new(tls)),
                     Err(e) => return tls_failed(e),
                 }
-                encryption.channel_binding = usable(binding);
+                rules.tls_started();
+                encryption.channel_binding = usable(binding.clone());
             }
-            // GSS encryption is not offered.
-            InitialPacket::GssEncRequest => {
-                gss_asked = true;
-                if let Err(e) = transport.write_all(b"N").await {
-                    return Negotiated::Failed(None, ProxyError::ClientIo(e));
-                }
-            }
-            InitialPacket::Cancel {
+            Step::Cancel {
                 process_id,
                 secret_key,
             } => {
@@ -264,36 +240,17 @@ pub(crate) async fn negotiate(
                     .await;
                 return Negotiated::Done;
             }
-            InitialPacket::UnsupportedVersion(v) => {
-                return Negotiated::Failed(
-                    Some(transport),
-                    ProxyError::client(
-                        "0A000",
-                        format!(
-                            "unsupported frontend protocol {}.{}: pgvigil supports 3.0",
-                            v >> 16,
-                            v & 0xffff
-                        ),
-                    ),
-                );
+            Step::Refuse { code, message } => {
+                return Negotiated::Failed(Some(transport), ProxyError::client(code, message));
             }
-            InitialPacket::Startup(params) => {
-                if !transport.is_tls() && shared.client_tls.mode().requires_tls() {
-                    return Negotiated::Failed(
-                        Some(transport),
-                        ProxyError::client(
-                            "28000",
-                            format!(
-                                "TLS required: client_tls_sslmode = {}, and this connection is not encrypted",
-                                shared.client_tls.mode().as_str()
-                            ),
-                        ),
-                    );
-                }
+            Step::Startup { negotiate_version } => {
+                let InitialPacket::Startup(params) = packet else {
+                    return Negotiated::Done;
+                };
                 // A newer minor version or `_pq_` options: say what this
                 // server speaks (3.0, none of the options) and go on, as
                 // PostgreSQL does.
-                if params.needs_negotiation(0) {
+                if negotiate_version {
                     let options: Vec<&str> =
                         params.protocol_options.iter().map(String::as_str).collect();
                     let reply = backend::negotiate_protocol_version(0, &options);

@@ -14,6 +14,7 @@ mod error;
 mod handshake;
 mod ids;
 mod listener;
+pub mod negotiation;
 mod outqueue;
 mod pool;
 mod pool_stats;
