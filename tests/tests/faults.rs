@@ -1441,6 +1441,19 @@ async fn client_login_timeout_closes_silent_sockets() -> Result<()> {
             still_open == 0,
             "{still_open} of {n} silent sockets still open 2 s + margin after client_login_timeout"
         );
+        // Every one of them is counted.
+        let metrics = vigil.http_get("/metrics", &[]).await?.body;
+        let counted = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("pgvigil_timeouts_total{timeout=\"client_login_timeout\"} ")
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .context("pgvigil_timeouts_total{timeout=\"client_login_timeout\"} on /metrics")?;
+        ensure!(
+            counted as usize >= n,
+            "{n} sockets timed out, pgvigil_timeouts_total counts {counted}"
+        );
         let client = vigil.connect_app().await?;
         client.simple_query("SELECT 1").await?;
         vigil.assert_no_panic()?;

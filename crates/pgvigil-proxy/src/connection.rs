@@ -33,14 +33,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
                 tell_fatal(&mut t, e.sqlstate(), &e.to_string()).await;
             }
         }
-        Outcome::TimedOut(mut transport) => {
+        Outcome::TimedOut(transport) => {
             crate::stats::count_timeout(crate::stats::TimeoutKind::ClientLogin);
-            tell_fatal(
-                &mut transport,
-                "08P01",
-                "client_login_timeout: login not completed in time",
-            )
-            .await;
+            if let Some(mut transport) = transport {
+                tell_fatal(
+                    &mut transport,
+                    "08P01",
+                    "client_login_timeout: login not completed in time",
+                )
+                .await;
+            }
         }
         Outcome::Authenticated(auth) => match auth.destination {
             // Boxed: the handshake's state and the session's need not

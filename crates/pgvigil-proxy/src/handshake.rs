@@ -97,8 +97,9 @@ pub(crate) enum Outcome {
     Done,
     /// Login failed; the client is told why on the transport, if any.
     Failed(Option<Transport>, ProxyError),
-    /// `client_login_timeout` passed after the startup packet.
-    TimedOut(Transport),
+    /// `client_login_timeout` passed: before the startup packet (nothing
+    /// to tell a client that has said nothing) or after it.
+    TimedOut(Option<Transport>),
 }
 
 /// Runs the handshake until `deadline` (`client_login_timeout`).
@@ -112,7 +113,7 @@ pub(crate) async fn run(
     let negotiated =
         tokio::time::timeout_at(deadline, negotiate(shared, Transport::Tcp(tcp), &mut buf)).await;
     let (mut transport, params, encryption) = match negotiated {
-        Err(_) => return Outcome::Done,
+        Err(_) => return Outcome::TimedOut(None),
         Ok(Negotiated::Startup(transport, params, encryption)) => (transport, params, encryption),
         Ok(Negotiated::Done) => return Outcome::Done,
         Ok(Negotiated::Failed(transport, e)) => return Outcome::Failed(transport, e),
@@ -123,7 +124,7 @@ pub(crate) async fn run(
     )
     .await;
     match authenticated {
-        Err(_) => Outcome::TimedOut(transport),
+        Err(_) => Outcome::TimedOut(Some(transport)),
         Ok(Err(ProxyError::ClientIo(_))) => Outcome::Done,
         Ok(Err(e)) => Outcome::Failed(Some(transport), e),
         Ok(Ok((user, database, destination, scram_keys))) => {
