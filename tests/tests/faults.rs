@@ -1905,7 +1905,6 @@ async fn console_rejects_malformed_frames_without_buffering_them() -> Result<()>
 // ------------------------------------ 13. cancel while waiting for a server
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs cancel of pool waiters: lead enables after merge"]
 async fn cancel_request_for_a_client_waiting_on_the_pool_cancels_at_once() -> Result<()> {
     timed(LIMIT, async {
         let vigil = Pgvigil::start(shared_cluster(), PoolMode::Transaction, 1).await?;

@@ -20,12 +20,30 @@ pub struct CancelTarget {
     host: String,
     port: u16,
     backend: AtomicU64,
+    /// Wakes the client's wait for a server connection: a statement that
+    /// has not reached a server yet is cancelled where it waits.
+    waiting: tokio::sync::Notify,
 }
 
 impl CancelTarget {
     pub fn set(&self, key: Option<BackendKey>) {
         self.backend
             .store(key.map_or(0, BackendKey::pack), Ordering::Release);
+    }
+
+    /// Runs `wait` (the wait for a server connection) unless a cancel
+    /// request for this client arrives first: then None. The cancel is
+    /// only listened for once `wait` has to wait, so a connection handed
+    /// out at once costs nothing extra.
+    pub(crate) async fn unless_cancelled<F: std::future::Future>(
+        &self,
+        wait: F,
+    ) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            out = wait => Some(out),
+            _ = self.waiting.notified() => None,
+        }
     }
 
     /// Cancels whatever the client's current server runs, in the
@@ -66,6 +84,7 @@ impl CancelRegistry {
             host: server.host.clone(),
             port: server.port,
             backend: AtomicU64::new(0),
+            waiting: tokio::sync::Notify::new(),
         });
         loop {
             let key = ClientKey {
@@ -90,6 +109,11 @@ impl CancelRegistry {
             tracing::debug!("cancel request with an unknown key ignored");
             return;
         };
+        if target.backend.load(Ordering::Acquire) == 0 {
+            // No server yet: the statement is still waiting for one.
+            target.waiting.notify_waiters();
+            return;
+        }
         send_cancel(&target).await;
     }
 }

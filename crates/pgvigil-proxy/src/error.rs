@@ -22,6 +22,9 @@ pub enum ProxyError {
     ServerLogin { code: String, message: String },
     #[error("timed out after {0:?} waiting for a server connection (acquire_timeout)")]
     AcquireTimeout(std::time::Duration),
+    /// A cancel request ended the wait for a server connection.
+    #[error("canceling statement due to user request")]
+    WaitCancelled,
     #[error("server connection closed unexpectedly")]
     ServerClosed,
 }
@@ -44,6 +47,7 @@ impl ProxyError {
             ProxyError::Connect(_) => "08006",
             ProxyError::ServerLogin { code, .. } => code,
             ProxyError::AcquireTimeout(_) => "53300",
+            ProxyError::WaitCancelled => "57014",
         }
     }
 }

@@ -584,9 +584,21 @@ impl ServerPool {
 
     /// Opens a connection in a slot already counted in `total`.
     async fn open_in_slot(&self) -> Result<Box<ServerConn>, ProxyError> {
+        /// Gives the slot back unless a connection fills it, also when the
+        /// wait is dropped half-way (a cancelled client, shutdown).
+        struct Slot<'a>(Option<&'a ServerPool>);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                if let Some(pool) = self.0.take() {
+                    pool.release_slot();
+                }
+            }
+        }
+        let mut slot = Slot(Some(self));
         let max_prepared = self.lock().settings.max_prepared_statements;
         match ServerConn::connect(&self.login_target(), max_prepared).await {
             Ok(mut conn) => {
+                slot.0 = None;
                 conn.registration = Some(self.registry.add_server(NewServer {
                     id: conn.id,
                     database: self.database.clone(),
@@ -615,7 +627,7 @@ impl ServerPool {
                 self.counters
                     .server_connect_errors
                     .fetch_add(1, Ordering::Relaxed);
-                self.release_slot();
+                drop(slot);
                 Err(e)
             }
         }
@@ -631,10 +643,29 @@ impl ServerPool {
         now: MonoTime,
         wait: &mut Wait,
     ) -> Option<Box<ServerConn>> {
+        /// Discards the connection unless it passed, also when the check
+        /// is dropped half-way (a cancelled client): a half-run `SELECT 1`
+        /// leaves it unfit, and its slot must not be lost.
+        struct Checking<'a> {
+            pool: &'a ServerPool,
+            conn: Option<Box<ServerConn>>,
+        }
+        impl Drop for Checking<'_> {
+            fn drop(&mut self) {
+                if let Some(conn) = self.conn.take() {
+                    self.pool.discard(conn);
+                }
+            }
+        }
         let fit = now.since(conn.created) < checks.lifetime && conn.looks_alive();
+        let mut checking = Checking {
+            pool: self,
+            conn: Some(conn),
+        };
         let fit = fit
-            && (now.since(conn.last_used) < checks.check_delay || {
+            && (now.since(checking.conn.as_ref()?.last_used) < checks.check_delay || {
                 *wait = Wait::Some;
+                let conn = checking.conn.as_mut()?;
                 matches!(
                     tokio::time::timeout(checks.connect_timeout, conn.run_own_query("SELECT 1"))
                         .await,
@@ -642,9 +673,8 @@ impl ServerPool {
                 )
             });
         if fit {
-            Some(conn)
+            checking.conn.take()
         } else {
-            self.discard(conn);
             None
         }
     }

@@ -98,6 +98,9 @@ pub(crate) struct Session {
     /// The server sent an error answering nothing: its FATAL before it
     /// closes the connection.
     server_said_goodbye: bool,
+    /// A batch whose wait for a server was cancelled: its messages are
+    /// dropped up to Sync, which gets ReadyForQuery.
+    discarding_until_sync: bool,
 }
 
 impl Drop for Session {
@@ -179,6 +182,7 @@ impl Session {
             guards,
             finished: false,
             server_said_goodbye: false,
+            discarding_until_sync: false,
         }
     }
 
@@ -388,7 +392,11 @@ impl Session {
                 crate::shutdown::ADMIN_TERMINATION,
             ));
         }
-        let mut server = self.pool.acquire_for(Some(&self.entry)).await?;
+        let acquire = self.pool.acquire_for(Some(&self.entry));
+        let Some(server) = self.cancel.unless_cancelled(acquire).await else {
+            return Err(ProxyError::WaitCancelled);
+        };
+        let mut server = server?;
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
@@ -453,16 +461,50 @@ impl Session {
                 // next client.
                 return Err(invalid_message(h.tag));
             }
+            if self.discarding_until_sync {
+                let _ = self.client_buf.split_to(h.frame_len);
+                if h.tag == fe::SYNC {
+                    self.discarding_until_sync = false;
+                    self.to_client
+                        .push(backend::ready_for_query(TransactionStatus::Idle));
+                }
+                continue;
+            }
             if self.server.is_none() {
                 if self.answer_without_server(h)? {
                     continue;
                 }
-                self.attach_server().await?;
+                match self.attach_server().await {
+                    Ok(()) => {}
+                    Err(ProxyError::WaitCancelled) => {
+                        self.answer_cancelled_wait(h);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             self.tally.request_sent();
             self.process_client_frames()?;
         }
         Ok(true)
+    }
+
+    /// The request waiting for a server was cancelled: it is answered as
+    /// PostgreSQL answers a cancelled statement (57014) and never reaches
+    /// a server. An extended-protocol batch is discarded up to its Sync.
+    fn answer_cancelled_wait(&mut self, h: FrameHeader) {
+        self.to_client.push(backend::error_response(
+            Severity::Error,
+            "57014",
+            "canceling statement due to user request",
+        ));
+        if h.tag == fe::QUERY || h.tag == fe::FUNCTION_CALL {
+            let _ = self.client_buf.split_to(h.frame_len);
+            self.to_client
+                .push(backend::ready_for_query(TransactionStatus::Idle));
+        } else {
+            self.discarding_until_sync = true;
+        }
     }
 
     /// A complete client frame is buffered but not yet handled (the
