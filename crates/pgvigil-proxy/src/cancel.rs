@@ -31,19 +31,10 @@ impl CancelTarget {
             .store(key.map_or(0, BackendKey::pack), Ordering::Release);
     }
 
-    /// Runs `wait` (the wait for a server connection) unless a cancel
-    /// request for this client arrives first: then None. The cancel is
-    /// only listened for once `wait` has to wait, so a connection handed
-    /// out at once costs nothing extra.
-    pub(crate) async fn unless_cancelled<F: std::future::Future>(
-        &self,
-        wait: F,
-    ) -> Option<F::Output> {
-        tokio::select! {
-            biased;
-            out = wait => Some(out),
-            _ = self.waiting.notified() => None,
-        }
+    /// Signalled by a cancel request while the client waits for a server
+    /// connection (`ServerPool::acquire_for` listens only while waiting).
+    pub(crate) fn waiting(&self) -> &tokio::sync::Notify {
+        &self.waiting
     }
 
     /// Cancels whatever the client's current server runs, in the

@@ -445,21 +445,24 @@ impl ServerPool {
 
     /// Checks out a server connection, waiting up to `acquire_timeout`.
     pub async fn acquire(self: &Arc<Self>) -> Result<PooledServer, ProxyError> {
-        self.acquire_for(None).await
+        self.acquire_for(None, None).await
     }
 
     /// Checks out a server connection for a client, which the console
     /// then shows as waiting, and linked to it once it has one.
+    /// `cancel`: the client's cancel signal; a cancel request that
+    /// arrives while the client waits for a connection ends the wait.
     pub(crate) async fn acquire_for(
         self: &Arc<Self>,
         client: Option<&Arc<ClientEntry>>,
+        cancel: Option<&tokio::sync::Notify>,
     ) -> Result<PooledServer, ProxyError> {
         let started = MonoTime::now();
         let started_us = unix_us(started);
         if let Some(c) = client {
             c.start_waiting(started_us);
         }
-        let result = self.acquire_inner(started).await;
+        let result = self.acquire_inner(started, cancel).await;
         // An idle connection handed over at once waited for nothing; only
         // a wait, a health check or a new connection is worth a clock read.
         let waited = match &result {
@@ -489,6 +492,7 @@ impl ServerPool {
     async fn acquire_inner(
         self: &Arc<Self>,
         started: MonoTime,
+        cancel: Option<&tokio::sync::Notify>,
     ) -> Result<(PooledServer, Wait), ProxyError> {
         let mut wait = Wait::None;
         // Computed only when a client has to wait: most checkouts don't.
@@ -540,13 +544,14 @@ impl ServerPool {
                         rx: Some(rx),
                         pool: self,
                     };
-                    let got = waiter.wait_until(deadline).await;
+                    let got = waiter.wait_until(deadline, cancel).await;
                     self.counters
                         .waiting_clients
                         .fetch_sub(1, Ordering::Relaxed);
                     match got {
-                        Some(handoff) => (handoff, checks),
-                        None => return Err(self.timed_out()),
+                        Waited::Got(handoff) => (handoff, checks),
+                        Waited::TimedOut => return Err(self.timed_out()),
+                        Waited::Cancelled => return Err(ProxyError::WaitCancelled),
                     }
                 }
             };
@@ -859,17 +864,42 @@ struct Waiter<'a> {
 }
 
 impl Waiter<'_> {
-    async fn wait_until(&mut self, deadline: tokio::time::Instant) -> Option<Handoff> {
-        let rx = self.rx.as_mut()?;
-        match tokio::time::timeout_at(deadline, rx).await {
+    /// Waits for a hand-off until `deadline`, or until the client's cancel
+    /// request (then the waiter's drop gives back anything handed over
+    /// meanwhile).
+    async fn wait_until(
+        &mut self,
+        deadline: tokio::time::Instant,
+        cancel: Option<&tokio::sync::Notify>,
+    ) -> Waited {
+        let Some(rx) = self.rx.as_mut() else {
+            return Waited::TimedOut;
+        };
+        let cancelled = async {
+            match cancel {
+                Some(c) => c.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let got = tokio::select! {
+            got = tokio::time::timeout_at(deadline, rx) => got,
+            () = cancelled => return Waited::Cancelled,
+        };
+        match got {
             Ok(Ok(handoff)) => {
                 self.rx = None;
-                Some(handoff)
+                Waited::Got(handoff)
             }
             // The pool never drops a waiter's sender without sending.
-            Ok(Err(_)) | Err(_) => None,
+            Ok(Err(_)) | Err(_) => Waited::TimedOut,
         }
     }
+}
+
+enum Waited {
+    Got(Handoff),
+    TimedOut,
+    Cancelled,
 }
 
 impl Drop for Waiter<'_> {

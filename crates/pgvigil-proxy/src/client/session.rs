@@ -392,11 +392,10 @@ impl Session {
                 crate::shutdown::ADMIN_TERMINATION,
             ));
         }
-        let acquire = self.pool.acquire_for(Some(&self.entry));
-        let Some(server) = self.cancel.unless_cancelled(acquire).await else {
-            return Err(ProxyError::WaitCancelled);
-        };
-        let mut server = server?;
+        let mut server = self
+            .pool
+            .acquire_for(Some(&self.entry), Some(self.cancel.waiting()))
+            .await?;
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
