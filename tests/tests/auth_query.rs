@@ -30,6 +30,10 @@ fn create_scram_role(cluster: &PgCluster, role: &str, password: &str) -> Result<
              CREATE ROLE {role} LOGIN PASSWORD '{password}';"
         ),
     )?;
+    // Tests share the cluster: two GRANTs on the same schema at once make
+    // PostgreSQL say "tuple concurrently updated". One at a time.
+    static SCHEMA_ACL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = SCHEMA_ACL.lock().unwrap_or_else(|p| p.into_inner());
     cluster.psql_admin(APP_DB, &format!("GRANT ALL ON SCHEMA public TO {role}"))?;
     Ok(())
 }
