@@ -182,6 +182,24 @@ fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     Some(rest.split_at(len))
 }
 
+/// A configuration swapped whole by RELOAD: readers take a snapshot, so a
+/// reload never changes one under a handshake in flight.
+struct Swappable<T>(RwLock<Arc<T>>);
+
+impl<T> Swappable<T> {
+    fn new(value: T) -> Swappable<T> {
+        Swappable(RwLock::new(Arc::new(value)))
+    }
+
+    fn get(&self) -> Arc<T> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, value: T) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
+    }
+}
+
 struct ClientTlsState {
     mode: ClientSslMode,
     /// `None` under `disable`.
@@ -191,7 +209,7 @@ struct ClientTlsState {
 /// The client-facing TLS server configuration. Handshakes take a snapshot
 /// with `current()`, so a reload never disturbs one in flight.
 pub(crate) struct ClientTls {
-    state: RwLock<Arc<ClientTlsState>>,
+    state: Swappable<ClientTlsState>,
 }
 
 impl fmt::Debug for ClientTls {
@@ -205,29 +223,24 @@ impl fmt::Debug for ClientTls {
 impl ClientTls {
     pub(crate) fn new(settings: &ClientTlsSettings) -> Result<ClientTls, TlsError> {
         Ok(ClientTls {
-            state: RwLock::new(Arc::new(Self::build(settings)?)),
+            state: Swappable::new(Self::build(settings)?),
         })
     }
 
     /// Re-reads the files; on any error the configuration in use stays.
     pub(crate) fn reload(&self, settings: &ClientTlsSettings) -> Result<(), TlsError> {
-        let state = Self::build(settings)?;
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        self.state.set(Self::build(settings)?);
         Ok(())
     }
 
     /// The configuration for the next handshake and the channel-binding
     /// data of its certificate; `None` when client TLS is disabled.
     pub(crate) fn current(&self) -> Option<(Arc<rustls::ServerConfig>, ChannelBindingHash)> {
-        self.snapshot().config.clone()
+        self.state.get().config.clone()
     }
 
     pub(crate) fn mode(&self) -> ClientSslMode {
-        self.snapshot().mode
-    }
-
-    fn snapshot(&self) -> Arc<ClientTlsState> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.get().mode
     }
 
     fn build(settings: &ClientTlsSettings) -> Result<ClientTlsState, TlsError> {
@@ -317,7 +330,7 @@ struct ServerTlsState {
 
 /// TLS towards one database's PostgreSQL server.
 pub(crate) struct ServerTls {
-    state: RwLock<Arc<ServerTlsState>>,
+    state: Swappable<ServerTlsState>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -341,29 +354,24 @@ impl ServerTls {
 
     pub(crate) fn new(settings: &ServerTlsSettings) -> Result<ServerTls, TlsError> {
         Ok(ServerTls {
-            state: RwLock::new(Arc::new(Self::build(settings)?)),
+            state: Swappable::new(Self::build(settings)?),
         })
     }
 
     /// Re-reads the CA file; on any error the configuration in use stays.
     pub(crate) fn reload(&self, settings: &ServerTlsSettings) -> Result<(), TlsError> {
-        let state = Self::build(settings)?;
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        self.state.set(Self::build(settings)?);
         Ok(())
     }
 
     /// The configuration for the next connection; `None` under `disable`
     /// (send no SSLRequest).
     pub(crate) fn connector_config(&self) -> Option<Arc<rustls::ClientConfig>> {
-        self.snapshot().config.clone()
+        self.state.get().config.clone()
     }
 
     pub(crate) fn mode(&self) -> ServerSslMode {
-        self.snapshot().mode
-    }
-
-    fn snapshot(&self) -> Arc<ServerTlsState> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state.get().mode
     }
 
     fn build(settings: &ServerTlsSettings) -> Result<ServerTlsState, TlsError> {
