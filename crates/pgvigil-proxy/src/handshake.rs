@@ -13,7 +13,6 @@ use pgvigil_config::ClientAuth;
 use pgvigil_wire::backend;
 use pgvigil_wire::frontend::{self, tag as fe};
 use pgvigil_wire::startup::{self, InitialPacket, StartupParams};
-use pgvigil_wire::FrameHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -537,22 +536,10 @@ async fn read_password_frame(
     buf: &mut BytesMut,
     expected: &'static str,
 ) -> Result<BytesMut, ProxyError> {
-    let frame = loop {
-        if let Some(h) = FrameHeader::peek(buf, MAX_AUTH_FRAME)? {
-            if buf.len() >= h.frame_len {
-                break buf.split_to(h.frame_len);
-            }
-        }
-        if transport
-            .read_buf(buf)
-            .await
-            .map_err(ProxyError::ClientIo)?
-            == 0
-        {
-            return Err(ProxyError::ClientIo(
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
-        }
+    let Some(frame) = transport.read_client_frame(buf, MAX_AUTH_FRAME).await? else {
+        return Err(ProxyError::ClientIo(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ));
     };
     if frame[0] != fe::PASSWORD {
         return Err(ProxyError::client("08P01", expected));

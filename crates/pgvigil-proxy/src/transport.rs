@@ -15,7 +15,11 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use pgvigil_wire::FrameHeader;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use crate::error::ProxyError;
 use tokio::net::{TcpStream, UnixStream};
 
 pub(crate) enum Transport {
@@ -50,6 +54,30 @@ impl Transport {
         let stream = TcpStream::connect((host, port)).await?;
         stream.set_nodelay(true)?;
         Ok(Transport::Tcp(stream))
+    }
+
+    #[inline]
+    /// Reads until `buf` starts with one whole frame from a client and
+    /// splits it off; None at the end of the stream. The header is checked
+    /// (length at least 4, at most `max_frame`) before anything waits for
+    /// the body, and the buffer grows by what arrives, not by what a
+    /// header declares.
+    pub(crate) async fn read_client_frame(
+        &mut self,
+        buf: &mut BytesMut,
+        max_frame: usize,
+    ) -> Result<Option<BytesMut>, ProxyError> {
+        loop {
+            if let Some(h) = FrameHeader::peek(buf, max_frame)? {
+                if buf.len() >= h.frame_len {
+                    return Ok(Some(buf.split_to(h.frame_len)));
+                }
+            }
+            buf.reserve(8 * 1024);
+            if self.read_buf(buf).await.map_err(ProxyError::ClientIo)? == 0 {
+                return Ok(None);
+            }
+        }
     }
 
     #[inline]

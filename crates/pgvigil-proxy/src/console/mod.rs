@@ -16,7 +16,6 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use pgvigil_wire::backend::{self, TransactionStatus};
 use pgvigil_wire::frontend::{self, tag as fe};
-use pgvigil_wire::FrameHeader;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::api::Type;
 use pgwire::error::{ErrorInfo, PgWireResult};
@@ -26,7 +25,7 @@ use pgwire::messages::response::{
     TransactionStatus as Status,
 };
 use pgwire::messages::PgWireBackendMessage;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::error::ProxyError;
 use crate::handshake::{Authenticated, Destination};
@@ -82,9 +81,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, login: Authenticated) {
     // An extended-protocol request fails once; the rest up to Sync is skipped.
     let mut failed_until_sync = false;
     loop {
-        let frame = match read_frame(&mut socket.transport, &mut buf, max_frame).await {
+        let frame = match socket
+            .transport
+            .read_client_frame(&mut buf, max_frame)
+            .await
+        {
             Ok(Some(frame)) => frame,
-            Ok(None) => break,
+            // The client went away: nobody to tell.
+            Ok(None) | Err(ProxyError::ClientIo(_)) => break,
             Err(e) => {
                 let _ = send(&mut socket, vec![fatal(e.to_string())], None).await;
                 break;
@@ -165,29 +169,6 @@ impl Socket {
         let out = self.out.split();
         self.transport.write_all(&out).await?;
         self.transport.flush().await
-    }
-}
-
-/// Reads one whole frame; None when the client closed the connection.
-async fn read_frame(
-    transport: &mut Transport,
-    buf: &mut BytesMut,
-    max_frame: usize,
-) -> Result<Option<BytesMut>, ProxyError> {
-    loop {
-        if let Some(h) = FrameHeader::peek(buf, max_frame)? {
-            if buf.len() >= h.frame_len {
-                return Ok(Some(buf.split_to(h.frame_len)));
-            }
-            // Reserve only what has arrived plus a read's worth: a
-            // declared length is no promise.
-        }
-        buf.reserve(8 * 1024);
-        match transport.read_buf(buf).await {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(_) => return Ok(None),
-        }
     }
 }
 
