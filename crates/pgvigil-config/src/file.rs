@@ -27,6 +27,33 @@ pub struct FileConfig {
     pub slow_rules: Vec<SlowRuleSection>,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub advisor: AdvisorSection,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvisorSection {
+    pub enabled: Option<bool>,
+    pub interval_s: Option<f64>,
+    pub statement_timeout_ms: Option<f64>,
+    pub capture_parameters: Option<bool>,
+    pub explain_analyze: Option<bool>,
+    pub create_extension: Option<bool>,
+    pub min_improvement: Option<f64>,
+    pub plan_top_n: Option<usize>,
+    pub plan_p95_ms: Option<f64>,
+    pub plans_per_minute: Option<u32>,
+    pub max_plans: Option<usize>,
+    pub max_plan_bytes: Option<usize>,
+    pub max_advice: Option<usize>,
+    pub unused_index_min_age_s: Option<f64>,
+    pub health_interval_s: Option<f64>,
+    pub regression_factor: Option<f64>,
+    pub regression_window_s: Option<f64>,
+    pub regression_min_calls: Option<u64>,
+    pub max_markers: Option<usize>,
+    pub history_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

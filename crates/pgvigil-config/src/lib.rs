@@ -9,11 +9,11 @@ mod file;
 mod resolve;
 
 pub use file::{
-    DatabaseSection, FileConfig, InsightSection, MetricsSection, NPlusOneSection, PoolSection,
+    AdvisorSection, DatabaseSection, FileConfig, InsightSection, MetricsSection, NPlusOneSection, PoolSection,
     ProxySection, SlowRuleSection, UserSection,
 };
 pub use resolve::{
-    ClientAuth, ClientSslMode, ClientTlsSettings, Config, DatabaseConfig, InsightSettings,
+    AdvisorSettings, ClientAuth, ClientSslMode, ClientTlsSettings, Config, DatabaseConfig, InsightSettings,
     LogFormat, MetricsSettings, NPlusOneSettings, Overrides, PasswordKind, PoolMode, PoolSettings,
     Secret, ServerAuthMethod, ServerRequireAuth, ServerSslMode, ServerTlsSettings,
     SlowRuleSettings, UserConfig, CONSOLE_DATABASE, DEFAULT_AUTH_QUERY,

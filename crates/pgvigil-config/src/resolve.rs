@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::file::{
-    FileConfig, InsightSection, NPlusOneSection, PoolSection, ProxySection, SlowRuleSection,
+    AdvisorSection, FileConfig, InsightSection, NPlusOneSection, PoolSection, ProxySection, SlowRuleSection,
     UserSection,
 };
 use crate::ConfigError;
@@ -498,6 +498,7 @@ pub struct Config {
     pub users: BTreeMap<String, UserConfig>,
     pub insight: InsightSettings,
     pub metrics: MetricsSettings,
+    pub advisor: AdvisorSettings,
     pub client_tls: ClientTlsSettings,
     /// `[pgvigil]`'s server TLS; each database has its own resolved copy.
     pub server_tls: ServerTlsSettings,
@@ -514,6 +515,77 @@ pub struct Config {
 
 /// PgBouncer's default auth_query.
 pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1";
+
+/// `[advisor]`: what pgvigil does off the hot path with its own server
+/// connections (plans, index advice and hygiene, database health) and
+/// what it keeps to compare before and after a change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdvisorSettings {
+    /// Off: no plans, advice or health sampling; no connection of its own.
+    pub enabled: bool,
+    /// How often the advisor looks for plans to take and advice to give.
+    pub interval: Duration,
+    /// Every statement the advisor runs is bounded by this.
+    pub statement_timeout: Duration,
+    /// Keep one real parameter sample per planned fingerprint, in memory
+    /// only, to plan with real values instead of a generic plan.
+    pub capture_parameters: bool,
+    /// EXPLAIN ANALYZE (the statement really runs; inside BEGIN ...
+    /// ROLLBACK unless it is a SELECT).
+    pub explain_analyze: bool,
+    /// CREATE EXTENSION hypopg where it is available but not installed.
+    pub create_extension: bool,
+    /// Fraction by which an index must cut a plan's estimated cost.
+    pub min_improvement: f64,
+    /// Fingerprints planned by total time.
+    pub plan_top_n: usize,
+    /// Fingerprints whose p95 is over this are planned too.
+    pub plan_p95: Duration,
+    pub plans_per_minute: u32,
+    pub max_plans: usize,
+    pub max_plan_bytes: usize,
+    pub max_advice: usize,
+    /// An index younger than this is never called unused.
+    pub unused_index_min_age: Duration,
+    pub health_interval: Duration,
+    /// A fingerprint whose recent p95 is this many times its baseline's
+    /// is a regression.
+    pub regression_factor: f64,
+    /// The recent window a regression is judged on.
+    pub regression_window: Duration,
+    /// Calls needed in both the window and the baseline.
+    pub regression_min_calls: u64,
+    pub max_markers: usize,
+    /// Where hourly history is saved, so a restart keeps the baseline.
+    pub history_file: Option<std::path::PathBuf>,
+}
+
+impl Default for AdvisorSettings {
+    fn default() -> Self {
+        AdvisorSettings {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            statement_timeout: Duration::from_secs(5),
+            capture_parameters: false,
+            explain_analyze: false,
+            create_extension: false,
+            min_improvement: 0.5,
+            plan_top_n: 10,
+            plan_p95: Duration::from_millis(100),
+            plans_per_minute: 10,
+            max_plans: 200,
+            max_plan_bytes: 8 * 1024 * 1024,
+            max_advice: 100,
+            unused_index_min_age: Duration::from_secs(7 * 86_400),
+            health_interval: Duration::from_secs(60),
+            regression_factor: 2.0,
+            regression_window: Duration::from_secs(300),
+            regression_min_calls: 20,
+            max_markers: 100,
+            history_file: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricsSettings {
@@ -863,9 +935,11 @@ impl Config {
         let metrics = MetricsSettings {
             max_query_series: file.metrics.max_query_series.unwrap_or(100),
         };
+        let advisor = resolve_advisor(&file.advisor)?;
 
         Ok(Config {
             metrics,
+            advisor,
             insight,
             listen,
             admin_listen,
@@ -1116,6 +1190,74 @@ fn millis(key: &str, v: f64) -> Result<Duration, ConfigError> {
         ));
     }
     Ok(Duration::from_secs_f64(v / 1000.0))
+}
+
+fn resolve_advisor(a: &AdvisorSection) -> Result<AdvisorSettings, ConfigError> {
+    let d = AdvisorSettings::default();
+    let positive = |key: &str, v: Option<f64>, default: Duration| -> Result<Duration, ConfigError> {
+        match seconds(key, v)? {
+            Some(x) if x.is_zero() => Err(ConfigError::invalid(key, "must be more than 0")),
+            Some(x) => Ok(x),
+            None => Ok(default),
+        }
+    };
+    let min_improvement = a.min_improvement.unwrap_or(d.min_improvement);
+    if !(min_improvement > 0.0 && min_improvement < 1.0) {
+        return Err(ConfigError::invalid(
+            "advisor.min_improvement",
+            "must be between 0 and 1 (0.5 = the index halves the estimated cost)",
+        ));
+    }
+    let regression_factor = a.regression_factor.unwrap_or(d.regression_factor);
+    if !(regression_factor > 1.0 && regression_factor.is_finite()) {
+        return Err(ConfigError::invalid(
+            "advisor.regression_factor",
+            "must be more than 1",
+        ));
+    }
+    Ok(AdvisorSettings {
+        enabled: a.enabled.unwrap_or(d.enabled),
+        interval: positive("advisor.interval_s", a.interval_s, d.interval)?,
+        statement_timeout: match a.statement_timeout_ms {
+            Some(ms) if ms > 0.0 => millis("advisor.statement_timeout_ms", ms)?,
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    "advisor.statement_timeout_ms",
+                    "must be more than 0",
+                ))
+            }
+            None => d.statement_timeout,
+        },
+        capture_parameters: a.capture_parameters.unwrap_or(d.capture_parameters),
+        explain_analyze: a.explain_analyze.unwrap_or(d.explain_analyze),
+        create_extension: a.create_extension.unwrap_or(d.create_extension),
+        min_improvement,
+        plan_top_n: a.plan_top_n.unwrap_or(d.plan_top_n),
+        plan_p95: match a.plan_p95_ms {
+            Some(ms) => millis("advisor.plan_p95_ms", ms)?,
+            None => d.plan_p95,
+        },
+        plans_per_minute: a.plans_per_minute.unwrap_or(d.plans_per_minute),
+        max_plans: a.max_plans.unwrap_or(d.max_plans),
+        max_plan_bytes: a.max_plan_bytes.unwrap_or(d.max_plan_bytes),
+        max_advice: a.max_advice.unwrap_or(d.max_advice),
+        unused_index_min_age: seconds("advisor.unused_index_min_age_s", a.unused_index_min_age_s)?
+            .unwrap_or(d.unused_index_min_age),
+        health_interval: positive(
+            "advisor.health_interval_s",
+            a.health_interval_s,
+            d.health_interval,
+        )?,
+        regression_factor,
+        regression_window: positive(
+            "advisor.regression_window_s",
+            a.regression_window_s,
+            d.regression_window,
+        )?,
+        regression_min_calls: a.regression_min_calls.unwrap_or(d.regression_min_calls),
+        max_markers: a.max_markers.unwrap_or(d.max_markers).max(1),
+        history_file: a.history_file.clone(),
+    })
 }
 
 fn resolve_insight(

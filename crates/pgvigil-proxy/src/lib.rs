@@ -3,6 +3,7 @@
 //! cancel routing. Framing comes from `pgvigil-wire`; this crate owns
 //! sockets and tasks.
 
+mod advisor_link;
 mod analysis;
 mod auth_query;
 mod cancel;
@@ -37,6 +38,7 @@ use pgvigil_config::{Config, CONSOLE_DATABASE};
 use pgvigil_insight::Insight;
 use tokio::sync::{mpsc, Notify};
 
+pub use advisor_link::AdvisorConn;
 pub use auth_query::AuthQueryStats;
 pub use error::ProxyError;
 pub use ids::{BackendKey, ClientId, ClientKey, ServerId};

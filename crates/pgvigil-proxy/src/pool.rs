@@ -281,7 +281,7 @@ impl ServerPool {
     }
 
     /// Where new connections go, with the credential in force now.
-    fn login_target(&self) -> ServerTarget {
+    pub(crate) fn login_target(&self) -> ServerTarget {
         ServerTarget {
             credential: self.lock().credential.clone(),
             ..self.target.clone()

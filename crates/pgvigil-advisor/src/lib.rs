@@ -1,0 +1,13 @@
+//! What to change, not only what is slow: plans of the statements that
+//! matter, indexes to add or drop, and the health of each database.
+//!
+//! Everything here runs off the hot path, on a connection of pgvigil's
+//! own that the proxy opens (`Connector`): this crate speaks SQL through
+//! `Database` and never opens a socket, so its rules are tested on plain
+//! rows and its SQL against a real PostgreSQL in `tests/`.
+
+mod advice;
+mod db;
+
+pub use advice::{Advice, AdviceKind, AdviceMethod, HelpedFingerprint};
+pub use db::{Connector, Database, DbError, Row};

@@ -1,0 +1,100 @@
+//! The advisor's connections: opened like a pool's (same address, login,
+//! TLS and `server_require_auth`), but outside every pool, so advice work
+//! never takes a slot a client could be waiting for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgvigil_advisor::{Connector, Database, DbError, Row};
+
+use crate::server::ServerConn;
+use crate::{ProxyError, Shared};
+
+pub(crate) struct AdvisorLink {
+    shared: Arc<Shared>,
+    statement_timeout: Duration,
+}
+
+impl AdvisorLink {
+    pub(crate) fn new(shared: Arc<Shared>, statement_timeout: Duration) -> AdvisorLink {
+        AdvisorLink {
+            shared,
+            statement_timeout,
+        }
+    }
+}
+
+/// One of the advisor's own server connections.
+pub struct AdvisorConn {
+    conn: Option<ServerConn>,
+}
+
+fn db_error(e: ProxyError) -> DbError {
+    match e {
+        ProxyError::ServerLogin { code, message } => DbError::Server { code, message },
+        other => DbError::Connection(other.to_string()),
+    }
+}
+
+impl Database for AdvisorConn {
+    async fn query(&mut self, sql: &str, params: &[Option<&str>]) -> Result<Vec<Row>, DbError> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| DbError::Connection("connection closed".into()))?;
+        match conn.run_own_extended_query(sql, params).await {
+            Ok(rows) => Ok(rows),
+            Err(e @ ProxyError::ServerLogin { .. }) => Err(db_error(e)),
+            Err(e) => {
+                // The connection's state is unknown: never use it again.
+                self.conn = None;
+                Err(db_error(e))
+            }
+        }
+    }
+}
+
+impl Drop for AdvisorConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(conn.terminate());
+            }
+        }
+    }
+}
+
+impl Connector for AdvisorLink {
+    type Db = AdvisorConn;
+
+    fn databases(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .shared
+            .all_pools()
+            .iter()
+            .map(|p| p.database.clone())
+            .collect();
+        names.dedup();
+        names
+    }
+
+    async fn connect(&self, database: &str) -> Result<AdvisorConn, DbError> {
+        // The first pool of the database (by user name) lends its login.
+        let pool = self
+            .shared
+            .all_pools()
+            .into_iter()
+            .find(|p| p.database == database)
+            .ok_or_else(|| DbError::Connection(format!("no pool for database {database}")))?;
+        let mut conn = ServerConn::connect(&pool.login_target(), 0)
+            .await
+            .map_err(db_error)?;
+        let ms = self.statement_timeout.as_millis().max(1);
+        conn.run_own_query(&format!(
+            "SET statement_timeout = {ms}; SET application_name = 'pgvigil-advisor'"
+        ))
+        .await
+        .map_err(db_error)?;
+        Ok(AdvisorConn { conn: Some(conn) })
+    }
+}
