@@ -10,6 +10,17 @@ pub struct InsightConfig {
     pub n_plus_one: NPlusOneConfig,
     pub max_detections: usize,
     pub log_parameters: bool,
+    /// Keep one real parameter sample of each statement that matters
+    /// (`watch_slow_us`), for the advisor's plans. Memory only.
+    pub capture_parameters: bool,
+    /// An execution this long makes its fingerprint matter: watchers
+    /// hear `Crossing::SlowExecution` once.
+    pub watch_slow_us: u64,
+    /// Total time that makes a fingerprint matter (`Crossing::TotalTime`).
+    pub watch_total_us: u64,
+    /// Unix milliseconds now: read for events (slow queries, N+1
+    /// findings), never per statement. Tests pass their own.
+    pub wall_clock_ms: fn() -> u64,
 }
 
 impl Default for InsightConfig {
@@ -21,6 +32,10 @@ impl Default for InsightConfig {
             n_plus_one: NPlusOneConfig::default(),
             max_detections: 1000,
             log_parameters: false,
+            capture_parameters: false,
+            watch_slow_us: u64::MAX,
+            watch_total_us: u64::MAX,
+            wall_clock_ms: crate::time::unix_ms_now,
         }
     }
 }

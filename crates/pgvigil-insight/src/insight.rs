@@ -14,6 +14,7 @@ use crate::callers::Caller;
 use crate::rows::Annotation;
 use crate::slow::SlowLog;
 use crate::store::Store;
+use crate::watch::{Crossing, ParameterSample, Watchers};
 use crate::{DetectionRow, Execution, InsightConfig, Pattern, StatementInfo};
 
 /// A recording thread's buffer. Its lock is taken by that thread for
@@ -30,6 +31,9 @@ const SHARD_BATCH: usize = 8192;
 /// The catalog of statement texts may hold this many times
 /// `max_fingerprints` before it is trimmed.
 const CATALOG_FACTOR: usize = 4;
+
+const CROSSED_SLOW: u8 = 1;
+const CROSSED_TOTAL: u8 = 2;
 
 static NEXT_INSIGHT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -69,6 +73,11 @@ pub struct Insight {
     /// The `now_ms` of the latest flush, for merges a thread triggers.
     pub(crate) last_flush_ms: AtomicU64,
     pub(crate) lint_dropped: AtomicU64,
+    pub(crate) watchers: Watchers,
+    /// Whether `watchers` is non-empty, read without its lock when a
+    /// fingerprint is registered.
+    pub(crate) has_watchers: std::sync::atomic::AtomicBool,
+    pub(crate) samples: Mutex<HashMap<u64, ParameterSample>>,
 }
 
 impl Insight {
@@ -87,6 +96,9 @@ impl Insight {
             detections_dropped: AtomicU64::new(0),
             last_flush_ms: AtomicU64::new(0),
             lint_dropped: AtomicU64::new(0),
+            watchers: Watchers::default(),
+            has_watchers: std::sync::atomic::AtomicBool::new(false),
+            samples: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,7 +123,14 @@ impl Insight {
             // Texts of fingerprints still in the table live on there.
             self.catalog.clear();
         }
-        self.catalog.insert(info.fingerprint, info).is_none()
+        let new = self
+            .catalog
+            .insert(info.fingerprint, info.clone())
+            .is_none();
+        if new {
+            self.notify_new(&info);
+        }
+        new
     }
 
     /// Attaches lint results to a fingerprint; bounded like the catalog.
@@ -187,9 +206,11 @@ impl Insight {
     }
 
     fn merge(&self, batch: &[Execution], now_ms: u64) {
+        let mut crossings = Vec::new();
         let mut store = lock(&self.store);
+        let (slow_us, total_us) = (self.config.watch_slow_us, self.config.watch_total_us);
         for e in batch {
-            store.record(e, now_ms, || {
+            let entry = store.record(e, now_ms, || {
                 self.catalog
                     .get(&e.fingerprint)
                     .map(|i| i.clone())
@@ -201,7 +222,21 @@ impl Insight {
                         })
                     })
             });
+            if e.duration_us >= slow_us && entry.crossed & CROSSED_SLOW == 0 {
+                entry.crossed |= CROSSED_SLOW;
+                let c = Crossing::SlowExecution {
+                    duration_us: e.duration_us,
+                };
+                crossings.push((e.fingerprint, c));
+            }
+            let total = entry.stats.totals.total_us;
+            if total >= total_us && entry.crossed & CROSSED_TOTAL == 0 {
+                entry.crossed |= CROSSED_TOTAL;
+                crossings.push((e.fingerprint, Crossing::TotalTime { total_us: total }));
+            }
         }
+        drop(store);
+        self.notify_crossings(&crossings);
     }
 
     /// Forgets all statistics, events and detections, like

@@ -19,11 +19,13 @@ mod export;
 mod histogram;
 mod insight;
 mod nplusone;
+mod recorder;
 mod rows;
 mod slow;
 mod stats;
 mod store;
 pub mod time;
+mod watch;
 
 pub use callers::Caller;
 pub use config::InsightConfig;
@@ -32,10 +34,12 @@ pub use export::ExportedSeries;
 pub use histogram::LatencyHistogram;
 pub use insight::{Insight, InsightCounters};
 pub use nplusone::{Detection, NPlusOneConfig, NPlusOneDetector, Observed, Pattern};
+pub use recorder::{Outcome, Recorder, SessionInfo, Tracked};
 pub use rows::{Annotation, MinuteRow, QueryDetail, QueryRow, SortBy};
 pub use slow::{SlowContext, SlowEvent, SlowRule, SlowRules, DEFAULT_RULE};
 pub use stats::{Execution, QueryStats, Totals, HISTORY_MINUTES};
 pub use store::StatementInfo;
+pub use watch::{Crossing, ParameterSample, Watcher};
 
 #[cfg(test)]
 mod tests {

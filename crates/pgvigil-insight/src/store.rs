@@ -22,6 +22,8 @@ pub struct StatementInfo {
 pub struct Entry {
     pub info: Arc<StatementInfo>,
     pub stats: QueryStats,
+    /// Thresholds already reported to watchers (`Crossing` bits).
+    pub crossed: u8,
 }
 
 /// Fingerprints are already 64-bit hashes: one multiply with a
@@ -110,23 +112,24 @@ impl Store {
         e: &Execution,
         now_ms: u64,
         info: impl FnOnce() -> Arc<StatementInfo>,
-    ) {
-        if let Some(entry) = self.entries.get_mut(&e.fingerprint) {
+    ) -> &mut Entry {
+        // Looked up twice on a miss: the borrow checker refuses an early
+        // return of the first lookup's borrow.
+        if self.entries.contains_key(&e.fingerprint) {
+            let entry = self.entries.get_mut(&e.fingerprint).expect("just checked");
             entry.stats.record(e, now_ms);
-            return;
+            return entry;
         }
         if self.entries.len() >= self.max {
             self.evict();
         }
         let mut stats = QueryStats::new(now_ms);
         stats.record(e, now_ms);
-        self.entries.insert(
-            e.fingerprint,
-            Entry {
-                info: info(),
-                stats,
-            },
-        );
+        self.entries.entry(e.fingerprint).or_insert(Entry {
+            info: info(),
+            stats,
+            crossed: 0,
+        })
     }
 
     /// Decays every entry's usage and drops the least used 5% (at least

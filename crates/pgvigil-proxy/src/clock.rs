@@ -23,6 +23,13 @@ impl MonoTime {
         MonoTime(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
     }
 
+    /// Nanoseconds since an arbitrary fixed point: the time insight's
+    /// recorder is given.
+    #[inline]
+    pub fn as_nanos(self) -> u64 {
+        self.0
+    }
+
     /// Whole microseconds from `earlier` to `self`; 0 if `earlier` is later.
     pub fn micros_since(self, earlier: MonoTime) -> u64 {
         self.0.saturating_sub(earlier.0) / 1_000

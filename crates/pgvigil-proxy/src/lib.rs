@@ -36,7 +36,7 @@ use std::time::Instant;
 
 use pgvigil_config::{Config, CONSOLE_DATABASE};
 use pgvigil_insight::Insight;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 pub use advisor_link::AdvisorConn;
 pub use auth_query::AuthQueryStats;
@@ -122,7 +122,6 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancelRegistry,
     /// None when analytics are off.
     pub(crate) insight: Option<Arc<Insight>>,
-    pub(crate) lint: Option<mpsc::Sender<client::LintJob>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) started: Instant,
     /// The console's SHUTDOWN.
@@ -165,10 +164,12 @@ impl Shared {
                 );
             }
         }
-        let insight = config
-            .insight
-            .analytics
-            .then(|| Arc::new(Insight::new(analysis::insight_config(&config.insight))));
+        let insight = config.insight.analytics.then(|| {
+            Arc::new(Insight::new(analysis::insight_config(
+                &config.insight,
+                &config.advisor,
+            )))
+        });
         Ok(Shared {
             client_tls: tls::ClientTls::new(&config.client_tls)?,
             server_tls,
@@ -179,7 +180,6 @@ impl Shared {
             auth_query: auth_query::AuthQuery::default(),
             cancel: CancelRegistry::default(),
             insight,
-            lint: None,
             registry,
             started: Instant::now(),
             shutdown: Notify::new(),

@@ -27,9 +27,9 @@ impl Proxy {
     /// Binds the client listener; nothing is served until `run`.
     pub async fn bind(config: Config) -> io::Result<Proxy> {
         let listener = TcpListener::bind(config.listen).await?;
-        let mut shared = Shared::new(config).map_err(io::Error::other)?;
+        let shared = Shared::new(config).map_err(io::Error::other)?;
         if let Some(insight) = &shared.insight {
-            shared.lint = Some(analysis::start_lint_worker(insight.clone()));
+            analysis::start_lint(insight);
         }
         Ok(Proxy {
             shared: Arc::new(shared),

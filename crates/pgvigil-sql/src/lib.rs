@@ -35,6 +35,7 @@
 mod cache;
 mod clock;
 mod comment;
+mod fast_hash;
 mod hash;
 mod kind;
 mod lexer;
@@ -46,6 +47,7 @@ use std::ops::Range;
 use std::str::FromStr;
 
 pub use cache::NormalizeCache;
+pub use fast_hash::{FastHash, FastHasher, FastMap};
 pub use kind::StatementKind;
 pub use shape::ShapeCache;
 

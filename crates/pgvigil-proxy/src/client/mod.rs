@@ -23,8 +23,6 @@ use crate::handshake::Authenticated;
 use crate::ids::ClientId;
 use crate::registry::NewClient;
 use crate::Shared;
-pub(crate) use observe::LintJob;
-use observe::Observer;
 use session::{Exit, Session};
 use settings::ClientSettings;
 
@@ -100,17 +98,19 @@ pub(crate) async fn serve(
     let clients = pool.clone();
     let clients = &clients.counters.clients;
     clients.fetch_add(1, Ordering::Relaxed);
-    let observer = match (&shared.insight, &shared.lint) {
-        (Some(insight), Some(lint)) => Some(Observer::new(
+    let observer = shared.insight.as_ref().map(|insight| {
+        let who = pgvigil_insight::SessionInfo {
+            database: pool.database.clone(),
+            user: pool.user.clone(),
+            application_name: settings.get("application_name").unwrap_or("").to_string(),
+            client_addr: peer.ip().to_string(),
+        };
+        pgvigil_insight::Recorder::new(
             insight.clone(),
-            lint.clone(),
-            &pool.database,
-            &pool.user,
-            settings.get("application_name").unwrap_or(""),
-            peer.ip().to_string(),
-        )),
-        _ => None,
-    };
+            who,
+            crate::clock::MonoTime::now().as_nanos(),
+        )
+    });
     let session = Session::new(
         id,
         transport,

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use pgvigil_wire::backend::tag as be;
 use pgvigil_wire::frontend::tag as fe;
 
-use super::observe::Tracked;
 use crate::prepared::StatementId;
+use pgvigil_insight::Tracked;
 
 /// A request whose reply has not arrived yet.
 #[derive(Debug)]

@@ -31,7 +31,6 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::commands::{local_command, LocalCommand, Reset, ResetTracker};
 use super::guards::{Activity, Guard, GuardClock, GuardSettings, Verdict};
-use super::observe::Observer;
 use super::reply_queue::{ClientMessage, Expect, ReplyQueue, Request, ServerReply};
 use super::settings::ClientSettings;
 use crate::cancel::CancelTarget;
@@ -45,6 +44,7 @@ use crate::prepared::{ClientStatements, Prepared, StatementId};
 use crate::registry::ClientEntry;
 use crate::stats;
 use crate::transport::Transport;
+use pgvigil_insight::Recorder;
 
 /// Beyond this many queued bytes toward a peer, stop reading from the
 /// other one.
@@ -86,7 +86,7 @@ pub(crate) struct Session {
     statements: ClientStatements,
     /// Which statements and portals run DISCARD ALL / DEALLOCATE ALL.
     resets: ResetTracker,
-    observer: Option<Observer>,
+    observer: Option<Recorder>,
     /// This client's line in SHOW CLIENTS.
     entry: Arc<ClientEntry>,
     /// This client's share of SHOW STATS.
@@ -140,7 +140,7 @@ impl Session {
         told: HashMap<String, String>,
         cancel: Arc<CancelTarget>,
         max_frame: usize,
-        observer: Option<Observer>,
+        observer: Option<Recorder>,
         entry: Arc<ClientEntry>,
     ) -> Session {
         let tally = SessionTally::new(pool.tally.clone());
@@ -591,7 +591,7 @@ impl Session {
         let _ = self.client_buf.split_to(at);
         for (name, query, prepared) in parsed {
             if let Some(o) = self.observer.as_mut() {
-                o.on_parse(&name, &query);
+                o.prepare(&name, &query);
             }
             self.resets.on_parse(&name, &query);
             self.statements.insert(&name, prepared);
@@ -679,7 +679,10 @@ impl Session {
                         o.forget_statements();
                     }
                 }
-                let tracked = self.observer.as_mut().and_then(|o| o.track_query(text));
+                let tracked = self
+                    .observer
+                    .as_mut()
+                    .and_then(|o| o.begin_query(text, MonoTime::now().as_nanos()));
                 self.replies
                     .push(Expect::Forward(Request::UntilReady(tracked)));
                 action
@@ -687,7 +690,7 @@ impl Session {
             fe::PARSE => {
                 let view = ParseView::new(frame)?;
                 if let Some(o) = self.observer.as_mut() {
-                    o.on_parse(view.statement, view.query);
+                    o.prepare(view.statement, view.query);
                 }
                 if rewrite {
                     self.resets.on_parse(view.statement, view.query);
@@ -711,7 +714,7 @@ impl Session {
             fe::BIND => {
                 let view = BindView::new(frame)?;
                 if let Some(o) = self.observer.as_mut() {
-                    o.on_bind(view.portal, view.statement, view.rest);
+                    o.bind(view.portal, view.statement, view.rest);
                 }
                 if rewrite {
                     self.resets.on_bind(view.portal, view.statement);
@@ -747,7 +750,7 @@ impl Session {
                 let view = TargetView::new(frame)?;
                 if view.kind == TARGET_STATEMENT {
                     if let Some(o) = self.observer.as_mut() {
-                        o.on_close_statement(view.name);
+                        o.close_statement(view.name);
                     }
                 }
                 if rewrite && view.kind == TARGET_STATEMENT && !view.name.is_empty() {
@@ -769,7 +772,7 @@ impl Session {
                     }
                 }
                 let tracked = match self.observer.as_mut() {
-                    Some(o) => o.track_execute(portal),
+                    Some(o) => o.begin_execute(portal, MonoTime::now().as_nanos()),
                     None => None,
                 };
                 self.replies
@@ -1053,7 +1056,7 @@ impl Session {
                 self.attached().status = status;
                 self.tally.ready(status);
                 if let Some(observer) = self.observer.as_mut() {
-                    observer.on_ready(status);
+                    observer.ready(status != TransactionStatus::Idle);
                 }
             }
             be::ERROR_RESPONSE => {
@@ -1085,7 +1088,9 @@ impl Session {
                 tag,
                 be::NOTICE_RESPONSE | be::NOTIFICATION_RESPONSE | be::PARAMETER_STATUS
             ) {
-                observer.on_reply(tracked, tag, frame);
+                if let Some(outcome) = super::observe::outcome(tag, frame) {
+                    observer.complete(tracked, outcome, MonoTime::now().as_nanos());
+                }
             }
         }
         match self.replies.on_server_message(tag) {
