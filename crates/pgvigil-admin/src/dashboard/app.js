@@ -18,6 +18,13 @@
     pinned: false, // chosen by the user (else: the top query)
     paused: false,
     timer: null,
+    markers: [], // from /api/markers, drawn on the percentile chart
+    marker: null, // id of the marker whose before/after is shown
+    plan: null, // {fp, at, result}: the latest plan answer, kept a while
+    healthDb: "", // database of the health panel ("" = the API's default)
+    adviceRunning: false,
+    adviceNote: null, // outcome of the last "Refresh advice"
+    queryText: new Map(), // fingerprint -> query text, for the advice panel
     generation: 0, // the latest refresh; older ones only render
     last: {}, // JSON text of the latest render per section
   };
@@ -51,7 +58,7 @@
   }
 
   function append(el, children) {
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       el.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -113,7 +120,14 @@
 
   // ------------------------------------------------------------ the API
 
-  class ApiError extends Error {}
+  // `status` lets a panel tell "this pgvigil does not do that" (404, 503)
+  // from a real failure.
+  class ApiError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status || 0;
+    }
+  }
 
   function initToken() {
     const url = new URL(window.location.href);
@@ -158,20 +172,29 @@
     return prompting;
   }
 
-  async function api(path, retry = true) {
+  async function api(path, { method = "GET", retry = true } = {}) {
     const headers = { Accept: "application/json" };
     if (state.token) headers.Authorization = "Bearer " + state.token;
-    const resp = await fetch(path, { headers, cache: "no-store" });
+    // The listener takes a POST only with this header, which a cross-site
+    // form cannot send.
+    if (method !== "GET") headers["X-Pgvigil"] = "1";
+    const resp = await fetch(path, { method, headers, cache: "no-store" });
     if (resp.status === 401) {
-      if (retry && (await askToken())) return api(path, false);
-      throw new ApiError("the API needs the admin token: open this page with ?token=…");
+      if (retry && (await askToken())) return api(path, { method, retry: false });
+      throw new ApiError("the API needs the admin token: open this page with ?token=…", 401);
     }
     const body = await resp.json().catch(() => null);
     if (!resp.ok) {
-      throw new ApiError((body && body.error) || `${path}: HTTP ${resp.status}`);
+      throw new ApiError((body && body.error) || `${path}: HTTP ${resp.status}`, resp.status);
     }
     return body;
   }
+
+  // For the advisor's panels: a pgvigil without the advisor (or with
+  // analytics off) answers 404 or 503, which is a state to show in the
+  // panel, not an error of the page.
+  const unavailable = (r) => r.status === "rejected" && r.reason instanceof ApiError && (r.reason.status === 404 || r.reason.status === 503);
+  const reasonText = (r) => (r.reason && r.reason.message ? r.reason.message : String(r.reason));
 
   // ------------------------------------------------------------ refresh
 
@@ -180,12 +203,17 @@
     const generation = ++state.generation;
     const qs = new URLSearchParams({ sort: state.sort, limit: "25" });
     if (state.window) qs.set("window", state.window);
-    const [queries, slow, nplus, pools, insight] = await Promise.allSettled([
+    const healthQs = state.healthDb ? "?" + new URLSearchParams({ database: state.healthDb }) : "";
+    const [queries, slow, nplus, pools, insight, advice, health, markers, marker] = await Promise.allSettled([
       api("api/queries?" + qs),
       api("api/slow?limit=50"),
       api("api/n-plus-one"),
       api("api/pools"),
       api("api/insight"),
+      api("api/advice"),
+      api("api/health" + healthQs),
+      api("api/markers"),
+      state.marker === null ? Promise.resolve(null) : api("api/markers/" + encodeURIComponent(state.marker)),
     ]);
     const errors = [];
     const take = (r, render) => {
@@ -197,12 +225,20 @@
     take(nplus, renderNPlusOne);
     take(pools, renderPools);
     take(insight, renderCounters);
+    // The advisor's panels show their own state (off, no sample yet,
+    // failed) and never turn the page's status into an error.
+    renderAdvice(advice);
+    renderHealth(health);
+    renderMarkers(markers, marker);
 
     if (state.selected) {
-      try {
-        renderDetail(await api("api/queries/" + encodeURIComponent(state.selected)));
-      } catch (e) {
-        if (state.pinned) errors.push(e.message);
+      const fp = state.selected;
+      const [detail, plan] = await Promise.allSettled([api("api/queries/" + encodeURIComponent(fp)), planFor(fp)]);
+      if (detail.status === "fulfilled") {
+        renderDetail(detail.value);
+        renderPlan(plan.status === "fulfilled" ? plan.value : plan);
+      } else {
+        if (state.pinned) errors.push(reasonText(detail));
         renderDetail(null);
       }
     } else {
@@ -235,6 +271,7 @@
 
   function renderQueries(body) {
     const rows = body.queries || [];
+    for (const r of rows) state.queryText.set(r.fingerprint, r.query);
     if (!state.pinned) state.selected = rows.length ? rows[0].fingerprint : null;
     for (const th of document.querySelectorAll("#queries th[data-sort]")) {
       if (th.dataset.sort === state.sort) th.setAttribute("aria-sort", "descending");
@@ -291,7 +328,7 @@
   // ------------------------------------------------------------ detail
 
   function renderDetail(d) {
-    if (!changed("detail", d)) return;
+    if (!changed("detail", [d, state.markers])) return;
     $("detail-empty").hidden = Boolean(d);
     $("detail-body").hidden = !d;
     $("detail-fp").textContent = d ? d.fingerprint : "";
@@ -317,7 +354,7 @@
       ...stat("last seen", fmtAgo(d.last_seen))
     );
     $("histogram").replaceChildren(histogramSvg(d));
-    $("percentiles").replaceChildren(percentileSvg(d.recent || []));
+    $("percentiles").replaceChildren(percentileSvg(d.recent || [], state.markers));
 
     const slow = d.slow_events || [];
     $("detail-slow").replaceChildren(
@@ -479,7 +516,7 @@
     return svg;
   }
 
-  function percentileSvg(recent) {
+  function percentileSvg(recent, markers) {
     const pts = recent.filter((r) => r.calls > 0);
     const label = pts.length
       ? `p50, p95 and p99 over ${pts.length} recent windows; latest p95 ${fmtMs(pts[pts.length - 1].p95_ms)}`
@@ -526,6 +563,35 @@
       );
     }
     svg.append(s("line", { x1: M.left, x2: W - M.right, y1: M.top + ph, y2: M.top + ph, class: "axis" }));
+
+    // Markers (DDL, deploys, manual) as vertical lines; the name is the
+    // tooltip, a click shows the marker's before/after.
+    for (const m of markers || []) {
+      const t = new Date(m.at).getTime();
+      if (!(t >= t0 && t <= t1)) continue;
+      const mx = x(t);
+      const label = `${m.name} · ${fmtTime(m.at)}`;
+      svg.append(
+        s(
+          "g",
+          {
+            class: state.marker === m.id ? "event selected" : "event",
+            "data-marker": m.id,
+            tabindex: 0,
+            role: "button",
+            "aria-label": "Marker: " + label,
+            onclick: () => selectMarker(m.id),
+            onkeydown: (e) => {
+              if (e.key === "Enter" || e.key === " ") selectMarker(m.id);
+            },
+          },
+          s("title", null, label),
+          s("line", { x1: mx, x2: mx, y1: M.top, y2: M.top + ph, class: "event-hit" }),
+          s("line", { x1: mx, x2: mx, y1: M.top, y2: M.top + ph, class: "event-line" }),
+          s("path", { d: `M${mx - 4},${M.top - 6} h8 l-4,6 z`, class: "event-flag" })
+        )
+      );
+    }
 
     // p99 first with the largest dots, so equal values show as rings.
     const radius = { p99: 3.6, p95: 2.9, p50: 2.2 };
@@ -660,6 +726,409 @@
     if (!pools.length) tbody.append(h("tr", null, h("td", { colspan: 7, class: "empty" }, "No pools configured.")));
   }
 
+  // ------------------------------------------------------------ advice
+
+  const ADVICE_KINDS = {
+    create_index: "create index",
+    unused_index: "unused index",
+    duplicate_index: "duplicate index",
+    invalid_index: "invalid index",
+    fk_without_index: "FK without index",
+  };
+
+  const fmtPct = (ratio) => (ratio === null || ratio === undefined || Number.isNaN(ratio) ? "–" : (100 * ratio).toFixed(ratio >= 0.9995 && ratio < 1 ? 2 : 1) + "%");
+
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "–";
+    const units = ["B", "kB", "MB", "GB", "TB"];
+    let v = Number(n);
+    let u = 0;
+    while (v >= 1024 && u < units.length - 1) {
+      v /= 1024;
+      u++;
+    }
+    return (u === 0 ? String(v) : v.toFixed(v >= 100 ? 0 : 1)) + " " + units[u];
+  }
+
+  const fmtCost = (c) => (c === null || c === undefined ? "–" : Number(c).toLocaleString("en-US", { maximumFractionDigits: c >= 100 ? 0 : 2 }));
+
+  // What a panel says when its endpoint is not there or not ready.
+  function panelState(el, r, what) {
+    const message = reasonText(r);
+    el.replaceChildren(
+      unavailable(r)
+        ? h("p", { class: "empty" }, `${what} not available: `, h("span", { class: "muted" }, message))
+        : h("p", { class: "empty bad-text" }, `${what} could not be read: ${message}`)
+    );
+  }
+
+  // Copies through the Clipboard API where the page may use it (HTTPS or
+  // localhost); elsewhere selects the DDL so that Ctrl+C copies it.
+  function copyDdl(button, pre) {
+    const done = (text) => {
+      button.textContent = text;
+      setTimeout(() => (button.textContent = "Copy"), 2000);
+    };
+    const select = () => {
+      const range = document.createRange();
+      range.selectNodeContents(pre);
+      const sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      done("Selected: press Ctrl+C");
+    };
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(pre.textContent).then(() => done("Copied"), select);
+    } else {
+      select();
+    }
+  }
+
+  function renderAdvice(r) {
+    const count = r.status === "fulfilled" && r.value ? (r.value.advice || []).length : null;
+    $("advice-count").textContent = count ? String(count) : "";
+    const button = $("advice-refresh");
+    button.disabled = state.adviceRunning || unavailable(r);
+    const note = state.adviceNote;
+    if (!changed("advice", [r.status, r.status === "fulfilled" ? r.value : reasonText(r), note, state.adviceRunning, [...state.queryText.entries()].length])) return;
+    const el = $("advice");
+    $("advice-note").replaceChildren(note ? h("span", { class: note.error ? "bad-text" : "muted" }, note.text) : "");
+    if (r.status !== "fulfilled") return panelState(el, r, "Advice is");
+    const list = (r.value && r.value.advice) || [];
+    if (!list.length) {
+      el.replaceChildren(h("p", { class: "empty" }, "No advice: no missing or unneeded index found so far."));
+      return;
+    }
+    keepFocus(() => el.replaceChildren(h("ol", { class: "advice" }, list.map(adviceItem))));
+  }
+
+  function adviceItem(a, i) {
+    const pre = h("pre", { class: "sql ddl" }, a.ddl || "");
+    const copy = h("button", { type: "button", class: "copy", "data-focus": "copy-" + i, onclick: (e) => copyDdl(e.currentTarget, pre) }, "Copy");
+    const heuristic = a.method !== "hypopg";
+    const figures = [];
+    if (a.improvement !== null && a.improvement !== undefined) figures.push(h("span", { class: "figure good" }, `−${fmtPct(a.improvement)} cost`));
+    if (a.cost_before !== null && a.cost_before !== undefined) figures.push(h("span", { class: "figure" }, `cost ${fmtCost(a.cost_before)} → ${fmtCost(a.cost_after)}`));
+    if (a.saved_ms_per_hour !== null && a.saved_ms_per_hour !== undefined) figures.push(h("span", { class: "figure" }, `saves ${fmtMs(a.saved_ms_per_hour)}/hour`));
+    const fps = a.fingerprints || [];
+    return h(
+      "li",
+      { class: "advice-item kind-" + a.kind },
+      h(
+        "div",
+        { class: "det-head" },
+        h("span", { class: "tag " + (a.kind === "create_index" ? "good" : "warn") }, ADVICE_KINDS[a.kind] || a.kind),
+        h("strong", { class: "adv-table" }, a.table || "?"),
+        a.columns && a.columns.length ? h("span", { class: "adv-columns" }, "(", a.columns.join(", "), ")") : null,
+        a.database ? h("span", { class: "muted small" }, "in " + a.database) : null,
+        h(
+          "span",
+          { class: "method right " + (heuristic ? "heuristic" : "hypopg"), title: heuristic ? "Estimated from the plan's shape; install hypopg for a cost-based check" : "Re-planned with a hypothetical index (hypopg)" },
+          heuristic ? "heuristic (no hypopg)" : "hypopg"
+        )
+      ),
+      figures.length ? h("div", { class: "figures" }, figures) : null,
+      a.reason ? h("p", { class: "reason" }, withCode(a.reason)) : null,
+      fps.length
+        ? h(
+            "div",
+            { class: "helps" },
+            h("div", { class: "det-label" }, fps.length === 1 ? "Helps 1 query" : `Helps ${fps.length} queries`),
+            h(
+              "ul",
+              { class: "plain" },
+              fps.map((f) => {
+                const fp = typeof f === "string" ? f : f.fingerprint;
+                const text = state.queryText.get(fp);
+                return h(
+                  "li",
+                  null,
+                  h("button", { type: "button", class: "link sql-inline", title: text || fp, "data-focus": `a-${i}-${fp}`, onclick: () => select(fp) }, text || fp),
+                  typeof f === "object" ? h("span", { class: "muted small" }, `${fmtInt(f.calls)} calls · ${fmtMs(f.total_ms)}`) : null
+                );
+              })
+            )
+          )
+        : null,
+      h("div", { class: "ddl-row" }, pre, copy)
+    );
+  }
+
+  async function refreshAdvice() {
+    if (state.adviceRunning) return;
+    state.adviceRunning = true;
+    const button = $("advice-refresh");
+    button.disabled = true;
+    button.textContent = "Refreshing…";
+    try {
+      const body = await api("api/advice/refresh", { method: "POST" });
+      const n = ((body && body.advice) || []).length;
+      state.adviceNote = { text: `Advisor ran at ${new Date().toLocaleTimeString()}: ${n} ${n === 1 ? "advice" : "pieces of advice"}.` };
+    } catch (e) {
+      state.adviceNote = { text: "Refresh failed: " + e.message, error: true };
+    } finally {
+      state.adviceRunning = false;
+      button.textContent = "Refresh advice";
+      refresh();
+    }
+  }
+
+  // ------------------------------------------------------------ plan
+
+  // Plans change only when the advisor re-plans; asking every refresh
+  // would only repeat the same answer.
+  const PLAN_EVERY_MS = 10000;
+
+  async function planFor(fp) {
+    const c = state.plan;
+    if (c && c.fp === fp && Date.now() - c.at < PLAN_EVERY_MS) return c.result;
+    const [result] = await Promise.allSettled([api("api/queries/" + encodeURIComponent(fp) + "/plan")]);
+    state.plan = { fp, at: Date.now(), result };
+    return result;
+  }
+
+  function renderPlan(r) {
+    if (!changed("plan", [r.status, r.status === "fulfilled" ? r.value : reasonText(r)])) return;
+    const el = $("detail-plan");
+    if (r.status !== "fulfilled") {
+      const message = reasonText(r);
+      el.replaceChildren(
+        r.reason instanceof ApiError && r.reason.status === 404
+          ? h("p", { class: "empty" }, "No plan yet. ", h("span", { class: "muted" }, message))
+          : h("p", { class: "empty" }, "Plan not available: ", h("span", { class: "muted" }, message))
+      );
+      return;
+    }
+    const p = r.value || {};
+    const sum = p.summary || {};
+    const findings = [];
+    for (const x of sum.seq_scans || []) findings.push(["warn", ["Sequential scan on ", h("code", null, x.table), ` over ~${fmtInt(Math.round(x.rows))} rows`]]);
+    for (const x of sum.misestimates || []) {
+      const factor = x.estimated_rows > 0 ? x.actual_rows / x.estimated_rows : Infinity;
+      const off = factor >= 1 ? `${Number.isFinite(factor) ? Math.round(factor) : "∞"}× more` : `${Math.round(1 / factor)}× fewer`;
+      findings.push(["warn", [h("code", null, x.node), `: estimated ${fmtInt(Math.round(x.estimated_rows))} rows, got ${fmtInt(Math.round(x.actual_rows))} (${off})`]]);
+    }
+    for (const x of sum.spills || []) findings.push(["bad", [h("code", null, x.node), ` spilled ${fmtBytes(Math.round(x.disk_kb * 1024))} to disk`]]);
+    for (const x of sum.nested_loops || []) findings.push(["warn", [h("code", null, x.node), `: inner side ran ${fmtInt(Math.round(x.loops))} times`]]);
+    const slowest = sum.slowest;
+    if (slowest) {
+      const own = slowest.self_ms !== null && slowest.self_ms !== undefined ? `${fmtMs(slowest.self_ms)} of its own` : slowest.self_cost !== null && slowest.self_cost !== undefined ? `cost ${fmtCost(slowest.self_cost)} of its own` : "";
+      findings.push(["info", ["Slowest node: ", h("code", null, slowest.node), slowest.relation ? [" on ", h("code", null, slowest.relation)] : null, own ? ` (${own})` : ""]]);
+    }
+    const how = [p.generic ? "generic plan" : "with a real parameter sample", p.analyze ? "EXPLAIN ANALYZE" : "EXPLAIN"];
+    el.replaceChildren(
+      ...[
+        h(
+          "p",
+          { class: "muted small" },
+          `Taken ${p.taken_at ? fmtAgo(p.taken_at) : "at an unknown time"} · ${how.join(", ")} · total cost ${fmtCost(sum.total_cost)}`,
+          sum.execution_ms !== null && sum.execution_ms !== undefined ? ` · ran ${fmtMs(sum.execution_ms)}` : ""
+        ),
+        findings.length
+          ? h("ul", { class: "findings" }, findings.map(([level, parts]) => h("li", { class: level }, parts)))
+          : h("p", { class: "empty" }, "Nothing stands out in this plan."),
+        p.plan ? h("details", null, h("summary", null, "Plan (EXPLAIN JSON)"), h("pre", { class: "sql small plan-json" }, JSON.stringify(p.plan, null, 2))) : null,
+      ].filter(Boolean)
+    );
+  }
+
+  // ------------------------------------------------------------ health
+
+  function renderHealth(r) {
+    const el = $("health");
+    if (!changed("health", [r.status, r.status === "fulfilled" ? r.value : reasonText(r)])) return;
+    $("health-db").replaceChildren();
+    if (r.status !== "fulfilled") return panelState(el, r, "Health is");
+    const d = r.value || {};
+    const dbs = Object.keys(d.databases || {});
+    if (dbs.length > 1) {
+      $("health-db").append(
+        h(
+          "label",
+          { class: "window" },
+          "Database",
+          h(
+            "select",
+            {
+              onchange: (e) => {
+                state.healthDb = e.target.value;
+                refresh();
+              },
+            },
+            dbs.map((n) => h("option", { value: n, selected: n === d.database }, n))
+          )
+        )
+      );
+    }
+    const ratio = (label, v, id) =>
+      h(
+        "div",
+        { class: "ratio " + (v === null || v === undefined ? "" : v < 0.99 ? "warn" : "ok"), id, title: v !== null && v !== undefined && v < 0.99 ? "below 99%: the working set does not fit in shared_buffers" : null },
+        h("dt", null, label),
+        h("dd", null, fmtPct(v))
+      );
+    const conns = Object.entries(d.connections || {});
+    const longTx = d.long_transactions || [];
+    const blocked = d.blocked || [];
+    const tables = (d.tables || []).slice(0, 10);
+    const more = (n, what) => (n > 0 ? h("p", { class: "muted small" }, `and ${fmtInt(n)} more ${what}`) : null);
+    keepFocus(() =>
+      el.replaceChildren(
+        h(
+          "div",
+          null,
+          h(
+            "dl",
+            { class: "stats health-figures" },
+            ratio("cache hit ratio", d.cache_hit_ratio, "cache-hit-ratio"),
+            ratio("index hit ratio", d.index_hit_ratio, "index-hit-ratio"),
+            h("div", null, h("dt", null, "database size"), h("dd", null, fmtBytes(d.database_size_bytes))),
+            h("div", null, h("dt", null, "sampled"), h("dd", null, d.sampled_at ? fmtAgo(d.sampled_at) : "–"))
+          ),
+          h("h3", null, "Connections by state"),
+          conns.length ? h("p", { class: "conns" }, conns.map(([st, n]) => h("span", { class: "chip" }, h("strong", null, fmtInt(n)), " " + st))) : h("p", { class: "empty" }, "–"),
+          h("h3", null, "Long transactions"),
+          longTx.length
+            ? h(
+                "div",
+                { class: "scroll" },
+                table(
+                  ["PID", "User", "Application", "State", "Open for"],
+                  longTx.map((t) => [String(t.pid), t.user || "–", t.application_name || "–", t.state || "–", fmtMs(1000 * t.duration_s)]),
+                  [true, false, false, false, true]
+                )
+              )
+            : h("p", { class: "empty" }, "None."),
+          more(d.long_transactions_dropped, "long transactions"),
+          h("h3", null, "Blocked sessions"),
+          blocked.length
+            ? h(
+                "div",
+                { class: "scroll" },
+                table(
+                  ["PID", "User", "Waiting", "Wait event", "Blocked by"],
+                  blocked.map((b) => [
+                    String(b.pid),
+                    [b.user || "–", b.application_name ? h("span", { class: "muted" }, " · " + b.application_name) : null],
+                    fmtMs(1000 * b.waiting_s),
+                    [b.wait_event_type, b.wait_event].filter(Boolean).join(": ") || "–",
+                    h("strong", { class: "bad-text" }, (b.blocked_by || []).join(", ") || "?"),
+                  ]),
+                  [true, false, true, false, false]
+                )
+              )
+            : h("p", { class: "empty" }, "None."),
+          more(d.blocked_dropped, "blocked sessions"),
+          h("h3", null, "Tables by dead tuples"),
+          tables.length
+            ? h(
+                "div",
+                { class: "scroll" },
+                table(
+                  ["Table", "Live", "Dead", "Bloat", "Last autovacuum"],
+                  tables.map((t) => [
+                    t.table,
+                    fmtInt(t.live_tuples),
+                    fmtInt(t.dead_tuples),
+                    h("span", { class: t.bloat_ratio >= 0.2 ? "bad-text" : null }, fmtPct(t.bloat_ratio)),
+                    [t.last_autovacuum ? fmtAgo(t.last_autovacuum) : "never", t.autovacuum_due ? h("span", { class: "tag warn" }, "due") : null, t.autovacuum_enabled === false ? h("span", { class: "tag warn" }, "off") : null],
+                  ]),
+                  [false, true, true, true, false]
+                )
+              )
+            : h("p", { class: "empty" }, "No tables."),
+          (d.errors || []).length ? h("ul", { class: "plain small bad-text" }, d.errors.map((e) => h("li", null, e))) : null
+        )
+      )
+    );
+  }
+
+  // ------------------------------------------------------------ markers
+
+  function selectMarker(id) {
+    state.marker = state.marker === id ? null : id;
+    state.last.markers = null;
+    state.last.detail = null; // redraw the highlight on the chart
+    refresh();
+  }
+
+  function renderMarkers(r, detail) {
+    if (r.status === "fulfilled") {
+      state.markers = ((r.value && r.value.markers) || []).filter((m) => m && m.at);
+    } else {
+      state.markers = [];
+    }
+    const list = [...state.markers].sort((a, b) => new Date(b.at) - new Date(a.at));
+    $("markers-count").textContent = list.length ? String(list.length) : "";
+    const detailKey = detail.status === "fulfilled" ? detail.value : reasonText(detail);
+    if (!changed("markers", [r.status, r.status === "fulfilled" ? list : reasonText(r), state.marker, detailKey])) return;
+    const el = $("markers");
+    if (r.status !== "fulfilled") return panelState(el, r, "Markers are");
+    if (!list.length) {
+      el.replaceChildren(h("p", { class: "empty" }, "No markers yet: DDL, a new application version or POST /api/markers sets one."));
+      return;
+    }
+    keepFocus(() =>
+      el.replaceChildren(
+        h(
+          "ol",
+          { class: "markers" },
+          list.slice(0, 20).map((m) => {
+            const open = state.marker === m.id;
+            return h(
+              "li",
+              { class: open ? "open" : null },
+              h(
+                "button",
+                { type: "button", class: "link marker-name", "aria-expanded": String(open), "data-focus": "m-" + m.id, onclick: () => selectMarker(m.id) },
+                m.name
+              ),
+              h("span", { class: "tag" }, m.kind || "marker"),
+              h("span", { class: "muted small" }, `${fmtTime(m.at)} · ${fmtAgo(m.at)}`),
+              open ? markerDetail(detail) : null
+            );
+          })
+        )
+      )
+    );
+  }
+
+  function markerDetail(r) {
+    if (r.status !== "fulfilled" || !r.value) {
+      return h("p", { class: "empty" }, r.status === "fulfilled" ? "Loading…" : "Before/after not available: " + reasonText(r));
+    }
+    const m = r.value;
+    const qs = m.queries || [];
+    const change = (b, a) => {
+      if (!(b > 0) || !(a > 0)) return "–";
+      const f = a / b;
+      return f >= 1 ? `×${f.toFixed(f >= 10 ? 0 : 1)} slower` : `×${(1 / f).toFixed(1 / f >= 10 ? 0 : 1)} faster`;
+    };
+    return h(
+      "div",
+      { class: "marker-detail" },
+      m.summary ? h("p", { class: "suggestion" }, m.summary) : null,
+      qs.length
+        ? h(
+            "div",
+            { class: "scroll" },
+            table(
+              ["Query", "Calls before", "p95 before", "Calls after", "p95 after", "p95 change"],
+              qs.slice(0, 10).map((q) => [
+                h("button", { type: "button", class: "link sql-inline", title: q.query, onclick: () => select(q.fingerprint) }, q.query),
+                fmtInt(q.before && q.before.calls),
+                fmtMs(q.before && q.before.p95_ms),
+                fmtInt(q.after && q.after.calls),
+                fmtMs(q.after && q.after.p95_ms),
+                change(q.before && q.before.p95_ms, q.after && q.after.p95_ms),
+              ]),
+              [false, true, true, true, true, true]
+            )
+          )
+        : h("p", { class: "empty" }, "No query ran on both sides of this marker yet.")
+    );
+  }
+
   // ------------------------------------------------------------ counters
 
   function renderCounters(c) {
@@ -688,6 +1157,7 @@
       state.window = e.target.value;
       refresh();
     });
+    $("advice-refresh").addEventListener("click", refreshAdvice);
     $("pause").addEventListener("click", (e) => {
       state.paused = !state.paused;
       e.target.setAttribute("aria-pressed", String(state.paused));
