@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{DetectionRow, Insight, PoolRow, QueryRow, SlowRow, SortKey};
+use super::{AdviceCounts, DetectionRow, Extra, Insight, PoolRow, QueryRow, SlowRow, SortKey};
 
 /// Responses larger than this are refused rather than buffered.
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -357,6 +357,57 @@ pub fn parse_insight(body: &Value) -> Result<Insight, FetchError> {
     })
 }
 
+/// `{"advice": [...]}` from `/api/advice`: how many, by kind, in the
+/// order the API documents the kinds (unknown kinds last, by name).
+pub fn parse_advice(body: &Value) -> Result<AdviceCounts, FetchError> {
+    const ORDER: [&str; 5] = [
+        "create_index",
+        "unused_index",
+        "duplicate_index",
+        "invalid_index",
+        "fk_without_index",
+    ];
+    let mut by_kind: Vec<(String, u64)> = Vec::new();
+    let mut total = 0;
+    for advice in array(body, "advice", "/api/advice")?
+        .iter()
+        .filter(|a| a.is_object())
+    {
+        total += 1;
+        let kind = text(advice, "kind");
+        match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => by_kind.push((kind, 1)),
+        }
+    }
+    let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
+    by_kind.sort_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+    Ok(AdviceCounts { total, by_kind })
+}
+
+/// `/api/regressions`: its `total` (regressions since start, events
+/// dropped included), else the length of its `regressions` list.
+pub fn parse_regressions(body: &Value) -> Result<u64, FetchError> {
+    if let Some(Value::Number(_)) = body.get("total") {
+        return Ok(count(body, "total"));
+    }
+    Ok(array(body, "regressions", "/api/regressions")?.len() as u64)
+}
+
+/// An optional endpoint's answer: 404 and 503 mean this pgvigil does not
+/// serve it now (an older version, the advisor or analytics off), which
+/// the view shows quietly rather than as an error.
+fn extra<T>(
+    result: Result<Value, FetchError>,
+    parse: impl Fn(&Value) -> Result<T, FetchError>,
+) -> Extra<T> {
+    match result.and_then(|b| parse(&b)) {
+        Ok(v) => Extra::Value(v),
+        Err(FetchError::Status(404 | 503, m)) => Extra::Off(m),
+        Err(e) => Extra::Failed(e.to_string()),
+    }
+}
+
 /// What the pools endpoint said: rows, or that this pgvigil has none.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PoolsFetch {
@@ -375,6 +426,10 @@ pub struct Snapshot {
     pub slow: Result<Vec<SlowRow>, FetchError>,
     pub detections: Result<Vec<DetectionRow>, FetchError>,
     pub insight: Result<Insight, FetchError>,
+    /// `/api/advice`.
+    pub advice: Extra<AdviceCounts>,
+    /// `/api/regressions`.
+    pub regressions: Extra<u64>,
 }
 
 impl ApiClient {
@@ -396,6 +451,8 @@ impl ApiClient {
                 slow: Err(e.clone()),
                 detections: Err(e.clone()),
                 insight: Err(e.clone()),
+                advice: Extra::Failed(e.to_string()),
+                regressions: Extra::Failed(e.to_string()),
             };
         }
         let pools = match self.get_json("/api/pools").and_then(|b| parse_pools(&b)) {
@@ -416,6 +473,8 @@ impl ApiClient {
             insight: self
                 .get_json("/api/insight")
                 .and_then(|b| parse_insight(&b)),
+            advice: extra(self.get_json("/api/advice"), parse_advice),
+            regressions: extra(self.get_json("/api/regressions?limit=1"), parse_regressions),
         }
     }
 }
@@ -472,6 +531,61 @@ mod tests {
         assert_eq!(rows[1].query, "42");
         assert!(parse_queries(&json!({"rows": []})).is_err());
         assert!(parse_queries(&json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn advice_is_counted_by_kind_in_the_documented_order() {
+        let body = json!({"advice": [
+            {"kind": "unused_index", "table": "t"},
+            {"kind": "create_index", "table": "t"},
+            {"kind": "something_new"},
+            {"kind": "create_index"},
+            "not an object",
+        ]});
+        let counts = parse_advice(&body).unwrap();
+        assert_eq!(counts.total, 4);
+        let kinds: Vec<(&str, u64)> = counts
+            .by_kind
+            .iter()
+            .map(|(k, n)| (k.as_str(), *n))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("create_index", 2),
+                ("unused_index", 1),
+                ("something_new", 1)
+            ]
+        );
+        assert_eq!(parse_advice(&json!({"advice": []})).unwrap().total, 0);
+        assert!(parse_advice(&json!({"error": "x"})).is_err());
+    }
+
+    #[test]
+    fn regressions_take_the_total_else_the_list() {
+        assert_eq!(
+            parse_regressions(&json!({"regressions": [{}], "total": 7})),
+            Ok(7)
+        );
+        assert_eq!(parse_regressions(&json!({"regressions": [{}, {}]})), Ok(2));
+        assert!(parse_regressions(&json!({})).is_err());
+    }
+
+    #[test]
+    fn a_missing_or_unready_endpoint_is_off_not_an_error() {
+        let off = |code| {
+            extra(
+                Err(FetchError::Status(code, "advisor off".into())),
+                parse_advice,
+            )
+        };
+        assert_eq!(off(404), Extra::Off("advisor off".into()));
+        assert_eq!(off(503), Extra::Off("advisor off".into()));
+        assert!(matches!(off(500), Extra::Failed(_)));
+        assert!(matches!(
+            extra(Ok(json!({"rows": []})), parse_advice),
+            Extra::Failed(_)
+        ));
     }
 
     #[test]

@@ -185,6 +185,26 @@ pub struct Insight {
     pub evictions: u64,
 }
 
+/// From `/api/advice`: how much advice the advisor has, by kind.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AdviceCounts {
+    pub total: u64,
+    /// (kind as the API names it, count), create_index first.
+    pub by_kind: Vec<(String, u64)>,
+}
+
+/// An endpoint not every pgvigil serves (the advisor's): its figures, or
+/// that it is off here, or why fetching it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Extra<T> {
+    /// No refresh yet.
+    Unknown,
+    Value(T),
+    /// 404 or 503: not served by this pgvigil, or not now; the API's message.
+    Off(String),
+    Failed(String),
+}
+
 /// Whether the last refresh reached pgvigil.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Link {
@@ -235,6 +255,8 @@ pub struct App {
     pub slow: Result<Vec<SlowRow>, String>,
     pub detections: Result<Vec<DetectionRow>, String>,
     pub insight: Option<Insight>,
+    pub advice: Extra<AdviceCounts>,
+    pub regressions: Extra<u64>,
     /// `calls` per fingerprint at `baseline_at`, for calls/s.
     baseline: HashMap<String, u64>,
     baseline_at: Option<Instant>,
@@ -254,6 +276,8 @@ impl App {
             slow: Ok(Vec::new()),
             detections: Ok(Vec::new()),
             insight: None,
+            advice: Extra::Unknown,
+            regressions: Extra::Unknown,
             baseline: HashMap::new(),
             baseline_at: None,
         }
@@ -291,6 +315,8 @@ impl App {
         self.slow = snap.slow.map_err(|e| e.to_string());
         self.detections = snap.detections.map_err(|e| e.to_string());
         self.insight = snap.insight.ok();
+        self.advice = snap.advice;
+        self.regressions = snap.regressions;
     }
 
     /// Fills in calls/s from the difference to the previous refresh and
@@ -522,6 +548,8 @@ mod tests {
                 max_fingerprints: 5000,
                 evictions: 0,
             }),
+            advice: Extra::Off("the advisor is off".into()),
+            regressions: Extra::Off("not served".into()),
         }
     }
 
@@ -674,6 +702,34 @@ mod tests {
         );
         assert!(matches!(app.pools, Pools::Failed(_)));
         assert!(app.slow.is_err());
+    }
+
+    #[test]
+    fn advice_and_regressions_follow_each_refresh_and_keep_through_an_outage() {
+        let mut app = App::new("x", SortKey::TotalTime, Duration::from_secs(1));
+        assert_eq!(app.advice, Extra::Unknown);
+        let t0 = Instant::now();
+        let mut snap = snapshot(t0, Vec::new());
+        snap.advice = Extra::Value(AdviceCounts {
+            total: 3,
+            by_kind: vec![("create_index".into(), 2), ("unused_index".into(), 1)],
+        });
+        snap.regressions = Extra::Value(4);
+        app.apply(snap);
+        assert!(matches!(&app.advice, Extra::Value(c) if c.total == 3));
+        assert_eq!(app.regressions, Extra::Value(4));
+
+        let mut down = snapshot(t0 + Duration::from_secs(1), Vec::new());
+        down.queries = Err(FetchError::Unreachable("Connection refused".into()));
+        app.apply(down);
+        assert_eq!(
+            app.regressions,
+            Extra::Value(4),
+            "last figures stay on screen"
+        );
+
+        app.apply(snapshot(t0 + Duration::from_secs(2), Vec::new()));
+        assert_eq!(app.advice, Extra::Off("the advisor is off".into()));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::{App, Link, Pools, SortKey};
+use super::{App, Extra, Link, Pools, SortKey};
 
 /// Rows of the slow-query and N+1 panels, borders and header included.
 const EVENTS_HEIGHT: u16 = 12;
@@ -88,7 +88,61 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, now: Instant) {
             dim(),
         ));
     }
+    spans.extend(advisor_spans(app));
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The advisor's figures for the header: advice by kind and regressions.
+/// An advisor that is off says so once, dimmed; regressions are left out
+/// when this pgvigil does not count them.
+fn advisor_spans(app: &App) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    match &app.advice {
+        Extra::Unknown => {}
+        Extra::Value(c) if c.total == 0 => spans.push(Span::styled("  no advice", dim())),
+        Extra::Value(c) => {
+            let kinds: Vec<String> = c
+                .by_kind
+                .iter()
+                .map(|(kind, n)| format!("{n} {}", short_kind(kind)))
+                .collect();
+            spans.push(Span::styled(
+                format!("  advice {}", c.total),
+                bold().fg(Color::Yellow),
+            ));
+            spans.push(Span::styled(
+                format!(" ({})", kinds.join(", ")),
+                Style::default().fg(Color::Yellow),
+            ));
+        }
+        Extra::Off(_) => spans.push(Span::styled("  advisor off", dim())),
+        Extra::Failed(e) => spans.push(Span::styled(
+            format!("  advice: {}", e.chars().take(40).collect::<String>()),
+            red(),
+        )),
+    }
+    if let Extra::Value(n) = app.regressions {
+        let style = if n > 0 {
+            red().add_modifier(Modifier::BOLD)
+        } else {
+            dim()
+        };
+        let noun = if n == 1 { "regression" } else { "regressions" };
+        spans.push(Span::styled(format!("  {n} {noun}"), style));
+    }
+    spans
+}
+
+/// An advice kind of the API in a few letters for the header.
+fn short_kind(kind: &str) -> &str {
+    match kind {
+        "create_index" => "create",
+        "unused_index" => "unused",
+        "duplicate_index" => "duplicate",
+        "invalid_index" => "invalid",
+        "fk_without_index" => "unindexed FK",
+        other => other,
+    }
 }
 
 fn secs(s: f64) -> String {
@@ -421,7 +475,7 @@ fn draw_help(frame: &mut Frame, area: Rect, app: &App) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::{QueryRow, SlowRow};
+    use crate::top::{AdviceCounts, QueryRow, SlowRow};
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
     use std::time::Duration;
@@ -489,6 +543,50 @@ mod tests {
             screen(&app, w, h);
         }
         assert!(screen(&app, 120, 30).contains("cannot reach 127.0.0.1:1"));
+    }
+
+    #[test]
+    fn header_shows_advice_by_kind_and_regressions() {
+        let mut app = App::new("127.0.0.1:9930", SortKey::TotalTime, Duration::from_secs(1));
+        app.link = Link::Up;
+        app.last_ok = Some(Instant::now());
+        app.advice = Extra::Value(AdviceCounts {
+            total: 4,
+            by_kind: vec![
+                ("create_index".into(), 2),
+                ("unused_index".into(), 1),
+                ("fk_without_index".into(), 1),
+            ],
+        });
+        app.regressions = Extra::Value(2);
+        let header = screen(&app, 160, 30)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            header.contains("advice 4 (2 create, 1 unused, 1 unindexed FK)"),
+            "{header}"
+        );
+        assert!(header.contains("2 regressions"), "{header}");
+
+        app.advice = Extra::Off("the advisor is off".into());
+        app.regressions = Extra::Off("not served".into());
+        let header = screen(&app, 160, 30)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        assert!(header.contains("advisor off"), "{header}");
+        assert!(!header.contains("regression"), "{header}");
+
+        app.advice = Extra::Value(AdviceCounts::default());
+        let header = screen(&app, 160, 30)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        assert!(header.contains("no advice"), "{header}");
     }
 
     #[test]
