@@ -1031,7 +1031,7 @@
                     fmtInt(t.live_tuples),
                     fmtInt(t.dead_tuples),
                     h("span", { class: t.bloat_ratio >= 0.2 ? "bad-text" : null }, fmtPct(t.bloat_ratio)),
-                    [t.last_autovacuum ? fmtAgo(t.last_autovacuum) : "never", t.autovacuum_due ? h("span", { class: "tag warn" }, "due") : null, t.autovacuum_enabled === false ? h("span", { class: "tag warn" }, "off") : null],
+                    [t.last_autovacuum ? fmtAgo(t.last_autovacuum) : "never", t.autovacuum_due ? [" ", h("span", { class: "tag warn", title: "autovacuum is due" }, "due")] : null, t.autovacuum_enabled === false ? [" ", h("span", { class: "tag warn", title: "autovacuum is off for this table" }, "off")] : null],
                   ]),
                   [false, true, true, true, false]
                 )
@@ -1095,7 +1095,7 @@
 
   function markerDetail(r) {
     if (r.status !== "fulfilled" || !r.value) {
-      return h("p", { class: "empty" }, r.status === "fulfilled" ? "Loading…" : "Before/after not available: " + reasonText(r));
+      return h("div", { class: "marker-detail" }, h("p", { class: "empty" }, r.status === "fulfilled" ? "Loading…" : "Before/after not available: " + reasonText(r)));
     }
     const m = r.value;
     const qs = m.queries || [];
@@ -1106,7 +1106,7 @@
     };
     return h(
       "div",
-      { class: "marker-detail" },
+      { class: "marker-detail", "data-loaded": true },
       m.summary ? h("p", { class: "suggestion" }, m.summary) : null,
       qs.length
         ? h(
