@@ -705,6 +705,267 @@ pub(crate) fn param_count(query: &str) -> usize {
 mod tests {
     use super::*;
 
+    use std::sync::Mutex;
+
+    use crate::db::Row;
+
+    /// What the fake server was sent, and how it is set up.
+    #[derive(Default)]
+    struct Server {
+        version: &'static str,
+        hypopg: bool,
+        /// A hypothetical index is in place.
+        hypothetical: bool,
+        sent: Vec<(String, Vec<Option<String>>)>,
+    }
+
+    type Shared = Arc<Mutex<Server>>;
+
+    struct FakeDb(Shared);
+
+    fn row(cells: &[&str]) -> Row {
+        cells.iter().map(|c| Some(c.to_string())).collect()
+    }
+
+    impl Database for FakeDb {
+        async fn query(&mut self, sql: &str, params: &[Option<&str>]) -> Result<Vec<Row>, DbError> {
+            let mut s = self.0.lock().unwrap();
+            s.sent.push((
+                sql.to_string(),
+                params.iter().map(|p| p.map(str::to_string)).collect(),
+            ));
+            let plan = |cost: f64| {
+                let mut v: Value =
+                    serde_json::from_str(include_str!("fixtures/generic_seq_scan.json")).unwrap();
+                v[0]["Plan"]["Total Cost"] = cost.into();
+                if cost < 100.0 {
+                    v[0]["Plan"] = serde_json::json!({"Node Type": "Index Scan",
+                        "Relation Name": "orders", "Alias": "orders", "Total Cost": cost});
+                }
+                vec![row(&[&v.to_string()])]
+            };
+            Ok(match sql {
+                s_ if s_.starts_with("SELECT current_setting") => vec![row(&[s.version])],
+                s_ if s_.contains("pg_extension") => {
+                    if s.hypopg {
+                        vec![row(&["1"])]
+                    } else {
+                        vec![]
+                    }
+                }
+                s_ if s_.contains("pg_available_extensions") => vec![],
+                s_ if s_.contains("to_regclass") => vec![row(&["16384", "public", "orders"])],
+                s_ if s_.contains("pg_index") => vec![],
+                s_ if s_.contains("hypopg_create_index") => {
+                    s.hypothetical = true;
+                    vec![row(&["1"])]
+                }
+                s_ if s_.contains("hypopg_reset") => {
+                    s.hypothetical = false;
+                    vec![row(&[""])]
+                }
+                s_ if s_.starts_with("EXPLAIN") => {
+                    plan(if s.hypothetical { 42.0 } else { 5445.88 })
+                }
+                _ => vec![],
+            })
+        }
+    }
+
+    struct FakeConnector(Shared);
+
+    impl Connector for FakeConnector {
+        type Db = FakeDb;
+        fn databases(&self) -> Vec<String> {
+            vec!["app".into()]
+        }
+        async fn connect(&self, _database: &str) -> Result<FakeDb, DbError> {
+            Ok(FakeDb(self.0.clone()))
+        }
+    }
+
+    struct OneStatement(StatementStats);
+
+    impl Statements for OneStatement {
+        fn top_by_total_time(&self, _limit: usize) -> Vec<StatementStats> {
+            vec![self.0.clone()]
+        }
+        fn top_by_p95(&self, _limit: usize) -> Vec<StatementStats> {
+            vec![]
+        }
+        fn get(&self, fingerprint: u64) -> Option<StatementStats> {
+            (fingerprint == self.0.fingerprint).then(|| self.0.clone())
+        }
+        fn databases(&self, _fingerprint: u64) -> Vec<String> {
+            vec!["app".into()]
+        }
+        fn now_ms(&self) -> u64 {
+            3_600_000
+        }
+    }
+
+    const QUERY: &str = "SELECT id FROM orders WHERE customer_id = $1";
+
+    fn setup(
+        version: &'static str,
+        hypopg: bool,
+        kind: &str,
+        settings: AdvisorSettings,
+    ) -> (Advisor<FakeConnector, OneStatement>, AdvisorHandle, Shared) {
+        let server: Shared = Arc::new(Mutex::new(Server {
+            version,
+            hypopg,
+            ..Server::default()
+        }));
+        let stats = StatementStats {
+            fingerprint: 0xabc,
+            query: QUERY.into(),
+            kind: kind.into(),
+            calls: 100,
+            total_ms: 5000.0,
+            p95_ms: 60.0,
+            first_seen_ms: 0,
+            last_seen_ms: 3_600_000,
+        };
+        let (a, h) = advisor(FakeConnector(server.clone()), OneStatement(stats), settings);
+        (a, h, server)
+    }
+
+    fn sent(server: &Shared) -> Vec<String> {
+        server
+            .lock()
+            .unwrap()
+            .sent
+            .iter()
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    fn position(sent: &[String], prefix: &str) -> usize {
+        sent.iter()
+            .position(|s| s.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {sent:#?}"))
+    }
+
+    #[tokio::test]
+    async fn on_15_a_generic_plan_is_a_prepared_statement_forced_generic_then_deallocated() {
+        let (mut a, h, server) = setup("150004", false, "SELECT", AdvisorSettings::default());
+        a.run_once().await;
+        let sent = sent(&server);
+        let prepare = position(&sent, "PREPARE pgvigil_advisor_1 AS SELECT id FROM orders");
+        let set = position(&sent, "SET plan_cache_mode = force_generic_plan");
+        let explain = position(
+            &sent,
+            "EXPLAIN (FORMAT JSON) EXECUTE pgvigil_advisor_1(NULL)",
+        );
+        let reset = position(&sent, "RESET plan_cache_mode");
+        let dealloc = position(&sent, "DEALLOCATE pgvigil_advisor_1");
+        assert!(prepare < set && set < explain && explain < reset && reset < dealloc);
+        assert!(!sent.iter().any(|s| s.contains("GENERIC_PLAN")));
+        let plan = h.state.plan(0xabc).expect("plan kept");
+        assert!(plan.generic && !plan.analyze);
+        // No hypopg: the heuristic's advice, saying so.
+        let advice = h.state.advice();
+        assert_eq!(advice.len(), 1);
+        assert_eq!(advice[0].method, AdviceMethod::Heuristic);
+        assert_eq!(advice[0].columns, ["customer_id"]);
+    }
+
+    #[tokio::test]
+    async fn on_16_the_generic_plan_option_is_used() {
+        let (mut a, _h, server) = setup("160002", false, "SELECT", AdvisorSettings::default());
+        a.run_once().await;
+        let sent = sent(&server);
+        position(
+            &sent,
+            &format!("EXPLAIN (GENERIC_PLAN, FORMAT JSON) {QUERY}"),
+        );
+        assert!(!sent.iter().any(|s| s.starts_with("PREPARE")));
+    }
+
+    #[tokio::test]
+    async fn analyze_runs_only_with_a_sample_bound_as_parameters_and_is_rolled_back() {
+        let settings = AdvisorSettings {
+            capture_parameters: true,
+            explain_analyze: true,
+            ..AdvisorSettings::default()
+        };
+        let (mut a, h, server) = setup("150004", false, "UPDATE", settings);
+        // Without a sample: a generic plan, no ANALYZE.
+        a.run_once().await;
+        assert!(!sent(&server).iter().any(|s| s.contains("ANALYZE")));
+        h.state.set_sampler(Arc::new(|_| {
+            Some(Sample {
+                params: vec![Some("42".into())],
+            })
+        }));
+        server.lock().unwrap().sent.clear();
+        a.run_once().await;
+        let log = server.lock().unwrap().sent.clone();
+        let sent: Vec<String> = log.iter().map(|(s, _)| s.clone()).collect();
+        let begin = position(&sent, "BEGIN");
+        let explain = position(&sent, &format!("EXPLAIN (ANALYZE, FORMAT JSON) {QUERY}"));
+        let rollback = position(&sent, "ROLLBACK");
+        assert!(begin < explain && explain < rollback);
+        assert_eq!(log[explain].1, vec![Some("42".to_string())]);
+        let plan = h.state.plan(0xabc).unwrap();
+        assert!(plan.analyze && !plan.generic);
+    }
+
+    #[tokio::test]
+    async fn with_hypopg_the_index_is_recommended_from_the_cost_drop_and_reset_after() {
+        let (mut a, h, server) = setup("150004", true, "SELECT", AdvisorSettings::default());
+        a.run_once().await;
+        let sent = sent(&server);
+        let create = position(&sent, "SELECT indexrelid FROM hypopg_create_index");
+        let reset = position(&sent, "SELECT hypopg_reset()");
+        assert!(create < reset);
+        let def = &server.lock().unwrap().sent[create].1;
+        assert_eq!(
+            def,
+            &vec![Some("CREATE INDEX ON orders (customer_id)".to_string())]
+        );
+        let advice = h.state.advice();
+        assert_eq!(advice.len(), 1, "{advice:?}");
+        let a0 = &advice[0];
+        assert_eq!(a0.method, AdviceMethod::Hypopg);
+        assert_eq!(a0.cost_before, Some(5445.88));
+        assert_eq!(a0.cost_after, Some(42.0));
+        assert!(a0.improvement.unwrap() > 0.99);
+        // 100 calls over one hour, 50 ms each, ~99% saved.
+        let saved = a0.saved_ms_per_hour.unwrap();
+        assert!((saved - 100.0 * 50.0 * (1.0 - 42.0 / 5445.88)).abs() < 1e-6);
+        let c = h.state.counters();
+        assert_eq!((c.plans_taken, c.hypothetical_plans), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn improvement_below_min_improvement_gives_no_advice() {
+        let settings = AdvisorSettings {
+            min_improvement: 0.999,
+            ..AdvisorSettings::default()
+        };
+        let (mut a, h, _server) = setup("150004", true, "SELECT", settings);
+        a.run_once().await;
+        assert!(h.state.advice().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ddl_utility_and_with_statements_are_never_planned() {
+        for kind in ["CREATE", "WITH", "UNKNOWN", "MERGE"] {
+            let (mut a, h, server) = setup("150004", true, kind, AdvisorSettings::default());
+            a.run_once().await;
+            let sent = sent(&server);
+            assert!(
+                !sent
+                    .iter()
+                    .any(|s| s.starts_with("EXPLAIN") || s.starts_with("PREPARE")),
+                "{kind}: {sent:?}"
+            );
+            assert_eq!(h.state.counters().plans_taken, 0);
+        }
+    }
+
     #[test]
     fn param_count_is_the_highest_placeholder_outside_quotes() {
         assert_eq!(
