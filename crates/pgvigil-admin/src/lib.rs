@@ -2,6 +2,7 @@
 //! insight. The API's field names are a contract (dashboards and scripts
 //! read them): times are RFC 3339 strings, durations milliseconds.
 
+mod advice;
 mod dashboard;
 mod metrics;
 
@@ -42,6 +43,8 @@ pub struct AdminState {
     pub listen: SocketAddr,
     /// `admin_allowed_hosts`: `name` (any port) or `name:port`.
     pub allowed_hosts: Arc<[String]>,
+    /// Plans and advice; None when `[advisor]` is off.
+    pub advisor: Option<pgvigil_advisor::AdvisorHandle>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -53,6 +56,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/reset", post(reset))
         .route("/api/insight", get(insight_status))
         .route("/api/pools", get(pools))
+        .route("/api/advice", get(advice::list))
+        .route("/api/advice/refresh", post(advice::refresh))
+        .route("/api/queries/{fingerprint}/plan", get(advice::plan))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {
@@ -230,6 +236,7 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
         insight: state.insight.clone(),
         pools: (state.pools)(),
         max_query_series: state.max_query_series,
+        advisor: state.advisor.as_ref().map(|a| a.state.clone()),
     };
     let Ok(text) = metrics::render(collector) else {
         return error(

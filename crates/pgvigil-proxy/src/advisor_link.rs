@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgvigil_advisor::{Connector, Database, DbError, Row};
+use pgvigil_advisor::{Connector, Database, DbError, Row, StatementStats, Statements};
+use pgvigil_insight::SortBy;
 
 use crate::server::ServerConn;
 use crate::{ProxyError, Shared};
@@ -96,5 +97,73 @@ impl Connector for AdvisorLink {
         .await
         .map_err(db_error)?;
         Ok(AdvisorConn { conn: Some(conn) })
+    }
+}
+
+/// The advisor's view of query insight: which statements run, how much
+/// they cost, and in which databases.
+pub(crate) struct InsightStatements {
+    pub(crate) insight: Option<Arc<pgvigil_insight::Insight>>,
+}
+
+fn stats(row: pgvigil_insight::QueryRow) -> StatementStats {
+    StatementStats {
+        fingerprint: row.fingerprint,
+        query: row.query,
+        kind: row.statement,
+        calls: row.calls,
+        total_ms: row.total_ms,
+        p95_ms: row.p95_ms,
+        first_seen_ms: row.first_seen_ms,
+        last_seen_ms: row.last_seen_ms,
+    }
+}
+
+impl InsightStatements {
+    fn top(&self, sort: SortBy, limit: usize) -> Vec<StatementStats> {
+        match &self.insight {
+            Some(i) => i
+                .queries(sort, limit, None, crate::analysis::now_ms())
+                .into_iter()
+                .map(stats)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Statements for InsightStatements {
+    fn top_by_total_time(&self, limit: usize) -> Vec<StatementStats> {
+        self.top(SortBy::TotalTime, limit)
+    }
+
+    fn top_by_p95(&self, limit: usize) -> Vec<StatementStats> {
+        self.top(SortBy::P95, limit)
+    }
+
+    fn get(&self, fingerprint: u64) -> Option<StatementStats> {
+        let detail = self
+            .insight
+            .as_ref()?
+            .query(fingerprint, crate::analysis::now_ms())?;
+        (detail.row.calls > 0).then(|| stats(detail.row))
+    }
+
+    fn databases(&self, fingerprint: u64) -> Vec<String> {
+        let Some(detail) = self
+            .insight
+            .as_ref()
+            .and_then(|i| i.query(fingerprint, crate::analysis::now_ms()))
+        else {
+            return Vec::new();
+        };
+        let mut dbs: Vec<String> = detail.callers.into_iter().map(|c| c.database).collect();
+        dbs.sort();
+        dbs.dedup();
+        dbs
+    }
+
+    fn now_ms(&self) -> u64 {
+        crate::analysis::now_ms()
     }
 }

@@ -1,5 +1,5 @@
 //! The console's language: PgBouncer's admin commands plus pgvigil's own
-//! SHOW QUERIES / SLOW / N_PLUS_ONE. Case-insensitive words, an optional
+//! SHOW QUERIES / SLOW / N_PLUS_ONE / ADVICE. Case-insensitive words, an optional
 //! trailing semicolon, nothing else.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub enum Show {
     Queries,
     Slow,
     NPlusOne,
+    Advice,
     Help,
 }
 
@@ -85,6 +86,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "QUERIES" => Show::Queries,
                 "SLOW" => Show::Slow,
                 "N_PLUS_ONE" => Show::NPlusOne,
+                "ADVICE" => Show::Advice,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };
