@@ -9,14 +9,14 @@ mod file;
 mod resolve;
 
 pub use file::{
-    AdvisorSection, DatabaseSection, FileConfig, InsightSection, MetricsSection, NPlusOneSection, PoolSection,
-    ProxySection, SlowRuleSection, UserSection,
+    AdvisorSection, DatabaseSection, FileConfig, InsightSection, MetricsSection, NPlusOneSection,
+    PoolSection, ProxySection, SlowRuleSection, UserSection,
 };
 pub use resolve::{
-    AdvisorSettings, ClientAuth, ClientSslMode, ClientTlsSettings, Config, DatabaseConfig, InsightSettings,
-    LogFormat, MetricsSettings, NPlusOneSettings, Overrides, PasswordKind, PoolMode, PoolSettings,
-    Secret, ServerAuthMethod, ServerRequireAuth, ServerSslMode, ServerTlsSettings,
-    SlowRuleSettings, UserConfig, CONSOLE_DATABASE, DEFAULT_AUTH_QUERY,
+    AdvisorSettings, ClientAuth, ClientSslMode, ClientTlsSettings, Config, DatabaseConfig,
+    InsightSettings, LogFormat, MetricsSettings, NPlusOneSettings, Overrides, PasswordKind,
+    PoolMode, PoolSettings, Secret, ServerAuthMethod, ServerRequireAuth, ServerSslMode,
+    ServerTlsSettings, SlowRuleSettings, UserConfig, CONSOLE_DATABASE, DEFAULT_AUTH_QUERY,
 };
 
 use thiserror::Error;

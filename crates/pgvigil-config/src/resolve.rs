@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::file::{
-    AdvisorSection, FileConfig, InsightSection, NPlusOneSection, PoolSection, ProxySection, SlowRuleSection,
-    UserSection,
+    AdvisorSection, FileConfig, InsightSection, NPlusOneSection, PoolSection, ProxySection,
+    SlowRuleSection, UserSection,
 };
 use crate::ConfigError;
 
@@ -1194,13 +1194,14 @@ fn millis(key: &str, v: f64) -> Result<Duration, ConfigError> {
 
 fn resolve_advisor(a: &AdvisorSection) -> Result<AdvisorSettings, ConfigError> {
     let d = AdvisorSettings::default();
-    let positive = |key: &str, v: Option<f64>, default: Duration| -> Result<Duration, ConfigError> {
-        match seconds(key, v)? {
-            Some(x) if x.is_zero() => Err(ConfigError::invalid(key, "must be more than 0")),
-            Some(x) => Ok(x),
-            None => Ok(default),
-        }
-    };
+    let positive =
+        |key: &str, v: Option<f64>, default: Duration| -> Result<Duration, ConfigError> {
+            match seconds(key, v)? {
+                Some(x) if x.is_zero() => Err(ConfigError::invalid(key, "must be more than 0")),
+                Some(x) => Ok(x),
+                None => Ok(default),
+            }
+        };
     let min_improvement = a.min_improvement.unwrap_or(d.min_improvement);
     if !(min_improvement > 0.0 && min_improvement < 1.0) {
         return Err(ConfigError::invalid(
