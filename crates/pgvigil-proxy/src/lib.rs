@@ -13,6 +13,7 @@ mod connection;
 mod console;
 mod error;
 mod handshake;
+mod health;
 mod ids;
 mod listener;
 pub mod negotiation;
@@ -123,6 +124,8 @@ pub(crate) struct Shared {
     /// None when analytics are off.
     pub(crate) insight: Option<Arc<Insight>>,
     pub(crate) lint: Option<mpsc::Sender<client::LintJob>>,
+    /// Each database's latest health sample; None when the advisor is off.
+    pub(crate) health: Option<Arc<pgvigil_advisor::HealthBoard>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) started: Instant,
     /// The console's SHUTDOWN.
@@ -169,6 +172,10 @@ impl Shared {
             .insight
             .analytics
             .then(|| Arc::new(Insight::new(analysis::insight_config(&config.insight))));
+        let health = config
+            .advisor
+            .enabled
+            .then(|| Arc::new(pgvigil_advisor::HealthBoard::default()));
         Ok(Shared {
             client_tls: tls::ClientTls::new(&config.client_tls)?,
             server_tls,
@@ -180,6 +187,7 @@ impl Shared {
             cancel: CancelRegistry::default(),
             insight,
             lint: None,
+            health,
             registry,
             started: Instant::now(),
             shutdown: Notify::new(),
