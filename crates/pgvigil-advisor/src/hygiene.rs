@@ -52,6 +52,9 @@ pub struct IndexInfo {
     /// until it finishes, which is not a failure.
     pub building: bool,
     pub scans: i64,
+    /// As of the last VACUUM or ANALYZE (pg_class.relpages): reading the
+    /// real size would lock the index, which a DROP INDEX may be waiting
+    /// for.
     pub size_bytes: i64,
 }
 
@@ -92,7 +95,7 @@ SELECT coalesce(json_agg(x ORDER BY x.schema, x.table, x.index), '[]'::json)::te
          EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
                  WHERE p.index_relid = i.indexrelid) AS building,
          coalesce(s.idx_scan, 0)::int8 AS scans,
-         pg_relation_size(i.indexrelid)::int8 AS size_bytes
+         c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes
   FROM pg_index i
   JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_class t ON t.oid = i.indrelid
@@ -226,10 +229,10 @@ pub fn hygiene_rules(
                 ix,
                 AdviceKind::UnusedIndex,
                 format!(
-                    "{} ({} bytes) was never scanned in the {} s statistics have been \
+                    "{} (about {} kB) was never scanned in the {} s statistics have been \
                      collected; it still costs every INSERT and UPDATE of {}",
                     ix.index,
-                    ix.size_bytes,
+                    ix.size_bytes / 1024,
                     stats_age.as_secs(),
                     display_table(&ix.schema, &ix.table)
                 ),

@@ -122,3 +122,66 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder, board: &HealthBoard) -> Re
             .map(|(name, n)| (db(&name), Value::Counter(n))),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use pgvigil_advisor::{HealthSample, TableHealth};
+
+    use super::super::{render, PgvigilCollector};
+    use super::*;
+
+    fn scrape(board: HealthBoard) -> String {
+        render(PgvigilCollector {
+            insight: None,
+            pools: Vec::new(),
+            max_query_series: 10,
+            health: Some(Arc::new(board)),
+        })
+        .expect("renders")
+    }
+
+    #[test]
+    fn each_database_sample_becomes_gauges_with_bounded_labels() {
+        let board = HealthBoard::default();
+        board.record(HealthSample {
+            database: "app\"db".into(),
+            cache_hit_ratio: Some(0.75),
+            index_hit_ratio: None,
+            connections: BTreeMap::from([("idle in transaction".to_string(), 2)]),
+            long_transactions_dropped: 3,
+            longest_transaction_s: Some(90.5),
+            blocked_dropped: 1,
+            tables: vec![TableHealth {
+                table: "sales.orders".into(),
+                live_tuples: 20,
+                dead_tuples: 80,
+                bloat_ratio: 0.8,
+                last_autovacuum: None,
+                last_vacuum: None,
+                autovacuum_due: true,
+                autovacuum_enabled: false,
+            }],
+            database_size_bytes: Some(4096),
+            errors: vec!["tables: 57014: canceling statement".into()],
+            ..HealthSample::default()
+        });
+        let text = scrape(board);
+        for line in [
+            "pgvigil_db_cache_hit_ratio{database=\"app\\\"db\"} 0.75",
+            "pgvigil_db_dead_tuples{database=\"app\\\"db\",table=\"sales.orders\"} 80",
+            "pgvigil_db_connections{database=\"app\\\"db\",state=\"idle in transaction\"} 2",
+            "pgvigil_db_long_transactions{database=\"app\\\"db\"} 3",
+            "pgvigil_db_longest_transaction_seconds{database=\"app\\\"db\"} 90.5",
+            "pgvigil_db_blocked_sessions{database=\"app\\\"db\"} 1",
+            "pgvigil_db_size_bytes{database=\"app\\\"db\"} 4096",
+            "pgvigil_db_health_errors_total{database=\"app\\\"db\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Unknown before any block was read: no series rather than 0.
+        assert!(!text.contains("pgvigil_db_index_hit_ratio{"), "{text}");
+    }
+}
