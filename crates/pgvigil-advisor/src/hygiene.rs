@@ -51,6 +51,11 @@ pub struct IndexInfo {
     /// A CREATE INDEX CONCURRENTLY is building it right now: invalid
     /// until it finishes, which is not a failure.
     pub building: bool,
+    /// An index of a partitioned table, or a partition's index attached to
+    /// one: it has no scan statistics of its own and cannot be dropped by
+    /// itself, so only foreign-key coverage looks at it.
+    #[serde(default)]
+    pub partition: bool,
     pub scans: i64,
     /// As of the last VACUUM or ANALYZE (pg_class.relpages): reading the
     /// real size would lock the index, which a DROP INDEX may be waiting
@@ -94,6 +99,7 @@ SELECT coalesce(json_agg(x ORDER BY x.schema, x.table, x.index), '[]'::json)::te
          EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = i.indexrelid) AS constraint,
          EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
                  WHERE p.index_relid = i.indexrelid) AS building,
+         (c.relkind = 'I' OR c.relispartition) AS partition,
          coalesce(s.idx_scan, 0)::int8 AS scans,
          c.relpages::int8 * current_setting('block_size')::int8 AS size_bytes
   FROM pg_index i
@@ -192,7 +198,10 @@ pub fn hygiene_rules(
 ) -> Vec<Advice> {
     let mut out = Vec::new();
     let mut reported: Vec<i64> = Vec::new();
-    for ix in indexes.iter().filter(|ix| !ix.valid && !ix.building) {
+    for ix in indexes
+        .iter()
+        .filter(|ix| !ix.valid && !ix.building && !ix.partition)
+    {
         reported.push(ix.index_oid);
         out.push(drop_advice(
             database,
@@ -251,7 +260,7 @@ pub fn hygiene_rules(
 /// key, a unique rule or a constraint (dropping those changes behaviour,
 /// not only speed), and for an index still being built.
 fn droppable(ix: &IndexInfo) -> bool {
-    !ix.primary && !ix.unique && !ix.constraint && ix.valid && !ix.building
+    !ix.primary && !ix.unique && !ix.constraint && ix.valid && !ix.building && !ix.partition
 }
 
 /// Exact duplicates (same table, method, columns or expressions, operator
@@ -444,6 +453,7 @@ mod tests {
             valid: true,
             constraint: false,
             building: false,
+            partition: false,
             scans: 0,
             size_bytes: 8192,
         }
@@ -638,6 +648,18 @@ mod tests {
         let advice = run(&[partial, other_table], &[fk(&[5])], 30 * DAY);
         assert_eq!(advice.len(), 1);
         assert_eq!(advice[0].kind, AdviceKind::FkWithoutIndex);
+    }
+
+    #[test]
+    fn partitioned_indexes_are_never_dropped_but_cover_foreign_keys() {
+        let mut parent = index(10, "parent_idx", &[5]);
+        parent.partition = true;
+        let mut twin = index(11, "parent_idx1", &[5]);
+        twin.partition = true;
+        let mut broken = index(12, "broken_parent_idx", &[6]);
+        broken.partition = true;
+        broken.valid = false;
+        assert!(run(&[parent, twin, broken], &[fk(&[5])], 30 * DAY).is_empty());
     }
 
     #[test]
