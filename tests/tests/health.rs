@@ -57,17 +57,21 @@ impl OwnDb {
 /// `admin`), sampling health every 0.3 s, indexes unused from the first
 /// sample on, transactions long after 1 s.
 async fn start(db: &OwnDb) -> Result<Pgvigil> {
+    start_with(db, 0.3, 5).await
+}
+
+async fn start_with(db: &OwnDb, interval_s: f64, pool_size: u32) -> Result<Pgvigil> {
     let cluster = shared_cluster();
     Pgvigil::builder(cluster)
-        .config_file(
+        .config_file(format!(
             "[advisor]\n\
-             health_interval_s = 0.3\n\
+             health_interval_s = {interval_s}\n\
              unused_index_min_age_s = 0\n\
-             long_transaction_s = 1\n",
-        )
+             long_transaction_s = 1\n"
+        ))
         .upstream(cluster.url(&db.name))
         .pool_mode(PoolMode::Session)
-        .pool_size(5)
+        .pool_size(pool_size)
         .client_auth("trust")
         .arg("--admin-users")
         .arg(ADMIN)
@@ -447,6 +451,82 @@ async fn index_hygiene_reports_unused_duplicate_invalid_and_unindexed_foreign_ke
         );
         vigil.assert_no_panic()?;
         drop((app, vigil));
+        db.drop_now().await
+    })
+    .await
+}
+
+/// `sampled_at` of the latest sample, None before the first.
+async fn sampled_at(vigil: &Pgvigil) -> Result<Option<String>> {
+    let reply = vigil.api_request("GET", "/api/health").await?;
+    if reply.status == 503 {
+        return Ok(None);
+    }
+    ensure!(
+        reply.status == 200,
+        "GET /api/health: {} {}",
+        reply.status,
+        reply.body
+    );
+    Ok(reply.json()?["sampled_at"].as_str().map(str::to_string))
+}
+
+/// The sampler opens no connection while every server of the database's
+/// pool is taken (it would compete with the clients for PostgreSQL's
+/// slots) until the pool has been free for a second or one interval has
+/// passed; nor while the database is paused from the console.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_keeps_out_of_the_way_of_a_full_pool_and_of_a_paused_database() -> Result<()> {
+    timed(LIMIT, async {
+        let db = OwnDb::create("health_quiet").await?;
+        // One server, and an interval long enough not to end during the test.
+        let vigil = start_with(&db, 60.0, 1).await?;
+        let holder = connect(&vigil, &db).await?;
+        holder.batch_execute("SELECT 1").await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        ensure!(
+            sampled_at(&vigil).await?.is_none(),
+            "sampled while the only server was taken"
+        );
+        drop(holder);
+        health_until(&vigil, "a sample once the pool is free", |b| {
+            b["sampled_at"].is_string()
+        })
+        .await?;
+        drop(vigil);
+
+        let vigil = start(&db).await?;
+        let first = health_until(&vigil, "a first sample", |b| b["sampled_at"].is_string()).await?
+            ["sampled_at"]
+            .clone();
+        let pause = vigil
+            .psql(ADMIN, "", "pgvigil", &["-c", &format!("PAUSE {}", db.name)])
+            .await?;
+        ensure!(pause.status.success(), "PAUSE: {pause:?}");
+        // A sample already under way when PAUSE came may still land.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let paused_at = sampled_at(&vigil).await?;
+        ensure!(paused_at.is_some(), "the first sample ({first}) is gone");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ensure!(
+            sampled_at(&vigil).await? == paused_at,
+            "sampled while paused"
+        );
+        let resume = vigil
+            .psql(
+                ADMIN,
+                "",
+                "pgvigil",
+                &["-c", &format!("RESUME {}", db.name)],
+            )
+            .await?;
+        ensure!(resume.status.success(), "RESUME: {resume:?}");
+        health_until(&vigil, "a new sample after RESUME", |b| {
+            b["sampled_at"].as_str() != paused_at.as_deref()
+        })
+        .await?;
+        vigil.assert_no_panic()?;
+        drop(vigil);
         db.drop_now().await
     })
     .await
