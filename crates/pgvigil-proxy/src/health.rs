@@ -14,6 +14,7 @@
 //! the sample is put off (at most one interval, then taken anyway). A
 //! paused database (console PAUSE) is not touched at all.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ pub(crate) async fn sample_periodically(shared: Arc<Shared>, board: Arc<HealthBo
     let hygiene_settings = HygieneSettings {
         unused_index_min_age: advisor.unused_index_min_age,
     };
+    // The errors of each database's previous sample: a lasting problem
+    // (a missing privilege) is logged when it starts and when it ends, not
+    // every interval.
+    let mut last_errors: HashMap<String, Vec<String>> = HashMap::new();
     loop {
         let started = Instant::now();
         for database in link.databases() {
@@ -49,12 +54,18 @@ pub(crate) async fn sample_periodically(shared: Arc<Shared>, board: Arc<HealthBo
                 continue;
             }
             let sample = sample_one(&link, &database, &health, &hygiene_settings).await;
-            if !sample.errors.is_empty() {
-                tracing::warn!(
-                    database = %database,
-                    "health sample incomplete: {}",
-                    sample.errors.join("; ")
-                );
+            let before = last_errors.entry(database.clone()).or_default();
+            if *before != sample.errors {
+                if sample.errors.is_empty() {
+                    tracing::info!(database = %database, "health sample complete again");
+                } else {
+                    tracing::warn!(
+                        database = %database,
+                        "health sample incomplete: {}",
+                        sample.errors.join("; ")
+                    );
+                }
+                before.clone_from(&sample.errors);
             }
             board.record(sample);
         }
