@@ -135,6 +135,10 @@ impl Proxy {
         };
         drop(self.listener);
         shutdown::begin(mode);
+        // No new connection of pgvigil's own while the sessions drain.
+        if let Some(h) = &health_sampler {
+            h.abort();
+        }
         let limit = shared.shutdown_timeout();
         tracing::info!(
             "shutting down ({mode:?}): waiting up to {limit:?} for {} sessions",
@@ -168,9 +172,6 @@ impl Proxy {
         upkeep.abort();
         if let Some(f) = flusher {
             f.abort();
-        }
-        if let Some(h) = health_sampler {
-            h.abort();
         }
         if let Some(i) = &shared.insight {
             i.flush(analysis::now_ms());
