@@ -4,6 +4,7 @@
 
 mod advice;
 mod dashboard;
+mod health;
 mod metrics;
 
 use std::future::Future;
@@ -45,6 +46,8 @@ pub struct AdminState {
     pub allowed_hosts: Arc<[String]>,
     /// Plans and advice; None when `[advisor]` is off.
     pub advisor: Option<pgvigil_advisor::AdvisorHandle>,
+    /// Database health samples; None when the advisor is off.
+    pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -59,6 +62,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/advice", get(advice::list))
         .route("/api/advice/refresh", post(advice::refresh))
         .route("/api/queries/{fingerprint}/plan", get(advice::plan))
+        .route("/api/health", get(health::health))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {
@@ -237,6 +241,7 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
         pools: (state.pools)(),
         max_query_series: state.max_query_series,
         advisor: state.advisor.as_ref().map(|a| a.state.clone()),
+        health: state.health.clone(),
     };
     let Ok(text) = metrics::render(collector) else {
         return error(

@@ -8,6 +8,8 @@
 //! label sets are bounded by construction: at most `max_query_series`
 //! fingerprints per family, the rest summed under `fingerprint="other"`.
 
+mod health;
+
 use std::fmt::Error;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub struct PgvigilCollector {
     pub max_query_series: usize,
     /// None when `[advisor]` is off.
     pub advisor: Option<Arc<pgvigil_advisor::AdvisorState>>,
+    pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
 }
 
 // prometheus-client requires it of collectors.
@@ -152,6 +155,9 @@ impl Collector for PgvigilCollector {
         }
         if let Some(advisor) = &self.advisor {
             encode_advisor(&mut encoder, advisor)?;
+        }
+        if let Some(board) = &self.health {
+            health::encode(&mut encoder, board)?;
         }
         self.encode_pools(&mut encoder)
     }

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::advisor_link::{AdvisorLink, InsightStatements};
 use crate::shutdown::{self, Shutdown};
-use crate::{analysis, connection, Shared};
+use crate::{analysis, connection, health, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -82,6 +82,11 @@ impl Proxy {
         self.shared.advisor.get().cloned()
     }
 
+    /// Database health, for the admin API; None when the advisor is off.
+    pub fn health(&self) -> Option<Arc<pgvigil_advisor::HealthBoard>> {
+        self.shared.health.clone()
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -103,6 +108,11 @@ impl Proxy {
         for pool in shared.pools.values() {
             pool.maintain();
         }
+        // Health sampling: its own connections, stopped with the proxy.
+        let health_sampler = shared
+            .health
+            .clone()
+            .map(|board| tokio::spawn(health::sample_periodically(shared.clone(), board)));
         let console_shutdown = shared.shutdown.notified();
         tokio::pin!(console_shutdown);
         let mut backoff = Duration::from_millis(10);
@@ -148,6 +158,10 @@ impl Proxy {
         };
         drop(self.listener);
         shutdown::begin(mode);
+        // No new connection of pgvigil's own while the sessions drain.
+        if let Some(h) = &health_sampler {
+            h.abort();
+        }
         let limit = shared.shutdown_timeout();
         tracing::info!(
             "shutting down ({mode:?}): waiting up to {limit:?} for {} sessions",

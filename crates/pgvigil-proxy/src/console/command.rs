@@ -19,6 +19,7 @@ pub enum Show {
     Slow,
     NPlusOne,
     Advice,
+    Health,
     Help,
 }
 
@@ -87,6 +88,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "SLOW" => Show::Slow,
                 "N_PLUS_ONE" => Show::NPlusOne,
                 "ADVICE" => Show::Advice,
+                "HEALTH" => Show::Health,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };

@@ -10,6 +10,8 @@ use pgvigil_config::{ClientAuth, Config, PoolMode, PoolSettings};
 use pgvigil_insight::time::{rfc3339_ms, utc_seconds};
 use pgvigil_insight::{Pattern, SortBy};
 
+mod health;
+
 use super::command::Show;
 use crate::registry::{now_us, ClientState, ServerState};
 use crate::Shared;
@@ -108,6 +110,7 @@ pub(crate) fn table(shared: &Shared, what: &Show) -> Option<Table> {
         Show::Slow => slow(shared),
         Show::NPlusOne => n_plus_one(shared),
         Show::Advice => advice(shared),
+        Show::Health => health::health(shared),
         Show::Help => return None,
     })
 }
@@ -119,7 +122,7 @@ pub(crate) fn version() -> String {
 pub(crate) const HELP: &str = "Console usage
 \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|LISTS
-\tSHOW QUERIES|SLOW|N_PLUS_ONE|ADVICE
+\tSHOW QUERIES|SLOW|N_PLUS_ONE|ADVICE|HEALTH
 \tPAUSE [<db>]
 \tRESUME [<db>]
 \tRELOAD
