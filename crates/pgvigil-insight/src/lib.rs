@@ -8,7 +8,10 @@
 //! so statements never contend on a shared lock or cache line.
 
 mod histogram;
+mod history;
+mod markers;
 mod nplusone;
+mod regression;
 mod slow;
 mod stats;
 mod store;
@@ -22,9 +25,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 
 pub use histogram::LatencyHistogram;
+pub use history::{HistoryError, LoadedHistory, HISTORY_FORMAT_VERSION};
+pub use markers::{
+    Figures, Marker, MarkerComparison, MarkerConfig, MarkerCounters, MarkerKind, MarkerReport,
+};
 pub use nplusone::{Detection, NPlusOneConfig, NPlusOneDetector, Observed, Pattern};
+pub use regression::RegressionEvent;
 pub use slow::{SlowContext, SlowEvent, SlowRule, SlowRules, DEFAULT_RULE};
-pub use stats::{Execution, QueryStats, Totals, HISTORY_MINUTES};
+pub use stats::{Execution, QueryStats, Totals, HISTORY_HOURS, HISTORY_MINUTES};
 pub use store::StatementInfo;
 
 use slow::SlowLog;
@@ -38,6 +46,8 @@ pub struct InsightConfig {
     pub n_plus_one: NPlusOneConfig,
     pub max_detections: usize,
     pub log_parameters: bool,
+    /// Before/after markers, regressions (markers.rs, regression.rs).
+    pub markers: MarkerConfig,
 }
 
 impl Default for InsightConfig {
@@ -49,6 +59,7 @@ impl Default for InsightConfig {
             n_plus_one: NPlusOneConfig::default(),
             max_detections: 1000,
             log_parameters: false,
+            markers: MarkerConfig::default(),
         }
     }
 }
@@ -275,6 +286,8 @@ pub struct Insight {
     /// The `now_ms` of the latest flush, for merges a thread triggers.
     last_flush_ms: AtomicU64,
     lint_dropped: AtomicU64,
+    /// Markers and regressions (markers.rs, regression.rs).
+    marks: markers::Marks,
 }
 
 impl Insight {
@@ -293,6 +306,7 @@ impl Insight {
             detections_dropped: AtomicU64::new(0),
             last_flush_ms: AtomicU64::new(0),
             lint_dropped: AtomicU64::new(0),
+            marks: markers::Marks::default(),
         }
     }
 
@@ -431,6 +445,7 @@ impl Insight {
                 self.merge(&batch, now_ms);
             }
         }
+        self.after_flush(now_ms);
     }
 
     fn merge(&self, batch: &[Execution], now_ms: u64) {
