@@ -3,6 +3,7 @@
 //! read them): times are RFC 3339 strings, durations milliseconds.
 
 mod dashboard;
+mod markers;
 mod metrics;
 
 use std::future::Future;
@@ -53,6 +54,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/reset", post(reset))
         .route("/api/insight", get(insight_status))
         .route("/api/pools", get(pools))
+        .route("/api/markers", get(markers::list).post(markers::create))
+        .route("/api/markers/{id}", get(markers::detail))
+        .route("/api/regressions", get(markers::regressions))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {

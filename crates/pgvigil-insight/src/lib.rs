@@ -28,6 +28,7 @@ pub use histogram::LatencyHistogram;
 pub use history::{HistoryError, LoadedHistory, HISTORY_FORMAT_VERSION};
 pub use markers::{
     Figures, Marker, MarkerComparison, MarkerConfig, MarkerCounters, MarkerKind, MarkerReport,
+    MAX_MARKER_NAME,
 };
 pub use nplusone::{Detection, NPlusOneConfig, NPlusOneDetector, Observed, Pattern};
 pub use regression::RegressionEvent;

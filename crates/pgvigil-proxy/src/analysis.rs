@@ -53,6 +53,8 @@ pub(crate) fn insight_config(s: &InsightSettings) -> InsightConfig {
         },
         max_detections: s.max_detections,
         log_parameters: s.log_parameters,
+        // From `[advisor]`: set in `Shared::new` (history::marker_config).
+        markers: Default::default(),
     }
 }
 

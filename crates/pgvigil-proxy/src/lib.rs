@@ -13,6 +13,7 @@ mod connection;
 mod console;
 mod error;
 mod handshake;
+mod history;
 mod ids;
 mod listener;
 pub mod negotiation;
@@ -168,7 +169,16 @@ impl Shared {
         let insight = config
             .insight
             .analytics
-            .then(|| Arc::new(Insight::new(analysis::insight_config(&config.insight))));
+            .then(|| {
+                let markers = history::marker_config(&config.advisor);
+                let settings = analysis::insight_config(&config.insight);
+                let insight = Insight::new(pgvigil_insight::InsightConfig {
+                    markers,
+                    ..settings
+                });
+                history::load(&insight, &config.advisor);
+                Arc::new(insight)
+            });
         Ok(Shared {
             client_tls: tls::ClientTls::new(&config.client_tls)?,
             server_tls,

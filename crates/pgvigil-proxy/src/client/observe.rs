@@ -430,6 +430,12 @@ impl Observer {
             sqlstate,
             caller: self.caller,
         });
+        if matches!(s.kind, StatementKind::Ddl(_)) || !s.tags.is_empty() {
+            let kind = s.kind.as_str();
+            let ok = sqlstate.is_none();
+            self.insight
+                .note_statement(kind, &s.text, &s.tags, ok, unix_ms());
+        }
         let rules = &self.insight.config().slow_rules;
         if rules.could_be_slow(duration_us) {
             self.check_slow(s, tracked, duration_us);

@@ -18,6 +18,7 @@ pub enum Show {
     Queries,
     Slow,
     NPlusOne,
+    Markers,
     Help,
 }
 
@@ -85,6 +86,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "QUERIES" => Show::Queries,
                 "SLOW" => Show::Slow,
                 "N_PLUS_ONE" => Show::NPlusOne,
+                "MARKERS" => Show::Markers,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };
@@ -113,6 +115,7 @@ mod tests {
             parse("  SHOW   N_PLUS_ONE "),
             Ok(Command::Show(Show::NPlusOne))
         );
+        assert_eq!(parse("show markers;"), Ok(Command::Show(Show::Markers)));
         assert_eq!(parse("Reload"), Ok(Command::Reload));
     }
 
