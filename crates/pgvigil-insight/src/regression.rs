@@ -52,13 +52,21 @@ impl Insight {
                 let in_window =
                     |s: &&crate::stats::Slice| s.minute + s.span + window_minutes > now_minute + 1;
                 // Call counts first: most fingerprints stop here without
-                // merging a histogram.
-                let (recent, older): (Vec<_>, Vec<_>) = e.stats.slices.iter().partition(in_window);
-                let recent_calls: u64 = recent.iter().map(|s| s.totals.calls).sum();
-                let older_calls: u64 = older.iter().map(|s| s.totals.calls).sum();
+                // allocating or merging a histogram.
+                let all_calls: u64 = e.stats.slices.iter().map(|s| s.totals.calls).sum();
+                let recent_calls: u64 = e
+                    .stats
+                    .slices
+                    .iter()
+                    .rev()
+                    .take_while(in_window)
+                    .map(|s| s.totals.calls)
+                    .sum();
+                let older_calls = all_calls - recent_calls;
                 if recent_calls < min_calls || older_calls < min_calls {
                     continue;
                 }
+                let (recent, older): (Vec<_>, Vec<_>) = e.stats.slices.iter().partition(in_window);
                 let p95 = |slices: &[&crate::stats::Slice]| {
                     let mut t = Totals::default();
                     let mut h = LatencyHistogram::with_resolution(COARSE);
