@@ -431,3 +431,30 @@ async fn a_statement_slower_than_its_baseline_raises_one_regression() -> Result<
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changing_marker_settings_says_a_restart_is_needed() -> Result<()> {
+    timed(LIMIT, async {
+        let vigil = Pgvigil::builder_with_config(shared_cluster(), "[advisor]\nmax_markers = 5\n")
+            .spawn()
+            .await?;
+        let path = vigil.config_path().context("config path")?.to_path_buf();
+        let text = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, text.replace("max_markers = 5", "max_markers = 7"))?;
+        vigil.signal(libc::SIGHUP)?;
+        let deadline = Instant::now() + SETTLE;
+        while !vigil.stderr().contains("configuration reloaded") {
+            ensure!(Instant::now() < deadline, "no reload: {}", vigil.stderr());
+            tokio::time::sleep(POLL).await;
+        }
+        ensure!(
+            vigil
+                .stderr()
+                .contains("advisor marker, regression or history_file settings changed"),
+            "{}",
+            vigil.stderr()
+        );
+        vigil.assert_no_panic()
+    })
+    .await
+}

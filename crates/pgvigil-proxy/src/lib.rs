@@ -277,6 +277,11 @@ impl Shared {
         if new.insight != old.insight {
             needs_restart("insight settings");
         }
+        if history::marker_config(&new.advisor) != history::marker_config(&old.advisor)
+            || new.advisor.history_file != old.advisor.history_file
+        {
+            needs_restart("advisor marker, regression or history_file settings");
+        }
         if new.metrics != old.metrics || new.admin_token != old.admin_token {
             needs_restart("admin listener settings");
         }
