@@ -166,19 +166,16 @@ impl Shared {
                 );
             }
         }
-        let insight = config
-            .insight
-            .analytics
-            .then(|| {
-                let markers = history::marker_config(&config.advisor);
-                let settings = analysis::insight_config(&config.insight);
-                let insight = Insight::new(pgvigil_insight::InsightConfig {
-                    markers,
-                    ..settings
-                });
-                history::load(&insight, &config.advisor);
-                Arc::new(insight)
+        let insight = config.insight.analytics.then(|| {
+            let markers = history::marker_config(&config.advisor);
+            let settings = analysis::insight_config(&config.insight);
+            let insight = Insight::new(pgvigil_insight::InsightConfig {
+                markers,
+                ..settings
             });
+            history::load(&insight, &config.advisor);
+            Arc::new(insight)
+        });
         Ok(Shared {
             client_tls: tls::ClientTls::new(&config.client_tls)?,
             server_tls,
