@@ -183,10 +183,6 @@ impl Insight {
             next_marker_id,
             versions,
         };
-        let bytes = serde_json::to_vec(&file).map_err(|e| HistoryError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -200,8 +196,13 @@ impl Insight {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut f = options.open(&tmp).map_err(io_error(&tmp))?;
-        f.write_all(&bytes).map_err(io_error(&tmp))?;
+        let f = options.open(&tmp).map_err(io_error(&tmp))?;
+        // Streamed: a full table is tens of MiB of JSON, not worth holding
+        // twice.
+        let mut w = std::io::BufWriter::new(f);
+        serde_json::to_writer(&mut w, &file).map_err(|e| io_error(&tmp)(e.into()))?;
+        w.flush().map_err(io_error(&tmp))?;
+        let f = w.into_inner().map_err(|e| io_error(&tmp)(e.into_error()))?;
         f.sync_all().map_err(io_error(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, path).map_err(io_error(path))
@@ -308,9 +309,14 @@ fn restore_stats(r: &FingerprintRecord, now_ms: u64) -> Option<QueryStats> {
     stats.last_seen_ms = r.last_seen_ms;
     let mut end = 0u64;
     for s in &r.slices {
-        // Out of order, overlapping or nonsense slices are skipped rather
-        // than trusted: window sums assume order.
-        if s.minute < end || !matches!(s.span, 1 | 5 | 60) || s.minute % s.span != 0 {
+        // Out of order, overlapping, future (the clock went back) or
+        // nonsense slices are skipped rather than trusted: window sums and
+        // recording assume order.
+        if s.minute < end
+            || s.minute > now_ms / 60_000
+            || !matches!(s.span, 1 | 5 | 60)
+            || s.minute % s.span != 0
+        {
             continue;
         }
         let Some(histogram) = LatencyHistogram::from_parts(s.bits, s.first, s.counts.clone())
