@@ -449,6 +449,20 @@ mod tests {
     }
 
     #[test]
+    fn history_from_the_future_is_not_restored() {
+        // The clock was set back between the save and the start.
+        let path = scratch("future");
+        let a = Insight::new(InsightConfig::default());
+        a.record(exec(1, 100));
+        a.flush(T0);
+        a.save_history(&path, T0).unwrap();
+        let b = Insight::new(InsightConfig::default());
+        let loaded = b.load_history(&path, T0 - 600_000).unwrap();
+        assert_eq!(loaded.fingerprints, 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
     fn history_older_than_a_day_is_not_restored() {
         let path = scratch("old");
         let a = Insight::new(InsightConfig::default());
