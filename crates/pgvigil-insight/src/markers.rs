@@ -167,6 +167,17 @@ pub struct MarkerCounters {
     pub regression_events_dropped: u64,
 }
 
+/// What a marker is made from; `tables` (bare names) pick the related
+/// fingerprints.
+struct NewMarker {
+    kind: MarkerKind,
+    name: String,
+    statement: Option<String>,
+    objects: Vec<String>,
+    tables: Vec<String>,
+    tag: Option<(String, String)>,
+}
+
 /// The cumulative figures of a fingerprint at a marker.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -445,19 +456,7 @@ impl Insight {
         now_ms: u64,
     ) {
         if succeeded && DDL_KINDS.contains(&kind) {
-            let objects = ddl_objects(kind, text);
-            let name = match objects.first() {
-                Some(o) => format!("{kind} {o}"),
-                None => kind.to_string(),
-            };
-            self.add_marker(
-                MarkerKind::Ddl,
-                cut(&name, MAX_MARKER_NAME),
-                Some(kind.to_string()),
-                objects,
-                None,
-                now_ms,
-            );
+            self.note_ddl(kind, text, now_ms);
         }
         for (key, value) in tags {
             let Some(slot) = VERSION_TAGS.iter().position(|t| t == key) else {
@@ -469,6 +468,48 @@ impl Insight {
             }
             self.note_version(key, value, now_ms);
         }
+    }
+
+    fn note_ddl(&self, kind: &str, text: &str, now_ms: u64) {
+        let objects = ddl_objects(kind, text);
+        let unnamed_index = kind == "CREATE INDEX" && objects.len() == 1;
+        let name = match objects.first() {
+            Some(o) if unnamed_index => format!("{kind} ON {o}"),
+            Some(o) => format!("{kind} {o}"),
+            None => kind.to_string(),
+        };
+        // The tables whose queries the change is about.
+        let tables: Vec<String> = match kind {
+            "CREATE INDEX" => objects.last().cloned().into_iter().collect(),
+            "ALTER TABLE" => objects.clone(),
+            // DROP INDEX names no table: take it from the marker of the
+            // index's creation, if pgvigil saw it.
+            _ => {
+                let book = lock(&self.marks.book);
+                book.markers
+                    .iter()
+                    .filter(|m| m.marker.statement.as_deref() == Some("CREATE INDEX"))
+                    .filter(|m| m.marker.objects.len() == 2)
+                    .filter(|m| {
+                        objects
+                            .iter()
+                            .any(|o| bare(o) == bare(&m.marker.objects[0]))
+                    })
+                    .map(|m| m.marker.objects[1].clone())
+                    .collect()
+            }
+        };
+        self.add_marker(
+            NewMarker {
+                kind: MarkerKind::Ddl,
+                name: cut(&name, MAX_MARKER_NAME),
+                statement: Some(kind.to_string()),
+                objects,
+                tables,
+                tag: None,
+            },
+            now_ms,
+        );
     }
 
     fn note_version(&self, key: &str, value: &str, now_ms: u64) {
@@ -498,11 +539,14 @@ impl Insight {
             book.last_version_marker_ms = Some(now_ms);
         }
         self.add_marker(
-            MarkerKind::Version,
-            cut(&format!("{key}={value}"), MAX_MARKER_NAME),
-            None,
-            Vec::new(),
-            Some((key.to_string(), value)),
+            NewMarker {
+                kind: MarkerKind::Version,
+                name: cut(&format!("{key}={value}"), MAX_MARKER_NAME),
+                statement: None,
+                objects: Vec::new(),
+                tables: Vec::new(),
+                tag: Some((key.to_string(), value)),
+            },
             now_ms,
         );
     }
@@ -510,34 +554,30 @@ impl Insight {
     /// An operator's marker (`POST /api/markers`).
     pub fn add_manual_marker(&self, name: &str, now_ms: u64) -> Marker {
         self.add_marker(
-            MarkerKind::Manual,
-            cut(name, MAX_MARKER_NAME),
-            None,
-            Vec::new(),
-            None,
+            NewMarker {
+                kind: MarkerKind::Manual,
+                name: cut(name, MAX_MARKER_NAME),
+                statement: None,
+                objects: Vec::new(),
+                tables: Vec::new(),
+                tag: None,
+            },
             now_ms,
         )
     }
 
-    fn add_marker(
-        &self,
-        kind: MarkerKind,
-        name: String,
-        statement: Option<String>,
-        objects: Vec<String>,
-        tag: Option<(String, String)>,
-        now_ms: u64,
-    ) -> Marker {
+    fn add_marker(&self, new: NewMarker, now_ms: u64) -> Marker {
+        let NewMarker {
+            kind,
+            name,
+            statement,
+            objects,
+            tables,
+            tag,
+        } = new;
         // Everything recorded so far happened before the marker.
         self.flush_buffers(now_ms);
-        let tables: Vec<String> = match kind {
-            MarkerKind::Ddl => objects
-                .iter()
-                .skip(usize::from(statement.as_deref() == Some("CREATE INDEX")))
-                .map(|o| bare(o).to_string())
-                .collect(),
-            _ => Vec::new(),
-        };
+        let tables: Vec<String> = tables.iter().map(|t| bare(t).to_string()).collect();
         let followed = self.follow(&tables, now_ms);
         let mut book = lock(&self.marks.book);
         book.next_id = book.next_id.max(1);
@@ -850,6 +890,57 @@ mod tests {
             ),
             "{}",
             report.summary
+        );
+    }
+
+    #[test]
+    fn dropping_an_index_pgvigil_saw_created_relates_its_table_queries() {
+        let insight = Insight::new(InsightConfig::default());
+        register(&insight, 1, "SELECT * FROM orders WHERE c = $1");
+        register(&insight, 2, "SELECT * FROM lines");
+        for (fp, table) in [(1, "orders"), (2, "lines")] {
+            insight.annotate(
+                fp,
+                Annotation {
+                    parsed: true,
+                    tables: vec![table.into()],
+                    findings: Vec::new(),
+                },
+            );
+        }
+        let run = |us| {
+            for _ in 0..10 {
+                insight.record(exec(1, us));
+                insight.record(exec(2, 100));
+            }
+        };
+        run(300);
+        insight.note_statement("CREATE INDEX", "CREATE INDEX ON orders (c)", &[], true, T0);
+        assert_eq!(insight.markers()[0].name, "CREATE INDEX ON orders");
+        insight.note_statement(
+            "CREATE INDEX",
+            "CREATE INDEX orders_c ON public.orders (c)",
+            &[],
+            true,
+            T0 + 1,
+        );
+        run(300);
+        insight.note_statement("DROP INDEX", "DROP INDEX orders_c", &[], true, T0 + 2);
+        run(40_000);
+        let id = insight.markers()[0].id;
+        let r = insight.marker(id).unwrap();
+        let related: Vec<u64> = r
+            .comparisons
+            .iter()
+            .filter(|c| c.related)
+            .map(|c| c.fingerprint)
+            .collect();
+        assert_eq!(related, vec![1]);
+        assert!(
+            r.summary
+                .starts_with("after DROP INDEX orders_c, p95 of this query rose"),
+            "{}",
+            r.summary
         );
     }
 
