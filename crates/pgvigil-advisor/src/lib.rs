@@ -9,22 +9,22 @@
 mod advice;
 pub mod candidates;
 mod db;
+mod health;
+mod hygiene;
 pub mod plan;
 mod runner;
 mod state;
-mod health;
-mod hygiene;
 
 pub use advice::{
     fingerprint_hex, merge, sort_advice, Advice, AdviceKind, AdviceMethod, Finding,
     HelpedFingerprint, Load,
 };
 pub use db::{Connector, Database, DbError, Row};
-pub use plan::{summarize, PlanSummary};
-pub use runner::{advisor, Advisor, AdvisorHandle, AdvisorStopped, StatementStats, Statements};
-pub use state::{AdvisorCounters, AdvisorState, PlanRecord, Sample, Sampler};
 pub use health::{
     bloat_ratio, hit_ratio, sample_health, BlockedSession, HealthBoard, HealthSample,
     HealthSettings, LongTransaction, TableHealth, ADVISOR_APPLICATION_NAME,
 };
 pub use hygiene::{hygiene, hygiene_rules, ForeignKeyInfo, HygieneSettings, IndexInfo};
+pub use plan::{summarize, PlanSummary};
+pub use runner::{advisor, Advisor, AdvisorHandle, AdvisorStopped, StatementStats, Statements};
+pub use state::{AdvisorCounters, AdvisorState, PlanRecord, Sample, Sampler};

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::advisor_link::{AdvisorLink, InsightStatements};
 use crate::shutdown::{self, Shutdown};
-use crate::{analysis, connection, health, Shared};
+use crate::{analysis, connection, health, history, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -105,6 +105,11 @@ impl Proxy {
             .clone()
             .map(|i| tokio::spawn(analysis::flush_periodically(i)));
         let advisor = self.advisor.map(|a| tokio::spawn(a.serve()));
+        let saver = shared
+            .insight
+            .clone()
+            .zip(shared.config.advisor.history_file.clone())
+            .map(|(i, path)| tokio::spawn(history::save_periodically(i, path)));
         for pool in shared.pools.values() {
             pool.maintain();
         }
@@ -202,6 +207,10 @@ impl Proxy {
         if let Some(i) = &shared.insight {
             i.flush(analysis::now_ms());
         }
+        if let Some(s) = saver {
+            s.abort();
+        }
+        history::save_at_shutdown(shared.insight.clone(), &shared.config.advisor).await;
     }
 }
 

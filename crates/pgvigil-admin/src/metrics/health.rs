@@ -138,6 +138,7 @@ mod tests {
             insight: None,
             pools: Vec::new(),
             max_query_series: 10,
+            advisor: None,
             health: Some(Arc::new(board)),
         })
         .expect("renders")

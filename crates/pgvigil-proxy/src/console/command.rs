@@ -20,6 +20,7 @@ pub enum Show {
     NPlusOne,
     Advice,
     Health,
+    Markers,
     Help,
 }
 
@@ -89,6 +90,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "N_PLUS_ONE" => Show::NPlusOne,
                 "ADVICE" => Show::Advice,
                 "HEALTH" => Show::Health,
+                "MARKERS" => Show::Markers,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };
@@ -117,6 +119,7 @@ mod tests {
             parse("  SHOW   N_PLUS_ONE "),
             Ok(Command::Show(Show::NPlusOne))
         );
+        assert_eq!(parse("show markers;"), Ok(Command::Show(Show::Markers)));
         assert_eq!(parse("Reload"), Ok(Command::Reload));
     }
 
