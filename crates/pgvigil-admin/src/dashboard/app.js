@@ -227,7 +227,7 @@
     take(insight, renderCounters);
     // The advisor's panels show their own state (off, no sample yet,
     // failed) and never turn the page's status into an error.
-    renderAdvice(advice);
+    renderAdvice(advice, health);
     renderHealth(health);
     renderMarkers(markers, marker);
 
@@ -784,22 +784,34 @@
     }
   }
 
-  function renderAdvice(r) {
-    const count = r.status === "fulfilled" && r.value ? (r.value.advice || []).length : null;
-    $("advice-count").textContent = count ? String(count) : "";
+  function renderAdvice(r, health) {
+    // Index hygiene also comes with each health sample; what /api/advice
+    // does not list (yet) is shown from there, once per DDL.
+    const sample = health.status === "fulfilled" && health.value ? health.value : null;
+    const hygiene = sample ? (sample.databases ? Object.values(sample.databases) : [sample]).flatMap((d) => (d && d.hygiene) || []) : [];
+    const fromApi = r.status === "fulfilled" && r.value ? r.value.advice || [] : [];
+    const seen = new Set(fromApi.map((a) => a.kind + " " + a.ddl));
+    const list = [...fromApi, ...hygiene.filter((a) => !seen.has(a.kind + " " + a.ddl))];
+    $("advice-count").textContent = list.length ? String(list.length) : "";
     const button = $("advice-refresh");
     button.disabled = state.adviceRunning || unavailable(r);
     const note = state.adviceNote;
-    if (!changed("advice", [r.status, r.status === "fulfilled" ? r.value : reasonText(r), note, state.adviceRunning, [...state.queryText.entries()].length])) return;
+    if (!changed("advice", [r.status, r.status === "fulfilled" ? null : reasonText(r), list, note, state.adviceRunning, state.queryText.size])) return;
     const el = $("advice");
     $("advice-note").replaceChildren(note ? h("span", { class: note.error ? "bad-text" : "muted" }, note.text) : "");
-    if (r.status !== "fulfilled") return panelState(el, r, "Advice is");
-    const list = (r.value && r.value.advice) || [];
+    if (r.status !== "fulfilled" && !list.length) return panelState(el, r, "Advice is");
     if (!list.length) {
       el.replaceChildren(h("p", { class: "empty" }, "No advice: no missing or unneeded index found so far."));
       return;
     }
-    keepFocus(() => el.replaceChildren(h("ol", { class: "advice" }, list.map(adviceItem))));
+    keepFocus(() => {
+      el.replaceChildren(h("ol", { class: "advice" }, list.map(adviceItem)));
+      if (r.status !== "fulfilled") {
+        const off = h("div", null);
+        panelState(off, r, "Index creation advice is");
+        el.prepend(...off.childNodes);
+      }
+    });
   }
 
   function adviceItem(a, i) {
@@ -808,7 +820,9 @@
     const heuristic = a.method !== "hypopg";
     const figures = [];
     if (a.improvement !== null && a.improvement !== undefined) figures.push(h("span", { class: "figure good" }, `−${fmtPct(a.improvement)} cost`));
-    if (a.cost_before !== null && a.cost_before !== undefined) figures.push(h("span", { class: "figure" }, `cost ${fmtCost(a.cost_before)} → ${fmtCost(a.cost_after)}`));
+    const known = (v) => v !== null && v !== undefined;
+    if (known(a.cost_before) && known(a.cost_after)) figures.push(h("span", { class: "figure" }, `cost ${fmtCost(a.cost_before)} → ${fmtCost(a.cost_after)}`));
+    else if (known(a.cost_before)) figures.push(h("span", { class: "figure" }, `plan cost ${fmtCost(a.cost_before)}`));
     if (a.saved_ms_per_hour !== null && a.saved_ms_per_hour !== undefined) figures.push(h("span", { class: "figure" }, `saves ${fmtMs(a.saved_ms_per_hour)}/hour`));
     const fps = a.fingerprints || [];
     return h(
@@ -820,7 +834,7 @@
         h("span", { class: "tag " + (a.kind === "create_index" ? "good" : "warn") }, ADVICE_KINDS[a.kind] || a.kind),
         h("strong", { class: "adv-table" }, a.table || "?"),
         a.columns && a.columns.length ? h("span", { class: "adv-columns" }, "(", a.columns.join(", "), ")") : null,
-        a.database ? h("span", { class: "muted small" }, "in " + a.database) : null,
+        a.database ? h("span", { class: "muted small nowrap" }, "in " + a.database) : null,
         h(
           "span",
           { class: "method right " + (heuristic ? "heuristic" : "hypopg"), title: heuristic ? "Estimated from the plan's shape; install hypopg for a cost-based check" : "Re-planned with a hypothetical index (hypopg)" },
@@ -902,13 +916,20 @@
     const p = r.value || {};
     const sum = p.summary || {};
     const findings = [];
-    for (const x of sum.seq_scans || []) findings.push(["warn", ["Sequential scan on ", h("code", null, x.table), ` over ~${fmtInt(Math.round(x.rows))} rows`]]);
+    // A filter shows only in a generic plan, where it holds $n and no
+    // literal of the sampled parameters.
+    for (const x of sum.seq_scans || []) {
+      findings.push([
+        "warn",
+        ["Sequential scan on ", h("code", null, x.table), `, ~${fmtInt(Math.round(x.rows))} rows`, p.analyze ? " read" : " estimated", p.generic && x.filter ? [" · filter ", h("code", null, x.filter)] : null],
+      ]);
+    }
     for (const x of sum.misestimates || []) {
       const factor = x.estimated_rows > 0 ? x.actual_rows / x.estimated_rows : Infinity;
       const off = factor >= 1 ? `${Number.isFinite(factor) ? Math.round(factor) : "∞"}× more` : `${Math.round(1 / factor)}× fewer`;
       findings.push(["warn", [h("code", null, x.node), `: estimated ${fmtInt(Math.round(x.estimated_rows))} rows, got ${fmtInt(Math.round(x.actual_rows))} (${off})`]]);
     }
-    for (const x of sum.spills || []) findings.push(["bad", [h("code", null, x.node), ` spilled ${fmtBytes(Math.round(x.disk_kb * 1024))} to disk`]]);
+    for (const x of sum.spills || []) findings.push(["bad", [h("code", null, x.node), x.disk_kb > 0 ? ` spilled ${fmtBytes(Math.round(x.disk_kb * 1024))} to disk` : " spilled to disk"]]);
     for (const x of sum.nested_loops || []) findings.push(["warn", [h("code", null, x.node), `: inner side ran ${fmtInt(Math.round(x.loops))} times`]]);
     const slowest = sum.slowest;
     if (slowest) {
