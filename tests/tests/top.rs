@@ -346,3 +346,105 @@ async fn unreachable_pgvigil_is_shown_and_retried() -> Result<()> {
     })
     .await
 }
+
+/// A database of its own with a 100k-row `orders` table and no index on
+/// `customer_id`, so the advisor has one index to advise; dropped on drop.
+struct OrdersDb {
+    name: String,
+}
+
+impl OrdersDb {
+    fn create() -> Result<OrdersDb> {
+        let cluster = shared_cluster();
+        let name = unique_name("topadvice");
+        cluster.psql_admin("postgres", &format!("CREATE DATABASE {name} OWNER app"))?;
+        let db = OrdersDb { name };
+        cluster.psql_admin(
+            &db.name,
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL, \
+               amount int NOT NULL); \
+             INSERT INTO orders (customer_id, amount) \
+               SELECT g % 10000, g % 1000 FROM generate_series(1, 100000) g; \
+             ALTER TABLE orders OWNER TO app; \
+             ANALYZE orders;",
+        )?;
+        Ok(db)
+    }
+}
+
+impl Drop for OrdersDb {
+    fn drop(&mut self) {
+        let _ = shared_cluster().psql_admin(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_counts_advice_by_kind_and_regressions() -> Result<()> {
+    let db = OrdersDb::create()?;
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder_with_config(cluster, "[advisor]\ninterval_s = 3600\n")
+            .upstream(cluster.url(&db.name))
+            .client_auth("trust")
+            .spawn()
+            .await?;
+        let client = vigil.connect("app", "secret", &db.name).await?;
+        for i in 0..40 {
+            client
+                .query(
+                    "SELECT id, amount FROM orders WHERE customer_id = $1",
+                    &[&(i * 7)],
+                )
+                .await?;
+        }
+        let advice = vigil.api_post("/api/advice/refresh").await?;
+        let creates = advice["advice"].as_array().map_or(0, |a| {
+            a.iter().filter(|a| a["kind"] == "create_index").count()
+        });
+        ensure!(creates == 1, "expected one create_index advice: {advice:#}");
+        let total = advice["advice"].as_array().map_or(0, Vec::len);
+
+        let admin = format!("127.0.0.1:{}", vigil.admin_port());
+        let tmux = Tmux::start(&["--admin".into(), admin])?;
+        let header = format!("advice {total} (1 create");
+        let (seen, screen) = tmux.wait_for(Duration::from_secs(10), |s| {
+            s.lines()
+                .next()
+                .is_some_and(|l| l.contains(&header) && l.contains("0 regressions"))
+        })?;
+        ensure!(
+            seen,
+            "no {header:?} and 0 regressions in the header; screen:\n{screen}"
+        );
+        tmux.quit_with("q")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_says_advisor_off_when_it_is() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder_with_config(cluster, "[advisor]\nenabled = false\n")
+            .spawn()
+            .await?;
+        vigil.connect_app().await?.query("SELECT 1", &[]).await?;
+        let admin = format!("127.0.0.1:{}", vigil.admin_port());
+        let tmux = Tmux::start(&["--admin".into(), admin])?;
+        let (seen, screen) = tmux.wait_for(Duration::from_secs(10), |s| {
+            s.lines()
+                .next()
+                .is_some_and(|l| l.contains("up") && l.contains("advisor off"))
+        })?;
+        ensure!(seen, "no `advisor off` in the header; screen:\n{screen}");
+        ensure!(
+            !screen.contains("HTTP 404"),
+            "the advisor being off is not an error; screen:\n{screen}"
+        );
+        tmux.quit_with("q")
+    })
+    .await
+}
