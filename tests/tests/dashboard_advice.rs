@@ -155,14 +155,15 @@ async fn api_until(
     }
 }
 
-/// Runs the browser script and returns what it printed.
-async fn browse(url: &str, screenshot: &Path) -> Result<Value> {
+/// Runs the browser script (`mode`: the marker to look for, or
+/// `--advisor-off`) and returns what it printed.
+async fn browse(url: &str, screenshot: &Path, mode: &str) -> Result<Value> {
     let script = e2e_dir().join("dashboard_advice.mjs");
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(&script)
         .arg(url)
         .arg(screenshot)
-        .arg(MARKER)
+        .arg(mode)
         .env("CHROMIUM_BIN", chromium())
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -254,7 +255,8 @@ async fn advice_with_copyable_ddl_health_and_a_marker_on_the_chart_in_chromium()
 
         let screenshot = target_dir()?.join("dashboard-advice.png");
         let _ = std::fs::remove_file(&screenshot);
-        let page = browse(&format!("http://127.0.0.1:{}/", vigil.admin_port()), &screenshot).await?;
+        let url = format!("http://127.0.0.1:{}/", vigil.admin_port());
+        let page = browse(&url, &screenshot, MARKER).await?;
         println!("dashboard screenshot: {}", screenshot.display());
         ensure!(screenshot.is_file(), "no screenshot at {}", screenshot.display());
 
@@ -287,6 +289,11 @@ async fn advice_with_copyable_ddl_health_and_a_marker_on_the_chart_in_chromium()
             ),
             ("Copy says so", page["copyLabel"] == "Copied"),
             ("the clipboard holds exactly the DDL", page["clipboard"].as_str() == Some(ddl.as_str())),
+            (
+                "without the Clipboard API, Copy selects exactly the DDL",
+                page["fallbackLabel"] == "Selected: press Ctrl+C"
+                    && page["selection"].as_str().map(str::trim) == Some(ddl.as_str()),
+            ),
             (
                 "the cache hit ratio is shown as the API gives it",
                 shown.is_some_and(|s| ratio >= 0.0 && (s - 100.0 * ratio).abs() <= 1.0),
@@ -322,6 +329,101 @@ async fn advice_with_copyable_ddl_health_and_a_marker_on_the_chart_in_chromium()
         if !failed.is_empty() {
             bail!(
                 "dashboard checks failed: {}\nexpected DDL {ddl:?}, cache hit ratio {ratio}\npage: {page:#}",
+                failed.join("; ")
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_advisor_its_panels_say_so_and_the_rest_works_in_chromium() -> Result<()> {
+    require_browser()?;
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder_with_config(cluster, "[advisor]\nenabled = false\n")
+            .spawn()
+            .await?;
+        let client = vigil.connect_app().await?;
+        let alias = unique_name("probe");
+        let probe = format!("SELECT $1::int AS {alias}");
+        for i in 0..5 {
+            client.query(probe.as_str(), &[&i]).await?;
+        }
+        api_until(&vigil, "/api/queries", "the probe", |b| {
+            b["queries"].as_array().is_some_and(|q| {
+                q.iter()
+                    .any(|q| q["query"].as_str().is_some_and(|t| t.contains(&alias)))
+            })
+        })
+        .await?;
+        let reply = vigil.api_request("GET", "/api/advice").await?;
+        ensure!(
+            reply.status == 404,
+            "GET /api/advice with the advisor off: {} {}",
+            reply.status,
+            reply.body
+        );
+
+        let screenshot = target_dir()?.join("dashboard-advisor-off.png");
+        let _ = std::fs::remove_file(&screenshot);
+        let url = format!("http://127.0.0.1:{}/", vigil.admin_port());
+        let page = browse(&url, &screenshot, "--advisor-off").await?;
+        let text = |key: &str| page[key].as_str().unwrap_or_default().to_string();
+        let empty = |key: &str| page[key].as_array().is_some_and(|a| a.is_empty());
+        let checks: Vec<(&str, bool)> = vec![
+            ("no page errors", empty("pageErrors")),
+            (
+                "no console errors but the advisor's 404s",
+                empty("consoleErrors"),
+            ),
+            ("no failed requests", empty("failedRequests")),
+            (
+                "the advice panel says the advisor is off",
+                text("advice").contains("not available")
+                    && text("advice").contains("advisor is off"),
+            ),
+            (
+                "the health panel says so too",
+                text("health").contains("not available"),
+            ),
+            (
+                "the plan section says there is none",
+                text("plan").contains("advisor is off"),
+            ),
+            (
+                "Refresh advice is disabled",
+                page["refreshDisabled"] == true,
+            ),
+            (
+                "markers (analytics) still work",
+                text("markers").starts_with("No markers yet"),
+            ),
+            (
+                "the top queries still show",
+                page["queries"].as_array().is_some_and(|q| {
+                    q.iter()
+                        .any(|t| t.as_str().is_some_and(|t| t.contains(&alias)))
+                }),
+            ),
+            (
+                "the chart still draws",
+                page["percentilePoints"].as_u64() >= Some(1),
+            ),
+            (
+                "the status says live, not an error",
+                text("status").starts_with("Live"),
+            ),
+        ];
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(what, _)| *what)
+            .collect();
+        if !failed.is_empty() {
+            bail!(
+                "dashboard checks failed: {}\npage: {page:#}",
                 failed.join("; ")
             );
         }

@@ -907,7 +907,8 @@
     if (r.status !== "fulfilled") {
       const message = reasonText(r);
       el.replaceChildren(
-        r.reason instanceof ApiError && r.reason.status === 404
+        // 404 is both "not planned yet" and "no advisor here".
+        r.reason instanceof ApiError && r.reason.status === 404 && /no plan/i.test(message)
           ? h("p", { class: "empty" }, "No plan yet. ", h("span", { class: "muted" }, message))
           : h("p", { class: "empty" }, "Plan not available: ", h("span", { class: "muted" }, message))
       );
