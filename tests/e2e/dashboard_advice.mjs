@@ -145,6 +145,7 @@ try {
     await page.waitForSelector("#markers .marker-detail[data-loaded]", { timeout: WAIT_MS });
     result.markerDetail = (await page.locator("#markers .marker-detail").innerText()).trim();
     result.markerSelectedOnChart = await page.locator("#percentiles svg g.event.selected").count();
+    result.regressions = (await page.locator("#regressions").innerText()).trim();
 
     // The detail's plan section, after one more refresh.
     await page.waitForTimeout(2500);

@@ -313,6 +313,10 @@ async fn advice_with_copyable_ddl_health_and_a_marker_on_the_chart_in_chromium()
                 "the marker's before/after lists the query",
                 page["markerDetail"].as_str().is_some_and(|t| t.contains("FROM orders WHERE customer_id")),
             ),
+            (
+                "the markers panel lists regressions, none here",
+                page["regressions"].as_str().is_some_and(|t| t.starts_with("REGRESSIONS") && t.contains("None")),
+            ),
             ("the detail shows the orders query", page["detailQuery"].as_str() == Some(QUERY)),
             (
                 "the plan section summarizes the sequential scan the advice came from",

@@ -204,7 +204,7 @@
     const qs = new URLSearchParams({ sort: state.sort, limit: "25" });
     if (state.window) qs.set("window", state.window);
     const healthQs = state.healthDb ? "?" + new URLSearchParams({ database: state.healthDb }) : "";
-    const [queries, slow, nplus, pools, insight, advice, health, markers, marker] = await Promise.allSettled([
+    const [queries, slow, nplus, pools, insight, advice, health, markers, marker, regressions] = await Promise.allSettled([
       api("api/queries?" + qs),
       api("api/slow?limit=50"),
       api("api/n-plus-one"),
@@ -214,6 +214,7 @@
       api("api/health" + healthQs),
       api("api/markers"),
       state.marker === null ? Promise.resolve(null) : api("api/markers/" + encodeURIComponent(state.marker)),
+      api("api/regressions?limit=10"),
     ]);
     const errors = [];
     const take = (r, render) => {
@@ -230,6 +231,7 @@
     renderAdvice(advice, health);
     renderHealth(health);
     renderMarkers(markers, marker);
+    renderRegressions(regressions);
 
     if (state.selected) {
       const fp = state.selected;
@@ -1148,6 +1150,40 @@
             )
           )
         : h("p", { class: "empty" }, "No query ran on both sides of this marker yet.")
+    );
+  }
+
+  function renderRegressions(r) {
+    if (!changed("regressions", [r.status, r.status === "fulfilled" ? r.value : reasonText(r)])) return;
+    const el = $("regressions");
+    if (r.status !== "fulfilled") {
+      // Older pgvigils have no regressions endpoint: nothing to say.
+      el.replaceChildren(unavailable(r) ? "" : h("p", { class: "empty bad-text" }, "Regressions could not be read: " + reasonText(r)));
+      return;
+    }
+    const events = (r.value && r.value.regressions) || [];
+    const total = (r.value && r.value.total) || events.length;
+    keepFocus(() =>
+      el.replaceChildren(
+        h("h3", null, total ? `Regressions (${fmtInt(total)} since start)` : "Regressions"),
+        events.length
+          ? h(
+              "div",
+              { class: "scroll" },
+              table(
+                ["At", "Query", "p95 now", "Baseline p95", "Factor"],
+                events.map((e, i) => [
+                  fmtTime(e.at),
+                  h("button", { type: "button", class: "link sql-inline", title: e.query, "data-focus": "r-" + i, onclick: () => select(e.fingerprint) }, e.query),
+                  fmtMs(e.window_p95_ms),
+                  fmtMs(e.baseline_p95_ms),
+                  h("strong", { class: "bad-text" }, `×${Number(e.factor).toFixed(1)}`),
+                ]),
+                [false, false, true, true, true]
+              )
+            )
+          : h("p", { class: "empty" }, "None: no query's p95 is far above its baseline.")
+      )
     );
   }
 
