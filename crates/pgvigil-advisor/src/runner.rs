@@ -308,13 +308,21 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
         } else {
             None
         };
+        let (query, originals) = plannable(&stats.query);
+        // The sample's values for the placeholders left, in their new order.
+        let sample = sample.map(|s| Sample {
+            params: originals
+                .iter()
+                .map(|o| s.params.get(o.wrapping_sub(1)).cloned().flatten())
+                .collect(),
+        });
         // ANALYZE with NULLs for every parameter would measure nothing.
         let analyze = self.settings.explain_analyze && sample.is_some();
         if !self.take_token() {
             return;
         }
         let text = match self
-            .explain(session, &stats.query, sample.as_ref(), analyze)
+            .explain(session, &query, sample.as_ref(), analyze)
             .await
         {
             Ok(t) => t,
@@ -389,7 +397,7 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             tried += 1;
             bump(&self.state.counters.hypothetical_plans);
             match self
-                .hypothetical_cost(session, t, c, &stats.query, sample.as_ref())
+                .hypothetical_cost(session, t, c, &query, sample.as_ref())
                 .await
             {
                 Ok(cost) => {
@@ -673,6 +681,65 @@ fn describe(e: &DbError) -> String {
         DbError::Server { code, .. } => format!("SQLSTATE {code}"),
         DbError::Connection(_) => "connection lost or refused".to_string(),
     }
+}
+
+/// The normalized text as PostgreSQL can plan it. pgvigil's normalization
+/// shows a collapsed list by its first element followed by `, ...`
+/// (`IN ($1, ...)`, `VALUES ($1, $2), ...`): the `, ...` goes, and the
+/// placeholders left are renumbered `$1..$k` in order, since a gap in the
+/// numbers is an error to PREPARE ("could not determine data type").
+/// Also returns, for each new number, the original one (to pick a
+/// sample's values).
+pub(crate) fn plannable(query: &str) -> (String, Vec<usize>) {
+    let mut stripped = String::with_capacity(query.len());
+    let mut quote: Option<char> = None;
+    let mut rest = query;
+    while let Some(c) = rest.chars().next() {
+        if quote.is_none() && rest.starts_with(", ...") {
+            rest = &rest[", ...".len()..];
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => {}
+        }
+        stripped.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    let mut originals: Vec<usize> = Vec::new();
+    let mut out = String::with_capacity(stripped.len());
+    let mut quote: Option<char> = None;
+    let mut chars = stripped.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    n.push(*d);
+                    chars.next();
+                }
+                let original: usize = n.parse().unwrap_or(0);
+                let new = match originals.iter().position(|o| *o == original) {
+                    Some(i) => i + 1,
+                    None => {
+                        originals.push(original);
+                        originals.len()
+                    }
+                };
+                out.push('$');
+                out.push_str(&new.to_string());
+                continue;
+            }
+            None => {}
+        }
+        out.push(c);
+    }
+    (out, originals)
 }
 
 /// The highest `$n` outside quotes: a generic plan binds that many NULLs.
@@ -964,6 +1031,21 @@ mod tests {
             );
             assert_eq!(h.state.counters().plans_taken, 0);
         }
+    }
+
+    #[test]
+    fn collapsed_lists_are_planned_as_one_element_with_placeholders_renumbered() {
+        let (q, originals) =
+            plannable("SELECT * FROM t WHERE a IN ($1, ...) AND b = $4 AND c = '$9, ...'");
+        assert_eq!(
+            q,
+            "SELECT * FROM t WHERE a IN ($1) AND b = $2 AND c = '$9, ...'"
+        );
+        assert_eq!(originals, [1, 4]);
+        let (q, _) = plannable("INSERT INTO t (a, b) VALUES ($1, $2), ...");
+        assert_eq!(q, "INSERT INTO t (a, b) VALUES ($1, $2)");
+        let (q, originals) = plannable(QUERY);
+        assert_eq!((q.as_str(), originals.as_slice()), (QUERY, &[1][..]));
     }
 
     #[test]
