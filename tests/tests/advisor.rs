@@ -3,8 +3,10 @@
 //! index recommended, with hypopg (its cost estimate) and without (the
 //! plan heuristic, saying so); the advice goes once the index is created
 //! through pgvigil; the plan endpoint summarizes the sequential scan; the
-//! advisor keeps to `plans_per_minute`; and a refresh stuck behind a lock
-//! never holds up clients' queries or puts statement text in the log.
+//! advisor keeps to `plans_per_minute`; a refresh stuck behind a lock
+//! never holds up clients' queries or puts statement text in the log; it
+//! runs on its interval, not at all when disabled, and creates hypopg only
+//! when `create_extension` allows.
 //!
 //! Each test has its own database on the shared cluster, so the advisor's
 //! catalog reads and hypopg see only that test's tables. The advisor runs
@@ -501,6 +503,28 @@ async fn advisor_runs_on_its_interval_and_enabled_false_starts_nothing() -> Resu
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         off.assert_no_panic()
+    })
+    .await;
+    drop_database(&db);
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_extension_true_creates_hypopg_where_it_is_available() -> Result<()> {
+    let db = orders_database(false)?;
+    let result = timed(LIMIT, async {
+        let vigil = start(&db, "create_extension = true").await?;
+        let client = app(&vigil, &db).await?;
+        orders_workload(&vigil, &client, 5).await?;
+        let advice = refresh(&vigil).await?;
+        let a = only_advice(&advice)?;
+        ensure!(a["method"] == "hypopg", "{a}");
+        let installed = shared_cluster().psql_admin(
+            &db,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'hypopg'",
+        )?;
+        ensure!(installed.trim() == "1", "hypopg not created: {installed}");
+        vigil.assert_no_panic()
     })
     .await;
     drop_database(&db);

@@ -236,8 +236,12 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
     pub async fn run_once(&mut self) {
         bump(&self.state.counters.runs);
         let mut by_db = self.chosen();
-        // Databases with advice are revisited even when none of their
-        // statements is planned, so advice goes once the index exists.
+        // Every database is visited, even when none of its statements is
+        // planned: advice goes once the index exists, and per-database
+        // producers (index hygiene) get their turn.
+        for db in self.connector.databases() {
+            by_db.entry(db).or_default();
+        }
         for (db, _) in self.findings.keys() {
             by_db.entry(db.clone()).or_default();
         }
