@@ -44,6 +44,11 @@ pub trait Statements: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
+/// Without hypopg, a filter is called selective when the scan is
+/// estimated to return at most this share of the table's rows: beyond it
+/// PostgreSQL would likely keep the sequential scan anyway.
+const SELECTIVE_SHARE: f64 = 0.1;
+
 /// Only these are planned: EXPLAIN of anything else (DDL, utility
 /// commands, a WITH that may write) is either meaningless or not safe.
 const PLANNABLE: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
@@ -157,6 +162,8 @@ pub fn advisor<C: Connector, S: Statements>(
 struct Table {
     schema: String,
     name: String,
+    /// pg_class.reltuples: 0 or less when never analyzed (unknown).
+    rows: f64,
     /// Leading columns of valid indexes: (column, index is partial).
     leading: Vec<(String, bool)>,
 }
@@ -386,10 +393,21 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             fingerprint: fp,
         };
         if !self.hypopg(session).await {
-            // The fullest candidate: equality, range, then sort columns.
-            let (t, c) = &usable[0];
-            let f = finding(t, c, AdviceMethod::Heuristic, None);
-            self.findings.insert(key, vec![f]);
+            // Without an estimate of the index, only the textbook case: a
+            // filter on the column that keeps a small share of the table.
+            // The fullest such candidate (equality, range, sort columns).
+            let pick = usable.iter().find(|(t, c)| {
+                c.from_filter && (t.rows <= 0.0 || c.scan_rows <= t.rows * SELECTIVE_SHARE)
+            });
+            match pick {
+                Some((t, c)) => {
+                    let f = finding(t, c, AdviceMethod::Heuristic, None);
+                    self.findings.insert(key, vec![f]);
+                }
+                None => {
+                    self.findings.remove(&key);
+                }
+            }
             return;
         }
         let mut best: Option<(f64, usize)> = None;
@@ -469,6 +487,8 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
                     relation: f.table.clone(),
                     columns: f.columns.clone(),
                     predicate: f.predicate.clone(),
+                    from_filter: true,
+                    scan_rows: 0.0,
                 };
                 let qualified = format!("{}.{}", quote_ident(&f.schema), quote_ident(&f.table));
                 match self.table(session, &qualified).await {
@@ -500,7 +520,8 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             let rows = session
                 .db
                 .query(
-                    "SELECT c.oid::text, n.nspname, c.relname FROM pg_catalog.pg_class c \
+                    "SELECT c.oid::text, n.nspname, c.relname, c.reltuples::text \
+                     FROM pg_catalog.pg_class c \
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                      WHERE c.oid = pg_catalog.to_regclass($1)",
                     &[Some(&name)],
@@ -513,6 +534,12 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
                 row.get(1)?.clone()?,
                 row.get(2)?.clone()?,
             );
+            let rows = row
+                .get(3)
+                .cloned()
+                .flatten()
+                .and_then(|r| r.parse::<f64>().ok())
+                .unwrap_or(0.0);
             let idx = session
                 .db
                 .query(
@@ -535,6 +562,7 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             Some(Table {
                 schema,
                 name: table,
+                rows,
                 leading,
             })
         }
@@ -787,6 +815,8 @@ mod tests {
         hypopg: bool,
         /// A hypothetical index is in place.
         hypothetical: bool,
+        /// Overrides the fixture's estimated rows out of the scan.
+        scan_rows: Option<f64>,
         sent: Vec<(String, Vec<Option<String>>)>,
     }
 
@@ -809,6 +839,9 @@ mod tests {
                 let mut v: Value =
                     serde_json::from_str(include_str!("fixtures/generic_seq_scan.json")).unwrap();
                 v[0]["Plan"]["Total Cost"] = cost.into();
+                if let Some(rows) = s.scan_rows {
+                    v[0]["Plan"]["Plans"][0]["Plan Rows"] = rows.into();
+                }
                 if cost < 100.0 {
                     v[0]["Plan"] = serde_json::json!({"Node Type": "Index Scan",
                         "Relation Name": "orders", "Alias": "orders", "Total Cost": cost});
@@ -825,7 +858,9 @@ mod tests {
                     }
                 }
                 s_ if s_.contains("pg_available_extensions") => vec![],
-                s_ if s_.contains("to_regclass") => vec![row(&["16384", "public", "orders"])],
+                s_ if s_.contains("to_regclass") => {
+                    vec![row(&["16384", "public", "orders", "300000"])]
+                }
                 s_ if s_.contains("pg_index") => vec![],
                 s_ if s_.contains("hypopg_create_index") => {
                     s.hypothetical = true;
@@ -940,6 +975,19 @@ mod tests {
         assert_eq!(advice.len(), 1);
         assert_eq!(advice[0].method, AdviceMethod::Heuristic);
         assert_eq!(advice[0].columns, ["customer_id"]);
+    }
+
+    #[tokio::test]
+    async fn without_hypopg_a_filter_keeping_much_of_the_table_gets_no_advice() {
+        let (mut a, h, server) = setup("150004", false, "SELECT", AdvisorSettings::default());
+        // 20% of 300k rows: an index would likely not be used.
+        server.lock().unwrap().scan_rows = Some(60_000.0);
+        a.run_once().await;
+        assert!(h.state.advice().is_empty(), "{:?}", h.state.advice());
+        // 1%: the textbook case.
+        server.lock().unwrap().scan_rows = Some(3_000.0);
+        a.run_once().await;
+        assert_eq!(h.state.advice().len(), 1);
     }
 
     #[tokio::test]
