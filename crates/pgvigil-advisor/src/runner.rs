@@ -108,6 +108,12 @@ impl AdvisorHandle {
         rx.await.map_err(|_| AdvisorStopped)?;
         Ok(self.state.advice())
     }
+
+    /// Plans this fingerprint first at the next run (for a "fingerprint
+    /// crossed a threshold" notification); never blocks.
+    pub fn request_plan(&self, fingerprint: u64) {
+        self.state.request_plan(fingerprint);
+    }
 }
 
 pub struct Advisor<C: Connector, S: Statements> {
