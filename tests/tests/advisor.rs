@@ -3,8 +3,10 @@
 //! index recommended, with hypopg (its cost estimate) and without (the
 //! plan heuristic, saying so); the advice goes once the index is created
 //! through pgvigil; the plan endpoint summarizes the sequential scan; the
-//! advisor keeps to `plans_per_minute`; and a refresh stuck behind a lock
-//! never holds up clients' queries or puts statement text in the log.
+//! advisor keeps to `plans_per_minute`; a refresh stuck behind a lock
+//! never holds up clients' queries or puts statement text in the log; it
+//! runs on its interval, not at all when disabled, and creates hypopg only
+//! when `create_extension` allows.
 //!
 //! Each test has its own database on the shared cluster, so the advisor's
 //! catalog reads and hypopg see only that test's tables. The advisor runs
@@ -58,7 +60,13 @@ fn drop_database(db: &str) {
 
 async fn start(db: &str, advisor: &str) -> Result<Pgvigil> {
     let cluster = shared_cluster();
-    let toml = format!("[advisor]\ninterval_s = 3600\n{advisor}\n");
+    // The advisor runs on refresh only, unless a test sets the interval.
+    let interval = if advisor.contains("interval_s") {
+        ""
+    } else {
+        "interval_s = 3600\n"
+    };
+    let toml = format!("[advisor]\n{interval}{advisor}\n");
     Pgvigil::builder_with_config(cluster, toml)
         .upstream(cluster.url(db))
         .client_auth("trust")
@@ -262,6 +270,14 @@ async fn without_hypopg_the_same_index_comes_from_the_plan_heuristic_and_says_so
         let vigil = start(&db, "plans_per_minute = 100").await?;
         let client = app(&vigil, &db).await?;
         let fp = orders_workload(&vigil, &client, 10).await?;
+        // A second statement the same index serves, with a list pgvigil
+        // collapses to `IN ($1, ...)` in its normalized text.
+        for _ in 0..3 {
+            client
+                .simple_query("SELECT amount FROM orders WHERE customer_id IN (3, 5, 8)")
+                .await?;
+        }
+        let in_list = fingerprint_of(&vigil, "customer_id IN (", 3).await?;
 
         let advice = refresh(&vigil).await?;
         let a = only_advice(&advice)?;
@@ -287,7 +303,17 @@ async fn without_hypopg_the_same_index_comes_from_the_plan_heuristic_and_says_so
             a["cost_after"].is_null() && a["improvement"].is_null(),
             "{a}"
         );
-        ensure!(a["fingerprints"][0]["fingerprint"] == fp.as_str(), "{a}");
+        // One index, two statements: one advice naming both.
+        let mut helped: Vec<&str> = a["fingerprints"]
+            .as_array()
+            .context("fingerprints")?
+            .iter()
+            .filter_map(|f| f["fingerprint"].as_str())
+            .collect();
+        helped.sort();
+        let mut expected = vec![fp.as_str(), in_list.as_str()];
+        expected.sort();
+        ensure!(helped == expected, "{a}");
 
         client
             .batch_execute("CREATE INDEX CONCURRENTLY ON orders (customer_id)")
@@ -411,6 +437,93 @@ async fn a_refresh_stuck_behind_a_lock_never_holds_up_clients_nor_logs_statement
             log.contains("EXPLAIN failed") && !log.contains("secret_col"),
             "the log must name the failure by fingerprint, never the statement:\n{log}"
         );
+        vigil.assert_no_panic()
+    })
+    .await;
+    drop_database(&db);
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisor_runs_on_its_interval_and_enabled_false_starts_nothing() -> Result<()> {
+    let db = orders_database(false)?;
+    let result = timed(LIMIT, async {
+        let vigil = start(&db, "interval_s = 1").await?;
+        let client = app(&vigil, &db).await?;
+        orders_workload(&vigil, &client, 5).await?;
+        // No refresh: the interval's run finds it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let body = vigil.api_get("/api/advice").await?;
+            if body["advice"].as_array().is_some_and(|a| a.len() == 1) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no advice after 15 s with interval_s = 1: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        drop(client);
+        drop(vigil);
+
+        let off = start(&db, "enabled = false").await?;
+        let client = app(&off, &db).await?;
+        orders_workload(&off, &client, 5).await?;
+        for (method, path) in [("GET", "/api/advice"), ("POST", "/api/advice/refresh")] {
+            let reply = off.api_request(method, path).await?;
+            ensure!(
+                reply.status == 404 && reply.body.contains("enabled = false"),
+                "{method} {path} with the advisor off: {} {}",
+                reply.status,
+                reply.body
+            );
+        }
+        let metrics = off.http_get("/metrics", &[]).await?.body;
+        ensure!(
+            !metrics.contains("pgvigil_advice"),
+            "advice metrics with the advisor off"
+        );
+        // The first pgvigil's advisor connection may take a moment to go.
+        let cluster = shared_cluster();
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'pgvigil-advisor' AND datname = '{db}'"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let advisors = cluster.psql_admin("postgres", &sql)?;
+            if advisors.trim() == "0" {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{advisors} advisor connections with the advisor off"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        off.assert_no_panic()
+    })
+    .await;
+    drop_database(&db);
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_extension_true_creates_hypopg_where_it_is_available() -> Result<()> {
+    let db = orders_database(false)?;
+    let result = timed(LIMIT, async {
+        let vigil = start(&db, "create_extension = true").await?;
+        let client = app(&vigil, &db).await?;
+        orders_workload(&vigil, &client, 5).await?;
+        let advice = refresh(&vigil).await?;
+        let a = only_advice(&advice)?;
+        ensure!(a["method"] == "hypopg", "{a}");
+        let installed = shared_cluster().psql_admin(
+            &db,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'hypopg'",
+        )?;
+        ensure!(installed.trim() == "1", "hypopg not created: {installed}");
         vigil.assert_no_panic()
     })
     .await;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::plan::{children, root, LARGE_TABLE_ROWS};
 
 /// An index worth trying on one relation.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     /// The relation as the plan names it (unqualified; resolved against
     /// the search path by the runner).
@@ -24,6 +24,11 @@ pub struct Candidate {
     pub columns: Vec<String>,
     /// A partial index's predicate, in SQL ready for `WHERE`.
     pub predicate: Option<String>,
+    /// The leading column is one the scan filters on (not only a join
+    /// or sort column): the heuristic judges only these.
+    pub from_filter: bool,
+    /// Rows the scan is estimated to return (per loop or worker).
+    pub scan_rows: f64,
 }
 
 /// How a column is compared in one conjunct.
@@ -41,6 +46,7 @@ enum Use {
 #[derive(Debug, Default)]
 struct Relation {
     name: String,
+    rows: f64,
     equality: Vec<String>,
     constants: Vec<(String, String)>,
     range: Vec<String>,
@@ -73,12 +79,17 @@ pub fn candidates(explain: &Value) -> Vec<Candidate> {
     collect_uses(top, &mut scans, only_alias.as_deref());
 
     let mut out: Vec<Candidate> = Vec::new();
-    let mut push = |relation: &str, columns: Vec<String>, predicate: Option<String>| {
-        if columns.is_empty() {
+    let mut push = |r: &Relation, columns: Vec<String>, predicate: Option<String>| {
+        let Some(first) = columns.first() else {
             return;
-        }
+        };
+        let from_filter = r.equality.contains(first)
+            || r.range.contains(first)
+            || r.constants.iter().any(|(c, _)| c == first);
         let c = Candidate {
-            relation: relation.to_string(),
+            relation: r.name.clone(),
+            from_filter,
+            scan_rows: r.rows,
             columns,
             predicate,
         };
@@ -96,7 +107,7 @@ pub fn candidates(explain: &Value) -> Vec<Candidate> {
         full.extend(constants.iter().cloned());
         full.extend(tail.iter().cloned());
         dedup(&mut full);
-        push(&r.name, full, None);
+        push(r, full, None);
         if !r.constants.is_empty() {
             let mut rest = r.equality.clone();
             rest.extend(tail.iter().cloned());
@@ -107,7 +118,7 @@ pub fn candidates(explain: &Value) -> Vec<Candidate> {
                 .map(|(_, p)| p.as_str())
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            push(&r.name, rest, Some(predicate));
+            push(r, rest, Some(predicate));
         }
         for col in r
             .equality
@@ -115,17 +126,17 @@ pub fn candidates(explain: &Value) -> Vec<Candidate> {
             .chain(constants.iter())
             .chain(r.range.iter())
         {
-            push(&r.name, vec![col.clone()], None);
+            push(r, vec![col.clone()], None);
         }
         for col in &r.join {
             let mut cols = r.equality.clone();
             cols.push(col.clone());
             dedup(&mut cols);
-            push(&r.name, cols, None);
-            push(&r.name, vec![col.clone()], None);
+            push(r, cols, None);
+            push(r, vec![col.clone()], None);
         }
         if !r.sort.is_empty() {
-            push(&r.name, r.sort.clone(), None);
+            push(r, r.sort.clone(), None);
         }
     }
     out
@@ -167,6 +178,7 @@ fn collect_scans(node: &Value, scans: &mut BTreeMap<String, Relation>) {
                 .to_string();
             scans.entry(alias).or_insert_with(|| Relation {
                 name: name.to_string(),
+                rows: num(node, "Plan Rows").unwrap_or(0.0),
                 ..Relation::default()
             });
         }

@@ -31,9 +31,10 @@ pub struct Misestimate {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Spill {
-    /// "Sort", "Hash" or "HashAggregate".
+    /// "Sort", "Hash" or "Aggregate".
     pub node: String,
-    pub disk_kb: f64,
+    /// As EXPLAIN reports it (a Hash node only reports its batches).
+    pub disk_kb: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -148,7 +149,7 @@ fn walk(node: &Value, s: &mut PlanSummary, best: &mut Option<(f64, SlowestNode)>
     if text(node, "Sort Space Type") == Some("Disk") {
         s.spills.push(Spill {
             node: kind.clone(),
-            disk_kb: num(node, "Sort Space Used").unwrap_or(0.0),
+            disk_kb: num(node, "Sort Space Used"),
         });
     }
     if num(node, "Original Hash Batches").unwrap_or(1.0) > 1.0
@@ -156,13 +157,13 @@ fn walk(node: &Value, s: &mut PlanSummary, best: &mut Option<(f64, SlowestNode)>
     {
         s.spills.push(Spill {
             node: kind.clone(),
-            disk_kb: num(node, "Peak Memory Usage").unwrap_or(0.0),
+            disk_kb: None,
         });
     }
     if num(node, "Disk Usage").unwrap_or(0.0) > 0.0 {
         s.spills.push(Spill {
             node: kind.clone(),
-            disk_kb: num(node, "Disk Usage").unwrap_or(0.0),
+            disk_kb: num(node, "Disk Usage"),
         });
     }
 
@@ -283,7 +284,7 @@ mod tests {
         let s = summarize(&fixture("analyze_sort_disk")).unwrap();
         assert_eq!(s.spills.len(), 1);
         assert_eq!(s.spills[0].node, "Sort");
-        assert!(s.spills[0].disk_kb > 1000.0);
+        assert!(s.spills[0].disk_kb.unwrap() > 1000.0);
         assert!(s.execution_ms.is_some());
         // With actuals, the slowest node is judged by time: the sort.
         assert_eq!(s.slowest.as_ref().unwrap().node, "Sort");
@@ -299,6 +300,31 @@ mod tests {
             s.misestimates.iter().any(|m| m.node == "Nested Loop"),
             "{:?}",
             s.misestimates
+        );
+    }
+
+    #[test]
+    fn hashes_in_batches_and_aggregates_on_disk_are_spills() {
+        let plan = serde_json::json!([{"Plan": {
+            "Node Type": "Aggregate", "Strategy": "Hashed", "Total Cost": 10.0,
+            "Actual Total Time": 5.0, "Actual Rows": 1, "Actual Loops": 1, "Plan Rows": 1,
+            "Disk Usage": 2048, "HashAgg Batches": 5,
+            "Plans": [{"Node Type": "Hash", "Total Cost": 5.0, "Actual Total Time": 2.0,
+                       "Actual Rows": 1, "Actual Loops": 1, "Plan Rows": 1,
+                       "Hash Batches": 8, "Original Hash Batches": 1}]}}]);
+        let s = summarize(&plan).unwrap();
+        assert_eq!(
+            s.spills,
+            [
+                Spill {
+                    node: "Aggregate".into(),
+                    disk_kb: Some(2048.0)
+                },
+                Spill {
+                    node: "Hash".into(),
+                    disk_kb: None
+                },
+            ]
         );
     }
 

@@ -44,6 +44,11 @@ pub trait Statements: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
+/// Without hypopg, a filter is called selective when the scan is
+/// estimated to return at most this share of the table's rows: beyond it
+/// PostgreSQL would likely keep the sequential scan anyway.
+const SELECTIVE_SHARE: f64 = 0.1;
+
 /// Only these are planned: EXPLAIN of anything else (DDL, utility
 /// commands, a WITH that may write) is either meaningless or not safe.
 const PLANNABLE: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
@@ -103,6 +108,12 @@ impl AdvisorHandle {
         rx.await.map_err(|_| AdvisorStopped)?;
         Ok(self.state.advice())
     }
+
+    /// Plans this fingerprint first at the next run (for a "fingerprint
+    /// crossed a threshold" notification); never blocks.
+    pub fn request_plan(&self, fingerprint: u64) {
+        self.state.request_plan(fingerprint);
+    }
 }
 
 pub struct Advisor<C: Connector, S: Statements> {
@@ -157,6 +168,8 @@ pub fn advisor<C: Connector, S: Statements>(
 struct Table {
     schema: String,
     name: String,
+    /// pg_class.reltuples: 0 or less when never analyzed (unknown).
+    rows: f64,
     /// Leading columns of valid indexes: (column, index is partial).
     leading: Vec<(String, bool)>,
 }
@@ -236,8 +249,12 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
     pub async fn run_once(&mut self) {
         bump(&self.state.counters.runs);
         let mut by_db = self.chosen();
-        // Databases with advice are revisited even when none of their
-        // statements is planned, so advice goes once the index exists.
+        // Every database is visited, even when none of its statements is
+        // planned: advice goes once the index exists, and per-database
+        // producers (index hygiene) get their turn.
+        for db in self.connector.databases() {
+            by_db.entry(db).or_default();
+        }
         for (db, _) in self.findings.keys() {
             by_db.entry(db.clone()).or_default();
         }
@@ -308,13 +325,21 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
         } else {
             None
         };
+        let (query, originals) = plannable(&stats.query);
+        // The sample's values for the placeholders left, in their new order.
+        let sample = sample.map(|s| Sample {
+            params: originals
+                .iter()
+                .map(|o| s.params.get(o.wrapping_sub(1)).cloned().flatten())
+                .collect(),
+        });
         // ANALYZE with NULLs for every parameter would measure nothing.
         let analyze = self.settings.explain_analyze && sample.is_some();
         if !self.take_token() {
             return;
         }
         let text = match self
-            .explain(session, &stats.query, sample.as_ref(), analyze)
+            .explain(session, &query, sample.as_ref(), analyze)
             .await
         {
             Ok(t) => t,
@@ -374,10 +399,21 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             fingerprint: fp,
         };
         if !self.hypopg(session).await {
-            // The fullest candidate: equality, range, then sort columns.
-            let (t, c) = &usable[0];
-            let f = finding(t, c, AdviceMethod::Heuristic, None);
-            self.findings.insert(key, vec![f]);
+            // Without an estimate of the index, only the textbook case: a
+            // filter on the column that keeps a small share of the table.
+            // The fullest such candidate (equality, range, sort columns).
+            let pick = usable.iter().find(|(t, c)| {
+                c.from_filter && (t.rows <= 0.0 || c.scan_rows <= t.rows * SELECTIVE_SHARE)
+            });
+            match pick {
+                Some((t, c)) => {
+                    let f = finding(t, c, AdviceMethod::Heuristic, None);
+                    self.findings.insert(key, vec![f]);
+                }
+                None => {
+                    self.findings.remove(&key);
+                }
+            }
             return;
         }
         let mut best: Option<(f64, usize)> = None;
@@ -389,7 +425,7 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             tried += 1;
             bump(&self.state.counters.hypothetical_plans);
             match self
-                .hypothetical_cost(session, t, c, &stats.query, sample.as_ref())
+                .hypothetical_cost(session, t, c, &query, sample.as_ref())
                 .await
             {
                 Ok(cost) => {
@@ -457,6 +493,8 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
                     relation: f.table.clone(),
                     columns: f.columns.clone(),
                     predicate: f.predicate.clone(),
+                    from_filter: true,
+                    scan_rows: 0.0,
                 };
                 let qualified = format!("{}.{}", quote_ident(&f.schema), quote_ident(&f.table));
                 match self.table(session, &qualified).await {
@@ -488,7 +526,8 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             let rows = session
                 .db
                 .query(
-                    "SELECT c.oid::text, n.nspname, c.relname FROM pg_catalog.pg_class c \
+                    "SELECT c.oid::text, n.nspname, c.relname, c.reltuples::text \
+                     FROM pg_catalog.pg_class c \
                      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                      WHERE c.oid = pg_catalog.to_regclass($1)",
                     &[Some(&name)],
@@ -501,6 +540,12 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
                 row.get(1)?.clone()?,
                 row.get(2)?.clone()?,
             );
+            let rows = row
+                .get(3)
+                .cloned()
+                .flatten()
+                .and_then(|r| r.parse::<f64>().ok())
+                .unwrap_or(0.0);
             let idx = session
                 .db
                 .query(
@@ -523,6 +568,7 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
             Some(Table {
                 schema,
                 name: table,
+                rows,
                 leading,
             })
         }
@@ -675,6 +721,65 @@ fn describe(e: &DbError) -> String {
     }
 }
 
+/// The normalized text as PostgreSQL can plan it. pgvigil's normalization
+/// shows a collapsed list by its first element followed by `, ...`
+/// (`IN ($1, ...)`, `VALUES ($1, $2), ...`): the `, ...` goes, and the
+/// placeholders left are renumbered `$1..$k` in order, since a gap in the
+/// numbers is an error to PREPARE ("could not determine data type").
+/// Also returns, for each new number, the original one (to pick a
+/// sample's values).
+pub(crate) fn plannable(query: &str) -> (String, Vec<usize>) {
+    let mut stripped = String::with_capacity(query.len());
+    let mut quote: Option<char> = None;
+    let mut rest = query;
+    while let Some(c) = rest.chars().next() {
+        if quote.is_none() && rest.starts_with(", ...") {
+            rest = &rest[", ...".len()..];
+            continue;
+        }
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => {}
+        }
+        stripped.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    let mut originals: Vec<usize> = Vec::new();
+    let mut out = String::with_capacity(stripped.len());
+    let mut quote: Option<char> = None;
+    let mut chars = stripped.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    n.push(*d);
+                    chars.next();
+                }
+                let original: usize = n.parse().unwrap_or(0);
+                let new = match originals.iter().position(|o| *o == original) {
+                    Some(i) => i + 1,
+                    None => {
+                        originals.push(original);
+                        originals.len()
+                    }
+                };
+                out.push('$');
+                out.push_str(&new.to_string());
+                continue;
+            }
+            None => {}
+        }
+        out.push(c);
+    }
+    (out, originals)
+}
+
 /// The highest `$n` outside quotes: a generic plan binds that many NULLs.
 pub(crate) fn param_count(query: &str) -> usize {
     let mut max = 0;
@@ -716,6 +821,8 @@ mod tests {
         hypopg: bool,
         /// A hypothetical index is in place.
         hypothetical: bool,
+        /// Overrides the fixture's estimated rows out of the scan.
+        scan_rows: Option<f64>,
         sent: Vec<(String, Vec<Option<String>>)>,
     }
 
@@ -738,6 +845,9 @@ mod tests {
                 let mut v: Value =
                     serde_json::from_str(include_str!("fixtures/generic_seq_scan.json")).unwrap();
                 v[0]["Plan"]["Total Cost"] = cost.into();
+                if let Some(rows) = s.scan_rows {
+                    v[0]["Plan"]["Plans"][0]["Plan Rows"] = rows.into();
+                }
                 if cost < 100.0 {
                     v[0]["Plan"] = serde_json::json!({"Node Type": "Index Scan",
                         "Relation Name": "orders", "Alias": "orders", "Total Cost": cost});
@@ -754,7 +864,9 @@ mod tests {
                     }
                 }
                 s_ if s_.contains("pg_available_extensions") => vec![],
-                s_ if s_.contains("to_regclass") => vec![row(&["16384", "public", "orders"])],
+                s_ if s_.contains("to_regclass") => {
+                    vec![row(&["16384", "public", "orders", "300000"])]
+                }
                 s_ if s_.contains("pg_index") => vec![],
                 s_ if s_.contains("hypopg_create_index") => {
                     s.hypothetical = true;
@@ -872,6 +984,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_hypopg_a_filter_keeping_much_of_the_table_gets_no_advice() {
+        let (mut a, h, server) = setup("150004", false, "SELECT", AdvisorSettings::default());
+        // 20% of 300k rows: an index would likely not be used.
+        server.lock().unwrap().scan_rows = Some(60_000.0);
+        a.run_once().await;
+        assert!(h.state.advice().is_empty(), "{:?}", h.state.advice());
+        // 1%: the textbook case.
+        server.lock().unwrap().scan_rows = Some(3_000.0);
+        a.run_once().await;
+        assert_eq!(h.state.advice().len(), 1);
+    }
+
+    #[tokio::test]
     async fn on_16_the_generic_plan_option_is_used() {
         let (mut a, _h, server) = setup("160002", false, "SELECT", AdvisorSettings::default());
         a.run_once().await;
@@ -964,6 +1089,21 @@ mod tests {
             );
             assert_eq!(h.state.counters().plans_taken, 0);
         }
+    }
+
+    #[test]
+    fn collapsed_lists_are_planned_as_one_element_with_placeholders_renumbered() {
+        let (q, originals) =
+            plannable("SELECT * FROM t WHERE a IN ($1, ...) AND b = $4 AND c = '$9, ...'");
+        assert_eq!(
+            q,
+            "SELECT * FROM t WHERE a IN ($1) AND b = $2 AND c = '$9, ...'"
+        );
+        assert_eq!(originals, [1, 4]);
+        let (q, _) = plannable("INSERT INTO t (a, b) VALUES ($1, $2), ...");
+        assert_eq!(q, "INSERT INTO t (a, b) VALUES ($1, $2)");
+        let (q, originals) = plannable(QUERY);
+        assert_eq!((q.as_str(), originals.as_slice()), (QUERY, &[1][..]));
     }
 
     #[test]

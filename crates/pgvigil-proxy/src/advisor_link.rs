@@ -28,6 +28,7 @@ impl AdvisorLink {
 /// One of the advisor's own server connections.
 pub struct AdvisorConn {
     conn: Option<ServerConn>,
+    patience: Duration,
 }
 
 fn db_error(e: ProxyError) -> DbError {
@@ -43,7 +44,19 @@ impl Database for AdvisorConn {
             .conn
             .as_mut()
             .ok_or_else(|| DbError::Connection("connection closed".into()))?;
-        match conn.run_own_extended_query(sql, params).await {
+        // PostgreSQL ends a statement at statement_timeout; a server that
+        // stops answering altogether (a network partition) would not, and
+        // the advisor would hang with it.
+        let answered =
+            tokio::time::timeout(self.patience, conn.run_own_extended_query(sql, params)).await;
+        let Ok(answered) = answered else {
+            self.conn = None;
+            return Err(DbError::Connection(format!(
+                "no answer within {:?} (twice statement_timeout)",
+                self.patience
+            )));
+        };
+        match answered {
             Ok(rows) => Ok(rows),
             Err(e @ ProxyError::ServerLogin { .. }) => Err(db_error(e)),
             Err(e) => {
@@ -96,7 +109,10 @@ impl Connector for AdvisorLink {
         ))
         .await
         .map_err(db_error)?;
-        Ok(AdvisorConn { conn: Some(conn) })
+        Ok(AdvisorConn {
+            conn: Some(conn),
+            patience: self.statement_timeout.max(Duration::from_millis(1)) * 2,
+        })
     }
 }
 
