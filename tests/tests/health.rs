@@ -531,3 +531,44 @@ async fn sampling_keeps_out_of_the_way_of_a_full_pool_and_of_a_paused_database()
     })
     .await
 }
+
+/// A sample that cannot log in is still recorded, with the reason (and no
+/// password), and counted on /metrics; clients are not affected by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sample_reports_its_error_and_is_counted() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let missing = unique_name("health_missing");
+        let vigil = Pgvigil::builder(cluster)
+            .config_file("[advisor]\nhealth_interval_s = 0.3\n")
+            .upstream(cluster.url(&missing))
+            .client_auth("trust")
+            .spawn()
+            .await?;
+        let body = health_until(&vigil, "the failed sample", |b| {
+            array(b, "errors")
+                .iter()
+                .any(|e| e.as_str().is_some_and(|e| e.starts_with("connect: ")))
+        })
+        .await?;
+        let text = body.to_string();
+        ensure!(text.contains("3D000"), "not PostgreSQL's reason: {text}");
+        ensure!(
+            !text.contains("secret"),
+            "a password in /api/health: {text}"
+        );
+        ensure!(body["cache_hit_ratio"].is_null() && array(&body, "tables").is_empty());
+        ensure!(
+            metric(
+                &vigil,
+                &format!("pgvigil_db_health_errors_total{{database=\"{missing}\"}}")
+            )
+            .await?
+            .is_some_and(|n| n >= 1.0),
+            "no error counted on /metrics"
+        );
+        ensure!(!vigil.stderr().contains("secret"), "a password in the log");
+        vigil.assert_no_panic()
+    })
+    .await
+}
