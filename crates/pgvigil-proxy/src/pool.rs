@@ -125,6 +125,11 @@ pub struct ServerPool {
     /// ParameterStatus values of the latest login, shown to clients at
     /// theirs (PostgreSQL clients expect server_version and friends).
     welcome: Mutex<Option<WelcomeParams>>,
+    /// How PostgreSQL spells the settings clients asked for at startup
+    /// (`utf-8` is `UTF8`, `iso, dmy` is `ISO, DMY`): keyed by (setting
+    /// in lower case, value asked), learnt from the server once per
+    /// distinct value and bounded.
+    canonical: Mutex<HashMap<(String, String), String>>,
     pub counters: PoolCounters,
     /// Server-side names of the pool's shared prepared statements.
     statement_ids: Mutex<StatementRegistry>,
@@ -146,6 +151,8 @@ pub struct ServerPool {
 }
 
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
+/// Distinct (setting, value) spellings a pool remembers.
+const MAX_CANONICAL_VALUES: usize = 1024;
 /// Distinct (text, parameter types) a pool names for sharing; beyond,
 /// each Parse gets a name of its own (see `StatementRegistry`).
 const MAX_SHARED_STATEMENTS: usize = 10_000;
@@ -187,6 +194,7 @@ impl ServerPool {
             registry,
             tally: Arc::default(),
             welcome: Mutex::new(None),
+            canonical: Mutex::new(HashMap::new()),
             counters: PoolCounters::default(),
             statement_ids: Mutex::new(StatementRegistry::new(MAX_SHARED_STATEMENTS)),
             known_statements: Mutex::new(HashSet::new()),
@@ -753,6 +761,28 @@ impl ServerPool {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or(ProxyError::ServerClosed)
+    }
+
+    /// How PostgreSQL reports `setting` set to `asked`, if learnt.
+    pub(crate) fn canonical_value(&self, setting: &str, asked: &str) -> Option<String> {
+        self.canonical
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(setting.to_ascii_lowercase(), asked.to_string()))
+            .cloned()
+    }
+
+    /// Remembers how PostgreSQL reported a setting a client asked for.
+    pub(crate) fn learn_canonical(&self, setting: &str, asked: &str, reported: &str) {
+        let mut known = self.canonical.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_CANONICAL_VALUES {
+            // Relearnt on demand: one query at a later login.
+            known.clear();
+        }
+        known.insert(
+            (setting.to_ascii_lowercase(), asked.to_string()),
+            reported.to_string(),
+        );
     }
 
     /// Readiness: can a server connection log in right now? Opens one

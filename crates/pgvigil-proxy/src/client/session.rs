@@ -402,6 +402,9 @@ impl Session {
                 match server.run_own_query(&sql).await {
                     Ok(reported) => {
                         for (k, v) in reported {
+                            if let Some(asked) = self.settings.get(&k) {
+                                self.pool.learn_canonical(&k, asked, &v);
+                            }
                             self.tell_client(&k, &v);
                         }
                     }

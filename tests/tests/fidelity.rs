@@ -1,0 +1,165 @@
+//! Protocol fidelity: what a client sees through pgvigil is what it sees
+//! on a direct connection, down to the details drivers check strictly.
+//!
+//! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test fidelity`
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use pgvigil_integration::raw::RawConn;
+use pgvigil_integration::{both_modes, shared_cluster, timed, Pgvigil, PoolMode};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Logs in with trust and these startup parameters; returns the
+/// ParameterStatus values told, or the FATAL's (SQLSTATE, message).
+async fn login(
+    port: u16,
+    params: &[(&str, &str)],
+) -> Result<Result<Vec<(String, String)>, (String, String)>> {
+    let mut conn = RawConn::connect(port).await?;
+    conn.send_startup(params).await?;
+    let first = conn.read_message().await?;
+    if first.tag == b'E' {
+        let f = first.error_fields();
+        let code = f.get(&b'C').cloned().unwrap_or_default();
+        let message = f.get(&b'M').cloned().unwrap_or_default();
+        return Ok(Err((code, message)));
+    }
+    if first.auth_code() != Some(0) {
+        bail!("expected AuthenticationOk, got {:?}", first.tag as char);
+    }
+    let mut told = Vec::new();
+    loop {
+        let msg = conn.read_message().await?;
+        match msg.tag {
+            b'E' => {
+                let f = msg.error_fields();
+                let code = f.get(&b'C').cloned().unwrap_or_default();
+                let message = f.get(&b'M').cloned().unwrap_or_default();
+                return Ok(Err((code, message)));
+            }
+            b'S' => {
+                let mut parts = msg.body.split(|&b| b == 0);
+                let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                told.push((name, value));
+            }
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    conn.send_terminate().await?;
+    told.sort();
+    Ok(Ok(told))
+}
+
+fn value<'a>(told: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    told.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Cause 1 of issue 14: the values a driver is told at login are
+/// PostgreSQL's own spellings, not an echo of the startup packet.
+async fn startup_settings_are_reported_as_postgresql_spells_them(mode: PoolMode) -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .pool_mode(mode)
+            .pool_size(2)
+            .client_auth("trust")
+            .spawn()
+            .await?;
+        let asked = [
+            ("client_encoding", "utf-8"),
+            ("DateStyle", "iso, dmy"),
+            ("TimeZone", "europe/rome"),
+            ("IntervalStyle", "SQL_STANDARD"),
+            ("application_name", "fidelity"),
+        ];
+        let with = |user: &'static str| {
+            let mut p = vec![("user", user), ("database", "appdb")];
+            p.extend_from_slice(&asked);
+            p
+        };
+        let direct = login(cluster.port(), &with("trustuser"))
+            .await?
+            .map_err(|e| anyhow::anyhow!("direct login failed: {e:?}"))?;
+        for (name, expected) in [
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, DMY"),
+            ("TimeZone", "Europe/Rome"),
+            ("IntervalStyle", "sql_standard"),
+        ] {
+            if value(&direct, name) != Some(expected) {
+                bail!(
+                    "test setup: PostgreSQL reports {name} = {:?}",
+                    value(&direct, name)
+                );
+            }
+        }
+        // Twice: the first login learns the spellings, the second is
+        // answered from what the pool learnt.
+        for round in 1..=2 {
+            let through = login(vigil.port(), &with("app"))
+                .await?
+                .map_err(|e| anyhow::anyhow!("login through pgvigil failed: {e:?}"))?;
+            for (name, _) in asked {
+                let (d, v) = (value(&direct, name), value(&through, name));
+                if d != v {
+                    bail!("login {round}: {name} is {v:?} through pgvigil, {d:?} directly");
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+both_modes!(
+    startup_settings_are_reported_as_postgresql_spells_them,
+    startup_settings_are_reported_as_postgresql_spells_them
+);
+
+/// An invalid value at startup fails the login, as PostgreSQL does, with
+/// its SQLSTATE and words, and the pool's connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_startup_setting_fails_the_login_as_postgresql_does() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(1)
+            .client_auth("trust")
+            .spawn()
+            .await?;
+        let bad = |user: &'static str| {
+            vec![
+                ("user", user),
+                ("database", "appdb"),
+                ("DateStyle", "nonsense"),
+            ]
+        };
+        let direct = login(cluster.port(), &bad("trustuser")).await?;
+        let through = login(vigil.port(), &bad("app")).await?;
+        let Err((code, message)) = &direct else {
+            bail!("test setup: PostgreSQL accepted DateStyle=nonsense");
+        };
+        match &through {
+            Err((c, m)) if c == code && m == message => {}
+            other => bail!("through pgvigil: {other:?}; directly: {code} {message}"),
+        }
+        let ok = login(vigil.port(), &[("user", "app"), ("database", "appdb")])
+            .await?
+            .map_err(|e| anyhow::anyhow!("a valid login after the invalid one failed: {e:?}"))?;
+        if value(&ok, "DateStyle") != Some("ISO, MDY") {
+            bail!(
+                "the next client was told DateStyle {:?}",
+                value(&ok, "DateStyle")
+            );
+        }
+        Ok(())
+    })
+    .await
+}
