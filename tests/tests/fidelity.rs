@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use pgvigil_integration::raw::RawConn;
 use pgvigil_integration::{both_modes, shared_cluster, timed, Pgvigil, PoolMode};
+use tokio::io::AsyncReadExt;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -158,6 +159,117 @@ async fn an_invalid_startup_setting_fails_the_login_as_postgresql_does() -> Resu
                 "the next client was told DateStyle {:?}",
                 value(&ok, "DateStyle")
             );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A startup packet built by hand: length, version code, parameters.
+fn startup_packet(code: u32, params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = code.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// What a server does with these first bytes: "closed" without a word,
+/// the SQLSTATE of the error it sends, or "login" when it goes on to
+/// authentication.
+async fn reaction(port: u16, bytes: &[u8]) -> Result<String> {
+    let mut c = RawConn::connect(port).await?;
+    let _ = c.send_bytes(bytes).await;
+    // After an SSLRequest, the one-byte answer ('N' here: no TLS) first.
+    if bytes.get(4..8) == Some(&[0x04, 0xd2, 0x16, 0x2f][..]) {
+        let mut answer = [0u8; 1];
+        c.stream_mut().read_exact(&mut answer).await?;
+        ensure!(
+            answer[0] == b'N',
+            "SSLRequest answered {:?}",
+            answer[0] as char
+        );
+    }
+    let first = tokio::time::timeout(Duration::from_secs(10), c.read_message())
+        .await
+        .context("neither a reply nor a close within 10 s")?;
+    Ok(match first {
+        Err(_) => "closed".to_string(),
+        Ok(m) if m.tag == b'E' => m.sqlstate().unwrap_or_default(),
+        Ok(m) if m.tag == b'R' => "login".to_string(),
+        Ok(m) => format!("message {:?}", m.tag as char),
+    })
+}
+
+/// Cause 4 of issue 14: bytes that cannot be a startup packet get what
+/// PostgreSQL gives them (a silent close for a length no startup packet
+/// has, an error for a packet that is one but is malformed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_startup_bytes_meet_what_postgresql_does_with_them() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(1)
+            .client_auth("trust")
+            .spawn()
+            .await?;
+        let good = startup_packet(196_608, &[("user", "app"), ("database", "appdb")]);
+        // The last value's NUL and the list's terminator cut off.
+        let mut unterminated = good.clone();
+        unterminated.truncate(good.len() - 2);
+        unterminated[3] -= 2;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "an HTTP request",
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            ),
+            ("length 4", vec![0, 0, 0, 4, 0, 3, 0, 0]),
+            ("length 7", vec![0, 0, 0, 7, 0, 3, 0, 0]),
+            ("length 1 MiB", vec![0, 0x10, 0, 0, 0, 3, 0, 0]),
+            (
+                "a cancel request of 12 bytes",
+                vec![0, 0, 0, 12, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1],
+            ),
+            ("no terminating NUL", unterminated),
+            (
+                "protocol 9.9",
+                startup_packet(0x0009_0009, &[("user", "app")]),
+            ),
+        ];
+        let ssl_request = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let mut cases = cases;
+        for (what, after) in [
+            (
+                "a TLS ClientHello after N",
+                &[0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01][..],
+            ),
+            ("garbage after N", b"\xde\xad\xbe\xef\xde\xad\xbe\xef"),
+        ] {
+            let mut bytes = ssl_request.to_vec();
+            bytes.extend_from_slice(after);
+            cases.push((what, bytes));
+        }
+        let mut differences = Vec::new();
+        for (what, bytes) in &cases {
+            let direct = reaction(cluster.port(), bytes)
+                .await
+                .with_context(|| format!("{what}, directly"))?;
+            let through = reaction(vigil.port(), bytes)
+                .await
+                .with_context(|| format!("{what}, through pgvigil"))?;
+            if direct != through {
+                differences.push(format!("{what}: PostgreSQL {direct}, pgvigil {through}"));
+            }
+        }
+        if !differences.is_empty() {
+            bail!("{}", differences.join("; "));
         }
         Ok(())
     })
