@@ -185,6 +185,8 @@ const N_PLUS_ONE_COLUMNS: &[&str] = &[
     "suggestion",
 ];
 
+const HEALTH_COLUMNS: &[&str] = &["database", "check", "subject", "value", "detail"];
+
 /// Every SHOW command with its columns.
 const SHOW_COMMANDS: &[(&str, &[&str])] = &[
     ("SHOW POOLS", POOLS_COLUMNS),
@@ -199,6 +201,7 @@ const SHOW_COMMANDS: &[(&str, &[&str])] = &[
     ("SHOW QUERIES", QUERIES_COLUMNS),
     ("SHOW SLOW", SLOW_COLUMNS),
     ("SHOW N_PLUS_ONE", N_PLUS_ONE_COLUMNS),
+    ("SHOW HEALTH", HEALTH_COLUMNS),
 ];
 
 // ---------------------------------------------------------------- setup

@@ -3,6 +3,7 @@
 //! read them): times are RFC 3339 strings, durations milliseconds.
 
 mod dashboard;
+mod health;
 mod metrics;
 
 use std::future::Future;
@@ -42,6 +43,8 @@ pub struct AdminState {
     pub listen: SocketAddr,
     /// `admin_allowed_hosts`: `name` (any port) or `name:port`.
     pub allowed_hosts: Arc<[String]>,
+    /// Database health samples; None when the advisor is off.
+    pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -53,6 +56,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/reset", post(reset))
         .route("/api/insight", get(insight_status))
         .route("/api/pools", get(pools))
+        .route("/api/health", get(health::health))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {
@@ -230,6 +234,7 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
         insight: state.insight.clone(),
         pools: (state.pools)(),
         max_query_series: state.max_query_series,
+        health: state.health.clone(),
     };
     let Ok(text) = metrics::render(collector) else {
         return error(

@@ -8,6 +8,8 @@
 //! label sets are bounded by construction: at most `max_query_series`
 //! fingerprints per family, the rest summed under `fingerprint="other"`.
 
+mod health;
+
 use std::fmt::Error;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ pub struct PgvigilCollector {
     pub insight: Option<Arc<Insight>>,
     pub pools: Vec<Arc<ServerPool>>,
     pub max_query_series: usize,
+    pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
 }
 
 // prometheus-client requires it of collectors.
@@ -147,6 +150,9 @@ impl Collector for PgvigilCollector {
         )?;
         if let Some(insight) = &self.insight {
             self.encode_queries(&mut encoder, insight)?;
+        }
+        if let Some(board) = &self.health {
+            health::encode(&mut encoder, board)?;
         }
         self.encode_pools(&mut encoder)
     }

@@ -8,6 +8,13 @@
 
 mod advice;
 mod db;
+mod health;
+mod hygiene;
 
 pub use advice::{Advice, AdviceKind, AdviceMethod, HelpedFingerprint};
 pub use db::{Connector, Database, DbError, Row};
+pub use health::{
+    bloat_ratio, hit_ratio, sample_health, BlockedSession, HealthBoard, HealthSample,
+    HealthSettings, LongTransaction, TableHealth, ADVISOR_APPLICATION_NAME,
+};
+pub use hygiene::{hygiene, hygiene_rules, ForeignKeyInfo, HygieneSettings, IndexInfo};

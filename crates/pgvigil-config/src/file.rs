@@ -54,6 +54,9 @@ pub struct AdvisorSection {
     pub regression_min_calls: Option<u64>,
     pub max_markers: Option<usize>,
     pub history_file: Option<PathBuf>,
+    pub long_transaction_s: Option<f64>,
+    pub health_max_tables: Option<usize>,
+    pub health_max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -558,6 +558,15 @@ pub struct AdvisorSettings {
     pub max_markers: usize,
     /// Where hourly history is saved, so a restart keeps the baseline.
     pub history_file: Option<std::path::PathBuf>,
+    /// Health lists a transaction open longer than this (idle in
+    /// transaction or not): it holds locks and keeps VACUUM from removing
+    /// the row versions it might still see.
+    pub long_transaction: Duration,
+    /// Tables in each health sample (most dead tuples first) and in
+    /// `pgvigil_db_dead_tuples`; bounds the label set.
+    pub health_max_tables: usize,
+    /// Long transactions and blocked sessions listed per sample, each.
+    pub health_max_sessions: usize,
 }
 
 impl Default for AdvisorSettings {
@@ -583,6 +592,9 @@ impl Default for AdvisorSettings {
             regression_min_calls: 20,
             max_markers: 100,
             history_file: None,
+            long_transaction: Duration::from_secs(60),
+            health_max_tables: 20,
+            health_max_sessions: 20,
         }
     }
 }
@@ -1258,6 +1270,13 @@ fn resolve_advisor(a: &AdvisorSection) -> Result<AdvisorSettings, ConfigError> {
         regression_min_calls: a.regression_min_calls.unwrap_or(d.regression_min_calls),
         max_markers: a.max_markers.unwrap_or(d.max_markers).max(1),
         history_file: a.history_file.clone(),
+        long_transaction: positive(
+            "advisor.long_transaction_s",
+            a.long_transaction_s,
+            d.long_transaction,
+        )?,
+        health_max_tables: a.health_max_tables.unwrap_or(d.health_max_tables),
+        health_max_sessions: a.health_max_sessions.unwrap_or(d.health_max_sessions),
     })
 }
 
@@ -2073,5 +2092,29 @@ mod tests {
         assert_eq!(cfg.server_tls, defaults.server_tls);
         assert_eq!(cfg.client_login_timeout, defaults.client_login_timeout);
         assert_eq!(cfg.shutdown_timeout, defaults.shutdown_timeout);
+    }
+
+    #[test]
+    fn health_limits_have_defaults_and_a_zero_long_transaction_is_refused() {
+        let cfg = resolve_toml(BASE).unwrap();
+        assert_eq!(cfg.advisor.long_transaction, Duration::from_secs(60));
+        assert_eq!(
+            (
+                cfg.advisor.health_max_tables,
+                cfg.advisor.health_max_sessions
+            ),
+            (20, 20)
+        );
+        let cfg = resolve_toml(&format!(
+            "{BASE}[advisor]\nlong_transaction_s = 2.5\nhealth_max_tables = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.advisor.long_transaction, Duration::from_millis(2500));
+        assert_eq!(cfg.advisor.health_max_tables, 3);
+        let err = resolve_toml(&format!("{BASE}[advisor]\nlong_transaction_s = 0\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("advisor.long_transaction_s"),
+            "{err}"
+        );
     }
 }

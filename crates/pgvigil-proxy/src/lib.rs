@@ -13,6 +13,7 @@ mod connection;
 mod console;
 mod error;
 mod handshake;
+mod health;
 mod ids;
 mod listener;
 pub mod negotiation;
@@ -122,6 +123,8 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancelRegistry,
     /// None when analytics are off.
     pub(crate) insight: Option<Arc<Insight>>,
+    /// Each database's latest health sample; None when the advisor is off.
+    pub(crate) health: Option<Arc<pgvigil_advisor::HealthBoard>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) started: Instant,
     /// The console's SHUTDOWN.
@@ -170,6 +173,10 @@ impl Shared {
                 &config.advisor,
             )))
         });
+        let health = config
+            .advisor
+            .enabled
+            .then(|| Arc::new(pgvigil_advisor::HealthBoard::default()));
         Ok(Shared {
             client_tls: tls::ClientTls::new(&config.client_tls)?,
             server_tls,
@@ -180,6 +187,7 @@ impl Shared {
             auth_query: auth_query::AuthQuery::default(),
             cancel: CancelRegistry::default(),
             insight,
+            health,
             registry,
             started: Instant::now(),
             shutdown: Notify::new(),

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::shutdown::{self, Shutdown};
-use crate::{analysis, connection, Shared};
+use crate::{analysis, connection, health, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -60,6 +60,11 @@ impl Proxy {
         self.shared.insight.clone()
     }
 
+    /// Database health, for the admin API; None when the advisor is off.
+    pub fn health(&self) -> Option<Arc<pgvigil_advisor::HealthBoard>> {
+        self.shared.health.clone()
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -80,6 +85,11 @@ impl Proxy {
         for pool in shared.pools.values() {
             pool.maintain();
         }
+        // Health sampling: its own connections, stopped with the proxy.
+        let health_sampler = shared
+            .health
+            .clone()
+            .map(|board| tokio::spawn(health::sample_periodically(shared.clone(), board)));
         let console_shutdown = shared.shutdown.notified();
         tokio::pin!(console_shutdown);
         let mut backoff = Duration::from_millis(10);
@@ -125,6 +135,10 @@ impl Proxy {
         };
         drop(self.listener);
         shutdown::begin(mode);
+        // No new connection of pgvigil's own while the sessions drain.
+        if let Some(h) = &health_sampler {
+            h.abort();
+        }
         let limit = shared.shutdown_timeout();
         tracing::info!(
             "shutting down ({mode:?}): waiting up to {limit:?} for {} sessions",

@@ -345,6 +345,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             metrics_require_token,
             listen: admin.local_addr()?,
             allowed_hosts: admin_allowed_hosts.into(),
+            health: proxy.health(),
         };
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;

@@ -18,6 +18,7 @@ pub enum Show {
     Queries,
     Slow,
     NPlusOne,
+    Health,
     Help,
 }
 
@@ -85,6 +86,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "QUERIES" => Show::Queries,
                 "SLOW" => Show::Slow,
                 "N_PLUS_ONE" => Show::NPlusOne,
+                "HEALTH" => Show::Health,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };

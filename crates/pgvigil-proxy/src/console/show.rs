@@ -10,6 +10,8 @@ use pgvigil_config::{ClientAuth, Config, PoolMode, PoolSettings};
 use pgvigil_insight::time::{rfc3339_ms, utc_seconds};
 use pgvigil_insight::{Pattern, SortBy};
 
+mod health;
+
 use super::command::Show;
 use crate::registry::{now_us, ClientState, ServerState};
 use crate::Shared;
@@ -107,6 +109,7 @@ pub(crate) fn table(shared: &Shared, what: &Show) -> Option<Table> {
         Show::Queries => queries(shared),
         Show::Slow => slow(shared),
         Show::NPlusOne => n_plus_one(shared),
+        Show::Health => health::health(shared),
         Show::Help => return None,
     })
 }
@@ -118,7 +121,7 @@ pub(crate) fn version() -> String {
 pub(crate) const HELP: &str = "Console usage
 \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|LISTS
-\tSHOW QUERIES|SLOW|N_PLUS_ONE
+\tSHOW QUERIES|SLOW|N_PLUS_ONE|HEALTH
 \tPAUSE [<db>]
 \tRESUME [<db>]
 \tRELOAD
