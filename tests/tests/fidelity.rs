@@ -275,3 +275,101 @@ async fn invalid_startup_bytes_meet_what_postgresql_does_with_them() -> Result<(
     })
     .await
 }
+
+/// Logs in with trust; returns the connection and the process id of
+/// its BackendKeyData.
+async fn login_with_pid(port: u16) -> Result<(RawConn, i32)> {
+    let mut conn = RawConn::connect(port).await?;
+    conn.send_startup(&[("user", "app"), ("database", "appdb")])
+        .await?;
+    let mut pid = None;
+    loop {
+        let msg = conn.read_message().await?;
+        match msg.tag {
+            b'K' => pid = Some(i32::from_be_bytes(msg.body[0..4].try_into()?)),
+            b'E' => bail!("login failed: {:?}", msg.error_fields()),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    Ok((conn, pid.context("no BackendKeyData")?))
+}
+
+/// The first column of each DataRow, and the pids of NotificationResponses.
+async fn query(conn: &mut RawConn, sql: &str) -> Result<(Vec<String>, Vec<i32>)> {
+    conn.send_query(sql).await?;
+    let (mut values, mut notified) = (Vec::new(), Vec::new());
+    for msg in conn.read_until_ready().await? {
+        match msg.tag {
+            b'D' => {
+                let len = i32::from_be_bytes(msg.body[2..6].try_into()?) as usize;
+                values.push(String::from_utf8_lossy(&msg.body[6..6 + len]).into_owned());
+            }
+            b'A' => notified.push(i32::from_be_bytes(msg.body[0..4].try_into()?)),
+            _ => {}
+        }
+    }
+    Ok((values, notified))
+}
+
+/// Cause 5 of issue 14: in session mode a client owns its backend, so it
+/// is told that backend's real pid: `pg_backend_pid()`, NOTIFY's pid and
+/// `pg_terminate_backend` agree with it. Transaction mode keeps a pid of
+/// pgvigil's own, above any real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_clients_are_told_their_backends_real_pid() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let session = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Session)
+            .pool_size(2)
+            .client_auth("trust")
+            .spawn()
+            .await?;
+        let (mut conn, told) = login_with_pid(session.port()).await?;
+        let (pids, _) = query(&mut conn, "SELECT pg_backend_pid()::text").await?;
+        ensure!(
+            pids == [told.to_string()],
+            "told pid {told}, pg_backend_pid() says {pids:?}"
+        );
+        let (_, notified) =
+            query(&mut conn, "LISTEN fidelity_pid; NOTIFY fidelity_pid, 'x'").await?;
+        ensure!(
+            notified == [told],
+            "NOTIFY from itself came with pids {notified:?}, told {told}"
+        );
+        // A second client gets another backend, and another pid.
+        let (_, other) = login_with_pid(session.port()).await?;
+        ensure!(other != told, "two session clients were told pid {told}");
+        // Terminating the told pid ends this client's backend.
+        let direct = cluster.connect_direct().await?;
+        direct
+            .simple_query(&format!("SELECT pg_terminate_backend({told})"))
+            .await?;
+        match conn
+            .read_until_error_or_close(Duration::from_secs(10))
+            .await?
+        {
+            Some(e) => ensure!(
+                e.sqlstate().as_deref() == Some("57P01"),
+                "after pg_terminate_backend: {:?}",
+                e.error_fields()
+            ),
+            None => bail!("the connection closed without PostgreSQL's 57P01"),
+        }
+
+        let transaction = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Transaction)
+            .pool_size(2)
+            .client_auth("trust")
+            .spawn()
+            .await?;
+        let (_, synthetic) = login_with_pid(transaction.port()).await?;
+        ensure!(
+            synthetic >= 1 << 22,
+            "transaction mode told pid {synthetic}, which a real backend could have"
+        );
+        Ok(())
+    })
+    .await
+}

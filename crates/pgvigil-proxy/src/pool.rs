@@ -960,6 +960,16 @@ impl PooledServer {
         &self.pool
     }
 
+    /// Shows a connection taken before its client was registered (a
+    /// session-mode login) as that client's, as `acquire_for` would have.
+    pub(crate) fn link_to(&self, client: &Arc<ClientEntry>) {
+        client.linked(Some(self.id));
+        if let Some(r) = &self.registration {
+            r.entry
+                .checked_out(Some(client.id), unix_us(MonoTime::now()));
+        }
+    }
+
     /// Session mode: clean the connection (server_reset_query) so the
     /// next client finds a fresh session, then give it back.
     pub async fn reset_and_release(mut self) {

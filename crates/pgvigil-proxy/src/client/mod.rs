@@ -23,6 +23,7 @@ use crate::handshake::Authenticated;
 use crate::ids::ClientId;
 use crate::registry::NewClient;
 use crate::Shared;
+use pgvigil_config::PoolMode;
 use session::{Exit, Session};
 use settings::ClientSettings;
 
@@ -60,7 +61,21 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let values = match reported_values(&pool, &settings, &welcome).await {
+    // In session mode the client owns a backend for its whole session, as
+    // on a direct connection: it gets it now, so it can be told the
+    // backend's real pid.
+    let mut owned = None;
+    if pool.mode() == PoolMode::Session {
+        match pool.acquire().await {
+            Ok(server) => owned = Some(server),
+            Err(e) => {
+                tracing::info!(client = %id, %peer, "login failed: {e}");
+                crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
+                return;
+            }
+        }
+    }
+    let values = match reported_values(&pool, &settings, &welcome, owned.as_mut()).await {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(client = %id, %peer, "login failed: {e}");
@@ -85,7 +100,12 @@ pub(crate) async fn serve(
         backend::write_parameter_status(&mut out, name.as_bytes(), value.as_bytes());
         told.insert(name, value);
     }
-    let (key, cancel) = shared.cancel.register(pool.target());
+    let (key, cancel) = match &owned {
+        Some(server) => shared
+            .cancel
+            .register_backend(pool.target(), server.backend_key.process_id),
+        None => shared.cancel.register(pool.target()),
+    };
     out.extend_from_slice(&backend::backend_key_data_message(
         key.process_id,
         key.secret_key,
@@ -137,6 +157,7 @@ pub(crate) async fn serve(
         shared.config.max_packet_size,
         observer,
         registration.entry.clone(),
+        owned,
     );
     let exit = session.run().await;
     clients.fetch_sub(1, Ordering::Relaxed);
@@ -158,6 +179,7 @@ async fn reported_values(
     pool: &Arc<crate::ServerPool>,
     settings: &ClientSettings,
     welcome: &[(String, String)],
+    owned: Option<&mut crate::pool::PooledServer>,
 ) -> Result<Vec<(String, String)>, ProxyError> {
     let mut values = Vec::with_capacity(welcome.len());
     let mut unknown = Vec::new();
@@ -185,7 +207,11 @@ async fn reported_values(
     if unknown.is_empty() {
         return Ok(values);
     }
-    let mut server = pool.acquire().await?;
+    let mut borrowed = None;
+    let server = match owned {
+        Some(server) => server,
+        None => borrowed.insert(pool.acquire().await?),
+    };
     for (at, name, asked) in unknown {
         let rows = server
             .run_own_extended_query(

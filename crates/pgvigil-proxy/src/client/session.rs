@@ -76,6 +76,9 @@ pub(crate) struct Session {
     pub(crate) max_frame: usize,
 
     server: Option<PooledServer>,
+    /// Session mode: the server taken at login, attached when the session
+    /// starts.
+    owned: Option<PooledServer>,
     to_client: OutQueue,
     to_server: OutQueue,
     replies: ReplyQueue,
@@ -142,6 +145,7 @@ impl Session {
         max_frame: usize,
         observer: Option<Recorder>,
         entry: Arc<ClientEntry>,
+        owned: Option<PooledServer>,
     ) -> Session {
         let tally = SessionTally::new(pool.tally.clone());
         let guard_settings = GuardSettings::of(&pool.settings());
@@ -169,6 +173,7 @@ impl Session {
             cancel,
             max_frame,
             server: None,
+            owned,
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
             replies: ReplyQueue::default(),
@@ -197,6 +202,13 @@ impl Session {
     }
 
     async fn forward(&mut self) -> Exit {
+        // Session mode: the server taken at login becomes this client's.
+        if let Some(server) = self.owned.take() {
+            server.link_to(&self.entry);
+            if let Err(e) = self.configure_server(server).await {
+                return Exit::Error(e);
+            }
+        }
         // Frames may have arrived together with the startup message.
         match self.on_client_data().await {
             Ok(true) => {}
@@ -392,10 +404,16 @@ impl Session {
                 crate::shutdown::ADMIN_TERMINATION,
             ));
         }
-        let mut server = self
+        let server = self
             .pool
             .acquire_for(Some(&self.entry), Some(self.cancel.waiting()))
             .await?;
+        self.configure_server(server).await
+    }
+
+    /// Makes a server connection just given to this client carry its
+    /// settings, and attaches it.
+    async fn configure_server(&mut self, mut server: PooledServer) -> Result<(), ProxyError> {
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
