@@ -104,6 +104,7 @@ try {
   result.detailQuery = (await page.locator("#detail-sql").innerText()).trim();
   result.histogramBars = await page.locator("#histogram svg rect.bar").count();
   result.percentilePoints = await page.locator("#percentiles svg circle").count();
+  result.markerLines = await page.locator("#percentiles svg line.marker").count();
   result.pools = await texts("#pools tbody tr");
   result.slowEvents = await page.locator("#slow tbody tr").count();
   result.bodyText = await page.locator("body").innerText();

@@ -93,6 +93,19 @@ impl Pgvigil {
         self.api_ok("POST", path).await
     }
 
+    /// `POST path` with a JSON body (and `Content-Type: application/json`),
+    /// whatever the reply's status.
+    pub async fn api_post_json(&self, path: &str, body: &str) -> Result<ApiResponse> {
+        let port = self.admin_port();
+        let headers = [
+            ("Accept", "application/json"),
+            ("Content-Type", "application/json"),
+        ];
+        exchange_body(port, "the admin listener", "POST", path, &headers, body)
+            .await
+            .with_context(|| format!("POST {path} on the admin listener (port {port})"))
+    }
+
     async fn api_ok(&self, method: &str, path: &str) -> Result<Value> {
         let reply = self.api_request(method, path).await?;
         if reply.status != 200 {
@@ -122,6 +135,17 @@ async fn exchange(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<ApiResponse> {
+    exchange_body(port, what, method, path, headers, "").await
+}
+
+async fn exchange_body(
+    port: u16,
+    what: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<ApiResponse> {
     let exchange = async {
         let mut stream = connect(port, what).await?;
         let mut request = format!("{method} {path} HTTP/1.1\r\n");
@@ -131,7 +155,10 @@ async fn exchange(
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
-        request.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+        request.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ));
         stream
             .write_all(request.as_bytes())
             .await

@@ -217,6 +217,10 @@ async fn dashboard_shows_n_plus_one_top_query_and_pools_in_chromium() -> Result<
         for _ in 0..3 {
             client.query("SELECT pg_sleep(0.25)", &[]).await?;
         }
+        // DDL through pgvigil sets a marker, drawn on the latency chart.
+        client
+            .batch_execute(&format!("CREATE INDEX ON {books} (author_id)"))
+            .await?;
         for n in 0..30 {
             client
                 .query(
@@ -316,6 +320,7 @@ async fn dashboard_shows_n_plus_one_top_query_and_pools_in_chromium() -> Result<
             ("no request left this listener", page["foreignRequests"].as_array().is_some_and(|a| a.is_empty())),
             ("no failed requests", page["failedRequests"].as_array().is_some_and(|a| a.is_empty())),
             ("the N+1 detection is visible", page["nplusVisible"] == true),
+            ("the index's marker is on the latency chart", page["markerLines"].as_u64() >= Some(1)),
             (
                 "the detection shows its child query",
                 page["detections"].as_array().is_some_and(|a| {

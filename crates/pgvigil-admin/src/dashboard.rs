@@ -1,8 +1,9 @@
 //! The web dashboard: `GET /` serves one page whose HTML, CSS and script
 //! are compiled into the binary (no CDN, works offline). The page reads the
 //! JSON API (`/api/queries`, `/api/queries/{fingerprint}`, `/api/slow`,
-//! `/api/n-plus-one`, `/api/pools`, `/api/insight`) every 2 seconds and
-//! draws its charts as inline SVG with its own script.
+//! `/api/n-plus-one`, `/api/pools`, `/api/insight`, `/api/markers`) every
+//! 2 seconds and draws its charts as inline SVG with its own script, with
+//! before/after markers as dashed lines on the latency chart's time axis.
 //!
 //! The page and its assets carry no data, so they need no token; the API
 //! calls they make do (the page takes it from `?token=` or asks for it).

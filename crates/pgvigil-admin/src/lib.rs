@@ -4,6 +4,7 @@
 
 mod dashboard;
 mod health;
+mod markers;
 mod metrics;
 
 use std::future::Future;
@@ -57,6 +58,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/insight", get(insight_status))
         .route("/api/pools", get(pools))
         .route("/api/health", get(health::health))
+        .route("/api/markers", get(markers::list).post(markers::create))
+        .route("/api/markers/{id}", get(markers::detail))
+        .route("/api/regressions", get(markers::regressions))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {
@@ -339,14 +343,17 @@ fn parse_window(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("bad window `{text}`: use e.g. 5m or 1h"))?;
     let minutes = match unit {
         "" | "m" => n,
-        "h" => n * 60,
+        "h" => n.saturating_mul(60),
         "s" => n.div_ceil(60),
         _ => return Err(format!("bad window `{text}`: use e.g. 5m or 1h")),
     };
-    if minutes == 0 || minutes > pgvigil_insight::HISTORY_MINUTES {
+    // Up to the day of hourly history: longer than an hour, windows are
+    // whole hours.
+    let longest = pgvigil_insight::HISTORY_HOURS * 60;
+    if minutes == 0 || minutes > longest {
         return Err(format!(
-            "window `{text}` must be between 1m and {}m",
-            pgvigil_insight::HISTORY_MINUTES
+            "window `{text}` must be between 1m and {}h",
+            pgvigil_insight::HISTORY_HOURS
         ));
     }
     Ok(minutes)
@@ -654,7 +661,10 @@ mod tests {
         assert_eq!(parse_window("5m"), Ok(5));
         assert_eq!(parse_window("1h"), Ok(60));
         assert_eq!(parse_window("90s"), Ok(2));
-        assert!(parse_window("2h").is_err());
+        assert_eq!(parse_window("24h"), Ok(24 * 60));
+        assert!(parse_window("25h").is_err());
+        assert!(parse_window("0m").is_err());
+        assert!(parse_window("999999999999999999h").is_err());
         assert!(parse_window("five").is_err());
     }
 }

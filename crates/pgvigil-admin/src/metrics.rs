@@ -59,6 +59,33 @@ fn cut(text: &str) -> String {
     }
 }
 
+/// Markers and regressions: counts only, no labels (a regression's
+/// fingerprint is in `/api/regressions` and the log).
+fn encode_markers(encoder: &mut DescriptorEncoder, insight: &Insight) -> Result<(), Error> {
+    let c = insight.marker_counters();
+    family(
+        encoder,
+        "pgvigil_regressions",
+        "Fingerprints whose recent p95 reached advisor.regression_factor times their baseline p95",
+        MetricType::Counter,
+        [(vec![], Value::Counter(c.regressions))],
+    )?;
+    family(
+        encoder,
+        "pgvigil_markers",
+        "Before/after markers kept",
+        MetricType::Gauge,
+        [(vec![], Value::Gauge(c.markers as i64))],
+    )?;
+    family(
+        encoder,
+        "pgvigil_markers_dropped",
+        "Markers dropped past advisor.max_markers or skipped by the version-marker rate limit",
+        MetricType::Counter,
+        [(vec![], Value::Counter(c.markers_dropped))],
+    )
+}
+
 /// Writes one family whose members are (labels, value) pairs.
 fn family<'a>(
     encoder: &mut DescriptorEncoder,
@@ -150,6 +177,7 @@ impl Collector for PgvigilCollector {
         )?;
         if let Some(insight) = &self.insight {
             self.encode_queries(&mut encoder, insight)?;
+            encode_markers(&mut encoder, insight)?;
         }
         if let Some(board) = &self.health {
             health::encode(&mut encoder, board)?;

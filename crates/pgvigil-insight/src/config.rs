@@ -1,6 +1,6 @@
 //! What insight keeps and what it calls slow or a loop.
 
-use crate::{NPlusOneConfig, SlowRules};
+use crate::{MarkerConfig, NPlusOneConfig, SlowRules};
 
 #[derive(Debug, Clone)]
 pub struct InsightConfig {
@@ -21,6 +21,8 @@ pub struct InsightConfig {
     /// Unix milliseconds now: read for events (slow queries, N+1
     /// findings), never per statement. Tests pass their own.
     pub wall_clock_ms: fn() -> u64,
+    /// Before/after markers, regressions (markers.rs, regression.rs).
+    pub markers: MarkerConfig,
 }
 
 impl Default for InsightConfig {
@@ -36,6 +38,7 @@ impl Default for InsightConfig {
             watch_slow_us: u64::MAX,
             watch_total_us: u64::MAX,
             wall_clock_ms: crate::time::unix_ms_now,
+            markers: MarkerConfig::default(),
         }
     }
 }

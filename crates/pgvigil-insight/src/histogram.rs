@@ -146,6 +146,48 @@ impl LatencyHistogram {
             })
     }
 
+    /// Removes the counts of an earlier copy of this histogram (same
+    /// resolution), leaving what was recorded since: how a marker's
+    /// "after" is told apart from its "before" without recording twice.
+    /// Counts never go below zero, so a copy that is not an ancestor
+    /// (statistics reset in between) cannot underflow.
+    pub(crate) fn subtract(&mut self, earlier: &LatencyHistogram) {
+        if earlier.bits != self.bits {
+            let mut same = LatencyHistogram::with_resolution(self.bits);
+            same.merge(earlier);
+            return self.subtract(&same);
+        }
+        for (i, &n) in earlier.counts.iter().enumerate() {
+            let b = earlier.first + i as u32;
+            if b < self.first || (b - self.first) as usize >= self.counts.len() {
+                continue;
+            }
+            let slot = &mut self.counts[(b - self.first) as usize];
+            let taken = (*slot).min(n);
+            *slot -= taken;
+            self.total -= taken as u64;
+        }
+    }
+
+    /// (resolution bits, first bucket, counts), for saving history.
+    pub(crate) fn parts(&self) -> (u8, u32, &[u32]) {
+        (self.bits, self.first, &self.counts)
+    }
+
+    /// The inverse of `parts`; None for parts no histogram could have.
+    pub(crate) fn from_parts(bits: u8, first: u32, counts: Vec<u32>) -> Option<Self> {
+        if !(1..=7).contains(&bits) || first.checked_add(counts.len() as u32)? > 64 << bits {
+            return None;
+        }
+        let total = counts.iter().map(|&n| n as u64).sum();
+        Some(LatencyHistogram {
+            bits,
+            first,
+            counts,
+            total,
+        })
+    }
+
     /// Heap bytes used, for the memory accounting of the stats store.
     pub fn heap_bytes(&self) -> usize {
         self.counts.capacity() * std::mem::size_of::<u32>()
@@ -215,6 +257,41 @@ mod tests {
             h.record_us(200 + (i * 7919) % 3000); // 0.2 .. 3.2 ms
         }
         assert!(h.heap_bytes() <= 1024, "{} bytes", h.heap_bytes());
+    }
+
+    #[test]
+    fn subtracting_an_earlier_copy_leaves_what_came_since() {
+        let mut h = LatencyHistogram::with_resolution(COARSE);
+        for us in [100, 200, 300] {
+            h.record_us(us);
+        }
+        let earlier = h.clone();
+        for us in [5, 300, 90_000] {
+            h.record_us(us);
+        }
+        h.subtract(&earlier);
+        assert_eq!(h.count(), 3);
+        let mut since = LatencyHistogram::with_resolution(COARSE);
+        for us in [5, 300, 90_000] {
+            since.record_us(us);
+        }
+        assert_eq!(
+            h.buckets().collect::<Vec<_>>(),
+            since.buckets().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn parts_round_trip_and_nonsense_is_refused() {
+        let mut h = LatencyHistogram::new();
+        for us in [7, 7_000, 7_000_000] {
+            h.record_us(us);
+        }
+        let (bits, first, counts) = h.parts();
+        let back = LatencyHistogram::from_parts(bits, first, counts.to_vec()).unwrap();
+        assert_eq!(back, h);
+        assert!(LatencyHistogram::from_parts(0, 0, vec![1]).is_none());
+        assert!(LatencyHistogram::from_parts(4, u32::MAX, vec![1]).is_none());
     }
 
     proptest! {

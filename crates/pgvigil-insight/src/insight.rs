@@ -21,8 +21,8 @@ use crate::{DetectionRow, Execution, InsightConfig, Pattern, StatementInfo};
 /// every execution and by `flush` a few times a second, so it is almost
 /// never contended.
 #[derive(Default)]
-struct Shard {
-    pending: Mutex<Vec<Execution>>,
+pub(crate) struct Shard {
+    pub(crate) pending: Mutex<Vec<Execution>>,
 }
 
 /// A thread merges its own buffer once it holds this many executions,
@@ -64,7 +64,7 @@ pub struct Insight {
     pub(crate) catalog: DashMap<u64, Arc<StatementInfo>>,
     pub(crate) annotations: DashMap<u64, Arc<Annotation>>,
     pub(crate) store: Mutex<Store>,
-    shards: Mutex<Vec<Arc<Shard>>>,
+    pub(crate) shards: Mutex<Vec<Arc<Shard>>>,
     pub(crate) callers: Mutex<(HashMap<Caller, u32>, Vec<Caller>)>,
     pub(crate) slow: Mutex<SlowLog>,
     pub(crate) detections: Mutex<HashMap<(Pattern, u64), DetectionRow>>,
@@ -78,6 +78,8 @@ pub struct Insight {
     /// fingerprint is registered.
     pub(crate) has_watchers: std::sync::atomic::AtomicBool,
     pub(crate) samples: Mutex<HashMap<u64, ParameterSample>>,
+    /// Markers and regressions (markers.rs, regression.rs).
+    pub(crate) marks: crate::markers::Marks,
 }
 
 impl Insight {
@@ -99,6 +101,7 @@ impl Insight {
             watchers: Watchers::default(),
             has_watchers: std::sync::atomic::AtomicBool::new(false),
             samples: Mutex::new(HashMap::new()),
+            marks: crate::markers::Marks::default(),
         }
     }
 
@@ -203,9 +206,10 @@ impl Insight {
                 self.merge(&batch, now_ms);
             }
         }
+        self.after_flush(now_ms);
     }
 
-    fn merge(&self, batch: &[Execution], now_ms: u64) {
+    pub(crate) fn merge(&self, batch: &[Execution], now_ms: u64) {
         let mut crossings = Vec::new();
         let mut store = lock(&self.store);
         let (slow_us, total_us) = (self.config.watch_slow_us, self.config.watch_total_us);

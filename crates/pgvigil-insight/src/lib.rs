@@ -17,9 +17,12 @@ mod config;
 mod detections;
 mod export;
 mod histogram;
+mod history;
 mod insight;
+mod markers;
 mod nplusone;
 mod recorder;
+mod regression;
 mod rows;
 mod slow;
 mod stats;
@@ -32,12 +35,18 @@ pub use config::InsightConfig;
 pub use detections::{DetectionRow, SeenBy};
 pub use export::ExportedSeries;
 pub use histogram::LatencyHistogram;
+pub use history::{HistoryError, LoadedHistory, HISTORY_FORMAT_VERSION};
 pub use insight::{Insight, InsightCounters};
+pub use markers::{
+    Figures, Marker, MarkerComparison, MarkerConfig, MarkerCounters, MarkerKind, MarkerReport,
+    MAX_MARKER_NAME,
+};
 pub use nplusone::{Detection, NPlusOneConfig, NPlusOneDetector, Observed, Pattern};
 pub use recorder::{Outcome, Recorder, SessionInfo, Tracked};
+pub use regression::RegressionEvent;
 pub use rows::{Annotation, MinuteRow, QueryDetail, QueryRow, SortBy};
 pub use slow::{SlowContext, SlowEvent, SlowRule, SlowRules, DEFAULT_RULE};
-pub use stats::{Execution, QueryStats, Totals, HISTORY_MINUTES};
+pub use stats::{Execution, QueryStats, Totals, HISTORY_HOURS, HISTORY_MINUTES};
 pub use store::StatementInfo;
 pub use watch::{Crossing, ParameterSample, Watcher};
 

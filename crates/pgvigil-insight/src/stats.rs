@@ -1,25 +1,32 @@
 //! Per-fingerprint statistics: pg_stat_statements' columns, a latency
-//! histogram, and one-minute slices of the last hour.
+//! histogram, one-minute slices of the last hour and hourly slices of the
+//! last day.
 
 use std::collections::VecDeque;
 
 use crate::histogram::{LatencyHistogram, COARSE};
 
 /// Recent history: one-minute slices for the last `MINUTE_SLICES`
-/// minutes, then five-minute slices back to an hour. Windows of up to five
-/// minutes are exact to the minute; longer ones to five minutes. Slices
-/// use the coarse histogram resolution, which keeps a fingerprint that ran
-/// in every minute of the hour near 8 KiB.
+/// minutes, then five-minute slices back to an hour, then hourly slices
+/// back to `HISTORY_HOURS`. Windows of up to five minutes are exact to the
+/// minute; longer ones to five minutes. Slices use the coarse histogram
+/// resolution, which keeps a fingerprint that ran in every minute of the
+/// hour near 8 KiB; the day of hourly slices a regression's baseline and a
+/// marker's "before" need costs a few KiB more.
 pub const MINUTE_SLICES: u64 = 5;
 pub const HISTORY_MINUTES: u64 = 60;
+/// A day: what regression baselines compare against, and what a restart
+/// keeps when history is saved to a file.
+pub const HISTORY_HOURS: u64 = 24;
 const FOLD_MINUTES: u64 = 5;
+const HOUR_MINUTES: u64 = 60;
 /// Distinct SQLSTATEs and (database, user, application) tuples kept per
 /// fingerprint; beyond, the rarest stays out and a counter says so.
 const MAX_ERROR_CODES: usize = 8;
 const MAX_CALLERS: usize = 8;
 
 /// Sums that merge by addition: everything but the histogram.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub calls: u64,
     pub errors: u64,
@@ -163,29 +170,40 @@ impl QueryStats {
     }
 
     /// Folds one-minute slices older than `MINUTE_SLICES` into
-    /// five-minute ones and drops what is older than an hour.
-    fn fold_history(&mut self, now_minute: u64) {
+    /// five-minute ones, five-minute ones into hourly ones once their whole
+    /// hour is older than `HISTORY_MINUTES` (so an hourly slice never
+    /// overlaps the recent hour windows are taken from), and drops what is
+    /// older than `HISTORY_HOURS`.
+    pub(crate) fn fold_history(&mut self, now_minute: u64) {
         let mut folded: VecDeque<Slice> = VecDeque::with_capacity(self.slices.len());
         for s in self.slices.drain(..) {
-            if s.minute + s.span + HISTORY_MINUTES <= now_minute + 1 {
-                continue; // older than the hour
+            if s.minute + s.span + HISTORY_HOURS * HOUR_MINUTES <= now_minute + 1 {
+                continue; // older than the day
             }
-            if s.span == 1 && s.minute + MINUTE_SLICES <= now_minute {
-                let start = s.minute - s.minute % FOLD_MINUTES;
-                match folded.back_mut() {
-                    Some(last) if last.span == FOLD_MINUTES && last.minute == start => {
-                        last.totals.merge(&s.totals);
-                        last.histogram.merge(&s.histogram);
-                    }
-                    _ => {
-                        let mut f = Slice::new(start, FOLD_MINUTES);
-                        f.totals = s.totals;
-                        f.histogram = s.histogram;
-                        folded.push_back(f);
-                    }
-                }
+            let hour = s.minute - s.minute % HOUR_MINUTES;
+            let span = if hour + HOUR_MINUTES + HISTORY_MINUTES <= now_minute + 1 {
+                HOUR_MINUTES
+            } else if s.span == 1 && s.minute + MINUTE_SLICES <= now_minute {
+                FOLD_MINUTES
             } else {
+                s.span
+            };
+            if span == s.span {
                 folded.push_back(s);
+                continue;
+            }
+            let start = s.minute - s.minute % span;
+            match folded.back_mut() {
+                Some(last) if last.span == span && last.minute == start => {
+                    last.totals.merge(&s.totals);
+                    last.histogram.merge(&s.histogram);
+                }
+                _ => {
+                    let mut f = Slice::new(start, span);
+                    f.totals = s.totals;
+                    f.histogram = s.histogram;
+                    folded.push_back(f);
+                }
             }
         }
         folded.shrink_to_fit();
@@ -271,9 +289,13 @@ mod tests {
         let (t, h) = q.window(1, 12 * 60_000 + 30_000);
         assert_eq!(t.calls, 1);
         assert!((h.quantile_us(0.5).unwrap() - 3000.0).abs() < 60.0);
-        // An hour later the old minutes are gone.
-        q.record(&exec(10), 75 * 60_000);
-        assert_eq!(q.slices.len(), 1);
+        // Two hours later the old minutes are one hourly slice, outside
+        // the recent windows; a day later they are gone.
+        q.record(&exec(10), 120 * 60_000);
+        assert_eq!(q.slices.len(), 2);
+        assert_eq!(q.window(60, 120 * 60_000).0.calls, 1);
+        q.record(&exec(10), 25 * 60 * 60_000);
+        assert_eq!(q.slices.front().unwrap().minute, 120);
     }
 
     #[test]
@@ -292,6 +314,40 @@ mod tests {
         assert_eq!(t.calls, 60);
         let (t, _) = q.window(5, 59 * 60_000);
         assert_eq!(t.calls, 5);
+    }
+
+    #[test]
+    fn a_day_of_history_folds_into_hourly_slices_and_older_is_dropped() {
+        let mut q = QueryStats::new(0);
+        for minute in 0..(30 * 60u64) {
+            q.record(&exec(1000), minute * 60_000);
+        }
+        let now_minute = 30 * 60 - 1;
+        // Slices stay in time order and never overlap.
+        for w in q.slices.iter().collect::<Vec<_>>().windows(2) {
+            assert!(w[0].minute + w[0].span <= w[1].minute, "{w:?}");
+        }
+        let hourly: Vec<&Slice> = q.slices.iter().filter(|s| s.span == 60).collect();
+        assert!(hourly.len() >= 22 && hourly.len() <= 23, "{}", hourly.len());
+        let oldest = q.slices.front().unwrap();
+        assert!(oldest.minute + 24 * 60 > now_minute, "{}", oldest.minute);
+        // No hourly slice reaches into the last hour.
+        assert!(hourly.iter().all(|s| s.minute + 60 + 60 <= now_minute + 1));
+        // Every call of the day is still counted, exactly.
+        let (t, _) = q.window(24 * 60, now_minute * 60_000);
+        assert_eq!(t.calls, 24 * 60);
+    }
+
+    #[test]
+    fn a_fingerprint_with_a_day_of_history_stays_under_sixteen_kib() {
+        let mut q = QueryStats::new(0);
+        for minute in 0..(25 * 60u64) {
+            for i in 0..100u64 {
+                q.record(&exec(300 + (i * 37) % 4500), minute * 60_000 + i);
+            }
+        }
+        let bytes = std::mem::size_of::<QueryStats>() + q.heap_bytes();
+        assert!(bytes <= 16 * 1024, "{bytes} bytes");
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod console;
 mod error;
 mod handshake;
 mod health;
+mod history;
 mod ids;
 mod listener;
 pub mod negotiation;
@@ -168,10 +169,9 @@ impl Shared {
             }
         }
         let insight = config.insight.analytics.then(|| {
-            Arc::new(Insight::new(analysis::insight_config(
-                &config.insight,
-                &config.advisor,
-            )))
+            let insight = Insight::new(analysis::insight_config(&config.insight, &config.advisor));
+            history::load(&insight, &config.advisor);
+            Arc::new(insight)
         });
         let health = config
             .advisor
@@ -274,6 +274,11 @@ impl Shared {
         }
         if new.insight != old.insight {
             needs_restart("insight settings");
+        }
+        if history::marker_config(&new.advisor) != history::marker_config(&old.advisor)
+            || new.advisor.history_file != old.advisor.history_file
+        {
+            needs_restart("advisor marker, regression or history_file settings");
         }
         if new.metrics != old.metrics || new.admin_token != old.admin_token {
             needs_restart("admin listener settings");

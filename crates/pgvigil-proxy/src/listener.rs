@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::shutdown::{self, Shutdown};
-use crate::{analysis, connection, health, Shared};
+use crate::{analysis, connection, health, history, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -82,6 +82,11 @@ impl Proxy {
             .insight
             .clone()
             .map(|i| tokio::spawn(analysis::flush_periodically(i)));
+        let saver = shared
+            .insight
+            .clone()
+            .zip(shared.config.advisor.history_file.clone())
+            .map(|(i, path)| tokio::spawn(history::save_periodically(i, path)));
         for pool in shared.pools.values() {
             pool.maintain();
         }
@@ -176,6 +181,10 @@ impl Proxy {
         if let Some(i) = &shared.insight {
             i.flush(analysis::now_ms());
         }
+        if let Some(s) = saver {
+            s.abort();
+        }
+        history::save_at_shutdown(shared.insight.clone(), &shared.config.advisor).await;
     }
 }
 

@@ -197,6 +197,12 @@
     take(nplus, renderNPlusOne);
     take(pools, renderPools);
     take(insight, renderCounters);
+    // Markers only decorate the latency chart: a failure leaves it bare.
+    try {
+      state.markers = (await api("api/markers")).markers || [];
+    } catch (_) {
+      state.markers = [];
+    }
 
     if (state.selected) {
       try {
@@ -317,7 +323,7 @@
       ...stat("last seen", fmtAgo(d.last_seen))
     );
     $("histogram").replaceChildren(histogramSvg(d));
-    $("percentiles").replaceChildren(percentileSvg(d.recent || []));
+    $("percentiles").replaceChildren(percentileSvg(d.recent || [], state.markers || []));
 
     const slow = d.slow_events || [];
     $("detail-slow").replaceChildren(
@@ -479,7 +485,7 @@
     return svg;
   }
 
-  function percentileSvg(recent) {
+  function percentileSvg(recent, markers) {
     const pts = recent.filter((r) => r.calls > 0);
     const label = pts.length
       ? `p50, p95 and p99 over ${pts.length} recent windows; latest p95 ${fmtMs(pts[pts.length - 1].p95_ms)}`
@@ -526,6 +532,16 @@
       );
     }
     svg.append(s("line", { x1: M.left, x2: W - M.right, y1: M.top + ph, y2: M.top + ph, class: "axis" }));
+
+    // Before/after markers on the time axis (DDL, new version, manual).
+    for (const m of markers) {
+      const t = new Date(m.at).getTime();
+      if (!(t >= t0 && t <= t1)) continue;
+      svg.append(
+        s("line", { x1: x(t), x2: x(t), y1: M.top, y2: M.top + ph, class: "marker" },
+          s("title", null, `${m.kind} marker #${m.id}: ${m.name} · ${fmtTime(m.at)}`))
+      );
+    }
 
     // p99 first with the largest dots, so equal values show as rings.
     const radius = { p99: 3.6, p95: 2.9, p50: 2.2 };

@@ -19,6 +19,7 @@ pub enum Show {
     Slow,
     NPlusOne,
     Health,
+    Markers,
     Help,
 }
 
@@ -87,6 +88,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "SLOW" => Show::Slow,
                 "N_PLUS_ONE" => Show::NPlusOne,
                 "HEALTH" => Show::Health,
+                "MARKERS" => Show::Markers,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };
@@ -115,6 +117,7 @@ mod tests {
             parse("  SHOW   N_PLUS_ONE "),
             Ok(Command::Show(Show::NPlusOne))
         );
+        assert_eq!(parse("show markers;"), Ok(Command::Show(Show::Markers)));
         assert_eq!(parse("Reload"), Ok(Command::Reload));
     }
 

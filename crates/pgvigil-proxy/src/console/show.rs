@@ -110,6 +110,7 @@ pub(crate) fn table(shared: &Shared, what: &Show) -> Option<Table> {
         Show::Slow => slow(shared),
         Show::NPlusOne => n_plus_one(shared),
         Show::Health => health::health(shared),
+        Show::Markers => markers(shared),
         Show::Help => return None,
     })
 }
@@ -875,6 +876,36 @@ fn n_plus_one(shared: &Shared) -> Table {
                 d.child_query.into(),
                 d.parent_query.into(),
                 d.suggestion.into(),
+            ]);
+        }
+    }
+    t
+}
+
+/// Markers, newest first, each with its one-line before/after summary.
+fn markers(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("id", I),
+        ("at", T),
+        ("kind", T),
+        ("name", T),
+        ("statement", T),
+        ("objects", T),
+        ("fingerprints", I),
+        ("summary", T),
+    ]);
+    if let Some(insight) = &shared.insight {
+        for m in insight.markers() {
+            let summary = insight.marker(m.id).map(|r| r.summary);
+            t.push(vec![
+                m.id.into(),
+                rfc3339_ms(m.at_ms).into(),
+                m.kind.as_str().into(),
+                m.name.into(),
+                m.statement.into(),
+                m.objects.join(", ").into(),
+                m.fingerprints.into(),
+                summary.into(),
             ]);
         }
     }
