@@ -2,6 +2,7 @@
 //! insight. The API's field names are a contract (dashboards and scripts
 //! read them): times are RFC 3339 strings, durations milliseconds.
 
+mod advice;
 mod dashboard;
 mod health;
 mod markers;
@@ -46,6 +47,8 @@ pub struct AdminState {
     pub allowed_hosts: Arc<[String]>,
     /// Database health samples; None when the advisor is off.
     pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
+    /// Plans and advice; None when `[advisor]` is off.
+    pub advisor: Option<pgvigil_advisor::AdvisorHandle>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -61,6 +64,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/markers", get(markers::list).post(markers::create))
         .route("/api/markers/{id}", get(markers::detail))
         .route("/api/regressions", get(markers::regressions))
+        .route("/api/advice", get(advice::list))
+        .route("/api/advice/refresh", post(advice::refresh))
+        .route("/api/queries/{fingerprint}/plan", get(advice::plan))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {
@@ -239,6 +245,7 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
         pools: (state.pools)(),
         max_query_series: state.max_query_series,
         health: state.health.clone(),
+        advisor: state.advisor.as_ref().map(|a| a.state.clone()),
     };
     let Ok(text) = metrics::render(collector) else {
         return error(

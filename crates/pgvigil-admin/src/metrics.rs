@@ -34,6 +34,8 @@ pub struct PgvigilCollector {
     pub pools: Vec<Arc<ServerPool>>,
     pub max_query_series: usize,
     pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
+    /// None when `[advisor]` is off.
+    pub advisor: Option<Arc<pgvigil_advisor::AdvisorState>>,
 }
 
 // prometheus-client requires it of collectors.
@@ -182,8 +184,66 @@ impl Collector for PgvigilCollector {
         if let Some(board) = &self.health {
             health::encode(&mut encoder, board)?;
         }
+        if let Some(advisor) = &self.advisor {
+            encode_advisor(&mut encoder, advisor)?;
+        }
         self.encode_pools(&mut encoder)
     }
+}
+
+/// Advice entries by kind (every kind, zeros included, so a series drops
+/// to 0 rather than vanishing), and what the advisor's EXPLAINs did.
+fn encode_advisor(
+    encoder: &mut DescriptorEncoder,
+    advisor: &pgvigil_advisor::AdvisorState,
+) -> Result<(), Error> {
+    family(
+        encoder,
+        "pgvigil_advice",
+        "Advice entries by kind (GET /api/advice)",
+        MetricType::Gauge,
+        advisor.advice_counts().into_iter().map(|(kind, n)| {
+            (
+                vec![("kind", kind.as_str().to_string())],
+                Value::Gauge(n as i64),
+            )
+        }),
+    )?;
+    let c = advisor.counters();
+    family(
+        encoder,
+        "pgvigil_advisor_plans",
+        "The advisor's EXPLAINs of statements: taken, failed (timeout, error, lost connection), or not run because plans_per_minute was used up",
+        MetricType::Counter,
+        [
+            ("taken", c.plans_taken),
+            ("failed", c.plans_failed),
+            ("rate_limited", c.plans_rate_limited),
+        ]
+        .into_iter()
+        .map(|(r, n)| (vec![("result", r.to_string())], Value::Counter(n))),
+    )?;
+    family(
+        encoder,
+        "pgvigil_advisor_hypothetical_plans",
+        "Re-plans with a hypothetical (hypopg) index in place; they count against plans_per_minute too",
+        MetricType::Counter,
+        [(vec![], Value::Counter(c.hypothetical_plans))],
+    )?;
+    family(
+        encoder,
+        "pgvigil_advisor_plans_dropped",
+        "Plans evicted or not kept to stay within max_plans and max_plan_bytes",
+        MetricType::Counter,
+        [(vec![], Value::Counter(c.plans_dropped))],
+    )?;
+    family(
+        encoder,
+        "pgvigil_advisor_run_errors",
+        "Advisor runs that could not reach a database",
+        MetricType::Counter,
+        [(vec![], Value::Counter(c.run_errors))],
+    )
 }
 
 impl PgvigilCollector {

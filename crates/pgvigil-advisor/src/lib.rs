@@ -7,14 +7,24 @@
 //! rows and its SQL against a real PostgreSQL in `tests/`.
 
 mod advice;
+pub mod candidates;
 mod db;
 mod health;
 mod hygiene;
+pub mod plan;
+mod runner;
+mod state;
 
-pub use advice::{Advice, AdviceKind, AdviceMethod, HelpedFingerprint};
+pub use advice::{
+    fingerprint_hex, merge, sort_advice, Advice, AdviceKind, AdviceMethod, Finding,
+    HelpedFingerprint, Load,
+};
 pub use db::{Connector, Database, DbError, Row};
 pub use health::{
     bloat_ratio, hit_ratio, sample_health, BlockedSession, HealthBoard, HealthSample,
     HealthSettings, LongTransaction, TableHealth, ADVISOR_APPLICATION_NAME,
 };
 pub use hygiene::{hygiene, hygiene_rules, ForeignKeyInfo, HygieneSettings, IndexInfo};
+pub use plan::{summarize, PlanSummary};
+pub use runner::{advisor, Advisor, AdvisorHandle, AdvisorStopped, StatementStats, Statements};
+pub use state::{AdvisorCounters, AdvisorState, PlanRecord, Sample, Sampler};

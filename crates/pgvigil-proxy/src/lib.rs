@@ -135,6 +135,8 @@ pub(crate) struct Shared {
     pub(crate) client_tls: tls::ClientTls,
     /// Each database's server-leg TLS, shared by its pools.
     server_tls: HashMap<String, Arc<tls::ServerTls>>,
+    /// Set once at bind when `[advisor] enabled`: for SHOW ADVICE.
+    pub(crate) advisor: OnceLock<pgvigil_advisor::AdvisorHandle>,
 }
 
 impl Shared {
@@ -192,6 +194,7 @@ impl Shared {
             started: Instant::now(),
             shutdown: Notify::new(),
             reloader: OnceLock::new(),
+            advisor: OnceLock::new(),
         })
     }
 

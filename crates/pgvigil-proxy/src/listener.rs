@@ -12,15 +12,20 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::advisor_link::{AdvisorLink, InsightStatements};
 use crate::shutdown::{self, Shutdown};
 use crate::{analysis, connection, health, history, Shared};
 
 /// How often pools close idle connections and top up `min_pool_size`.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
+type AdvisorTask = pgvigil_advisor::Advisor<AdvisorLink, InsightStatements>;
+
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// Spawned by `run`, so nothing advises before the proxy serves.
+    advisor: Option<AdvisorTask>,
 }
 
 impl Proxy {
@@ -31,9 +36,24 @@ impl Proxy {
         if let Some(insight) = &shared.insight {
             analysis::start_lint(insight);
         }
+        let shared = Arc::new(shared);
+        let settings = shared.config.advisor.clone();
+        let advisor = settings.enabled.then(|| {
+            let link = AdvisorLink::new(shared.clone(), settings.statement_timeout);
+            let statements = InsightStatements {
+                insight: shared.insight.clone(),
+            };
+            let (task, handle) = pgvigil_advisor::advisor(link, statements, settings);
+            if let Some(insight) = &shared.insight {
+                crate::advisor_link::connect_insight(insight, &handle);
+            }
+            let _ = shared.advisor.set(handle);
+            task
+        });
         Ok(Proxy {
-            shared: Arc::new(shared),
+            shared,
             listener,
+            advisor,
         })
     }
 
@@ -65,6 +85,11 @@ impl Proxy {
         self.shared.health.clone()
     }
 
+    /// Plans and advice, for the admin API; None when `[advisor]` is off.
+    pub fn advisor(&self) -> Option<pgvigil_advisor::AdvisorHandle> {
+        self.shared.advisor.get().cloned()
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -87,6 +112,7 @@ impl Proxy {
             .clone()
             .zip(shared.config.advisor.history_file.clone())
             .map(|(i, path)| tokio::spawn(history::save_periodically(i, path)));
+        let advisor = self.advisor.map(|a| tokio::spawn(a.serve()));
         for pool in shared.pools.values() {
             pool.maintain();
         }
@@ -177,6 +203,9 @@ impl Proxy {
         upkeep.abort();
         if let Some(f) = flusher {
             f.abort();
+        }
+        if let Some(a) = advisor {
+            a.abort();
         }
         if let Some(i) = &shared.insight {
             i.flush(analysis::now_ms());

@@ -346,6 +346,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             listen: admin.local_addr()?,
             allowed_hosts: admin_allowed_hosts.into(),
             health: proxy.health(),
+            advisor: proxy.advisor(),
         };
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;

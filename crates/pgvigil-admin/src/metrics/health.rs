@@ -139,6 +139,7 @@ mod tests {
             pools: Vec::new(),
             max_query_series: 10,
             health: Some(Arc::new(board)),
+            advisor: None,
         })
         .expect("renders")
     }

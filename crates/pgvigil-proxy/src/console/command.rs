@@ -1,5 +1,5 @@
 //! The console's language: PgBouncer's admin commands plus pgvigil's own
-//! SHOW QUERIES / SLOW / N_PLUS_ONE. Case-insensitive words, an optional
+//! SHOW QUERIES / SLOW / N_PLUS_ONE / ADVICE. Case-insensitive words, an optional
 //! trailing semicolon, nothing else.
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,7 @@ pub enum Show {
     NPlusOne,
     Health,
     Markers,
+    Advice,
     Help,
 }
 
@@ -89,6 +90,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "N_PLUS_ONE" => Show::NPlusOne,
                 "HEALTH" => Show::Health,
                 "MARKERS" => Show::Markers,
+                "ADVICE" => Show::Advice,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };

@@ -111,6 +111,7 @@ pub(crate) fn table(shared: &Shared, what: &Show) -> Option<Table> {
         Show::NPlusOne => n_plus_one(shared),
         Show::Health => health::health(shared),
         Show::Markers => markers(shared),
+        Show::Advice => advice(shared),
         Show::Help => return None,
     })
 }
@@ -122,7 +123,7 @@ pub(crate) fn version() -> String {
 pub(crate) const HELP: &str = "Console usage
 \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|LISTS
-\tSHOW QUERIES|SLOW|N_PLUS_ONE|HEALTH
+\tSHOW QUERIES|SLOW|N_PLUS_ONE|ADVICE|HEALTH|MARKERS
 \tPAUSE [<db>]
 \tRESUME [<db>]
 \tRELOAD
@@ -906,6 +907,52 @@ fn markers(shared: &Shared) -> Table {
                 m.objects.join(", ").into(),
                 m.fingerprints.into(),
                 summary.into(),
+            ]);
+        }
+    }
+    t
+}
+
+/// GET /api/advice as rows: helped fingerprints joined with commas.
+fn advice(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("kind", T),
+        ("database", T),
+        ("table", T),
+        ("columns", T),
+        ("ddl", T),
+        ("cost_before", F),
+        ("cost_after", F),
+        ("improvement", F),
+        ("saved_ms_per_hour", F),
+        ("fingerprints", T),
+        ("method", T),
+        ("reason", T),
+    ]);
+    if let Some(advisor) = shared.advisor.get() {
+        for a in advisor.state.advice() {
+            let fingerprints: Vec<&str> = a
+                .fingerprints
+                .iter()
+                .map(|f| f.fingerprint.as_str())
+                .collect();
+            t.push(vec![
+                a.kind.as_str().into(),
+                a.database.into(),
+                a.table.into(),
+                a.columns.join(", ").into(),
+                a.ddl.into(),
+                a.cost_before.into(),
+                a.cost_after.into(),
+                a.improvement.into(),
+                a.saved_ms_per_hour.into(),
+                fingerprints.join(",").into(),
+                match a.method {
+                    pgvigil_advisor::AdviceMethod::Hypopg => "hypopg",
+                    pgvigil_advisor::AdviceMethod::Heuristic => "heuristic",
+                }
+                .into(),
+                a.reason.into(),
             ]);
         }
     }
