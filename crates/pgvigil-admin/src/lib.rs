@@ -585,6 +585,7 @@ async fn pools(State(state): State<AdminState>) -> Response {
                 "overflow": s.total.saturating_sub(s.pool_size),
                 "waiting": s.waiting,
                 "clients": s.clients,
+                "pinned_clients": s.pinned,
                 "paused": s.paused,
                 "utilization": active as f64 / s.pool_size.max(1) as f64,
             })

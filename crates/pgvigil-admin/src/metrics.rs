@@ -443,6 +443,25 @@ impl PgvigilCollector {
         )?;
         family(
             encoder,
+            "pgvigil_pool_pinned_clients",
+            "Transaction mode: clients keeping their server connection for session state (temporary tables, advisory locks, LISTEN, held cursors, SQL PREPARE)",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(p, s)| (who(p), Value::Gauge(s.pinned as i64))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_pins_refused",
+            "Clients whose session state could not be kept because max_pinned_clients were pinned",
+            MetricType::Counter,
+            self.pools.iter().map(|p| {
+                let n = p.counters.pins_refused.load(Ordering::Relaxed);
+                (who(p), Value::Counter(n))
+            }),
+        )?;
+        family(
+            encoder,
             "pgvigil_pool_wait_seconds",
             "Time clients waited for a server connection",
             MetricType::Histogram,

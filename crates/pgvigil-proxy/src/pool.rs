@@ -97,6 +97,11 @@ pub struct PoolCounters {
     pub servers_discarded: AtomicU64,
     /// Clients logged in to this pool right now.
     pub clients: AtomicUsize,
+    /// Transaction mode: clients keeping their server connection for
+    /// session state (`max_pinned_clients`).
+    pub pinned_clients: AtomicUsize,
+    /// Clients refused a pin because `max_pinned_clients` were pinned.
+    pub pins_refused: AtomicU64,
     pub wait: WaitHistogram,
 }
 
@@ -164,6 +169,7 @@ pub struct PoolSnapshot {
     pub total: usize,
     pub waiting: usize,
     pub clients: usize,
+    pub pinned: usize,
     pub pool_size: usize,
     pub paused: bool,
 }
@@ -318,9 +324,32 @@ impl ServerPool {
             total: st.total,
             waiting: self.counters.waiting_clients.load(Ordering::Relaxed),
             clients: self.counters.clients.load(Ordering::Relaxed),
+            pinned: self.counters.pinned_clients.load(Ordering::Relaxed),
             pool_size: st.settings.pool_size,
             paused: st.paused,
         }
+    }
+
+    /// Counts one more pinned client, unless `max_pinned_clients` are.
+    pub(crate) fn try_pin(&self) -> bool {
+        let max = self.settings().max_pinned_clients;
+        let pinned = &self.counters.pinned_clients;
+        let taken = pinned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            self.counters.pins_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    pub(crate) fn unpin(&self) {
+        let _ =
+            self.counters
+                .pinned_clients
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     pub fn is_paused(&self) -> bool {
@@ -972,14 +1001,26 @@ impl PooledServer {
 
     /// Session mode: clean the connection (server_reset_query) so the
     /// next client finds a fresh session, then give it back.
-    pub async fn reset_and_release(mut self) {
+    pub async fn reset_and_release(self) {
         let query = self.pool.lock().settings.server_reset_query.clone();
+        self.run_reset_and_release(&query).await;
+    }
+
+    /// Transaction mode, a client that held session state leaving: DISCARD
+    /// ALL whatever `server_reset_query` says (temporary tables, locks,
+    /// LISTEN, cursors and prepared statements all go), or the connection
+    /// is closed.
+    pub(crate) async fn discard_and_release(self) {
+        self.run_reset_and_release("DISCARD ALL").await;
+    }
+
+    async fn run_reset_and_release(mut self, query: &str) {
         if let Some(conn) = self.conn.as_mut() {
             if !conn.settled || conn.status != TransactionStatus::Idle {
                 return; // Drop closes it.
             }
             if !query.is_empty() {
-                match conn.run_own_query(&query).await {
+                match conn.run_own_query(query).await {
                     Ok(_) => {
                         conn.applied.clear();
                         conn.applied_signature = 0;

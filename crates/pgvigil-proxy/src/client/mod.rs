@@ -7,6 +7,7 @@ mod guards;
 mod observe;
 mod reply_queue;
 mod session;
+mod session_state;
 mod settings;
 
 use std::collections::HashMap;
@@ -26,6 +27,12 @@ use crate::Shared;
 use pgvigil_config::PoolMode;
 use session::{Exit, Session};
 use settings::ClientSettings;
+
+/// Why a transaction-mode client keeps its server connection, from its
+/// registry entry's bits ("" when it does not).
+pub(crate) fn pin_reasons(bits: u8) -> String {
+    session_state::PinReason::describe(bits)
+}
 
 /// Serves an authenticated pool client until it leaves.
 pub(crate) async fn serve(
