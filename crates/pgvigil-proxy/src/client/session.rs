@@ -216,9 +216,8 @@ impl Session {
 
     async fn forward(&mut self) -> Exit {
         // Session mode: the server taken at login becomes this client's.
-        if let Some(server) = self.owned.take() {
-            server.link_to(&self.entry);
-            if let Err(e) = self.configure_server(server).await {
+        if self.owned.is_some() {
+            if let Err(e) = self.attach_server().await {
                 return Exit::Error(e);
             }
         }
@@ -496,25 +495,26 @@ impl Session {
         }
     }
 
-    /// Gets a server connection for this client and makes it carry the
-    /// client's settings.
+    /// Gets a server connection for this client (the one taken at login,
+    /// in session mode) and makes it carry the client's settings.
     async fn attach_server(&mut self) -> Result<(), ProxyError> {
-        if crate::shutdown::refusing_new_transactions() {
-            return Err(ProxyError::client(
-                "57P01",
-                crate::shutdown::ADMIN_TERMINATION,
-            ));
-        }
-        let server = self
-            .pool
-            .acquire_for(Some(&self.entry), Some(self.cancel.waiting()))
-            .await?;
-        self.configure_server(server).await
-    }
-
-    /// Makes a server connection just given to this client carry its
-    /// settings, and attaches it.
-    async fn configure_server(&mut self, mut server: PooledServer) -> Result<(), ProxyError> {
+        let mut server = match self.owned.take() {
+            Some(server) => {
+                server.link_to(&self.entry);
+                server
+            }
+            None => {
+                if crate::shutdown::refusing_new_transactions() {
+                    return Err(ProxyError::client(
+                        "57P01",
+                        crate::shutdown::ADMIN_TERMINATION,
+                    ));
+                }
+                self.pool
+                    .acquire_for(Some(&self.entry), Some(self.cancel.waiting()))
+                    .await?
+            }
+        };
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {

@@ -106,52 +106,44 @@ impl SessionState {
     }
 }
 
-/// First words of the statements that may create, change or release
-/// session state: SET/RESET (settings), CREATE (temporary tables), DROP,
-/// LISTEN/UNLISTEN, DECLARE/CLOSE (cursors), PREPARE/DEALLOCATE,
-/// DISCARD; and any statement naming an advisory lock function.
-const STATE_WORDS: &[&[u8]] = &[
-    b"set",
-    b"reset",
-    b"create",
-    b"drop",
-    b"listen",
-    b"unlisten",
-    b"declare",
-    b"close",
-    b"prepare",
-    b"deallocate",
-    b"discard",
-];
-
-/// Whether a statement text may change session state. False positives
-/// cost one probe; a statement that changes state without these words
-/// (a function that runs SET or creates a temporary table) is not seen.
+/// Whether a statement text may change session state: its first word is
+/// SET, RESET, CREATE (temporary tables), DROP, LISTEN, UNLISTEN, DECLARE,
+/// CLOSE, PREPARE, DEALLOCATE or DISCARD, or it names an advisory lock
+/// function. False positives cost one probe; a statement that changes
+/// state without these words (a function that runs SET or creates a
+/// temporary table) is not seen.
 pub(crate) fn may_change_session_state(text: &[u8]) -> bool {
-    if contains_advisory(text) {
+    if starts_with_state_word(text) {
         return true;
     }
-    // Every statement of a multi-statement string; a `;` inside a literal
-    // only adds a look at the word after it.
-    text.split(|&b| b == b';').any(starts_with_state_word)
-}
-
-fn contains_advisory(text: &[u8]) -> bool {
-    memchr::memmem::find(text, b"advisory").is_some()
-        || memchr::memmem::find(text, b"ADVISORY").is_some()
+    // One vectorised pass finds what else could matter: the start of each
+    // further statement (a `;` inside a literal only adds a look at the
+    // word after it) and the last letter of `advisory`
+    // (`pg_advisory_lock`, `pg_try_advisory_lock_shared`, ...).
+    memchr::memchr3_iter(b';', b'y', b'Y', text).any(|at| {
+        if text[at] == b';' {
+            starts_with_state_word(&text[at + 1..])
+        } else {
+            at >= 7 && text[at - 7..=at].eq_ignore_ascii_case(b"advisory")
+        }
+    })
 }
 
 fn starts_with_state_word(statement: &[u8]) -> bool {
     let word = first_word(statement);
-    // Most statements (SELECT, INSERT, UPDATE, BEGIN, COMMIT, ...) are
-    // turned away by their first letter.
-    if !matches!(
-        word.first().map(|b| b | 0x20),
-        Some(b's' | b'r' | b'c' | b'd' | b'l' | b'u' | b'p')
-    ) {
-        return false;
+    let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
+    // By length first: SELECT, INSERT, UPDATE, BEGIN, COMMIT... are turned
+    // away by their length or first letter.
+    match word.len() {
+        3 => is(b"set"),
+        4 => is(b"drop"),
+        5 => is(b"reset") || is(b"close"),
+        6 => is(b"create") || is(b"listen"),
+        7 => is(b"declare") || is(b"prepare") || is(b"discard"),
+        8 => is(b"unlisten"),
+        10 => is(b"deallocate"),
+        _ => false,
     }
-    STATE_WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
 }
 
 /// The first word, past whitespace and comments.
