@@ -373,3 +373,37 @@ async fn session_mode_clients_are_told_their_backends_real_pid() -> Result<()> {
     })
     .await
 }
+
+/// The causes above with a real driver: psycopg 3 against pgvigil in
+/// session mode and in transaction mode (`tests/python/fidelity_test.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_sees_what_it_would_see_on_a_direct_connection() -> Result<()> {
+    use pgvigil_integration::python::{python3, python_script, require_python_modules, run_python};
+    require_python_modules("psycopg", "the Python driver psycopg is not installed").await?;
+    let cluster = shared_cluster();
+    let session = Pgvigil::builder(cluster)
+        .pool_mode(PoolMode::Session)
+        .pool_size(4)
+        .spawn()
+        .await?;
+    let transaction = Pgvigil::builder(cluster)
+        .pool_mode(PoolMode::Transaction)
+        .pool_size(2)
+        .spawn()
+        .await?;
+    let script = python_script("fidelity_test.py");
+    let mut cmd = python3();
+    cmd.arg(&script)
+        .env("PGVIGIL_SESSION_DSN", session.app_url())
+        .env("PGVIGIL_TRANSACTION_DSN", transaction.app_url());
+    let out = run_python(cmd, &format!("python3 {}", script.display()), LIMIT).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success(),
+        "tests/python/fidelity_test.py failed ({}):\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+    Ok(())
+}
