@@ -105,6 +105,14 @@ async fn settings_a_client_sets_follow_it_and_reach_no_one_else() -> Result<()> 
             one(&a, "SHOW TimeZone").await? != "Asia/Tokyo",
             "RESET ALL did not hold"
         );
+        // set_config(..., false) from a SELECT is a session-level SET too.
+        a.simple_query("SELECT set_config('search_path', 'pg_catalog', false)")
+            .await?;
+        ensure!(
+            one(&b, "SHOW search_path").await? == default_path,
+            "the other client inherited set_config's search_path"
+        );
+        ensure!(one(&a, "SHOW search_path").await? == "pg_catalog");
         Ok(())
     })
     .await

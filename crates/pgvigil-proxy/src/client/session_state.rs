@@ -108,24 +108,31 @@ impl SessionState {
 
 /// Whether a statement text may change session state: its first word is
 /// SET, RESET, CREATE (temporary tables), DROP, LISTEN, UNLISTEN, DECLARE,
-/// CLOSE, PREPARE, DEALLOCATE or DISCARD, or it names an advisory lock
-/// function. False positives cost one probe; a statement that changes
-/// state without these words (a function that runs SET or creates a
-/// temporary table) is not seen.
+/// CLOSE, PREPARE, DEALLOCATE or DISCARD, or it calls an advisory lock
+/// function or `set_config`. False positives cost one probe; a statement
+/// that changes state without these words (a function of the
+/// application's that runs SET or creates a temporary table) is not seen.
 pub(crate) fn may_change_session_state(text: &[u8]) -> bool {
     if starts_with_state_word(text) {
         return true;
     }
     // One vectorised pass finds what else could matter: the start of each
     // further statement (a `;` inside a literal only adds a look at the
-    // word after it) and the last letter of `advisory`
-    // (`pg_advisory_lock`, `pg_try_advisory_lock_shared`, ...).
-    memchr::memchr3_iter(b';', b'y', b'Y', text).any(|at| {
+    // word after it), and the underscore of the functions that change
+    // session state from a SELECT: `pg_advisory_lock` and its kin,
+    // `set_config(..., false)`.
+    memchr::memchr2_iter(b';', b'_', text).any(|at| {
         if text[at] == b';' {
-            starts_with_state_word(&text[at + 1..])
-        } else {
-            at >= 7 && text[at - 7..=at].eq_ignore_ascii_case(b"advisory")
+            return starts_with_state_word(&text[at + 1..]);
         }
+        let after = &text[at + 1..];
+        let starts = |word: &[u8]| {
+            after
+                .get(..word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+        };
+        starts(b"advisory")
+            || (at >= 3 && text[at - 3..at].eq_ignore_ascii_case(b"set") && starts(b"config"))
     })
 }
 
@@ -191,6 +198,8 @@ mod tests {
             "PREPARE p AS SELECT 1",
             "SELECT pg_advisory_lock(42)",
             "SELECT PG_ADVISORY_UNLOCK_ALL()",
+            "SELECT pg_try_advisory_lock(1)",
+            "SELECT set_config('app.user_id', '42', false)",
             "BEGIN; SET LOCAL x = 1; COMMIT",
             "discard all",
         ] {
@@ -205,6 +214,8 @@ mod tests {
             "select 1 -- set",
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "SETTLE", // not a word of ours
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "SELECT offset_value FROM t_config",
         ] {
             assert!(!may_change_session_state(text.as_bytes()), "{text}");
         }
