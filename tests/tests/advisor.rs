@@ -530,3 +530,51 @@ async fn create_extension_true_creates_hypopg_where_it_is_available() -> Result<
     drop_database(&db);
     result
 }
+
+/// With `capture_parameters`, a statement that matters (here: slower than
+/// `plan_p95_ms`) keeps one real sample of its values, in memory, and its
+/// plan is taken with them (`explain_analyze`: the statement really runs,
+/// rolled back). The sample comes from a simple-protocol text with an
+/// inline literal, so the literal becomes the bound value of `$1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_parameter_sample_plans_with_real_values() -> Result<()> {
+    let db = orders_database(false)?;
+    let outcome = timed(LIMIT, async {
+        let vigil = start(
+            &db,
+            "capture_parameters = true\nexplain_analyze = true\nplan_p95_ms = 1\n",
+        )
+        .await?;
+        let client = app(&vigil, &db).await?;
+        for id in [77, 78, 79] {
+            client
+                .simple_query(&format!(
+                    "SELECT id, amount FROM orders WHERE customer_id = {id}"
+                ))
+                .await?;
+        }
+        let fp = fingerprint_of(&vigil, "FROM orders WHERE customer_id", 3).await?;
+        refresh(&vigil).await?;
+        let plan = vigil.api_get(&format!("/api/queries/{fp}/plan")).await?;
+        ensure!(
+            plan["generic"] == false && plan["analyze"] == true,
+            "expected a plan with the sample's values, analyzed: {plan}"
+        );
+        // Actual rows come from a real run with a real customer id (10 of
+        // 300k rows each), not from a NULL parameter.
+        let actual = plan["plan"][0]["Plan"]["Actual Rows"]
+            .as_f64()
+            .context("Actual Rows")?;
+        ensure!(actual == 10.0, "actual rows {actual}: {plan}");
+        // The sample's value never leaves the process.
+        let body = plan.to_string();
+        ensure!(
+            !body.contains("= 77") && !body.contains("'77'"),
+            "the sample's value is in the API: {body}"
+        );
+        vigil.assert_no_panic()
+    })
+    .await;
+    drop_database(&db);
+    outcome
+}
