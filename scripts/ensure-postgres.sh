@@ -10,11 +10,17 @@ have_postgres() {
         [ -x "$PG_BIN/psql" ] && [ -x "$PG_BIN/pgbench" ]
 }
 
-if have_postgres; then
+# hypopg (hypothetical indexes) lets the advisor measure an index before
+# anyone builds it; its integration tests need it.
+have_hypopg() {
+    [ -f /usr/share/postgresql/15/extension/hypopg.control ]
+}
+
+if have_postgres && have_hypopg; then
     exit 0
 fi
 
-echo "PostgreSQL 15 not found under $PG_BIN; installing it with apt-get" >&2
+echo "PostgreSQL 15 (with hypopg) not found under $PG_BIN; installing it with apt-get" >&2
 
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
@@ -22,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then
         SUDO=(sudo)
     else
         echo "error: PostgreSQL 15 is missing and installing it needs root (or sudo):" >&2
-        echo "  apt-get install postgresql-15 postgresql-client-15 postgresql-contrib" >&2
+        echo "  apt-get install postgresql-15 postgresql-client-15 postgresql-contrib postgresql-15-hypopg" >&2
         exit 1
     fi
 fi
@@ -30,7 +36,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    postgresql-15 postgresql-client-15 postgresql-contrib
+    postgresql-15 postgresql-client-15 postgresql-contrib postgresql-15-hypopg
 
 # The Debian package may create and start a default cluster; nothing here uses
 # it (the demo and the tests make their own throwaway clusters), so make sure

@@ -5,7 +5,7 @@
 #   benches/load/run.sh [--quick] [--out DIR] [--duration S] [--reps N]
 #                       [--clients 8,32,256,1000] [--modes simple,extended,prepared]
 #                       [--workloads select-only,tpcb-like,list-100] [--no-tpcb]
-#                       [--upstream tcp|unix] [--tls]
+#                       [--upstream tcp|unix] [--tls] [--advisor-interval S]
 #
 # One run:
 #   1. builds pgvigil (cargo build --release -p pgvigil),
@@ -60,6 +60,7 @@ while [ $# -gt 0 ]; do
         --no-tpcb) WORKLOADS=$(echo ",$WORKLOADS," | sed 's/,tpcb-like,/,/; s/^,//; s/,$//') ;;
         --upstream) UPSTREAM_KIND=$2; shift ;;
         --tls) TLS=1 ;;
+        --advisor-interval) ADVISOR_INTERVAL=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -86,6 +87,11 @@ MAX_CLIENT_CONN=2000
 PG_MAX_CONNECTIONS=1100
 SCALE=10
 FILL_FINGERPRINTS=5000
+# pgvigil's advisor (plans, index advice, health) runs every interval_s; its
+# default (300 s) would leave a short run without a single advisor pass.
+# --advisor-interval S makes it run (and sample health) every S seconds, with
+# plans_per_minute raised to 60, while the matrix runs.
+: "${ADVISOR_INTERVAL:=}"
 
 TMP=""
 PGB_STARTED=""
@@ -260,6 +266,16 @@ else
 fi
 VIGIL_ARGS=(--upstream "$UPSTREAM" --pool-mode transaction --pool-size "$POOL_SIZE"
     --max-client-conn "$MAX_CLIENT_CONN")
+if [ -n "$ADVISOR_INTERVAL" ]; then
+    cat >"$TMP/advisor.toml" <<EOF
+[advisor]
+interval_s = $ADVISOR_INTERVAL
+health_interval_s = $ADVISOR_INTERVAL
+plans_per_minute = 60
+plan_top_n = 20
+EOF
+    VIGIL_ARGS+=(--config "$TMP/advisor.toml")
+fi
 if [ "$TLS" -eq 1 ]; then
     VIGIL_ARGS+=(--client-tls-sslmode require --client-tls-cert-file "$TLS_CERT"
         --client-tls-key-file "$TLS_KEY" --server-tls-sslmode require)
@@ -334,6 +350,7 @@ cat >"$TMP/env.json" <<EOF
   "workloads": "$WORKLOADS",
   "upstream": "$UPSTREAM_KIND",
   "tls": $([ "$TLS" -eq 1 ] && echo true || echo false),
+  "advisor_interval": "${ADVISOR_INTERVAL:-default}",
   "threads": 2,
   "scale": $SCALE,
   "pool_size": $POOL_SIZE,
@@ -353,6 +370,23 @@ cat >"$TMP/env.json" <<EOF
 EOF
 step "Running the matrix (output: $OUT)"
 python3 "$HERE/loadbench.py" run "$TMP/env.json"
+
+# The advisor's own account of what it did during the run.
+if [ -n "$ADVISOR_INTERVAL" ]; then
+    python3 - "$VIGIL_ADMIN" >"$OUT/advisor.txt" <<'PY' || true
+import json, sys, urllib.request
+admin = sys.argv[1]
+metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics").read().decode()
+for line in metrics.splitlines():
+    if line.startswith(("pgvigil_advisor_", "pgvigil_advice{", "pgvigil_db_cache_hit_ratio")):
+        print(line)
+advice = json.load(urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/advice"))["advice"]
+print(f"advice entries: {len(advice)}")
+for a in advice[:10]:
+    print(f"  {a['kind']} {a['table']} {a['columns']} {a['method']}")
+PY
+    cat "$OUT/advisor.txt"
+fi
 
 # --- 7. logs and report -------------------------------------------------------------------
 plain "$TMP/pgvigil.log" >"$OUT/pgvigil.log" || true

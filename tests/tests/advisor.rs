@@ -135,6 +135,24 @@ async fn metric(vigil: &Pgvigil, series: &str) -> Result<f64> {
         .with_context(|| format!("no {series} in /metrics:\n{text}"))
 }
 
+/// `GET path` until `pick` finds what it wants (statistics are merged a
+/// few times a second), for up to 10 s.
+async fn wait_for(
+    vigil: &Pgvigil,
+    path: &str,
+    pick: impl Fn(&Value) -> Option<Value>,
+) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = vigil.api_get(path).await?;
+        if let Some(found) = pick(&body) {
+            return Ok(found);
+        }
+        ensure!(Instant::now() < deadline, "{path} never showed it: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn only_advice(advice: &[Value]) -> Result<&Value> {
     ensure!(
         advice.len() == 1,
@@ -248,6 +266,38 @@ async fn unindexed_filter_gets_exactly_that_index_from_hypopg_and_it_goes_once_c
             "advice left after CREATE INDEX: {advice:#?}"
         );
         ensure!(metric(&vigil, "pgvigil_advice{kind=\"create_index\"}").await? == 0.0);
+        // The DDL set a marker; the same statement, run again, shows the
+        // index's effect there: p95 at least ten times lower.
+        for i in 0..20 {
+            client.query(ORDERS_QUERY, &[&(i * 11)]).await?;
+        }
+        let marker = wait_for(&vigil, "/api/markers", |b| {
+            b["markers"].as_array().and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["kind"] == "ddl" && m["statement"] == "CREATE INDEX")
+                    .cloned()
+            })
+        })
+        .await?;
+        let id = marker["id"].as_u64().context("marker id")?;
+        let query = wait_for(&vigil, &format!("/api/markers/{id}"), |r| {
+            r["queries"].as_array().and_then(|qs| {
+                qs.iter()
+                    .find(|q| {
+                        q["fingerprint"] == fp.as_str() && q["after"]["calls"].as_u64() >= Some(20)
+                    })
+                    .cloned()
+            })
+        })
+        .await?;
+        let (p95_before, p95_after) = (
+            query["before"]["p95_ms"].as_f64().context("p95 before")?,
+            query["after"]["p95_ms"].as_f64().context("p95 after")?,
+        );
+        ensure!(
+            p95_before >= 10.0 * p95_after,
+            "after the advised index, p95 fell only from {p95_before} ms to {p95_after} ms: {query}"
+        );
         // Re-planned with the index: no sequential scan of orders.
         let plan = vigil.api_get(&format!("/api/queries/{fp}/plan")).await?;
         ensure!(
@@ -529,4 +579,52 @@ async fn create_extension_true_creates_hypopg_where_it_is_available() -> Result<
     .await;
     drop_database(&db);
     result
+}
+
+/// With `capture_parameters`, a statement that matters (here: slower than
+/// `plan_p95_ms`) keeps one real sample of its values, in memory, and its
+/// plan is taken with them (`explain_analyze`: the statement really runs,
+/// rolled back). The sample comes from a simple-protocol text with an
+/// inline literal, so the literal becomes the bound value of `$1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_parameter_sample_plans_with_real_values() -> Result<()> {
+    let db = orders_database(false)?;
+    let outcome = timed(LIMIT, async {
+        let vigil = start(
+            &db,
+            "capture_parameters = true\nexplain_analyze = true\nplan_p95_ms = 1\n",
+        )
+        .await?;
+        let client = app(&vigil, &db).await?;
+        for id in [77, 78, 79] {
+            client
+                .simple_query(&format!(
+                    "SELECT id, amount FROM orders WHERE customer_id = {id}"
+                ))
+                .await?;
+        }
+        let fp = fingerprint_of(&vigil, "FROM orders WHERE customer_id", 3).await?;
+        refresh(&vigil).await?;
+        let plan = vigil.api_get(&format!("/api/queries/{fp}/plan")).await?;
+        ensure!(
+            plan["generic"] == false && plan["analyze"] == true,
+            "expected a plan with the sample's values, analyzed: {plan}"
+        );
+        // Actual rows come from a real run with a real customer id (10 of
+        // 300k rows each), not from a NULL parameter.
+        let actual = plan["plan"][0]["Plan"]["Actual Rows"]
+            .as_f64()
+            .context("Actual Rows")?;
+        ensure!(actual == 10.0, "actual rows {actual}: {plan}");
+        // The sample's value never leaves the process.
+        let body = plan.to_string();
+        ensure!(
+            !body.contains("= 77") && !body.contains("'77'"),
+            "the sample's value is in the API: {body}"
+        );
+        vigil.assert_no_panic()
+    })
+    .await;
+    drop_database(&db);
+    outcome
 }

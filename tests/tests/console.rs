@@ -73,6 +73,7 @@ const POOLS_COLUMNS: &[&str] = &[
     "maxwait",
     "maxwait_us",
     "pool_mode",
+    "cl_pinned",
 ];
 /// SHOW CLIENTS and SHOW SERVERS.
 const SOCKET_COLUMNS: &[&str] = &[
@@ -97,6 +98,7 @@ const SOCKET_COLUMNS: &[&str] = &[
     "application_name",
     "prepared_statements",
     "id",
+    "pinned",
 ];
 const STATS_COLUMNS: &[&str] = &[
     "database",

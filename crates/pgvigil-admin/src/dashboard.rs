@@ -4,9 +4,10 @@
 //! `/api/n-plus-one`, `/api/pools`, `/api/insight`) every 2 seconds and
 //! draws its charts as inline SVG with its own script. The advisor's
 //! endpoints (`/api/advice`, `/api/health`, `/api/markers`,
-//! `/api/queries/{fingerprint}/plan`) feed panels of their own, which
-//! say so when this pgvigil answers them with 404 or 503 (advisor or
-//! analytics off), so the rest of the page works without them.
+//! `/api/regressions`, `/api/queries/{fingerprint}/plan`) feed panels of
+//! their own, and markers are lines on the percentile chart's time axis;
+//! each panel says so when this pgvigil answers with 404 or 503 (advisor
+//! or analytics off), so the rest of the page works without them.
 //!
 //! The page and its assets carry no data, so they need no token; the API
 //! calls they make do (the page takes it from `?token=` or asks for it).

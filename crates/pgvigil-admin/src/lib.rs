@@ -45,10 +45,10 @@ pub struct AdminState {
     pub listen: SocketAddr,
     /// `admin_allowed_hosts`: `name` (any port) or `name:port`.
     pub allowed_hosts: Arc<[String]>,
-    /// Plans and advice; None when `[advisor]` is off.
-    pub advisor: Option<pgvigil_advisor::AdvisorHandle>,
     /// Database health samples; None when the advisor is off.
     pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
+    /// Plans and advice; None when `[advisor]` is off.
+    pub advisor: Option<pgvigil_advisor::AdvisorHandle>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -60,13 +60,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/reset", post(reset))
         .route("/api/insight", get(insight_status))
         .route("/api/pools", get(pools))
-        .route("/api/advice", get(advice::list))
-        .route("/api/advice/refresh", post(advice::refresh))
-        .route("/api/queries/{fingerprint}/plan", get(advice::plan))
         .route("/api/health", get(health::health))
         .route("/api/markers", get(markers::list).post(markers::create))
         .route("/api/markers/{id}", get(markers::detail))
         .route("/api/regressions", get(markers::regressions))
+        .route("/api/advice", get(advice::list))
+        .route("/api/advice/refresh", post(advice::refresh))
+        .route("/api/queries/{fingerprint}/plan", get(advice::plan))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let metrics = Router::new().route("/metrics", get(metrics_text));
     let metrics = if state.metrics_require_token {
@@ -244,8 +244,8 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
         insight: state.insight.clone(),
         pools: (state.pools)(),
         max_query_series: state.max_query_series,
-        advisor: state.advisor.as_ref().map(|a| a.state.clone()),
         health: state.health.clone(),
+        advisor: state.advisor.as_ref().map(|a| a.state.clone()),
     };
     let Ok(text) = metrics::render(collector) else {
         return error(
@@ -585,6 +585,7 @@ async fn pools(State(state): State<AdminState>) -> Response {
                 "overflow": s.total.saturating_sub(s.pool_size),
                 "waiting": s.waiting,
                 "clients": s.clients,
+                "pinned_clients": s.pinned,
                 "paused": s.paused,
                 "utilization": active as f64 / s.pool_size.max(1) as f64,
             })

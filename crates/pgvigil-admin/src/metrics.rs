@@ -33,9 +33,9 @@ pub struct PgvigilCollector {
     pub insight: Option<Arc<Insight>>,
     pub pools: Vec<Arc<ServerPool>>,
     pub max_query_series: usize,
+    pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
     /// None when `[advisor]` is off.
     pub advisor: Option<Arc<pgvigil_advisor::AdvisorState>>,
-    pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
 }
 
 // prometheus-client requires it of collectors.
@@ -181,11 +181,11 @@ impl Collector for PgvigilCollector {
             self.encode_queries(&mut encoder, insight)?;
             encode_markers(&mut encoder, insight)?;
         }
-        if let Some(advisor) = &self.advisor {
-            encode_advisor(&mut encoder, advisor)?;
-        }
         if let Some(board) = &self.health {
             health::encode(&mut encoder, board)?;
+        }
+        if let Some(advisor) = &self.advisor {
+            encode_advisor(&mut encoder, advisor)?;
         }
         self.encode_pools(&mut encoder)
     }
@@ -440,6 +440,25 @@ impl PgvigilCollector {
             snapshots
                 .iter()
                 .map(|(p, s)| (who(p), Value::Gauge(s.clients as i64))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_pinned_clients",
+            "Transaction mode: clients keeping their server connection for session state (temporary tables, advisory locks, LISTEN, held cursors, SQL PREPARE)",
+            MetricType::Gauge,
+            snapshots
+                .iter()
+                .map(|(p, s)| (who(p), Value::Gauge(s.pinned as i64))),
+        )?;
+        family(
+            encoder,
+            "pgvigil_pool_pins_refused",
+            "Clients whose session state could not be kept because max_pinned_clients were pinned",
+            MetricType::Counter,
+            self.pools.iter().map(|p| {
+                let n = p.counters.pins_refused.load(Ordering::Relaxed);
+                (who(p), Value::Counter(n))
+            }),
         )?;
         family(
             encoder,

@@ -333,3 +333,74 @@ mod tests {
         assert!(summarize(&serde_json::json!({"x": 1})).is_none());
     }
 }
+
+/// Replaces the constants in a plan's expressions (`Filter`, `Index Cond`,
+/// `Sort Key`, ...) with `$n`, as statements are shown everywhere else: a
+/// plan taken with a parameter sample prints the sample's values there,
+/// and those stay in memory only.
+pub fn redact_constants(plan: &mut Value) {
+    match plan {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if is_expression_key(key) {
+                    redact_strings(value);
+                } else {
+                    redact_constants(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_constants),
+        _ => {}
+    }
+}
+
+fn is_expression_key(key: &str) -> bool {
+    key.ends_with("Cond")
+        || key.ends_with("Filter")
+        || key.ends_with("Key")
+        || matches!(
+            key,
+            "Output"
+                | "Function Call"
+                | "Table Function Call"
+                | "Sampling Parameters"
+                | "Repeatable Seed"
+                | "Order By"
+                | "Cache Key"
+        )
+}
+
+fn redact_strings(value: &mut Value) {
+    match value {
+        Value::String(text) => {
+            if let Some(s) = pgvigil_sql::normalize(text.as_bytes()).into_iter().next() {
+                *text = s.text.to_string();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        Value::Object(_) => redact_constants(value),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn a_sampled_plan_shows_placeholders_not_the_sample() {
+        let mut plan = serde_json::json!([{"Plan": {
+            "Node Type": "Seq Scan",
+            "Relation Name": "orders",
+            "Filter": "((customer_id = 77) AND (status = 'pending'::text))",
+            "Sort Key": ["(amount * 3)"],
+            "Plans": [{"Node Type": "Index Scan", "Index Cond": "(id = 5)"}]
+        }}]);
+        redact_constants(&mut plan);
+        let p = &plan[0]["Plan"];
+        assert_eq!(p["Filter"], "((customer_id = $1) AND (status = $2::text))");
+        assert_eq!(p["Sort Key"][0], "(amount * $1)");
+        assert_eq!(p["Plans"][0]["Index Cond"], "(id = $1)");
+        assert_eq!(p["Relation Name"], "orders");
+    }
+}

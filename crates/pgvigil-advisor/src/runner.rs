@@ -354,9 +354,17 @@ impl<C: Connector, S: Statements> Advisor<C, S> {
                 return;
             }
         };
-        let Ok(plan) = serde_json::from_str::<Value>(&text) else {
+        let Ok(mut plan) = serde_json::from_str::<Value>(&text) else {
             bump(&self.state.counters.plans_failed);
             return;
+        };
+        // A sample's values are printed in the plan's expressions; they
+        // stay in memory only.
+        let text = if sample.is_some() {
+            crate::plan::redact_constants(&mut plan);
+            plan.to_string()
+        } else {
+            text
         };
         let Some(summary) = summarize(&plan) else {
             bump(&self.state.counters.plans_failed);

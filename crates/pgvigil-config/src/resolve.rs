@@ -349,6 +349,14 @@ pub struct PoolSettings {
     /// Empty means "no reset".
     pub server_reset_query: String,
     pub max_prepared_statements: usize,
+    /// Transaction mode: a client whose session holds state a shared
+    /// connection cannot carry (temporary tables, session advisory locks,
+    /// LISTEN, WITH HOLD cursors, SQL PREPARE) keeps its server connection
+    /// until that state is gone; at most this many clients per pool at once.
+    pub max_pinned_clients: usize,
+    /// Off: such state is never kept; the connection holding it is closed
+    /// instead of being shared (and LISTEN is refused).
+    pub pin_session_state: bool,
     /// Leak guards, PgBouncer's; zero means off. A statement running longer
     /// than `query_timeout` is cancelled...
     pub query_timeout: Duration,
@@ -376,6 +384,8 @@ impl Default for PoolSettings {
             server_connect_timeout: Duration::from_secs(15),
             server_reset_query: "DISCARD ALL".to_string(),
             max_prepared_statements: 200,
+            max_pinned_clients: 10,
+            pin_session_state: true,
             query_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
             client_idle_timeout: Duration::ZERO,
@@ -1403,6 +1413,12 @@ fn apply_pool(
     }
     if let Some(v) = section.max_prepared_statements {
         pool.max_prepared_statements = v;
+    }
+    if let Some(v) = section.max_pinned_clients {
+        pool.max_pinned_clients = v;
+    }
+    if let Some(v) = section.pin_session_state {
+        pool.pin_session_state = v;
     }
     if let Some(v) = &section.server_reset_query {
         pool.server_reset_query = v.clone();

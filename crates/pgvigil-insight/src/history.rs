@@ -13,10 +13,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::LatencyHistogram;
+use crate::insight::lock;
 use crate::markers::{Figures, Followed, Marker, StoredMarker};
 use crate::stats::{QueryStats, Slice, Totals};
 use crate::store::Entry;
-use crate::{lock, Insight, StatementInfo};
+use crate::{Insight, StatementInfo};
 
 /// Bumped whenever the file's layout changes; a file of another version
 /// is ignored (with a warning from the caller), not misread.

@@ -50,8 +50,6 @@ pub use stats::{Execution, QueryStats, Totals, HISTORY_HOURS, HISTORY_MINUTES};
 pub use store::StatementInfo;
 pub use watch::{Crossing, ParameterSample, Watcher};
 
-pub(crate) use insight::{lock, Shard};
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::{LatencyHistogram, COARSE};
+use crate::insight::lock;
 use crate::stats::{Totals, HISTORY_MINUTES};
-use crate::{lock, Insight, StatementInfo};
+use crate::{Insight, StatementInfo};
 
 /// Statement kinds that set a marker when they succeed.
 const DDL_KINDS: &[&str] = &["CREATE INDEX", "DROP INDEX", "ALTER TABLE"];
@@ -747,7 +748,7 @@ impl Insight {
 
     /// Merges the per-thread buffers without running the upkeep.
     pub(crate) fn flush_buffers(&self, now_ms: u64) {
-        let shards: Vec<Arc<crate::Shard>> = lock(&self.shards).clone();
+        let shards: Vec<Arc<crate::insight::Shard>> = lock(&self.shards).clone();
         for shard in shards {
             let batch = std::mem::take(&mut *lock(&shard.pending));
             if !batch.is_empty() {

@@ -8,9 +8,10 @@
 use std::collections::{HashSet, VecDeque};
 
 use crate::histogram::{LatencyHistogram, COARSE};
+use crate::insight::lock;
 use crate::markers::quantile_ms;
 use crate::stats::Totals;
-use crate::{lock, Insight};
+use crate::Insight;
 
 /// Regression events kept; older ones are dropped and counted.
 pub const MAX_REGRESSION_EVENTS: usize = 1000;

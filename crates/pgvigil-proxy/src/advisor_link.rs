@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgvigil_advisor::{Connector, Database, DbError, Row, StatementStats, Statements};
-use pgvigil_insight::SortBy;
+use pgvigil_insight::{Crossing, Insight, ParameterSample, SortBy, Watcher};
 
 use crate::server::ServerConn;
 use crate::{ProxyError, Shared};
@@ -181,5 +181,78 @@ impl Statements for InsightStatements {
 
     fn now_ms(&self) -> u64 {
         crate::analysis::now_ms()
+    }
+}
+
+/// Tells the advisor about statements as insight learns they matter (a
+/// slow execution, a large total time), so their plans are taken at its
+/// next run instead of waiting to reach its top list; and lends it the
+/// parameter samples insight keeps (`capture_parameters`).
+pub(crate) fn connect_insight(insight: &Arc<Insight>, advisor: &pgvigil_advisor::AdvisorHandle) {
+    struct PlanRequests(pgvigil_advisor::AdvisorHandle);
+    impl Watcher for PlanRequests {
+        fn crossed(&self, fingerprint: u64, _crossing: Crossing) {
+            self.0.request_plan(fingerprint);
+        }
+    }
+    insight.watch(Arc::new(PlanRequests(advisor.clone())));
+    let weak = Arc::downgrade(insight);
+    advisor.state.set_sampler(Arc::new(move |fingerprint| {
+        let insight = weak.upgrade()?;
+        let params = match insight.sample(fingerprint)? {
+            ParameterSample::Bound(values) => values,
+            ParameterSample::Statement(text) => literal_values(&text)?,
+        };
+        Some(pgvigil_advisor::Sample { params })
+    }));
+}
+
+/// The values of a statement's literals, in the order normalization
+/// numbers them (`$1`, `$2`, ...), as text: a simple-protocol sample
+/// becomes bound values for its normalized text. None when a literal is
+/// not a plain number or standard string (escape strings, dollar quotes,
+/// collapsed lists), which would not map one to one onto placeholders.
+fn literal_values(text: &str) -> Option<Vec<Option<String>>> {
+    let statement = pgvigil_sql::normalize(text.as_bytes()).into_iter().next()?;
+    if statement.text.contains(", ...") {
+        return None;
+    }
+    statement
+        .constants
+        .iter()
+        .map(|range| {
+            let literal = text.get(range.clone())?;
+            if let Some(inner) = literal
+                .strip_prefix('\'')
+                .and_then(|l| l.strip_suffix('\''))
+            {
+                return Some(Some(inner.replace("\'\'", "\'")));
+            }
+            let numeric = !literal.is_empty()
+                && literal
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+            numeric.then(|| Some(literal.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_become_values_in_placeholder_order() {
+        assert_eq!(
+            literal_values("SELECT * FROM t WHERE a = 42 AND b = 'it''s' AND c > 1.5"),
+            Some(vec![
+                Some("42".to_string()),
+                Some("it's".to_string()),
+                Some("1.5".to_string())
+            ])
+        );
+        assert_eq!(literal_values("SELECT 1 FROM t WHERE a = E'\\n'"), None);
+        assert_eq!(literal_values("SELECT 1 FROM t WHERE a IN (1, 2, 3)"), None);
+        assert_eq!(literal_values("SELECT * FROM t"), Some(vec![]));
     }
 }

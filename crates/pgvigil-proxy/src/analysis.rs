@@ -68,8 +68,7 @@ pub(crate) fn insight_config(s: &InsightSettings, advisor: &AdvisorSettings) -> 
             u64::MAX
         },
         wall_clock_ms: pgvigil_insight::time::unix_ms_now,
-        // From `[advisor]`: set in `Shared::new` (history::marker_config).
-        markers: Default::default(),
+        markers: crate::history::marker_config(advisor),
     }
 }
 

@@ -3,7 +3,7 @@
 //! with the real backend's key, to whichever backend serves that client
 //! at this moment.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,11 @@ pub struct CancelTarget {
     /// Wakes the client's wait for a server connection: a statement that
     /// has not reached a server yet is cancelled where it waits.
     waiting: tokio::sync::Notify,
+    /// The client's key carries its backend's real pid (`register_backend`).
+    real_pid: AtomicBool,
 }
+
+const SYNTHETIC_PID_BIT: i32 = 1 << 22;
 
 impl CancelTarget {
     pub fn set(&self, key: Option<BackendKey>) {
@@ -66,20 +70,21 @@ async fn send_cancel(target: &CancelTarget) {
 #[derive(Default)]
 pub struct CancelRegistry {
     clients: DashMap<ClientKey, Arc<CancelTarget>>,
+    /// Real backend pids handed to session-mode clients: two servers may
+    /// run backends with the same pid, and a client must never share
+    /// its pid with another.
+    real_pids: DashMap<i32, ()>,
 }
 
 impl CancelRegistry {
     /// Issues a fresh key for a client whose pool talks to `server`.
     pub fn register(&self, server: &ServerTarget) -> (ClientKey, Arc<CancelTarget>) {
-        let target = Arc::new(CancelTarget {
-            host: server.host.clone(),
-            port: server.port,
-            backend: AtomicU64::new(0),
-            waiting: tokio::sync::Notify::new(),
-        });
+        let target = Self::target(server);
         loop {
             let key = ClientKey {
-                process_id: rand::random::<i32>() & i32::MAX,
+                // At or above 2^22, Linux's largest pid_max: a synthetic
+                // pid is never a real backend's.
+                process_id: (rand::random::<i32>() & i32::MAX) | SYNTHETIC_PID_BIT,
                 secret_key: rand::random::<i32>(),
             };
             if let dashmap::Entry::Vacant(slot) = self.clients.entry(key) {
@@ -89,8 +94,49 @@ impl CancelRegistry {
         }
     }
 
+    /// A key whose process id is the real pid of the client's server
+    /// backend (session mode: the client owns that backend, so
+    /// `pg_backend_pid()`, `pg_terminate_backend` and NOTIFY's pid agree
+    /// with what it was told), with a secret of pgvigil's own. Falls back
+    /// to a fresh pid when another client already has this one.
+    pub fn register_backend(
+        &self,
+        server: &ServerTarget,
+        pid: i32,
+    ) -> (ClientKey, Arc<CancelTarget>) {
+        if pid <= 0 || self.real_pids.insert(pid, ()).is_some() {
+            return self.register(server);
+        }
+        let target = Self::target(server);
+        target.real_pid.store(true, Ordering::Relaxed);
+        loop {
+            let key = ClientKey {
+                process_id: pid,
+                secret_key: rand::random::<i32>(),
+            };
+            if let dashmap::Entry::Vacant(slot) = self.clients.entry(key) {
+                slot.insert(target.clone());
+                return (key, target);
+            }
+        }
+    }
+
+    fn target(server: &ServerTarget) -> Arc<CancelTarget> {
+        Arc::new(CancelTarget {
+            host: server.host.clone(),
+            port: server.port,
+            backend: AtomicU64::new(0),
+            waiting: tokio::sync::Notify::new(),
+            real_pid: AtomicBool::new(false),
+        })
+    }
+
     pub fn unregister(&self, key: ClientKey) {
-        self.clients.remove(&key);
+        if let Some((_, target)) = self.clients.remove(&key) {
+            if target.real_pid.load(Ordering::Relaxed) {
+                self.real_pids.remove(&key.process_id);
+            }
+        }
     }
 
     /// Passes a cancel on. Unknown keys and idle clients are ignored, as

@@ -190,12 +190,14 @@ pub(crate) async fn negotiate(
             }
         }
     }
+    let mut first_packet = true;
     loop {
-        let packet = match read_initial_packet(&mut transport, buf).await {
+        let packet = match read_initial_packet(&mut transport, buf, first_packet).await {
             Ok(p) => p,
             Err(ProxyError::ClientIo(_)) => return Negotiated::Done,
             Err(e) => return Negotiated::Failed(Some(transport), e),
         };
+        first_packet = false;
         match rules.on_packet(&packet) {
             Step::Decline => {
                 if let Err(e) = transport.write_all(b"N").await {
@@ -505,14 +507,41 @@ async fn send(transport: &mut Transport, bytes: &[u8]) -> Result<(), ProxyError>
     transport.flush().await.map_err(ProxyError::ClientIo)
 }
 
+/// Reads the connection's next initial packet. PostgreSQL answers a
+/// first packet whose length cannot be a startup packet, or a cancel
+/// request of the wrong size, by logging it and closing without a word
+/// (the peer may not speak the protocol at all, and a client that sends
+/// Terminate right after connecting must not meet an unexpected
+/// message); after an encryption request was declined it sends a
+/// protocol error. pgvigil does the same (`first`: nothing was
+/// negotiated yet).
 pub(crate) async fn read_initial_packet(
     transport: &mut Transport,
     buf: &mut BytesMut,
+    first: bool,
 ) -> Result<InitialPacket, ProxyError> {
+    let silent = |what: &str| {
+        tracing::info!("{what}: connection closed");
+        ProxyError::ClientIo(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            what.to_string(),
+        ))
+    };
     loop {
-        if let Some(len) = startup::initial_packet_len(buf)? {
+        let len = match startup::initial_packet_len(buf) {
+            Ok(len) => len,
+            Err(_) if first => return Err(silent("invalid length of startup packet")),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(len) = len {
             if buf.len() >= len {
                 let packet = buf.split_to(len);
+                if packet.get(4..8) == Some(&startup::CANCEL_REQUEST_CODE.to_be_bytes()[..])
+                    && len != startup::CANCEL_REQUEST_LEN
+                    && first
+                {
+                    return Err(silent("invalid length of query cancel packet"));
+                }
                 return Ok(startup::parse_initial_packet(&packet)?);
             }
         }

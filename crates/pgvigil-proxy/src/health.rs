@@ -67,6 +67,11 @@ pub(crate) async fn sample_periodically(shared: Arc<Shared>, board: Arc<HealthBo
                 }
                 before.clone_from(&sample.errors);
             }
+            // Index hygiene is advice too: GET /api/advice lists it with
+            // the index recommendations.
+            if let Some(advisor) = shared.advisor.get() {
+                advisor.state.set_hygiene(&database, sample.hygiene.clone());
+            }
             board.record(sample);
         }
         tokio::time::sleep_until(started + advisor.health_interval).await;

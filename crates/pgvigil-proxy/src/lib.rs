@@ -171,12 +171,7 @@ impl Shared {
             }
         }
         let insight = config.insight.analytics.then(|| {
-            let markers = history::marker_config(&config.advisor);
-            let settings = analysis::insight_config(&config.insight, &config.advisor);
-            let insight = Insight::new(pgvigil_insight::InsightConfig {
-                markers,
-                ..settings
-            });
+            let insight = Insight::new(analysis::insight_config(&config.insight, &config.advisor));
             history::load(&insight, &config.advisor);
             Arc::new(insight)
         });

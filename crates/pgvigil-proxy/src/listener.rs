@@ -44,6 +44,9 @@ impl Proxy {
                 insight: shared.insight.clone(),
             };
             let (task, handle) = pgvigil_advisor::advisor(link, statements, settings);
+            if let Some(insight) = &shared.insight {
+                crate::advisor_link::connect_insight(insight, &handle);
+            }
             let _ = shared.advisor.set(handle);
             task
         });
@@ -77,14 +80,14 @@ impl Proxy {
         self.shared.insight.clone()
     }
 
-    /// Plans and advice, for the admin API; None when `[advisor]` is off.
-    pub fn advisor(&self) -> Option<pgvigil_advisor::AdvisorHandle> {
-        self.shared.advisor.get().cloned()
-    }
-
     /// Database health, for the admin API; None when the advisor is off.
     pub fn health(&self) -> Option<Arc<pgvigil_advisor::HealthBoard>> {
         self.shared.health.clone()
+    }
+
+    /// Plans and advice, for the admin API; None when `[advisor]` is off.
+    pub fn advisor(&self) -> Option<pgvigil_advisor::AdvisorHandle> {
+        self.shared.advisor.get().cloned()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -104,12 +107,12 @@ impl Proxy {
             .insight
             .clone()
             .map(|i| tokio::spawn(analysis::flush_periodically(i)));
-        let advisor = self.advisor.map(|a| tokio::spawn(a.serve()));
         let saver = shared
             .insight
             .clone()
             .zip(shared.config.advisor.history_file.clone())
             .map(|(i, path)| tokio::spawn(history::save_periodically(i, path)));
+        let advisor = self.advisor.map(|a| tokio::spawn(a.serve()));
         for pool in shared.pools.values() {
             pool.maintain();
         }

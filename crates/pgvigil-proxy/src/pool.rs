@@ -97,6 +97,11 @@ pub struct PoolCounters {
     pub servers_discarded: AtomicU64,
     /// Clients logged in to this pool right now.
     pub clients: AtomicUsize,
+    /// Transaction mode: clients keeping their server connection for
+    /// session state (`max_pinned_clients`).
+    pub pinned_clients: AtomicUsize,
+    /// Clients refused a pin because `max_pinned_clients` were pinned.
+    pub pins_refused: AtomicU64,
     pub wait: WaitHistogram,
 }
 
@@ -125,6 +130,11 @@ pub struct ServerPool {
     /// ParameterStatus values of the latest login, shown to clients at
     /// theirs (PostgreSQL clients expect server_version and friends).
     welcome: Mutex<Option<WelcomeParams>>,
+    /// How PostgreSQL spells the settings clients asked for at startup
+    /// (`utf-8` is `UTF8`, `iso, dmy` is `ISO, DMY`): keyed by (setting
+    /// in lower case, value asked), learnt from the server once per
+    /// distinct value and bounded.
+    canonical: Mutex<HashMap<(String, String), String>>,
     pub counters: PoolCounters,
     /// Server-side names of the pool's shared prepared statements.
     statement_ids: Mutex<StatementRegistry>,
@@ -146,6 +156,8 @@ pub struct ServerPool {
 }
 
 const MAX_KNOWN_STATEMENTS: usize = 10_000;
+/// Distinct (setting, value) spellings a pool remembers.
+const MAX_CANONICAL_VALUES: usize = 1024;
 /// Distinct (text, parameter types) a pool names for sharing; beyond,
 /// each Parse gets a name of its own (see `StatementRegistry`).
 const MAX_SHARED_STATEMENTS: usize = 10_000;
@@ -157,6 +169,7 @@ pub struct PoolSnapshot {
     pub total: usize,
     pub waiting: usize,
     pub clients: usize,
+    pub pinned: usize,
     pub pool_size: usize,
     pub paused: bool,
 }
@@ -187,6 +200,7 @@ impl ServerPool {
             registry,
             tally: Arc::default(),
             welcome: Mutex::new(None),
+            canonical: Mutex::new(HashMap::new()),
             counters: PoolCounters::default(),
             statement_ids: Mutex::new(StatementRegistry::new(MAX_SHARED_STATEMENTS)),
             known_statements: Mutex::new(HashSet::new()),
@@ -310,9 +324,32 @@ impl ServerPool {
             total: st.total,
             waiting: self.counters.waiting_clients.load(Ordering::Relaxed),
             clients: self.counters.clients.load(Ordering::Relaxed),
+            pinned: self.counters.pinned_clients.load(Ordering::Relaxed),
             pool_size: st.settings.pool_size,
             paused: st.paused,
         }
+    }
+
+    /// Counts one more pinned client, unless `max_pinned_clients` are.
+    pub(crate) fn try_pin(&self) -> bool {
+        let max = self.settings().max_pinned_clients;
+        let pinned = &self.counters.pinned_clients;
+        let taken = pinned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !taken {
+            self.counters.pins_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    pub(crate) fn unpin(&self) {
+        let _ =
+            self.counters
+                .pinned_clients
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     pub fn is_paused(&self) -> bool {
@@ -755,6 +792,28 @@ impl ServerPool {
             .ok_or(ProxyError::ServerClosed)
     }
 
+    /// How PostgreSQL reports `setting` set to `asked`, if learnt.
+    pub(crate) fn canonical_value(&self, setting: &str, asked: &str) -> Option<String> {
+        self.canonical
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(setting.to_ascii_lowercase(), asked.to_string()))
+            .cloned()
+    }
+
+    /// Remembers how PostgreSQL reported a setting a client asked for.
+    pub(crate) fn learn_canonical(&self, setting: &str, asked: &str, reported: &str) {
+        let mut known = self.canonical.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_CANONICAL_VALUES {
+            // Relearnt on demand: one query at a later login.
+            known.clear();
+        }
+        known.insert(
+            (setting.to_ascii_lowercase(), asked.to_string()),
+            reported.to_string(),
+        );
+    }
+
     /// Readiness: can a server connection log in right now? Opens one
     /// outside the pool and closes it politely.
     pub async fn probe(&self) -> Result<(), ProxyError> {
@@ -930,16 +989,38 @@ impl PooledServer {
         &self.pool
     }
 
+    /// Shows a connection taken before its client was registered (a
+    /// session-mode login) as that client's, as `acquire_for` would have.
+    pub(crate) fn link_to(&self, client: &Arc<ClientEntry>) {
+        client.linked(Some(self.id));
+        if let Some(r) = &self.registration {
+            r.entry
+                .checked_out(Some(client.id), unix_us(MonoTime::now()));
+        }
+    }
+
     /// Session mode: clean the connection (server_reset_query) so the
     /// next client finds a fresh session, then give it back.
-    pub async fn reset_and_release(mut self) {
+    pub async fn reset_and_release(self) {
         let query = self.pool.lock().settings.server_reset_query.clone();
+        self.run_reset_and_release(&query).await;
+    }
+
+    /// Transaction mode, a client that held session state leaving: DISCARD
+    /// ALL whatever `server_reset_query` says (temporary tables, locks,
+    /// LISTEN, cursors and prepared statements all go), or the connection
+    /// is closed.
+    pub(crate) async fn discard_and_release(self) {
+        self.run_reset_and_release("DISCARD ALL").await;
+    }
+
+    async fn run_reset_and_release(mut self, query: &str) {
         if let Some(conn) = self.conn.as_mut() {
             if !conn.settled || conn.status != TransactionStatus::Idle {
                 return; // Drop closes it.
             }
             if !query.is_empty() {
-                match conn.run_own_query(&query).await {
+                match conn.run_own_query(query).await {
                     Ok(_) => {
                         conn.applied.clear();
                         conn.applied_signature = 0;

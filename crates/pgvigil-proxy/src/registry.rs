@@ -78,6 +78,9 @@ pub struct ClientEntry {
     link: AtomicU64,
     request_time_us: AtomicU64,
     wait_since_us: AtomicU64,
+    /// Why a transaction-mode client keeps its server connection, if it
+    /// does (bit per `PinReason`, see `client::session_state`).
+    pinned: AtomicU8,
 }
 
 pub struct ServerEntry {
@@ -117,6 +120,15 @@ impl ClientEntry {
     /// Since when the client has been waiting, while it waits.
     pub fn wait_since_us(&self) -> Option<u64> {
         (self.state() == ClientState::Waiting).then(|| self.wait_since_us.load(Ordering::Relaxed))
+    }
+
+    /// The pin reasons' bits, 0 when not pinned.
+    pub fn pinned_bits(&self) -> u8 {
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_pinned_bits(&self, bits: u8) {
+        self.pinned.store(bits, Ordering::Relaxed);
     }
 
     pub(crate) fn start_waiting(&self, now_us: u64) {
@@ -203,6 +215,7 @@ impl Registry {
             link: AtomicU64::new(0),
             request_time_us: AtomicU64::new(now),
             wait_since_us: AtomicU64::new(0),
+            pinned: AtomicU8::new(0),
         });
         self.clients.insert(c.id, entry.clone());
         ClientRegistration {

@@ -340,6 +340,19 @@ impl ServerConn {
         sql: &str,
         params: &[Option<&str>],
     ) -> Result<Vec<Vec<Option<String>>>, ProxyError> {
+        self.run_own_query_keeping(sql, params, None).await
+    }
+
+    /// `run_own_extended_query` on a connection a client holds: messages
+    /// PostgreSQL may send at any time (NotificationResponse,
+    /// NoticeResponse, ParameterStatus) are kept in `asynchronous`, in
+    /// order, for the client, never dropped.
+    pub(crate) async fn run_own_query_keeping(
+        &mut self,
+        sql: &str,
+        params: &[Option<&str>],
+        mut asynchronous: Option<&mut Vec<bytes::Bytes>>,
+    ) -> Result<Vec<Vec<Option<String>>>, ProxyError> {
         let count = i16::try_from(params.len())
             .map_err(|_| ProxyError::client("54000", "too many parameters"))?;
         let mut out = BytesMut::with_capacity(128 + sql.len());
@@ -386,6 +399,11 @@ impl ServerConn {
                         code: String::from_utf8_lossy(f.code).into_owned(),
                         message: String::from_utf8_lossy(f.message).into_owned(),
                     });
+                }
+                be::NOTIFICATION_RESPONSE | be::NOTICE_RESPONSE | be::PARAMETER_STATUS => {
+                    if let Some(keep) = asynchronous.as_mut() {
+                        keep.push(frame);
+                    }
                 }
                 _ => {}
             }

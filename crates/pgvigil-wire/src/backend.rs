@@ -266,6 +266,24 @@ impl Severity {
     }
 }
 
+/// A NoticeResponse with severity WARNING: something the client should
+/// know that did not fail its statement.
+pub fn warning_notice(code: &str, message: &str) -> Bytes {
+    build(tag::NOTICE_RESPONSE, |b| {
+        for (kind, value) in [
+            (b'S', "WARNING"),
+            (b'V', "WARNING"),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            b.put_u8(kind);
+            b.put_slice(value.as_bytes());
+            b.put_u8(0);
+        }
+        b.put_u8(0);
+    })
+}
+
 /// An ErrorResponse in PostgreSQL's layout, so clients show it as usual.
 pub fn error_response(severity: Severity, code: &str, message: &str) -> Bytes {
     error_response_with(severity, code, message, &[])

@@ -8,6 +8,8 @@ use crate::FrameError;
 pub const SSL_REQUEST_CODE: i32 = 80877103;
 pub const GSSENC_REQUEST_CODE: i32 = 80877104;
 pub const CANCEL_REQUEST_CODE: i32 = 80877102;
+/// A CancelRequest is always this long: length, code, process id, key.
+pub const CANCEL_REQUEST_LEN: usize = 16;
 pub const PROTOCOL_V3: i32 = 196608;
 
 /// Startup packets are small; PostgreSQL itself refuses ones above 10000.

@@ -345,8 +345,8 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             metrics_require_token,
             listen: admin.local_addr()?,
             allowed_hosts: admin_allowed_hosts.into(),
-            advisor: proxy.advisor(),
             health: proxy.health(),
+            advisor: proxy.advisor(),
         };
         let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
             let _ = admin_stopped.await;

@@ -138,8 +138,8 @@ mod tests {
             insight: None,
             pools: Vec::new(),
             max_query_series: 10,
-            advisor: None,
             health: Some(Arc::new(board)),
+            advisor: None,
         })
         .expect("renders")
     }

@@ -391,16 +391,12 @@ impl Recorder {
             caller: self.caller,
         });
         let config = self.insight.config();
-        // DDL and tagged statements may set a before/after marker.
+        // Before/after markers: DDL and a change of the app's version tag.
         if matches!(s.kind, StatementKind::Ddl(_)) || !s.tags.is_empty() {
+            let now_ms = (config.wall_clock_ms)();
             let ok = sqlstate.is_none();
-            self.insight.note_statement(
-                s.kind.as_str(),
-                &s.text,
-                &s.tags,
-                ok,
-                (config.wall_clock_ms)(),
-            );
+            self.insight
+                .note_statement(s.kind.as_str(), &s.text, &s.tags, ok, now_ms);
         }
         if config.slow_rules.could_be_slow(duration_us) {
             self.check_slow(s, tracked, duration_us);

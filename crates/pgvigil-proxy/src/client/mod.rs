@@ -7,6 +7,7 @@ mod guards;
 mod observe;
 mod reply_queue;
 mod session;
+mod session_state;
 mod settings;
 
 use std::collections::HashMap;
@@ -23,8 +24,15 @@ use crate::handshake::Authenticated;
 use crate::ids::ClientId;
 use crate::registry::NewClient;
 use crate::Shared;
+use pgvigil_config::PoolMode;
 use session::{Exit, Session};
 use settings::ClientSettings;
+
+/// Why a transaction-mode client keeps its server connection, from its
+/// registry entry's bits ("" when it does not).
+pub(crate) fn pin_reasons(bits: u8) -> String {
+    session_state::PinReason::describe(bits)
+}
 
 /// Serves an authenticated pool client until it leaves.
 pub(crate) async fn serve(
@@ -60,17 +68,51 @@ pub(crate) async fn serve(
             return;
         }
     };
+    // In session mode the client owns a backend for its whole session, as
+    // on a direct connection: it gets it now, so it can be told the
+    // backend's real pid.
+    let mut owned = None;
+    if pool.mode() == PoolMode::Session {
+        match pool.acquire().await {
+            Ok(server) => owned = Some(server),
+            Err(e) => {
+                tracing::info!(client = %id, %peer, "login failed: {e}");
+                crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
+                return;
+            }
+        }
+    }
+    let values = match reported_values(&pool, &settings, &welcome, owned.as_mut()).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(client = %id, %peer, "login failed: {e}");
+            match &e {
+                // PostgreSQL refuses a login with an invalid setting the
+                // same way, with the same words.
+                ProxyError::ServerLogin { code, message } => {
+                    crate::connection::tell_fatal(&mut transport, code, message).await
+                }
+                _ => {
+                    crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string())
+                        .await
+                }
+            }
+            return;
+        }
+    };
     let mut told = HashMap::new();
     let mut out = BytesMut::with_capacity(512);
     out.extend_from_slice(&backend::auth_ok());
-    for (name, value) in welcome.iter() {
-        // The client will see its own settings once they are applied on a
-        // server; until then it is told what it asked for.
-        let value = settings.get(name).unwrap_or(value);
+    for (name, value) in values {
         backend::write_parameter_status(&mut out, name.as_bytes(), value.as_bytes());
-        told.insert(name.clone(), value.to_string());
+        told.insert(name, value);
     }
-    let (key, cancel) = shared.cancel.register(pool.target());
+    let (key, cancel) = match &owned {
+        Some(server) => shared
+            .cancel
+            .register_backend(pool.target(), server.backend_key.process_id),
+        None => shared.cancel.register(pool.target()),
+    };
     out.extend_from_slice(&backend::backend_key_data_message(
         key.process_id,
         key.secret_key,
@@ -122,6 +164,7 @@ pub(crate) async fn serve(
         shared.config.max_packet_size,
         observer,
         registration.entry.clone(),
+        owned,
     );
     let exit = session.run().await;
     clients.fetch_sub(1, Ordering::Relaxed);
@@ -131,4 +174,66 @@ pub(crate) async fn serve(
         Exit::ClientLeft => tracing::debug!(client = %id, "client left"),
         Exit::Error(e) => tracing::info!(client = %id, %peer, "session ended: {e}"),
     }
+}
+
+/// The ParameterStatus values a logging-in client is told: the server's,
+/// with each setting the client asked for as PostgreSQL itself reports
+/// it (`utf-8` is `UTF8`, `iso, dmy` is `ISO, DMY`, `europe/rome` is
+/// `Europe/Rome`): drivers check these strictly. A spelling not seen
+/// before is learnt from a server connection, once per pool, by setting
+/// it there; an invalid value fails the login as PostgreSQL's would.
+async fn reported_values(
+    pool: &Arc<crate::ServerPool>,
+    settings: &ClientSettings,
+    welcome: &[(String, String)],
+    owned: Option<&mut crate::pool::PooledServer>,
+) -> Result<Vec<(String, String)>, ProxyError> {
+    let mut values = Vec::with_capacity(welcome.len());
+    let mut unknown = Vec::new();
+    for (name, server_value) in welcome {
+        let value = match settings.get(name) {
+            None => server_value.clone(),
+            Some(asked) if asked == server_value => server_value.clone(),
+            // Printable ASCII is kept as sent by every PostgreSQL version.
+            Some(asked)
+                if name.eq_ignore_ascii_case("application_name")
+                    && asked.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+            {
+                asked.to_string()
+            }
+            Some(asked) => match pool.canonical_value(name, asked) {
+                Some(known) => known,
+                None => {
+                    unknown.push((values.len(), name.clone(), asked.to_string()));
+                    asked.to_string()
+                }
+            },
+        };
+        values.push((name.clone(), value));
+    }
+    if unknown.is_empty() {
+        return Ok(values);
+    }
+    let mut borrowed = None;
+    let server = match owned {
+        Some(server) => server,
+        None => borrowed.insert(pool.acquire().await?),
+    };
+    for (at, name, asked) in unknown {
+        let rows = server
+            .run_own_extended_query(
+                "SELECT pg_catalog.set_config($1, $2, false)",
+                &[Some(&name), Some(&asked)],
+            )
+            .await?;
+        if let Some(Some(reported)) = rows.first().and_then(|r| r.first()) {
+            pool.learn_canonical(&name, &asked, reported);
+            values[at].1 = reported.clone();
+        }
+        // The connection now carries this setting: the next client's
+        // checkout compares and resets it (signature 0 matches nobody).
+        server.applied.insert(name, asked);
+        server.applied_signature = 0;
+    }
+    Ok(values)
 }

@@ -14,7 +14,7 @@
 //! reply through the reply queue (`reply_queue.rs`), the one place where
 //! each statement and its completion are seen.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -46,6 +46,8 @@ use crate::stats;
 use crate::transport::Transport;
 use pgvigil_insight::Recorder;
 
+use super::session_state::{may_change_session_state, PinReason, SessionState, PROBE_SQL};
+
 /// Beyond this many queued bytes toward a peer, stop reading from the
 /// other one.
 const QUEUE_LIMIT: usize = 512 * 1024;
@@ -76,6 +78,17 @@ pub(crate) struct Session {
     pub(crate) max_frame: usize,
 
     server: Option<PooledServer>,
+    /// Session mode: the server taken at login, attached when the session
+    /// starts.
+    owned: Option<PooledServer>,
+    /// Transaction mode: the current transaction ran a statement that may
+    /// change session state, so the server is asked before it is released.
+    state_dirty: bool,
+    /// Transaction mode: session state that keeps this client on its
+    /// server connection (empty: not pinned).
+    pinned: Vec<PinReason>,
+    /// Named statements whose text may change session state.
+    stateful_statements: HashSet<Vec<u8>>,
     to_client: OutQueue,
     to_server: OutQueue,
     replies: ReplyQueue,
@@ -142,6 +155,7 @@ impl Session {
         max_frame: usize,
         observer: Option<Recorder>,
         entry: Arc<ClientEntry>,
+        owned: Option<PooledServer>,
     ) -> Session {
         let tally = SessionTally::new(pool.tally.clone());
         let guard_settings = GuardSettings::of(&pool.settings());
@@ -169,6 +183,10 @@ impl Session {
             cancel,
             max_frame,
             server: None,
+            owned,
+            state_dirty: false,
+            pinned: Vec::new(),
+            stateful_statements: HashSet::new(),
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
             replies: ReplyQueue::default(),
@@ -197,6 +215,12 @@ impl Session {
     }
 
     async fn forward(&mut self) -> Exit {
+        // Session mode: the server taken at login becomes this client's.
+        if self.owned.is_some() {
+            if let Err(e) = self.attach_server().await {
+                return Exit::Error(e);
+            }
+        }
         // Frames may have arrived together with the startup message.
         match self.on_client_data().await {
             Ok(true) => {}
@@ -204,6 +228,15 @@ impl Session {
             Err(e) => return Exit::Error(e),
         }
         loop {
+            if self.state_dirty && self.transaction_mode() && self.server_settled() {
+                if let Err(e) = self.settle_session_state().await {
+                    // What the connection holds is unknown: never shared.
+                    if let Some(mut s) = self.server.take() {
+                        s.settled = false;
+                    }
+                    return Exit::Error(e);
+                }
+            }
             if let Err(e) = self.flush_and_maybe_release() {
                 return Exit::Error(e);
             }
@@ -355,9 +388,88 @@ impl Session {
                 .try_flush(&mut server.stream)
                 .map_err(ProxyError::ServerIo)?;
         }
-        if self.transaction_mode() && self.server_settled() {
+        if self.transaction_mode()
+            && !self.state_dirty
+            && self.pinned.is_empty()
+            && self.server_settled()
+        {
             self.release_server();
         }
+        Ok(())
+    }
+
+    /// Transaction mode, at the end of a transaction that may have changed
+    /// session state: asks the server what the session holds. Settings
+    /// become the client's (they follow it to its next connection); state
+    /// no shared connection can carry pins the client to this one, or,
+    /// past `max_pinned_clients` or with `pin_session_state = false`,
+    /// ends with the connection closed rather than shared.
+    async fn settle_session_state(&mut self) -> Result<(), ProxyError> {
+        self.state_dirty = false;
+        let mut asynchronous = Vec::new();
+        let rows = self
+            .attached()
+            .run_own_query_keeping(PROBE_SQL, &[], Some(&mut asynchronous))
+            .await?;
+        for frame in asynchronous {
+            self.to_client.push(frame);
+        }
+        let state = SessionState::from_rows(&rows);
+        self.settings.adopt_session(&state.settings);
+        let server = self.server.as_mut().expect("attached");
+        server.applied = state.settings.iter().cloned().collect();
+        if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
+            // A RESET brought back a startup setting this connection never
+            // had (it came with the pool's own login).
+            let reported = server.run_own_query(&sql).await?;
+            for (k, v) in reported {
+                self.tell_client(&k, &v);
+            }
+        }
+        let server = self.server.as_mut().expect("attached");
+        server.applied = self.settings.as_applied();
+        server.applied_signature = self.settings.signature();
+        let was_pinned = !self.pinned.is_empty();
+        let settings = self.pool.settings();
+        if state.pins.is_empty() {
+            if was_pinned {
+                self.pool.unpin();
+            }
+        } else if !settings.pin_session_state {
+            // Never shared: the next client would inherit the state.
+            if let Some(mut s) = self.server.take() {
+                s.settled = false;
+            }
+            self.entry.linked(None);
+            self.cancel.set(None);
+            let names: Vec<&str> = state.pins.iter().map(|p| p.as_str()).collect();
+            self.to_client.push(backend::warning_notice(
+                "01000",
+                &format!(
+                    "{} not kept: this pool shares server connections between transactions (pin_session_state = false); the server connection holding it was closed",
+                    names.join(", ")
+                ),
+            ));
+            self.pinned.clear();
+            self.entry.set_pinned_bits(0);
+            return Ok(());
+        } else if !was_pinned && !self.pool.try_pin() {
+            // Its state is on this connection: closed, never shared.
+            if let Some(mut s) = self.server.take() {
+                s.settled = false;
+            }
+            return Err(ProxyError::client(
+                "53300",
+                format!(
+                    "too many clients keep session state in transaction mode (max_pinned_clients = {}): this session's {} cannot be kept",
+                    settings.max_pinned_clients,
+                    state.pins.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        self.entry
+            .set_pinned_bits(state.pins.iter().fold(0, |bits, p| bits | p.bit()));
+        self.pinned = state.pins;
         Ok(())
     }
 
@@ -383,25 +495,35 @@ impl Session {
         }
     }
 
-    /// Gets a server connection for this client and makes it carry the
-    /// client's settings.
+    /// Gets a server connection for this client (the one taken at login,
+    /// in session mode) and makes it carry the client's settings.
     async fn attach_server(&mut self) -> Result<(), ProxyError> {
-        if crate::shutdown::refusing_new_transactions() {
-            return Err(ProxyError::client(
-                "57P01",
-                crate::shutdown::ADMIN_TERMINATION,
-            ));
-        }
-        let mut server = self
-            .pool
-            .acquire_for(Some(&self.entry), Some(self.cancel.waiting()))
-            .await?;
+        let mut server = match self.owned.take() {
+            Some(server) => {
+                server.link_to(&self.entry);
+                server
+            }
+            None => {
+                if crate::shutdown::refusing_new_transactions() {
+                    return Err(ProxyError::client(
+                        "57P01",
+                        crate::shutdown::ADMIN_TERMINATION,
+                    ));
+                }
+                self.pool
+                    .acquire_for(Some(&self.entry), Some(self.cancel.waiting()))
+                    .await?
+            }
+        };
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
                 match server.run_own_query(&sql).await {
                     Ok(reported) => {
                         for (k, v) in reported {
+                            if let Some(asked) = self.settings.get(&k) {
+                                self.pool.learn_canonical(&k, asked, &v);
+                            }
                             self.tell_client(&k, &v);
                         }
                     }
@@ -530,7 +652,7 @@ impl Session {
         let frame = &self.client_buf[..h.frame_len];
         let text = frontend::query_text(frame)?;
         match local_command(text) {
-            Some(LocalCommand::Listen) => {
+            Some(LocalCommand::Listen) if !self.pool.settings().pin_session_state => {
                 let _ = self.client_buf.split_to(h.frame_len);
                 self.to_client.push(backend::error_response(
                     Severity::Error,
@@ -667,6 +789,9 @@ impl Session {
         let action = match tag {
             fe::QUERY => {
                 let text = frontend::query_text(frame)?;
+                if rewrite && may_change_session_state(text) {
+                    self.state_dirty = true;
+                }
                 let action = if rewrite {
                     self.local_statement_command(text)
                 } else {
@@ -689,6 +814,16 @@ impl Session {
             }
             fe::PARSE => {
                 let view = ParseView::new(frame)?;
+                if rewrite {
+                    if may_change_session_state(view.query) {
+                        self.state_dirty = true;
+                        if !view.statement.is_empty() {
+                            self.stateful_statements.insert(view.statement.to_vec());
+                        }
+                    } else if !self.stateful_statements.is_empty() {
+                        self.stateful_statements.remove(view.statement);
+                    }
+                }
                 if let Some(o) = self.observer.as_mut() {
                     o.prepare(view.statement, view.query);
                 }
@@ -713,6 +848,12 @@ impl Session {
             }
             fe::BIND => {
                 let view = BindView::new(frame)?;
+                if rewrite
+                    && !self.stateful_statements.is_empty()
+                    && self.stateful_statements.contains(view.statement)
+                {
+                    self.state_dirty = true;
+                }
                 if let Some(o) = self.observer.as_mut() {
                     o.bind(view.portal, view.statement, view.rest);
                 }
@@ -1180,11 +1321,20 @@ impl Session {
         })
         .await;
         self.cancel.set(None);
+        let held_state = !self.pinned.is_empty() || self.state_dirty;
+        if !self.pinned.is_empty() {
+            self.pool.unpin();
+            self.pinned.clear();
+        }
         if let Some(mut server) = self.server.take() {
             let clean = self.server_settled_with(&server);
             server.settled = clean;
             if clean && !self.transaction_mode() {
                 server.reset_and_release().await;
+            } else if clean && held_state {
+                // What pinned the client (or may have) must not reach the
+                // next one.
+                server.discard_and_release().await;
             }
         }
     }

@@ -11,6 +11,9 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClientSettings {
+    /// What the startup packet asked for: RESET and RESET ALL come back
+    /// to these, as on a direct connection.
+    startup: Vec<(String, String)>,
     desired: Vec<(String, String)>,
     /// Digest of `desired`, so a server connection already configured for
     /// this client's settings is recognised with one comparison.
@@ -41,6 +44,7 @@ impl ClientSettings {
             }
         }
         let mut s = ClientSettings {
+            startup: desired.clone(),
             desired,
             signature: 0,
         };
@@ -80,6 +84,21 @@ impl ClientSettings {
             Some(slot) => slot.1 = value.to_string(),
             None => self.desired.push((name.to_string(), value.to_string())),
         }
+        self.resign();
+    }
+
+    /// The session-level settings a server connection holds for this
+    /// client (its `source = 'session'` settings, read after a SET or
+    /// RESET): they follow the client to its next connection; a startup
+    /// setting the session no longer overrides is the startup value again.
+    pub(crate) fn adopt_session(&mut self, session: &[(String, String)]) {
+        let mut desired = session.to_vec();
+        for (k, v) in &self.startup {
+            if !desired.iter().any(|(d, _)| d.eq_ignore_ascii_case(k)) {
+                desired.push((k.clone(), v.clone()));
+            }
+        }
+        self.desired = desired;
         self.resign();
     }
 
@@ -163,6 +182,27 @@ mod tests {
         let mut other = s.as_applied();
         other.insert("search_path".into(), "x".into());
         assert_eq!(s.sql_to_apply(&other).unwrap(), "RESET \"search_path\";");
+    }
+
+    #[test]
+    fn session_settings_override_startup_ones_and_a_reset_brings_those_back() {
+        let mut s = ClientSettings::from_startup(&startup(&[
+            ("application_name", "web"),
+            ("DateStyle", "ISO, DMY"),
+        ]));
+        s.adopt_session(&[
+            ("DateStyle".into(), "SQL, DMY".into()),
+            ("search_path".into(), "app".into()),
+        ]);
+        assert_eq!(s.get("datestyle"), Some("SQL, DMY"));
+        assert_eq!(s.get("search_path"), Some("app"));
+        assert_eq!(s.get("application_name"), Some("web"));
+        let set = s.signature();
+        // RESET ALL: the server holds no session settings any more.
+        s.adopt_session(&[]);
+        assert_eq!(s.get("DateStyle"), Some("ISO, DMY"));
+        assert_eq!(s.get("search_path"), None);
+        assert_ne!(s.signature(), set);
     }
 
     #[test]

@@ -18,9 +18,9 @@ pub enum Show {
     Queries,
     Slow,
     NPlusOne,
-    Advice,
     Health,
     Markers,
+    Advice,
     Help,
 }
 
@@ -88,9 +88,9 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 "QUERIES" => Show::Queries,
                 "SLOW" => Show::Slow,
                 "N_PLUS_ONE" => Show::NPlusOne,
-                "ADVICE" => Show::Advice,
                 "HEALTH" => Show::Health,
                 "MARKERS" => Show::Markers,
+                "ADVICE" => Show::Advice,
                 "HELP" => Show::Help,
                 _ => return Err(unknown()),
             };

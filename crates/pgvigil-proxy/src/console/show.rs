@@ -109,9 +109,9 @@ pub(crate) fn table(shared: &Shared, what: &Show) -> Option<Table> {
         Show::Queries => queries(shared),
         Show::Slow => slow(shared),
         Show::NPlusOne => n_plus_one(shared),
-        Show::Advice => advice(shared),
         Show::Health => health::health(shared),
         Show::Markers => markers(shared),
+        Show::Advice => advice(shared),
         Show::Help => return None,
     })
 }
@@ -159,6 +159,7 @@ fn pools(shared: &Shared) -> Table {
         ("maxwait", I),
         ("maxwait_us", I),
         ("pool_mode", T),
+        ("cl_pinned", I),
     ]);
     let now = now_us();
     let clients = shared.registry.clients();
@@ -194,12 +195,13 @@ fn pools(shared: &Shared) -> Table {
             (oldest_wait / 1_000_000).into(),
             (oldest_wait % 1_000_000).into(),
             pool_mode(pool.mode()).into(),
+            s.pinned.into(),
         ]);
     }
     t
 }
 
-const CONNECTION_COLUMNS: [(&str, Kind); 21] = [
+const CONNECTION_COLUMNS: [(&str, Kind); 22] = [
     ("type", T),
     ("user", T),
     ("database", T),
@@ -221,6 +223,7 @@ const CONNECTION_COLUMNS: [(&str, Kind); 21] = [
     ("application_name", T),
     ("prepared_statements", I),
     ("id", I),
+    ("pinned", T),
 ];
 
 fn time_us(us: u64) -> String {
@@ -261,6 +264,7 @@ fn clients(shared: &Shared) -> Table {
             c.application_name.as_str().into(),
             0i64.into(),
             c.id.0.into(),
+            crate::client::pin_reasons(c.pinned_bits()).into(),
         ]);
     }
     t
@@ -298,6 +302,7 @@ fn servers(shared: &Shared) -> Table {
             "".into(),
             0i64.into(),
             s.id.0.into(),
+            "".into(),
         ]);
     }
     t
