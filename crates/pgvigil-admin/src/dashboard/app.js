@@ -1131,7 +1131,8 @@
     return h(
       "div",
       { class: "marker-detail", "data-loaded": true },
-      m.summary ? h("p", { class: "suggestion" }, m.summary) : null,
+      // Green only for good news: "p95 ... fell"; a rise is a warning.
+      m.summary ? h("p", { class: / rose /.test(m.summary) ? "suggestion worse" : "suggestion" }, m.summary) : null,
       qs.length
         ? h(
             "div",
