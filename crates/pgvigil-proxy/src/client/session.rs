@@ -89,6 +89,9 @@ pub(crate) struct Session {
     pinned: Vec<PinReason>,
     /// Named statements whose text may change session state.
     stateful_statements: HashSet<Vec<u8>>,
+    /// The latest Parse text checked for session state, and the answer:
+    /// drivers send the same unnamed statement over and over.
+    last_parse_checked: (Vec<u8>, bool),
     to_client: OutQueue,
     to_server: OutQueue,
     replies: ReplyQueue,
@@ -187,6 +190,7 @@ impl Session {
             state_dirty: false,
             pinned: Vec::new(),
             stateful_statements: HashSet::new(),
+            last_parse_checked: (Vec::new(), false),
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
             replies: ReplyQueue::default(),
@@ -396,6 +400,20 @@ impl Session {
             self.release_server();
         }
         Ok(())
+    }
+
+    /// `may_change_session_state` of a Parse's text, remembered for the
+    /// latest text (compared in one `memcmp`).
+    fn parse_may_change_state(&mut self, query: &[u8]) -> bool {
+        let (text, answer) = &mut self.last_parse_checked;
+        if text.as_slice() != query {
+            *answer = may_change_session_state(query);
+            text.clear();
+            if query.len() <= 2048 {
+                text.extend_from_slice(query);
+            }
+        }
+        *answer
     }
 
     /// Transaction mode, at the end of a transaction that may have changed
@@ -815,7 +833,7 @@ impl Session {
             fe::PARSE => {
                 let view = ParseView::new(frame)?;
                 if rewrite {
-                    if may_change_session_state(view.query) {
+                    if self.parse_may_change_state(view.query) {
                         self.state_dirty = true;
                         if !view.statement.is_empty() {
                             self.stateful_statements.insert(view.statement.to_vec());

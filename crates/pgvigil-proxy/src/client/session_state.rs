@@ -137,11 +137,27 @@ pub(crate) fn may_change_session_state(text: &[u8]) -> bool {
 }
 
 fn starts_with_state_word(statement: &[u8]) -> bool {
-    let word = first_word(statement);
-    let is = |w: &[u8]| word.eq_ignore_ascii_case(w);
-    // By length first: SELECT, INSERT, UPDATE, BEGIN, COMMIT... are turned
-    // away by their length or first letter.
-    match word.len() {
+    // Most texts start with their first word: no whitespace or comment
+    // to skip.
+    let s = if statement.first().is_some_and(u8::is_ascii_alphabetic) {
+        statement
+    } else {
+        skip_blanks(statement)
+    };
+    // INSERT, UPDATE, BEGIN, COMMIT, WITH... are turned away by their
+    // first letter, SELECT by its length.
+    if !s
+        .first()
+        .is_some_and(|b| matches!(b | 0x20, b's' | b'r' | b'c' | b'd' | b'l' | b'u' | b'p'))
+    {
+        return false;
+    }
+    let mut len = 1;
+    while len < s.len() && len <= 10 && s[len].is_ascii_alphabetic() {
+        len += 1;
+    }
+    let is = |w: &[u8]| s[..len].eq_ignore_ascii_case(w);
+    match len {
         3 => is(b"set"),
         4 => is(b"drop"),
         5 => is(b"reset") || is(b"close"),
@@ -153,8 +169,8 @@ fn starts_with_state_word(statement: &[u8]) -> bool {
     }
 }
 
-/// The first word, past whitespace and comments.
-fn first_word(mut s: &[u8]) -> &[u8] {
+/// Skips whitespace and comments.
+fn skip_blanks(mut s: &[u8]) -> &[u8] {
     loop {
         let start = s
             .iter()
@@ -172,14 +188,9 @@ fn first_word(mut s: &[u8]) -> &[u8] {
                 None => &[],
             };
         } else {
-            break;
+            return s;
         }
     }
-    let end = s
-        .iter()
-        .position(|b| !b.is_ascii_alphabetic())
-        .unwrap_or(s.len());
-    &s[..end]
 }
 
 #[cfg(test)]
