@@ -22,8 +22,10 @@
 //! A failing test prints the tail of pgvigil's stderr.
 
 pub mod api;
+pub mod browser;
 pub mod certs;
 pub mod cluster;
+pub mod orders;
 pub mod python;
 pub mod raw;
 mod spawn;

@@ -18,11 +18,13 @@
 //!
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test dashboard_advice`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use pgvigil_integration::browser::{chromium, e2e_dir, require_browser, target_dir};
+use pgvigil_integration::orders::OrdersDb;
 use pgvigil_integration::serde_json::{self, Value};
 use pgvigil_integration::tokio_postgres::Client;
 use pgvigil_integration::vigil::tail;
@@ -34,92 +36,6 @@ const BROWSER_LIMIT: Duration = Duration::from_secs(120);
 const SETTLE: Duration = Duration::from_secs(20);
 const QUERY: &str = "SELECT id, amount FROM orders WHERE customer_id = $1";
 const MARKER: &str = "deploy ui-test";
-
-fn chromium() -> PathBuf {
-    std::env::var_os("CHROMIUM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn e2e_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e")
-}
-
-/// `target/` of this build (`target/<profile>/deps/<test>` is running).
-fn target_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    exe.ancestors()
-        .nth(3)
-        .map(Path::to_path_buf)
-        .context("the test executable is not under target/<profile>/deps")
-}
-
-/// Fails with the commands that install what the browser test needs.
-fn require_browser() -> Result<()> {
-    let mut missing = Vec::new();
-    if !chromium().is_file() {
-        missing.push(format!(
-            "{} (install: apt-get install -y chromium)",
-            chromium().display()
-        ));
-    }
-    let node_ok = std::process::Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !node_ok {
-        missing.push("node (install: apt-get install -y nodejs npm)".to_string());
-    }
-    if !e2e_dir().join("node_modules/playwright-core").is_dir() {
-        missing.push(format!(
-            "{}/node_modules/playwright-core (install: npm ci --prefix tests/e2e)",
-            e2e_dir().display()
-        ));
-    }
-    if !missing.is_empty() {
-        bail!(
-            "the dashboard browser test needs:\n  {}\nscripts/ensure-browser.sh installs all of it",
-            missing.join("\n  ")
-        );
-    }
-    Ok(())
-}
-
-/// A database of its own with `orders`: 100k rows, 10k customers, no
-/// index but the primary key, statistics up to date; dropped on drop.
-struct OrdersDb {
-    name: String,
-}
-
-impl OrdersDb {
-    fn create() -> Result<OrdersDb> {
-        let cluster = shared_cluster();
-        let name = unique_name("uiadvice");
-        cluster.psql_admin("postgres", &format!("CREATE DATABASE {name} OWNER app"))?;
-        let db = OrdersDb { name };
-        cluster.psql_admin(
-            &db.name,
-            "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL, \
-               amount int NOT NULL); \
-             INSERT INTO orders (customer_id, amount) \
-               SELECT g % 10000, g % 1000 FROM generate_series(1, 100000) g; \
-             ALTER TABLE orders OWNER TO app; \
-             ANALYZE orders;",
-        )?;
-        Ok(db)
-    }
-}
-
-impl Drop for OrdersDb {
-    fn drop(&mut self) {
-        let _ = shared_cluster().psql_admin(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
 
 async fn workload(client: &Client, n: i32) -> Result<()> {
     for i in 0..n {
@@ -201,7 +117,7 @@ async fn browse(url: &str, screenshot: &Path, mode: &str) -> Result<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advice_with_copyable_ddl_health_and_a_marker_on_the_chart_in_chromium() -> Result<()> {
     require_browser()?;
-    let db = OrdersDb::create()?;
+    let db = OrdersDb::create("uiadvice")?;
     timed(LIMIT, async {
         let cluster = shared_cluster();
         let vigil = Pgvigil::builder_with_config(

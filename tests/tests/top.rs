@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use pgvigil_integration::orders::OrdersDb;
 use pgvigil_integration::util::free_port;
 use pgvigil_integration::vigil::binary_path;
 use pgvigil_integration::{shared_cluster, timed, unique_name, Pgvigil};
@@ -347,43 +348,9 @@ async fn unreachable_pgvigil_is_shown_and_retried() -> Result<()> {
     .await
 }
 
-/// A database of its own with a 100k-row `orders` table and no index on
-/// `customer_id`, so the advisor has one index to advise; dropped on drop.
-struct OrdersDb {
-    name: String,
-}
-
-impl OrdersDb {
-    fn create() -> Result<OrdersDb> {
-        let cluster = shared_cluster();
-        let name = unique_name("topadvice");
-        cluster.psql_admin("postgres", &format!("CREATE DATABASE {name} OWNER app"))?;
-        let db = OrdersDb { name };
-        cluster.psql_admin(
-            &db.name,
-            "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL, \
-               amount int NOT NULL); \
-             INSERT INTO orders (customer_id, amount) \
-               SELECT g % 10000, g % 1000 FROM generate_series(1, 100000) g; \
-             ALTER TABLE orders OWNER TO app; \
-             ANALYZE orders;",
-        )?;
-        Ok(db)
-    }
-}
-
-impl Drop for OrdersDb {
-    fn drop(&mut self) {
-        let _ = shared_cluster().psql_admin(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_counts_advice_by_kind_and_regressions() -> Result<()> {
-    let db = OrdersDb::create()?;
+    let db = OrdersDb::create("topadvice")?;
     timed(LIMIT, async {
         let cluster = shared_cluster();
         let vigil = Pgvigil::builder_with_config(cluster, "[advisor]\ninterval_s = 3600\n")
