@@ -51,6 +51,11 @@ struct Cli {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// File holding the admin token (a mounted secret), so the token need
+    /// not sit in the process environment; surrounding whitespace is
+    /// ignored. Used only when no --admin-token / PGVIGIL_ADMIN_TOKEN is given.
+    #[arg(long, value_name = "PATH", env = "PGVIGIL_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// Host names the admin listener answers to besides its own address
     /// and localhost (host or host:port), comma-separated.
     #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
@@ -230,9 +235,13 @@ impl Cli {
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     if let Some(Command::Top(args)) = cli.command {
         return top::run(args);
+    }
+    if let Err(e) = read_admin_token_file(&mut cli) {
+        eprintln!("pgvigil: {e}");
+        return ExitCode::from(EXIT_USAGE);
     }
     let config = match load_config(&cli) {
         Ok(c) => c,
@@ -249,6 +258,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Container orchestrators hand secrets over as files; reading it here
+/// keeps it as one more source for the same setting. The error names the
+/// file, never its content.
+fn read_admin_token_file(cli: &mut Cli) -> Result<(), String> {
+    let Some(path) = &cli.admin_token_file else {
+        return Ok(());
+    };
+    if cli.admin_token.is_some() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("admin_token_file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!(
+            "admin_token_file {}: the file is empty",
+            path.display()
+        ));
+    }
+    cli.admin_token = Some(token.to_owned());
+    Ok(())
 }
 
 fn load_config(cli: &Cli) -> Result<Config, pgvigil_config::ConfigError> {
