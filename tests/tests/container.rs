@@ -305,8 +305,9 @@ fn ignore_files_are_identical_and_keep_build_output_out_of_the_context() -> Resu
 }
 
 /// Build contexts, Containerfiles and bind-mounted host paths of
-/// compose.yaml, relative to deploy/compose/ (as compose resolves them).
-fn compose_paths() -> Result<Vec<String>> {
+/// compose.yaml, relative to deploy/compose/ (as compose resolves them),
+/// and the pgvigil service's health check.
+fn compose_facts() -> Result<Value> {
     let script = r#"
 import json, sys, yaml
 doc = yaml.safe_load(open(sys.argv[1]))
@@ -328,7 +329,8 @@ for section in ("configs", "secrets"):
     for name, item in (doc.get(section) or {}).items():
         if "file" in item:
             paths.append(item["file"])
-print(json.dumps(paths))
+check = doc["services"].get("pgvigil", {}).get("healthcheck", {}).get("test")
+print(json.dumps({"paths": paths, "pgvigil_healthcheck": check}))
 "#;
     let file = repo_root().join("deploy/compose/compose.yaml");
     let out = Command::new("python3")
@@ -349,7 +351,8 @@ print(json.dumps(paths))
 #[test]
 fn compose_file_parses_and_every_file_it_names_exists() -> Result<()> {
     let base = repo_root().join("deploy/compose");
-    let paths = compose_paths()?;
+    let facts = compose_facts()?;
+    let paths: Vec<String> = serde_json::from_value(facts["paths"].clone())?;
     ensure!(
         paths.iter().any(|p| p.ends_with("deploy/Containerfile")),
         "compose.yaml does not build deploy/Containerfile: {paths:?}"
@@ -360,6 +363,13 @@ fn compose_file_parses_and_every_file_it_names_exists() -> Result<()> {
             "compose.yaml names {path}, which does not exist"
         );
     }
+    // Repeated there because podman drops HEALTHCHECK from OCI images.
+    let mut image_check = vec!["CMD".to_string()];
+    image_check.extend(healthcheck_command()?);
+    ensure!(
+        facts["pgvigil_healthcheck"] == serde_json::json!(image_check),
+        "the pgvigil service's healthcheck differs from the image's HEALTHCHECK"
+    );
     Ok(())
 }
 
