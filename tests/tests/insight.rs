@@ -266,6 +266,49 @@ fn command_rows(messages: &[SimpleQueryMessage]) -> u64 {
         .count() as u64
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_detail_shows_the_tables_and_lint_of_its_list_row() -> Result<()> {
+    timed(LIMIT, async {
+        let vigil = Pgvigil::start(shared_cluster(), PoolMode::Transaction, 2).await?;
+        let client = vigil.connect_app().await?;
+        let table = unique_name("detail_annotated");
+        client
+            .batch_execute(&format!("CREATE TABLE {table} (id int, note text)"))
+            .await
+            .context("create table")?;
+        // A function on a column in WHERE is a lint finding; the table is a
+        // `tables` entry.
+        client
+            .simple_query(&format!("SELECT id FROM {table} WHERE lower(note) = 'x'"))
+            .await
+            .context("annotated select")?;
+        let needle = format!("FROM {table} WHERE");
+        let annotated = |r: &Value| {
+            ["tables", "lint"]
+                .iter()
+                .all(|k| r[*k].as_array().is_some_and(|a| !a.is_empty()))
+        };
+        let rows = settled_queries(&vigil, |rows| {
+            matching(rows, &needle).iter().any(|r| annotated(r))
+        })
+        .await?;
+        let row = one(&rows, &needle)?;
+        ensure!(annotated(row), "the list row has no tables or lint: {row}");
+        let fp = string(row, "fingerprint")?;
+        let detail = vigil.api_get(&format!("/api/queries/{fp}")).await?;
+        for key in ["tables", "lint"] {
+            ensure!(
+                detail[key] == row[key],
+                "/api/queries/{fp} `{key}` is {} where /api/queries shows {}",
+                detail[key],
+                row[key]
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
 // --------------------------------------------------- 1. exact counts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
