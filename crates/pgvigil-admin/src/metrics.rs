@@ -335,6 +335,12 @@ impl PgvigilCollector {
             _ => "other".to_string(),
         };
         let mut slow: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        // Each rule starts at 0 under "other" (the bounded label set known
+        // before any event), so rate() and increase() see the first slow
+        // execution instead of a series born at 1.
+        for rule in insight.config().slow_rules.rule_names() {
+            slow.insert((rule.to_string(), "other".to_string()), 0);
+        }
         for (rule, fp, n) in insight.slow_counts() {
             *slow.entry((rule, label(fp))).or_insert(0) += n;
         }
@@ -347,7 +353,15 @@ impl PgvigilCollector {
                 (vec![("rule", rule), ("fingerprint", fp)], Value::Counter(n))
             }),
         )?;
-        let mut n1: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        // Zero series for both pattern kinds under "other" (parent "other"
+        // for a loop, "" for repeated identical queries), for the same
+        // reason as the slow-query counters above.
+        let mut n1: std::collections::BTreeMap<(String, String), u64> = [
+            (("other".to_string(), "other".to_string()), 0),
+            (("other".to_string(), String::new()), 0),
+        ]
+        .into_iter()
+        .collect();
         for d in insight.detections() {
             let parent = match d.pattern {
                 Pattern::NPlusOne { parent } => label(Some(parent)),
