@@ -1138,6 +1138,16 @@ async fn readyz_names_the_unreachable_database_and_healthz_stays_ok() -> Result<
             "/readyz took {:?} for a refused connection",
             started.elapsed()
         );
+        // An upstream that refuses connections is an operator's problem:
+        // logged at WARN, naming the database.
+        let log = vigil.stderr();
+        ensure!(
+            log.lines().any(|l| l.contains("WARN")
+                && l.contains("server connection failed")
+                && l.contains(DEAD_DB)),
+            "no WARN line for the refused server connection to {DEAD_DB}:\n{}",
+            tail(&log, 3000)
+        );
         let content_type = ready.header("content-type").unwrap_or_default();
         ensure!(
             content_type.starts_with("application/json"),
