@@ -180,3 +180,49 @@ fn grafana_dashboard_queries_parse() {
         "unexpected promtool output:\n{stdout}"
     );
 }
+
+/// The dashboard's "N+1 detections" stat counts a pair's first detection: a
+/// counter series is born at 1, which plain `increase()` reads as 0. Checked
+/// by `promtool test rules` on a series absent for 10 minutes, then at 1.
+/// The pools row also shows paused pools.
+#[test]
+fn grafana_n_plus_one_stat_counts_a_first_detection_and_paused_pools_are_shown() {
+    let path = deploy_dir().join("grafana/pgvigil-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let expr_of = |title: &str| {
+        let panel = panels
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title:?} in the dashboard"));
+        panel["targets"][0]["expr"].as_str().unwrap().to_string()
+    };
+    assert!(expr_of("Paused pools").contains("pgvigil_pool_paused"));
+
+    let stat = expr_of("N+1 detections")
+        .replace("$__range", "15m")
+        .replace("$instance", ".*");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = json!({ "groups": [{ "name": "dashboard", "rules": [
+        { "record": "dashboard:n_plus_one", "expr": stat }
+    ]}]});
+    std::fs::write(dir.path().join("n1.rules.json"), rules.to_string()).unwrap();
+    let test = json!({
+        "rule_files": ["n1.rules.json"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [{
+                "series": "pgvigil_n_plus_one_total{fingerprint=\"9f3c2a1b7d6e5f40\", parent_fingerprint=\"0b5e7c9d1a2f3e48\", instance=\"127.0.0.1:9930\", job=\"pgvigil\"}",
+                "values": "_x10 1x20"
+            }],
+            "promql_expr_test": [{
+                "expr": "dashboard:n_plus_one",
+                "eval_time": "20m",
+                "exp_samples": [{ "labels": "dashboard:n_plus_one", "value": 1 }]
+            }]
+        }]
+    });
+    std::fs::write(dir.path().join("n1.test.json"), test.to_string()).unwrap();
+    run_promtool(dir.path(), &["test", "rules", "n1.test.json"]);
+}

@@ -266,6 +266,98 @@ fn command_rows(messages: &[SimpleQueryMessage]) -> u64 {
         .count() as u64
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_detail_shows_the_tables_and_lint_of_its_list_row() -> Result<()> {
+    timed(LIMIT, async {
+        let vigil = Pgvigil::start(shared_cluster(), PoolMode::Transaction, 2).await?;
+        let client = vigil.connect_app().await?;
+        let table = unique_name("detail_annotated");
+        client
+            .batch_execute(&format!("CREATE TABLE {table} (id int, note text)"))
+            .await
+            .context("create table")?;
+        // A function on a column in WHERE is a lint finding; the table is a
+        // `tables` entry.
+        client
+            .simple_query(&format!("SELECT id FROM {table} WHERE lower(note) = 'x'"))
+            .await
+            .context("annotated select")?;
+        let needle = format!("FROM {table} WHERE");
+        let annotated = |r: &Value| {
+            ["tables", "lint"]
+                .iter()
+                .all(|k| r[*k].as_array().is_some_and(|a| !a.is_empty()))
+        };
+        let rows = settled_queries(&vigil, |rows| {
+            matching(rows, &needle).iter().any(|r| annotated(r))
+        })
+        .await?;
+        let row = one(&rows, &needle)?;
+        ensure!(annotated(row), "the list row has no tables or lint: {row}");
+        let fp = string(row, "fingerprint")?;
+        let detail = vigil.api_get(&format!("/api/queries/{fp}")).await?;
+        for key in ["tables", "lint"] {
+            ensure!(
+                detail[key] == row[key],
+                "/api/queries/{fp} `{key}` is {} where /api/queries shows {}",
+                detail[key],
+                row[key]
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// An N+1 loop in a request handler repeats on every request: the first
+/// detection of a (pattern, parent, child) is logged, the following ones
+/// only as a count at most once a minute, never one line per occurrence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_n_plus_one_is_logged_once_not_per_occurrence() -> Result<()> {
+    timed(LIMIT, async {
+        const LOOPS: u64 = 25;
+        let vigil = Pgvigil::start(shared_cluster(), PoolMode::Transaction, 2).await?;
+        let client = vigil.connect_app().await?;
+        for _ in 0..LOOPS {
+            client.simple_query("BEGIN").await?;
+            client
+                .simple_query("SELECT g FROM generate_series(1, 6) AS g")
+                .await?;
+            for g in 1..=6 {
+                client
+                    .simple_query(&format!("SELECT {g} * 2 AS logged_child"))
+                    .await?;
+            }
+            client.simple_query("COMMIT").await?;
+        }
+        let body = settled(&vigil, "/api/n-plus-one", |body| {
+            rows_of(body, "detections")
+                .is_ok_and(|d| d.iter().any(|r| r["occurrences"].as_u64() == Some(LOOPS)))
+        })
+        .await?;
+        let detections = rows_of(&body, "detections")?;
+        ensure!(
+            detections
+                .iter()
+                .any(|r| r["occurrences"].as_u64() == Some(LOOPS)),
+            "no detection with {LOOPS} occurrences: {body:#}"
+        );
+        let log = vigil.stderr();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("repeated query pattern"))
+            .collect();
+        ensure!(
+            lines.len() == 1 && lines[0].contains("INFO"),
+            "{LOOPS} occurrences of one loop wrote {} log lines (expected one INFO):\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+        Ok(())
+    })
+    .await
+}
+
 // --------------------------------------------------- 1. exact counts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

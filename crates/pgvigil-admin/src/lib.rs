@@ -36,6 +36,8 @@ pub struct AdminState {
     pub pools: PoolList,
     /// Fingerprints with their own `/metrics` series; the rest are "other".
     pub max_query_series: usize,
+    /// `metrics.duration_buckets`: upper bounds, seconds, strictly increasing.
+    pub duration_buckets: Arc<[f64]>,
     /// When set, `/api/*` (and `/metrics` if `metrics_require_token`) need
     /// `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
@@ -244,6 +246,7 @@ async fn metrics_text(State(state): State<AdminState>, headers: HeaderMap) -> Re
         insight: state.insight.clone(),
         pools: (state.pools)(),
         max_query_series: state.max_query_series,
+        duration_buckets: state.duration_buckets.clone(),
         health: state.health.clone(),
         advisor: state.advisor.as_ref().map(|a| a.state.clone()),
     };

@@ -22,10 +22,6 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-/// Query duration buckets, seconds: 0.5 ms to 30 s.
-const QUERY_BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
 /// Statement text in `pgvigil_query_info` is cut to this many characters.
 const QUERY_LABEL_CHARS: usize = 200;
 
@@ -33,6 +29,8 @@ pub struct PgvigilCollector {
     pub insight: Option<Arc<Insight>>,
     pub pools: Vec<Arc<ServerPool>>,
     pub max_query_series: usize,
+    /// `metrics.duration_buckets`, seconds.
+    pub duration_buckets: Arc<[f64]>,
     pub health: Option<Arc<pgvigil_advisor::HealthBoard>>,
     /// None when `[advisor]` is off.
     pub advisor: Option<Arc<pgvigil_advisor::AdvisorState>>,
@@ -252,7 +250,11 @@ impl PgvigilCollector {
         encoder: &mut DescriptorEncoder,
         insight: &Insight,
     ) -> Result<(), Error> {
-        let bounds_us: Vec<u64> = QUERY_BUCKETS.iter().map(|s| (s * 1e6) as u64).collect();
+        let bounds_us: Vec<u64> = self
+            .duration_buckets
+            .iter()
+            .map(|s| (s * 1e6).round() as u64)
+            .collect();
         let series = insight.export(self.max_query_series, &bounds_us);
         let name_of = |s: &pgvigil_insight::ExportedSeries| {
             (
@@ -274,7 +276,7 @@ impl PgvigilCollector {
                     Value::Histogram {
                         sum: s.sum_seconds,
                         count: s.count,
-                        bounds: &QUERY_BUCKETS,
+                        bounds: &self.duration_buckets,
                         buckets: s.buckets.clone(),
                     },
                 )
@@ -333,6 +335,12 @@ impl PgvigilCollector {
             _ => "other".to_string(),
         };
         let mut slow: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        // Each rule starts at 0 under "other" (the bounded label set known
+        // before any event), so rate() and increase() see the first slow
+        // execution instead of a series born at 1.
+        for rule in insight.config().slow_rules.rule_names() {
+            slow.insert((rule.to_string(), "other".to_string()), 0);
+        }
         for (rule, fp, n) in insight.slow_counts() {
             *slow.entry((rule, label(fp))).or_insert(0) += n;
         }
@@ -345,7 +353,15 @@ impl PgvigilCollector {
                 (vec![("rule", rule), ("fingerprint", fp)], Value::Counter(n))
             }),
         )?;
-        let mut n1: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        // Zero series for both pattern kinds under "other" (parent "other"
+        // for a loop, "" for repeated identical queries), for the same
+        // reason as the slow-query counters above.
+        let mut n1: std::collections::BTreeMap<(String, String), u64> = [
+            (("other".to_string(), "other".to_string()), 0),
+            (("other".to_string(), String::new()), 0),
+        ]
+        .into_iter()
+        .collect();
         for d in insight.detections() {
             let parent = match d.pattern {
                 Pattern::NPlusOne { parent } => label(Some(parent)),

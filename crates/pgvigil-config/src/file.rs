@@ -63,6 +63,7 @@ pub struct AdvisorSection {
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
     pub max_query_series: Option<usize>,
+    pub duration_buckets: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -17,6 +17,7 @@ pub use resolve::{
     InsightSettings, LogFormat, MetricsSettings, NPlusOneSettings, Overrides, PasswordKind,
     PoolMode, PoolSettings, Secret, ServerAuthMethod, ServerRequireAuth, ServerSslMode,
     ServerTlsSettings, SlowRuleSettings, UserConfig, CONSOLE_DATABASE, DEFAULT_AUTH_QUERY,
+    DEFAULT_DURATION_BUCKETS,
 };
 
 use thiserror::Error;

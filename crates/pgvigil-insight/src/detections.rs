@@ -23,7 +23,31 @@ pub struct DetectionRow {
     pub caller: Caller,
     pub tags: Vec<(String, String)>,
     pub suggestion: String,
+    /// When this pair last wrote a log line (Unix ms), and occurrences
+    /// since then; see [`DetectionLog`].
+    pub(crate) logged_ms: u64,
+    pub(crate) unlogged: u64,
 }
+
+/// Whether a detection deserves a log line. A loop in a request handler
+/// repeats on every request (1,251 identical lines in 9 minutes for one
+/// pattern), so a (pattern, parent, child) is logged in full the first
+/// time, then at most once per [`DETECTION_LOG_PERIOD_MS`] with the count
+/// of occurrences since its last line; the decision is two compares under
+/// the lock the aggregation already takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectionLog {
+    First,
+    /// `more` occurrences since the last line, this one included.
+    Again {
+        more: u64,
+    },
+    Quiet,
+}
+
+/// One line per pattern per minute at most, PgBouncer's `stats_period`
+/// default for its periodic log lines.
+pub const DETECTION_LOG_PERIOD_MS: u64 = 60_000;
 
 /// Context of a detection, from the session that saw it.
 #[derive(Debug, Clone)]
@@ -50,7 +74,7 @@ impl Insight {
         lock(&self.slow).recent(limit)
     }
 
-    pub fn report_detection(&self, d: &Detection, seen: &SeenBy) {
+    pub fn report_detection(&self, d: &Detection, seen: &SeenBy) -> DetectionLog {
         self.detections_total.fetch_add(1, Ordering::Relaxed);
         let parent = match d.pattern {
             Pattern::NPlusOne { parent } => Some(parent),
@@ -69,9 +93,20 @@ impl Insight {
                 row.last_seen_ms = seen.now_ms;
                 row.caller = caller;
                 row.tags = seen.tags.clone();
+                row.unlogged += 1;
+                if seen.now_ms.saturating_sub(row.logged_ms) < DETECTION_LOG_PERIOD_MS {
+                    return DetectionLog::Quiet;
+                }
+                row.logged_ms = seen.now_ms;
+                DetectionLog::Again {
+                    more: std::mem::take(&mut row.unlogged),
+                }
             }
+            // Counted in pgvigil_detections_dropped; logging each would
+            // bring back a line per occurrence once the table is full.
             None if full => {
                 self.detections_dropped.fetch_add(1, Ordering::Relaxed);
+                DetectionLog::Quiet
             }
             None => {
                 let suggestion = suggestion(d.pattern, &child_query);
@@ -90,8 +125,11 @@ impl Insight {
                         caller,
                         tags: seen.tags.clone(),
                         suggestion,
+                        logged_ms: seen.now_ms,
+                        unlogged: 0,
                     },
                 );
+                DetectionLog::First
             }
         }
     }
@@ -125,5 +163,55 @@ fn suggestion(pattern: Pattern, child_query: &str) -> String {
              once and reuse the result (memoize, or cache it for the request).",
             child_query
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InsightConfig;
+
+    #[test]
+    fn a_pattern_logs_first_then_at_most_a_count_per_period() {
+        let insight = Insight::new(InsightConfig::default());
+        let d = Detection {
+            pattern: Pattern::NPlusOne { parent: 1 },
+            child: 2,
+            repeats: 20,
+            total_us: 5_000,
+        };
+        let at = |now_ms| SeenBy {
+            caller: insight.caller("db", "app", "web"),
+            tags: Vec::new(),
+            now_ms,
+        };
+        assert_eq!(
+            insight.report_detection(&d, &at(1_000)),
+            DetectionLog::First
+        );
+        for t in 1..=9 {
+            assert_eq!(
+                insight.report_detection(&d, &at(1_000 + t * 1_000)),
+                DetectionLog::Quiet
+            );
+        }
+        // A minute after the first line: one line counting all ten since.
+        assert_eq!(
+            insight.report_detection(&d, &at(1_000 + DETECTION_LOG_PERIOD_MS)),
+            DetectionLog::Again { more: 10 }
+        );
+        assert_eq!(
+            insight.report_detection(&d, &at(2_000 + DETECTION_LOG_PERIOD_MS)),
+            DetectionLog::Quiet
+        );
+        // Another parent is another pattern: logged on its own first time.
+        let other = Detection {
+            pattern: Pattern::NPlusOne { parent: 3 },
+            ..d
+        };
+        assert_eq!(
+            insight.report_detection(&other, &at(3_000)),
+            DetectionLog::First
+        );
     }
 }

@@ -141,7 +141,7 @@ impl Insight {
     pub fn query(&self, fingerprint: u64, now_ms: u64) -> Option<QueryDetail> {
         let store = lock(&self.store);
         let e = store.entries.get(&fingerprint)?;
-        let row = row(e, &e.stats.totals, &e.stats.histogram);
+        let mut row = row(e, &e.stats.totals, &e.stats.histogram);
         let histogram = e.stats.histogram.buckets().collect();
         let errors_by_sqlstate = e
             .stats
@@ -166,6 +166,9 @@ impl Insight {
             })
             .collect();
         drop(store);
+        // The same tables and lint as the list shows, or the detail page
+        // contradicts the row it was opened from.
+        self.fill_annotation(&mut row);
         let callers = caller_ids
             .into_iter()
             .map(|id| self.caller_by_id(id))

@@ -78,6 +78,15 @@ impl SlowRules {
         }
     }
 
+    /// Every rule name an event can carry, the global one included: the
+    /// set is fixed by configuration, so each can be exported at 0.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain([DEFAULT_RULE])
+    }
+
     pub fn could_be_slow(&self, duration_us: u64) -> bool {
         duration_us >= self.floor_us
     }

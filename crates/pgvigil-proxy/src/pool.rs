@@ -235,6 +235,15 @@ impl ServerPool {
     }
 
     fn record_attempt(&self, problem: Option<String>) {
+        if let Some(problem) = &problem {
+            // An upstream the pool cannot reach or log in to fails every
+            // client of the pool (and readiness): an operator's problem, so
+            // WARN, as PgBouncer logs its failed server logins.
+            tracing::warn!(
+                database = %self.database, user = %self.user,
+                "server connection failed: {problem}"
+            );
+        }
         *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(UpstreamAttempt {
             up: problem.is_none(),
             at: MonoTime::now(),

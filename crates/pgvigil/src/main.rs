@@ -342,6 +342,8 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
         let listen = config.listen;
         let admin_listen = config.admin_listen;
         let max_query_series = config.metrics.max_query_series;
+        let duration_buckets: std::sync::Arc<[f64]> =
+            config.metrics.duration_buckets.clone().into();
         let admin_token = config.admin_token.clone();
         let metrics_require_token = config.metrics_require_token;
         let admin_allowed_hosts = config.admin_allowed_hosts.clone();
@@ -373,6 +375,7 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
                 std::sync::Arc::new(move || control.pools())
             },
             max_query_series,
+            duration_buckets,
             token: admin_token.map(|t| t.0.into()),
             metrics_require_token,
             listen: admin.local_addr()?,

@@ -138,6 +138,7 @@ mod tests {
             insight: None,
             pools: Vec::new(),
             max_query_series: 10,
+            duration_buckets: vec![0.1, 1.0].into(),
             health: Some(Arc::new(board)),
             advisor: None,
         })

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use pgvigil_sql::{FastMap, NormalizedStatement, StatementKind};
 
+use crate::detections::DetectionLog;
 use crate::watch::ParameterSample;
 use crate::{
     Detection, Execution, Insight, NPlusOneDetector, Observed, Pattern, SeenBy, SlowContext,
@@ -504,11 +505,17 @@ impl Recorder {
                 Pattern::NPlusOne { parent } => ("n_plus_one", format!("{parent:016x}")),
                 Pattern::RepeatedIdentical => ("repeated_identical", String::new()),
             };
+            let more = match self.insight.report_detection(d, &seen) {
+                DetectionLog::Quiet => continue,
+                DetectionLog::First => 1,
+                DetectionLog::Again { more } => more,
+            };
             tracing::info!(
                 target: "pgvigil::n_plus_one",
                 pattern,
                 fingerprint = %format!("{:016x}", d.child),
                 parent_fingerprint = %parent,
+                occurrences_since_last_line = more,
                 repeats = d.repeats,
                 total_ms = d.total_us as f64 / 1000.0,
                 database = %self.database,
@@ -516,7 +523,6 @@ impl Recorder {
                 application_name = %self.application_name,
                 "repeated query pattern"
             );
-            self.insight.report_detection(d, &seen);
         }
     }
 
