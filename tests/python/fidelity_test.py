@@ -70,6 +70,18 @@ def transaction_mode_keeps_session_state(dsn):
         check("transaction: SQL PREPARE survives", r == 42, str(r))
         conn.execute("DEALLOCATE fidelity_stmt")
         conn.execute("DROP TABLE fidelity_tmp")
+        # A pinned client's own NOTIFY comes back with the pid it was told.
+        conn.execute("LISTEN fidelity_own")
+        conn.execute("NOTIFY fidelity_own, 'mine'")
+        notes = list(conn.notifies(timeout=5, stop_after=1))
+        check("transaction: a self-NOTIFY carries the told pid",
+              len(notes) == 1 and notes[0].pid == conn.info.backend_pid,
+              f"{[(n.pid, n.payload) for n in notes]} vs told {conn.info.backend_pid}")
+        other.execute("NOTIFY fidelity_own, 'theirs'")
+        notes = list(conn.notifies(timeout=5, stop_after=1))
+        check("transaction: another client's NOTIFY keeps its sender's pid",
+              len(notes) == 1 and notes[0].pid != conn.info.backend_pid, f"{notes}")
+        conn.execute("UNLISTEN *")
 
 
 def main():

@@ -165,6 +165,7 @@ pub(crate) async fn serve(
         observer,
         registration.entry.clone(),
         owned,
+        key.process_id,
     );
     let exit = session.run().await;
     clients.fetch_sub(1, Ordering::Relaxed);

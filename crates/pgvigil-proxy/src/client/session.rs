@@ -81,6 +81,8 @@ pub(crate) struct Session {
     /// Session mode: the server taken at login, attached when the session
     /// starts.
     owned: Option<PooledServer>,
+    /// The process id this client was told (BackendKeyData).
+    told_pid: i32,
     /// Transaction mode: the current transaction ran a statement that may
     /// change session state, so the server is asked before it is released.
     state_dirty: bool,
@@ -159,6 +161,7 @@ impl Session {
         observer: Option<Recorder>,
         entry: Arc<ClientEntry>,
         owned: Option<PooledServer>,
+        told_pid: i32,
     ) -> Session {
         let tally = SessionTally::new(pool.tally.clone());
         let guard_settings = GuardSettings::of(&pool.settings());
@@ -187,6 +190,7 @@ impl Session {
             max_frame,
             server: None,
             owned,
+            told_pid,
             state_dirty: false,
             pinned: Vec::new(),
             stateful_statements: HashSet::new(),
@@ -1132,7 +1136,8 @@ impl Session {
                     h.tag,
                     be::READY_FOR_QUERY | be::ERROR_RESPONSE | be::PARAMETER_STATUS
                 ) || (h.tag == be::COMMAND_COMPLETE && self.observer.is_some())
-                    || self.replies.head_is_swallowed();
+                    || self.replies.head_is_swallowed()
+                    || (h.tag == be::NOTIFICATION_RESPONSE && !self.pinned.is_empty());
                 // The server is trusted, and PostgreSQL caps its own
                 // messages at 1 GB; max_packet_size is about clients.
                 if decoded && h.frame_len > MAX_SERVER_FRAME {
@@ -1154,6 +1159,9 @@ impl Session {
                 } else {
                     None
                 };
+                if h.tag == be::NOTIFICATION_RESPONSE && !self.pinned.is_empty() {
+                    self.error_replacement = frame.and_then(|f| self.own_notification(f));
+                }
                 let forward = self.route_server_message(h.tag, frame)?;
                 if let Some(replacement) = self.error_replacement.take() {
                     sp.skip(h.frame_len);
@@ -1178,6 +1186,21 @@ impl Session {
         std::mem::forget(placeholder);
         self.emit_leading_replies();
         result
+    }
+
+    /// A pinned transaction-mode client LISTENs on its server's backend,
+    /// whose pid it was never told: a notification that backend sent
+    /// itself (the client's own NOTIFY) carries the client's pid instead,
+    /// as on a direct connection. Others' pids pass unchanged.
+    fn own_notification(&self, frame: &[u8]) -> Option<Bytes> {
+        let server_pid = self.server.as_ref()?.backend_key.process_id;
+        let pid = i32::from_be_bytes(frame.get(5..9)?.try_into().ok()?);
+        if pid != server_pid || pid == self.told_pid {
+            return None;
+        }
+        let mut rewritten = BytesMut::from(frame);
+        rewritten[5..9].copy_from_slice(&self.told_pid.to_be_bytes());
+        Some(rewritten.freeze())
     }
 
     /// Bookkeeping for one server message; returns whether the client
