@@ -22,7 +22,7 @@
 #   1. builds pgvigil (cargo build --release -p pgvigil) unless --no-build,
 #   2. creates a throwaway PostgreSQL 15 cluster on a free port (SCRAM over
 #      TCP, TLS offered with a throwaway certificate, superuser role "suite",
-#      one database per suite),
+#      one database per suite and target),
 #   3. starts two pgvigil processes, session mode and transaction mode, each
 #      with every database and the "suite" user configured (client_auth
 #      scram-sha-256, as PostgreSQL),
@@ -102,9 +102,15 @@ wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 # Superuser: the suites create extensions, terminate backends, read settings.
 SUITE_USER=suite
 SUITE_PASSWORD=suite
-# One database per suite, so a suite's leftovers cannot change another's
-# results; "postgres" and "template1" too, for tests that reach for them.
-DATABASES="psycopg_test sqlalchemy_test node_test postgres template1"
+# One database per suite and target (SUITE_TARGET, e.g. sqlalchemy_session),
+# each fresh: a suite stopped by --suite-timeout leaves its tables behind,
+# and the next target's run must not start on them. "postgres" and
+# "template1" too, for tests that reach for them.
+SUITE_DBS=""
+for s in psycopg sqlalchemy node; do
+    for t in direct session transaction; do SUITE_DBS="$SUITE_DBS ${s}_$t"; done
+done
+DATABASES="$SUITE_DBS postgres template1"
 
 TMP=""
 SESSION_PID=""
@@ -207,17 +213,18 @@ pg_cluster_create "$TMP" "$PG_PORT" "pgvigil client suites" \
     "synchronous_commit = off" "full_page_writes = off" \
     "ssl = on" "ssl_cert_file = '$TMP/tls/server.crt'" "ssl_key_file = '$TMP/tls/server.key'"
 pg_super -c "CREATE ROLE $SUITE_USER LOGIN SUPERUSER PASSWORD '$SUITE_PASSWORD'"
-for db in $DATABASES; do
-    case "$db" in postgres | template1) continue ;; esac
+for db in $SUITE_DBS; do
     pg_super -c "CREATE DATABASE $db OWNER $SUITE_USER"
+    case "$db" in
+        # SQLAlchemy's tests expect these schemas and extensions (README.unittests).
+        sqlalchemy_*) psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d "$db" \
+            -c "CREATE SCHEMA test_schema AUTHORIZATION $SUITE_USER" \
+            -c "CREATE SCHEMA test_schema_2 AUTHORIZATION $SUITE_USER" \
+            -c "CREATE EXTENSION hstore" -c "CREATE EXTENSION citext" ;;
+        psycopg_*) psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d "$db" \
+            -c "CREATE EXTENSION hstore" ;;
+    esac
 done
-# SQLAlchemy's tests expect these schemas and extensions (README.unittests).
-psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d sqlalchemy_test \
-    -c "CREATE SCHEMA test_schema AUTHORIZATION $SUITE_USER" \
-    -c "CREATE SCHEMA test_schema_2 AUTHORIZATION $SUITE_USER" \
-    -c "CREATE EXTENSION hstore" -c "CREATE EXTENSION citext"
-psql -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d psycopg_test \
-    -c "CREATE EXTENSION hstore"
 
 # --- 3. pgvigil, session and transaction mode ----------------------------------------
 write_config() { # mode port admin pool_size
@@ -252,7 +259,7 @@ wait_listening "$TMP/pgvigil-session.log" "$SESSION_PID" "pgvigil (session)"
 wait_listening "$TMP/pgvigil-transaction.log" "$TXN_PID" "pgvigil (transaction)"
 export PGPASSWORD=$SUITE_PASSWORD
 for port in "$PG_PORT" "$SESSION_PORT" "$TXN_PORT"; do
-    psql -X -q -At -h 127.0.0.1 -p "$port" -U "$SUITE_USER" -d psycopg_test -c "SELECT 1" >/dev/null ||
+    psql -X -q -At -h 127.0.0.1 -p "$port" -U "$SUITE_USER" -d postgres -c "SELECT 1" >/dev/null ||
         die "no answer on port $port"
 done
 unset PGPASSWORD
@@ -341,7 +348,7 @@ if wants sqlalchemy; then
     for target in ${TARGETS//,/ }; do
         # shellcheck disable=SC2086 # SQLALCHEMY_TESTS is a list of paths
         run_pytest sqlalchemy "$target" "$sdist" $SQLALCHEMY_TESTS \
-            --dburi "postgresql+psycopg2://$SUITE_USER:$SUITE_PASSWORD@127.0.0.1:$(port_of "$target")/sqlalchemy_test"
+            --dburi "postgresql+psycopg2://$SUITE_USER:$SUITE_PASSWORD@127.0.0.1:$(port_of "$target")/sqlalchemy_$target"
     done
 fi
 
@@ -357,7 +364,7 @@ if wants psycopg; then
     for target in ${TARGETS//,/ }; do
         # pytest-randomly off: the same order on every target.
         # shellcheck disable=SC2086 # PSYCOPG_TESTS is a list of paths
-        PSYCOPG_TEST_DSN="host=127.0.0.1 port=$(port_of "$target") dbname=psycopg_test user=$SUITE_USER password=$SUITE_PASSWORD" \
+        PSYCOPG_TEST_DSN="host=127.0.0.1 port=$(port_of "$target") dbname=psycopg_$target user=$SUITE_USER password=$SUITE_PASSWORD" \
             run_pytest psycopg "$target" "$PSYCOPG_SRC" -p no:randomly $PSYCOPG_TESTS
     done
 fi
@@ -399,9 +406,9 @@ PY
             rc=0
             # The Makefile's way: one node process per file, exit status is the verdict.
             (cd "$TMP/node-pg" && PGHOST=127.0.0.1 PGPORT=$port PGUSER=$SUITE_USER \
-                PGPASSWORD=$SUITE_PASSWORD PGDATABASE=node_test \
+                PGPASSWORD=$SUITE_PASSWORD PGDATABASE=node_$target \
                 SCRAM_TEST_PGHOST=127.0.0.1 SCRAM_TEST_PGPORT=$port SCRAM_TEST_PGUSER=$SUITE_USER \
-                SCRAM_TEST_PGPASSWORD=$SUITE_PASSWORD SCRAM_TEST_PGDATABASE=node_test \
+                SCRAM_TEST_PGPASSWORD=$SUITE_PASSWORD SCRAM_TEST_PGDATABASE=node_$target \
                 timeout -k 10 "$TEST_TIMEOUT" node "$file" postgres://) >"$log" 2>&1 </dev/null || rc=$?
             if [ "$rc" -eq 0 ]; then outcome=passed; else outcome=failed; fi
             msg=$(grep -v '^\s*$' "$log" | grep -m1 -iE 'error|assert|timed out' | cut -c1-300 || true)
