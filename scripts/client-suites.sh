@@ -33,7 +33,7 @@
 #      tests that pass directly but not through pgvigil,
 #   6. removes the cluster, the pgvigil processes and the temporary folder.
 # Default output: client-suites-results/<timestamp>. Not part of the CI test
-# run (a full run takes hours on two cores); see docs/client-suites.md.
+# run (a full run takes well over an hour on two cores); see docs/client-suites.md.
 set -euo pipefail
 # One brace group: bash reads the whole script before running it.
 {
