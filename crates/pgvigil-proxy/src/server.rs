@@ -298,6 +298,17 @@ impl ServerConn {
         &mut self,
         sql: &str,
     ) -> Result<Vec<(String, String)>, ProxyError> {
+        self.run_own_simple_query_keeping(sql, None).await
+    }
+
+    /// `run_own_query` on a connection a client holds: NotificationResponse
+    /// and NoticeResponse messages that arrive meanwhile are kept, in order,
+    /// for the client.
+    pub(crate) async fn run_own_simple_query_keeping(
+        &mut self,
+        sql: &str,
+        mut asynchronous: Option<&mut Vec<bytes::Bytes>>,
+    ) -> Result<Vec<(String, String)>, ProxyError> {
         self.send(&frontend::query(sql)).await?;
         let mut reported = Vec::new();
         let mut failure = None;
@@ -321,6 +332,11 @@ impl ServerConn {
                         String::from_utf8_lossy(k).into_owned(),
                         String::from_utf8_lossy(v).into_owned(),
                     ));
+                }
+                be::NOTIFICATION_RESPONSE | be::NOTICE_RESPONSE => {
+                    if let Some(keep) = asynchronous.as_mut() {
+                        keep.push(frame);
+                    }
                 }
                 _ => {}
             }

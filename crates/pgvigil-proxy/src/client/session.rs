@@ -443,7 +443,13 @@ impl Session {
         if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
             // A RESET brought back a startup setting this connection never
             // had (it came with the pool's own login).
-            let reported = server.run_own_query(&sql).await?;
+            let mut asynchronous = Vec::new();
+            let reported = server
+                .run_own_simple_query_keeping(&sql, Some(&mut asynchronous))
+                .await?;
+            for frame in asynchronous {
+                self.to_client.push(frame);
+            }
             for (k, v) in reported {
                 self.tell_client(&k, &v);
             }
@@ -458,6 +464,10 @@ impl Session {
                 self.pool.unpin();
             }
         } else if !settings.pin_session_state {
+            // RELOAD may have turned pinning off while this client was pinned.
+            if was_pinned {
+                self.pool.unpin();
+            }
             // Never shared: the next client would inherit the state.
             if let Some(mut s) = self.server.take() {
                 s.settled = false;
