@@ -424,7 +424,10 @@ mod login_tests {
             }
             Err(e) => Err(e.to_string()),
         };
-        (outcome, server.await.unwrap())
+        let received = server.await.unwrap();
+        // The stand-in's socket directory goes with the test.
+        let _ = std::fs::remove_dir_all(&dir);
+        (outcome, received)
     }
 
     fn contains(frames: &[Vec<u8>], needle: &[u8]) -> bool {
