@@ -180,7 +180,7 @@ sleep 1
 
 step "the admin console, as PgBouncer's: psql -U app pgvigil -c 'SHOW POOLS' -c 'SHOW STATS_TOTALS'"
 console_out=$(psql -X -d pgvigil -c "SHOW POOLS" -c "SHOW STATS_TOTALS" 2>&1) || problems_console="the admin console failed: $console_out"
-printf '%s\n' "$console_out" | cut -c1-150
+printf '%s\n' "$console_out"
 api() { curl -fsS "http://127.0.0.1:$ADMIN_PORT$1" 2>/dev/null || python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())" "http://127.0.0.1:$ADMIN_PORT$1"; }
 api "/api/queries?sort=total_time&limit=5" >"$TMP/queries.json" || problems_api="GET /api/queries failed"
 api "/api/n-plus-one" >"$TMP/n_plus_one.json" || problems_api="GET /api/n-plus-one failed"

@@ -14,8 +14,15 @@ step() { printf '\n==> %s\n' "$*"; }
 "$ROOT/scripts/ensure-test-tools.sh"
 "$ROOT/scripts/ensure-browser.sh"
 
-step "python drivers for the integration tests (tests/python/requirements.txt)"
-python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# The Python drivers the integration tests use go into a virtual
+# environment under target/, never into the system's Python.
+VENV="$ROOT/target/python-venv"
+step "python drivers for the integration tests (tests/python/requirements.txt, into $VENV)"
+if [ ! -x "$VENV/bin/python3" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/python3" -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+export PGVIGIL_PYTHON="$VENV/bin/python3"
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

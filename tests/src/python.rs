@@ -22,8 +22,15 @@ pub fn python_script(name: &str) -> PathBuf {
 
 /// A python3 command with no libpq settings from the environment that could
 /// redirect or alter the drivers' connections; output piped, killed when dropped.
+/// The Python the tests run: `PGVIGIL_PYTHON` (scripts/test.sh points it
+/// at a virtual environment under target/ with the pinned packages), else
+/// `python3` from PATH.
+pub fn interpreter() -> std::ffi::OsString {
+    std::env::var_os("PGVIGIL_PYTHON").unwrap_or_else(|| "python3".into())
+}
+
 pub fn python3() -> Command {
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(interpreter());
     for var in LIBPQ_ENV_TO_CLEAR
         .into_iter()
         .chain(["PGSSLMODE", "PGTARGETSESSIONATTRS"])

@@ -333,7 +333,7 @@ check = doc["services"].get("pgvigil", {}).get("healthcheck", {}).get("test")
 print(json.dumps({"paths": paths, "pgvigil_healthcheck": check}))
 "#;
     let file = repo_root().join("deploy/compose/compose.yaml");
-    let out = Command::new("python3")
+    let out = Command::new(pgvigil_integration::python::interpreter())
         .arg("-c")
         .arg(script)
         .arg(&file)
