@@ -367,6 +367,28 @@ async fn header_counts_advice_by_kind_and_regressions() -> Result<()> {
                 )
                 .await?;
         }
+        // Statistics are merged a few times a second; the advisor plans
+        // what they show, so wait until they show the 40 lookups.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = vigil.api_get("/api/queries?limit=100").await?;
+            let seen = body["queries"].as_array().is_some_and(|rows| {
+                rows.iter().any(|r| {
+                    r["query"]
+                        .as_str()
+                        .is_some_and(|q| q.contains("FROM orders WHERE customer_id"))
+                        && r["calls"].as_u64() >= Some(40)
+                })
+            });
+            if seen {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the lookups never showed in /api/queries: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let advice = vigil.api_post("/api/advice/refresh").await?;
         let creates = advice["advice"].as_array().map_or(0, |a| {
             a.iter().filter(|a| a["kind"] == "create_index").count()
