@@ -120,17 +120,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_listening() { # log pid name
-    local i
-    for ((i = 0; i < 300; i++)); do
-        grep -q "listening on" "$1" && return 0
-        kill -0 "$2" 2>/dev/null || { plain "$1" >&2; die "$3 exited before listening"; }
-        sleep 0.1
-    done
-    plain "$1" >&2
-    die "$3 did not log 'listening on' within 30 s"
-}
-
 # --- 0. prerequisites -----------------------------------------------------------
 "$ROOT/scripts/ensure-postgres.sh"
 if ! [ -x /usr/sbin/pgbouncer ]; then

@@ -115,3 +115,17 @@ stop_process() {
     wait "$pid" 2>/dev/null || rc=$?
     return "$rc"
 }
+
+# wait_listening LOG PID NAME: waits up to 30 s for a pgvigil started by the
+# calling script to log "listening on"; the caller's `die` reports a process
+# that exited or never listened, with its log.
+wait_listening() { # log pid name
+    local i
+    for ((i = 0; i < 300; i++)); do
+        grep -q "listening on" "$1" && return 0
+        kill -0 "$2" 2>/dev/null || { plain "$1" >&2; die "$3 exited before listening"; }
+        sleep 0.1
+    done
+    plain "$1" >&2
+    die "$3 did not log 'listening on' within 30 s"
+}
