@@ -20,12 +20,48 @@ use crate::Shared;
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one accepted client until it leaves.
+///
+/// Each await below is boxed: this future lives in the client's task for
+/// as long as the client stays connected, so it holds only what the
+/// session needs, not what the handshake or the session needed on the way.
 pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let id = ClientId(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
     let _ = tcp.set_nodelay(true);
     let local_addr = tcp.local_addr().ok();
+    let Some(auth) = Box::pin(admit(&shared, tcp, peer, id)).await else {
+        return;
+    };
+    match auth.destination {
+        Destination::Pool => {
+            Box::pin(crate::client::serve(shared, auth, id, peer, local_addr)).await
+        }
+        Destination::Console { .. } => {
+            let registration = shared.registry.add_client(crate::registry::NewClient {
+                id,
+                database: auth.database.clone(),
+                user: auth.user.clone(),
+                addr: peer,
+                local_addr,
+                application_name: auth.application_name().to_string(),
+                console: true,
+            });
+            Box::pin(crate::console::serve(shared.clone(), *auth)).await;
+            drop(registration);
+        }
+    }
+}
+
+/// The handshake: an authenticated client, or None when it failed (the
+/// client was told why), timed out, or was a cancel request.
+async fn admit(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: ClientId,
+) -> Option<Box<handshake::Authenticated>> {
     let deadline = login_deadline(shared.login_timeout());
-    match handshake::run(&shared, tcp, peer, deadline).await {
+    match handshake::run(shared, tcp, peer, deadline).await {
+        Outcome::Authenticated(auth) => return Some(auth),
         Outcome::Done => {}
         Outcome::Failed(transport, e) => {
             FAILED_LOGINS.record(id, peer, &e, shared.started.elapsed().as_secs());
@@ -44,28 +80,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
                 .await;
             }
         }
-        Outcome::Authenticated(auth) => match auth.destination {
-            // Boxed: the handshake's state and the session's need not
-            // share one future, and a task waiting in its session stays
-            // as small as the session.
-            Destination::Pool => {
-                Box::pin(crate::client::serve(shared, *auth, id, peer, local_addr)).await
-            }
-            Destination::Console { .. } => {
-                let registration = shared.registry.add_client(crate::registry::NewClient {
-                    id,
-                    database: auth.database.clone(),
-                    user: auth.user.clone(),
-                    addr: peer,
-                    local_addr,
-                    application_name: auth.application_name().to_string(),
-                    console: true,
-                });
-                crate::console::serve(shared.clone(), *auth).await;
-                drop(registration);
-            }
-        },
     }
+    None
 }
 
 /// `client_login_timeout`; 0 means no limit.

@@ -147,6 +147,10 @@ pub struct ServerPool {
     /// Bumped with every change: while it stands still, client statements
     /// need no generation check.
     change_epoch: AtomicU64,
+    /// The startup settings and the ParameterStatus values most of this
+    /// pool's clients have alike, one copy for all of them.
+    pub(crate) startup_settings: crate::client::ListCache,
+    pub(crate) told_at_login: crate::client::ListCache,
     /// None until a login has been tried: a pool nobody used says nothing
     /// about its server, and reporting it as up hid outages.
     upstream: Mutex<Option<UpstreamAttempt>>,
@@ -206,6 +210,8 @@ impl ServerPool {
             known_statements: Mutex::new(HashSet::new()),
             generations: Mutex::new(HashMap::new()),
             change_epoch: AtomicU64::new(0),
+            startup_settings: Default::default(),
+            told_at_login: Default::default(),
             upstream: Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
         })
@@ -535,6 +541,45 @@ impl ServerPool {
         result
     }
 
+    /// The common checkout, without waiting: an idle connection that
+    /// needs no health check, or None (the caller then waits in
+    /// `acquire_for`). Kept apart so that a session's future does not
+    /// hold the waiting machinery while its client is idle.
+    pub(crate) fn try_acquire_now(
+        self: &Arc<Self>,
+        client: &Arc<ClientEntry>,
+    ) -> Option<PooledServer> {
+        let now = MonoTime::now();
+        let conn = {
+            let mut st = self.lock();
+            if st.paused {
+                return None;
+            }
+            let checks = Checks::of(&st.settings);
+            let fit = st.idle.last().is_some_and(|c| {
+                now.since(c.created) < checks.lifetime
+                    && now.since(c.last_used) < checks.check_delay
+            });
+            if !fit {
+                return None;
+            }
+            st.idle.pop()?
+        };
+        let mut conn = conn;
+        if !conn.looks_alive() {
+            self.discard(conn);
+            return None;
+        }
+        self.counters.wait.record(std::time::Duration::ZERO);
+        let now_us = unix_us(now);
+        client.request_started(now_us);
+        client.linked(Some(conn.id));
+        if let Some(r) = &conn.registration {
+            r.entry.checked_out(Some(client.id), now_us);
+        }
+        Some(self.guard(conn))
+    }
+
     async fn acquire_inner(
         self: &Arc<Self>,
         started: MonoTime,
@@ -571,7 +616,7 @@ impl ServerPool {
                     self.counters
                         .waiting_clients
                         .fetch_add(1, Ordering::Relaxed);
-                    let woken = tokio::time::timeout_at(deadline, resumed).await;
+                    let woken = Box::pin(tokio::time::timeout_at(deadline, resumed)).await;
                     self.counters
                         .waiting_clients
                         .fetch_sub(1, Ordering::Relaxed);
@@ -590,7 +635,10 @@ impl ServerPool {
                         rx: Some(rx),
                         pool: self,
                     };
-                    let got = waiter.wait_until(deadline, cancel).await;
+                    // Boxed, as every rare wait of a checkout is: a
+                    // client's session future holds its largest inline wait
+                    // for as long as the client stays connected.
+                    let got = Box::pin(waiter.wait_until(deadline, cancel)).await;
                     self.counters
                         .waiting_clients
                         .fetch_sub(1, Ordering::Relaxed);
@@ -603,14 +651,21 @@ impl ServerPool {
             };
             match step {
                 (Handoff::Conn(conn), checks) => {
-                    if let Some(conn) = self.validate(conn, checks, started, &mut wait).await {
+                    let conn = match self.validate(conn, checks, started) {
+                        Validated::Fit(conn) => Some(conn),
+                        Validated::Unfit => None,
+                        Validated::Check(conn) => {
+                            wait = Wait::Some;
+                            Box::pin(self.health_check(conn, checks)).await
+                        }
+                    };
+                    if let Some(conn) = conn {
                         return Ok((self.guard(conn), wait));
                     }
                     wait = Wait::Some;
                 }
                 (Handoff::Slot, _) => {
-                    return self
-                        .open_in_slot()
+                    return Box::pin(self.open_in_slot())
                         .await
                         .map(|c| (self.guard(c), Wait::Some))
                 }
@@ -687,13 +742,20 @@ impl ServerPool {
     /// Decides whether an idle connection may serve: not past its
     /// lifetime, not closed under us, and answering a health check when it
     /// sat idle longer than `server_check_delay`.
-    async fn validate(
-        &self,
-        mut conn: Box<ServerConn>,
-        checks: Checks,
-        now: MonoTime,
-        wait: &mut Wait,
-    ) -> Option<Box<ServerConn>> {
+    fn validate(&self, mut conn: Box<ServerConn>, checks: Checks, now: MonoTime) -> Validated {
+        if now.since(conn.created) >= checks.lifetime || !conn.looks_alive() {
+            self.discard(conn);
+            return Validated::Unfit;
+        }
+        if now.since(conn.last_used) < checks.check_delay {
+            Validated::Fit(conn)
+        } else {
+            Validated::Check(conn)
+        }
+    }
+
+    /// `SELECT 1` on a connection that sat idle past `server_check_delay`.
+    async fn health_check(&self, conn: Box<ServerConn>, checks: Checks) -> Option<Box<ServerConn>> {
         /// Discards the connection unless it passed, also when the check
         /// is dropped half-way (a cancelled client): a half-run `SELECT 1`
         /// leaves it unfit, and its slot must not be lost.
@@ -708,22 +770,19 @@ impl ServerPool {
                 }
             }
         }
-        let fit = now.since(conn.created) < checks.lifetime && conn.looks_alive();
         let mut checking = Checking {
             pool: self,
             conn: Some(conn),
         };
-        let fit = fit
-            && (now.since(checking.conn.as_ref()?.last_used) < checks.check_delay || {
-                *wait = Wait::Some;
-                let conn = checking.conn.as_mut()?;
-                matches!(
-                    tokio::time::timeout(checks.connect_timeout, conn.run_own_query("SELECT 1"))
-                        .await,
-                    Ok(Ok(_))
-                )
-            });
-        if fit {
+        let answered = matches!(
+            tokio::time::timeout(
+                checks.connect_timeout,
+                checking.conn.as_mut()?.run_own_query("SELECT 1")
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if answered {
             checking.conn.take()
         } else {
             None
@@ -962,6 +1021,15 @@ impl Waiter<'_> {
             Ok(Err(_)) | Err(_) => Waited::TimedOut,
         }
     }
+}
+
+/// An idle connection, judged before it is handed out.
+enum Validated {
+    Fit(Box<ServerConn>),
+    /// Discarded: past its lifetime or closed.
+    Unfit,
+    /// Idle past `server_check_delay`: fit if it answers.
+    Check(Box<ServerConn>),
 }
 
 enum Waited {

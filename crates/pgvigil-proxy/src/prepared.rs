@@ -234,6 +234,10 @@ impl ServerStatements {
     /// returns them, for the caller to deallocate on the server. Called
     /// between transactions, when closing them cannot interleave with a
     /// client's own messages.
+    pub fn is_over_capacity(&self) -> bool {
+        self.last_used.len() > self.cap
+    }
+
     pub fn over_capacity(&mut self) -> Vec<StatementId> {
         let excess = self.last_used.len().saturating_sub(self.cap);
         if excess == 0 {

@@ -131,6 +131,11 @@ impl ClientEntry {
         self.pinned.store(bits, Ordering::Relaxed);
     }
 
+    /// A request that got its server at once: SHOW CLIENTS' request_time.
+    pub(crate) fn request_started(&self, now_us: u64) {
+        self.request_time_us.store(now_us, Ordering::Relaxed);
+    }
+
     pub(crate) fn start_waiting(&self, now_us: u64) {
         self.request_time_us.store(now_us, Ordering::Relaxed);
         self.wait_since_us.store(now_us, Ordering::Relaxed);

@@ -9,8 +9,8 @@ mod reply_queue;
 mod session;
 mod session_state;
 mod settings;
+mod shared_list;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use crate::Shared;
 use pgvigil_config::PoolMode;
 use session::{Exit, Session};
 use settings::ClientSettings;
+pub(crate) use shared_list::ListCache;
 
 /// Why a transaction-mode client keeps its server connection, from its
 /// registry entry's bits ("" when it does not).
@@ -37,96 +38,27 @@ pub(crate) fn pin_reasons(bits: u8) -> String {
 /// Serves an authenticated pool client until it leaves.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    auth: Authenticated,
+    auth: Box<Authenticated>,
     id: ClientId,
     peer: SocketAddr,
     local_addr: Option<SocketAddr>,
 ) {
-    let Authenticated {
-        mut transport,
+    // Boxed: what logging in waits for (a server connection, learning a
+    // setting's spelling) is freed once the client is in, instead of
+    // staying in this future for the whole session.
+    let Some(LoggedIn {
+        transport,
         buf,
-        params,
-        user,
-        database,
-        scram_keys,
-        ..
-    } = auth;
-    let Some(pool) = shared.pool(&database, &user) else {
-        let e = ProxyError::client("3D000", format!("no pool for database \"{database}\""));
-        crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
+        pool,
+        settings,
+        told,
+        owned,
+        key,
+        cancel,
+    }) = Box::pin(log_in(&shared, auth, id, peer)).await
+    else {
         return;
     };
-    if let Some(keys) = &scram_keys {
-        pool.offer_scram_keys(keys);
-    }
-    let settings = ClientSettings::from_startup(&params);
-    let welcome = match pool.welcome_params().await {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::info!(client = %id, %peer, "login failed: {e}");
-            crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
-            return;
-        }
-    };
-    // In session mode the client owns a backend for its whole session, as
-    // on a direct connection: it gets it now, so it can be told the
-    // backend's real pid.
-    let mut owned = None;
-    if pool.mode() == PoolMode::Session {
-        match pool.acquire().await {
-            Ok(server) => owned = Some(server),
-            Err(e) => {
-                tracing::info!(client = %id, %peer, "login failed: {e}");
-                crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
-                return;
-            }
-        }
-    }
-    let values = match reported_values(&pool, &settings, &welcome, owned.as_mut()).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::info!(client = %id, %peer, "login failed: {e}");
-            match &e {
-                // PostgreSQL refuses a login with an invalid setting the
-                // same way, with the same words.
-                ProxyError::ServerLogin { code, message } => {
-                    crate::connection::tell_fatal(&mut transport, code, message).await
-                }
-                _ => {
-                    crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string())
-                        .await
-                }
-            }
-            return;
-        }
-    };
-    let mut told = HashMap::new();
-    let mut out = BytesMut::with_capacity(512);
-    out.extend_from_slice(&backend::auth_ok());
-    for (name, value) in values {
-        backend::write_parameter_status(&mut out, name.as_bytes(), value.as_bytes());
-        told.insert(name, value);
-    }
-    let (key, cancel) = match &owned {
-        Some(server) => shared
-            .cancel
-            .register_backend(pool.target(), server.backend_key.process_id),
-        None => shared.cancel.register(pool.target()),
-    };
-    out.extend_from_slice(&backend::backend_key_data_message(
-        key.process_id,
-        key.secret_key,
-    ));
-    out.extend_from_slice(&backend::ready_for_query(TransactionStatus::Idle));
-    let sent = async {
-        transport.write_all(&out).await?;
-        transport.flush().await
-    }
-    .await;
-    if sent.is_err() {
-        shared.cancel.unregister(key);
-        return;
-    }
     tracing::debug!(client = %id, %peer, database = %pool.database, user = %pool.user, "client logged in");
     let registration = shared.registry.add_client(NewClient {
         id,
@@ -153,7 +85,9 @@ pub(crate) async fn serve(
             crate::clock::MonoTime::now().as_nanos(),
         )
     });
-    let session = Session::new(
+    // Boxed: moved into `run`'s future, an unboxed session would be laid
+    // out twice in this one (once here, once there).
+    let session = Box::new(Session::new(
         id,
         transport,
         buf,
@@ -166,7 +100,7 @@ pub(crate) async fn serve(
         registration.entry.clone(),
         owned,
         key.process_id,
-    );
+    ));
     let exit = session.run().await;
     clients.fetch_sub(1, Ordering::Relaxed);
     drop(registration);
@@ -175,6 +109,122 @@ pub(crate) async fn serve(
         Exit::ClientLeft => tracing::debug!(client = %id, "client left"),
         Exit::Error(e) => tracing::info!(client = %id, %peer, "session ended: {e}"),
     }
+}
+
+/// What a client that logged in takes into its session.
+struct LoggedIn {
+    transport: crate::transport::Transport,
+    buf: BytesMut,
+    pool: Arc<crate::ServerPool>,
+    settings: ClientSettings,
+    told: shared_list::ToldParams,
+    owned: Option<crate::pool::PooledServer>,
+    key: crate::ids::ClientKey,
+    cancel: Arc<crate::cancel::CancelTarget>,
+}
+
+/// Welcomes an authenticated client (ParameterStatus, BackendKeyData,
+/// ReadyForQuery), or tells it why it cannot log in.
+async fn log_in(
+    shared: &Arc<Shared>,
+    auth: Box<Authenticated>,
+    id: ClientId,
+    peer: SocketAddr,
+) -> Option<LoggedIn> {
+    let Authenticated {
+        mut transport,
+        buf,
+        params,
+        user,
+        database,
+        scram_keys,
+        ..
+    } = *auth;
+    let Some(pool) = shared.pool(&database, &user) else {
+        let e = ProxyError::client("3D000", format!("no pool for database \"{database}\""));
+        crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
+        return None;
+    };
+    if let Some(keys) = &scram_keys {
+        pool.offer_scram_keys(keys);
+    }
+    let settings = ClientSettings::from_startup(&params, &pool.startup_settings);
+    let welcome = match pool.welcome_params().await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::info!(client = %id, %peer, "login failed: {e}");
+            crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
+            return None;
+        }
+    };
+    // In session mode the client owns a backend for its whole session, as
+    // on a direct connection: it gets it now, so it can be told the
+    // backend's real pid.
+    let mut owned = None;
+    if pool.mode() == PoolMode::Session {
+        match pool.acquire().await {
+            Ok(server) => owned = Some(server),
+            Err(e) => {
+                tracing::info!(client = %id, %peer, "login failed: {e}");
+                crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string()).await;
+                return None;
+            }
+        }
+    }
+    let values = match reported_values(&pool, &settings, &welcome, owned.as_mut()).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(client = %id, %peer, "login failed: {e}");
+            match &e {
+                // PostgreSQL refuses a login with an invalid setting the
+                // same way, with the same words.
+                ProxyError::ServerLogin { code, message } => {
+                    crate::connection::tell_fatal(&mut transport, code, message).await
+                }
+                _ => {
+                    crate::connection::tell_fatal(&mut transport, e.sqlstate(), &e.to_string())
+                        .await
+                }
+            }
+            return None;
+        }
+    };
+    let mut out = BytesMut::with_capacity(512);
+    out.extend_from_slice(&backend::auth_ok());
+    for (name, value) in &values {
+        backend::write_parameter_status(&mut out, name.as_bytes(), value.as_bytes());
+    }
+    let told = shared_list::ToldParams::new(pool.told_at_login.share(values));
+    let (key, cancel) = match &owned {
+        Some(server) => shared
+            .cancel
+            .register_backend(pool.target(), server.backend_key.process_id),
+        None => shared.cancel.register(pool.target()),
+    };
+    out.extend_from_slice(&backend::backend_key_data_message(
+        key.process_id,
+        key.secret_key,
+    ));
+    out.extend_from_slice(&backend::ready_for_query(TransactionStatus::Idle));
+    let sent = async {
+        transport.write_all(&out).await?;
+        transport.flush().await
+    }
+    .await;
+    if sent.is_err() {
+        shared.cancel.unregister(key);
+        return None;
+    }
+    Some(LoggedIn {
+        transport,
+        buf,
+        pool,
+        settings,
+        told,
+        owned,
+        key,
+        cancel,
+    })
 }
 
 /// The ParameterStatus values a logging-in client is told: the server's,

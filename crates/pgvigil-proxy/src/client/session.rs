@@ -14,7 +14,7 @@
 //! reply through the reply queue (`reply_queue.rs`), the one place where
 //! each statement and its completion are seen.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -73,7 +73,7 @@ pub(crate) struct Session {
     pub(crate) pool: Arc<ServerPool>,
     pub(crate) settings: ClientSettings,
     /// ParameterStatus values this client has been told.
-    pub(crate) told: HashMap<String, String>,
+    pub(crate) told: super::shared_list::ToldParams,
     pub(crate) cancel: Arc<CancelTarget>,
     pub(crate) max_frame: usize,
 
@@ -155,7 +155,7 @@ impl Session {
         client_buf: BytesMut,
         pool: Arc<ServerPool>,
         settings: ClientSettings,
-        told: HashMap<String, String>,
+        told: super::shared_list::ToldParams,
         cancel: Arc<CancelTarget>,
         max_frame: usize,
         observer: Option<Recorder>,
@@ -182,7 +182,12 @@ impl Session {
         Session {
             id,
             client,
-            client_buf,
+            // The handshake's buffer, unless frames came with the login.
+            client_buf: if client_buf.is_empty() {
+                BytesMut::new()
+            } else {
+                client_buf
+            },
             pool,
             settings,
             told,
@@ -216,16 +221,18 @@ impl Session {
         self.pool.mode() == PoolMode::Transaction
     }
 
-    pub(crate) async fn run(mut self) -> Exit {
+    pub(crate) async fn run(mut self: Box<Self>) -> Exit {
         let exit = self.forward().await;
-        self.finish(&exit).await;
+        // Boxed: held inline, the goodbye's state would sit in every
+        // connected client's session future.
+        Box::pin(self.finish(&exit)).await;
         exit
     }
 
     async fn forward(&mut self) -> Exit {
         // Session mode: the server taken at login becomes this client's.
         if self.owned.is_some() {
-            if let Err(e) = self.attach_server().await {
+            if let Err(e) = self.attach().await {
                 return Exit::Error(e);
             }
         }
@@ -237,7 +244,9 @@ impl Session {
         }
         loop {
             if self.state_dirty && self.transaction_mode() && self.server_settled() {
-                if let Err(e) = self.settle_session_state().await {
+                // Boxed: rare, and an inline wait would stay in every
+                // client's session future for as long as it is connected.
+                if let Err(e) = Box::pin(self.settle_session_state()).await {
                     // What the connection holds is unknown: never shared.
                     if let Some(mut s) = self.server.take() {
                         s.settled = false;
@@ -316,12 +325,7 @@ impl Session {
             }
         }
         if want_client_read {
-            if let Poll::Ready(r) = poll_read_buf(
-                &mut self.client,
-                &mut self.client_buf,
-                CLIENT_READ_CHUNK,
-                cx,
-            ) {
+            if let Poll::Ready(r) = poll_read_client(&mut self.client, &mut self.client_buf, cx) {
                 return Poll::Ready(Event::ClientRead(r));
             }
         }
@@ -527,14 +531,44 @@ impl Session {
         }
     }
 
-    /// Gets a server connection for this client (the one taken at login,
-    /// in session mode) and makes it carry the client's settings.
-    async fn attach_server(&mut self) -> Result<(), ProxyError> {
-        let mut server = match self.owned.take() {
+    /// Attaches a server connection to this client, without waiting
+    /// when one is at hand and needs nothing done (as in most
+    /// transactions); otherwise waits in `attach_server`, boxed so that
+    /// an idle client's session future does not hold that wait.
+    async fn attach(&mut self) -> Result<(), ProxyError> {
+        let at_hand = match self.owned.take() {
             Some(server) => {
                 server.link_to(&self.entry);
-                server
+                Some(server)
             }
+            None if crate::shutdown::refusing_new_transactions() => None,
+            None => self.pool.try_acquire_now(&self.entry),
+        };
+        match at_hand {
+            Some(server) if self.ready_as_is(&server) => {
+                self.cancel.set(Some(server.backend_key));
+                self.server = Some(server);
+                if let Some(s) = self.server.as_mut() {
+                    s.settled = false;
+                }
+                Ok(())
+            }
+            at_hand => Box::pin(self.attach_server(at_hand)).await,
+        }
+    }
+
+    /// A connection that already carries this client's settings and has
+    /// no prepared statements to evict.
+    fn ready_as_is(&self, server: &PooledServer) -> bool {
+        server.applied_signature == self.settings.signature()
+            && !(self.transaction_mode() && server.statements.is_over_capacity())
+    }
+
+    /// Gets a server connection for this client (`at_hand`, or one it
+    /// waits for) and makes it carry the client's settings.
+    async fn attach_server(&mut self, at_hand: Option<PooledServer>) -> Result<(), ProxyError> {
+        let mut server = match at_hand {
+            Some(server) => server,
             None => {
                 if crate::shutdown::refusing_new_transactions() {
                     return Err(ProxyError::client(
@@ -550,7 +584,7 @@ impl Session {
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
-                match server.run_own_query(&sql).await {
+                match Box::pin(server.run_own_query(&sql)).await {
                     Ok(reported) => {
                         for (k, v) in reported {
                             if let Some(asked) = self.settings.get(&k) {
@@ -577,7 +611,7 @@ impl Session {
                     .iter()
                     .map(|id| format!("DEALLOCATE {};", id.server_name()))
                     .collect();
-                server.run_own_query(&sql).await?;
+                Box::pin(server.run_own_query(&sql)).await?;
             }
         }
         server.settled = false;
@@ -586,11 +620,10 @@ impl Session {
     }
 
     fn tell_client(&mut self, name: &str, value: &str) {
-        if self.told.get(name).map(String::as_str) != Some(value) {
+        if self.told.set(name, value) {
             let mut buf = BytesMut::new();
             backend::write_parameter_status(&mut buf, name.as_bytes(), value.as_bytes());
             self.to_client.push(buf.freeze());
-            self.told.insert(name.to_string(), value.to_string());
         }
     }
 
@@ -599,6 +632,12 @@ impl Session {
     async fn on_client_data(&mut self) -> Result<bool, ProxyError> {
         while self.to_server.len() < QUEUE_LIMIT {
             let Some(h) = FrameHeader::peek(&self.client_buf, self.max_frame)? else {
+                if self.client_buf.is_empty() {
+                    // Nothing kept while the client is quiet (see
+                    // `poll_read_client`); the frames split off keep the
+                    // allocation alive only until they are written.
+                    self.client_buf = BytesMut::new();
+                }
                 return Ok(true);
             };
             if self.client_buf.len() < h.frame_len {
@@ -627,7 +666,7 @@ impl Session {
                 if self.answer_without_server(h)? {
                     continue;
                 }
-                match self.attach_server().await {
+                match self.attach().await {
                     Ok(()) => {}
                     Err(ProxyError::WaitCancelled) => {
                         self.answer_cancelled_wait(h);
@@ -1220,7 +1259,7 @@ impl Session {
             be::PARAMETER_STATUS => {
                 let (k, v) = backend::parameter_status(frame.expect("decoded"))?;
                 let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
-                self.told.insert(k.to_string(), v.to_string());
+                self.told.set(&k, &v);
                 self.settings.record_change(&k, &v);
                 if k == "application_name" {
                     if let Some(o) = self.observer.as_mut() {
@@ -1408,6 +1447,42 @@ enum Event {
     Writable(Result<(), ProxyError>),
     /// The leak guards' timer fired.
     Guard,
+}
+
+thread_local! {
+    /// Where a client's data lands before it is known how much there is.
+    static CLIENT_SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; CLIENT_READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads a client's data without a read buffer of its own: with
+/// thousands of clients connected and mostly quiet, a buffer each would
+/// be most of what a client costs. The data lands in this thread's
+/// scratch space and only what arrived is copied into `buf` (a request
+/// is usually a few hundred bytes). When `buf` already has room, as
+/// while a large frame comes in (`on_client_data` reserves it), the
+/// data is read there directly.
+fn poll_read_client(
+    stream: &mut Transport,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() >= CLIENT_READ_CHUNK {
+        return poll_read_buf(stream, buf, CLIENT_READ_CHUNK, cx);
+    }
+    CLIENT_SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut read_buf = ReadBuf::new(&mut scratch[..]);
+        match Pin::new(stream).poll_read(cx, &mut read_buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = read_buf.filled();
+                buf.extend_from_slice(filled);
+                Poll::Ready(Ok(filled.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
 }
 
 /// Reads what the socket has into `buf`'s spare room (at least `chunk`

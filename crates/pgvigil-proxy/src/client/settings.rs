@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use super::shared_list::{ListCache, Pairs};
 
 use pgvigil_wire::startup::{parse_options, StartupParams};
 
@@ -12,17 +15,21 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "replication", "options"];
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClientSettings {
     /// What the startup packet asked for: RESET and RESET ALL come back
-    /// to these, as on a direct connection.
-    startup: Vec<(String, String)>,
-    desired: Vec<(String, String)>,
-    /// Digest of `desired`, so a server connection already configured for
-    /// this client's settings is recognised with one comparison.
+    /// to these, as on a direct connection. Shared with the pool's other
+    /// clients that asked for the same.
+    startup: Arc<Pairs>,
+    /// The settings the session changed since, all of them (None: the
+    /// startup ones, as for most clients).
+    changed: Option<Pairs>,
+    /// Digest of the desired settings, so a server connection already
+    /// configured for this client's settings is recognised with one
+    /// comparison.
     signature: u64,
 }
 
 impl ClientSettings {
-    pub(crate) fn from_startup(params: &StartupParams) -> ClientSettings {
-        let mut desired: Vec<(String, String)> = Vec::new();
+    pub(crate) fn from_startup(params: &StartupParams, shared: &ListCache) -> ClientSettings {
+        let mut desired: Pairs = Vec::new();
         let mut add = |name: &str, value: &str| {
             if NOT_SETTINGS.contains(&name) || name.starts_with("_pq_.") {
                 return;
@@ -44,16 +51,20 @@ impl ClientSettings {
             }
         }
         let mut s = ClientSettings {
-            startup: desired.clone(),
-            desired,
+            startup: shared.share(desired),
+            changed: None,
             signature: 0,
         };
         s.resign();
         s
     }
 
+    fn desired(&self) -> &[(String, String)] {
+        self.changed.as_deref().unwrap_or(&self.startup)
+    }
+
     fn resign(&mut self) {
-        let mut sorted: Vec<_> = self.desired.iter().collect();
+        let mut sorted: Vec<_> = self.desired().iter().collect();
         sorted.sort();
         let mut h = DefaultHasher::new();
         sorted.hash(&mut h);
@@ -66,7 +77,7 @@ impl ClientSettings {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.desired
+        self.desired()
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -75,14 +86,21 @@ impl ClientSettings {
     /// The client changed a reported setting itself (e.g. SET
     /// application_name): carry the new value to its next server.
     pub(crate) fn record_change(&mut self, name: &str, value: &str) {
+        if self.get(name) == Some(value) {
+            return;
+        }
+        let startup = &self.startup;
         match self
-            .desired
+            .changed
+            .get_or_insert_with(|| startup.to_vec())
             .iter_mut()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
         {
-            Some(slot) if slot.1 == value => return,
             Some(slot) => slot.1 = value.to_string(),
-            None => self.desired.push((name.to_string(), value.to_string())),
+            None => {
+                let changed = self.changed.as_mut().expect("made above");
+                changed.push((name.to_string(), value.to_string()));
+            }
         }
         self.resign();
     }
@@ -93,12 +111,12 @@ impl ClientSettings {
     /// setting the session no longer overrides is the startup value again.
     pub(crate) fn adopt_session(&mut self, session: &[(String, String)]) {
         let mut desired = session.to_vec();
-        for (k, v) in &self.startup {
+        for (k, v) in self.startup.iter() {
             if !desired.iter().any(|(d, _)| d.eq_ignore_ascii_case(k)) {
                 desired.push((k.clone(), v.clone()));
             }
         }
-        self.desired = desired;
+        self.changed = (desired != *self.startup).then_some(desired);
         self.resign();
     }
 
@@ -107,7 +125,7 @@ impl ClientSettings {
     pub(crate) fn sql_to_apply(&self, applied: &HashMap<String, String>) -> Option<String> {
         let mut sql = String::new();
         let mut sets = Vec::new();
-        for (k, v) in &self.desired {
+        for (k, v) in self.desired() {
             if applied.get(k) != Some(v) {
                 sets.push(format!(
                     "pg_catalog.set_config({}, {}, false)",
@@ -130,7 +148,7 @@ impl ClientSettings {
     }
 
     pub(crate) fn as_applied(&self) -> HashMap<String, String> {
-        self.desired.iter().cloned().collect()
+        self.desired().iter().cloned().collect()
     }
 }
 
@@ -150,6 +168,10 @@ fn quote_ident(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn from_startup(params: &StartupParams) -> ClientSettings {
+        ClientSettings::from_startup(params, &ListCache::default())
+    }
+
     fn startup(params: &[(&str, &str)]) -> StartupParams {
         StartupParams {
             params: params
@@ -162,7 +184,7 @@ mod tests {
 
     #[test]
     fn options_and_parameters_become_settings_but_identity_does_not() {
-        let s = ClientSettings::from_startup(&startup(&[
+        let s = from_startup(&startup(&[
             ("user", "app"),
             ("database", "db"),
             ("application_name", "web"),
@@ -175,7 +197,7 @@ mod tests {
 
     #[test]
     fn nothing_to_apply_once_applied_and_resets_what_only_others_set() {
-        let s = ClientSettings::from_startup(&startup(&[("application_name", "it's")]));
+        let s = from_startup(&startup(&[("application_name", "it's")]));
         let sql = s.sql_to_apply(&HashMap::new()).unwrap();
         assert!(sql.contains("'it''s'"), "{sql}");
         assert_eq!(s.sql_to_apply(&s.as_applied()), None);
@@ -186,7 +208,7 @@ mod tests {
 
     #[test]
     fn session_settings_override_startup_ones_and_a_reset_brings_those_back() {
-        let mut s = ClientSettings::from_startup(&startup(&[
+        let mut s = from_startup(&startup(&[
             ("application_name", "web"),
             ("DateStyle", "ISO, DMY"),
         ]));
@@ -207,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_changed_setting_changes_the_signature() {
-        let mut s = ClientSettings::from_startup(&startup(&[("application_name", "a")]));
+        let mut s = from_startup(&startup(&[("application_name", "a")]));
         let before = s.signature();
         s.record_change("application_name", "b");
         assert_ne!(before, s.signature());
