@@ -136,7 +136,7 @@ try {
 
   // Text that does not fit its box: the pools table's cells, its scroll
   // container, and the summary's pool entries.
-  result.clipped = await page.evaluate(() => {
+  const clipped = () => page.evaluate(() => {
     const out = [];
     const check = (el, what) => {
       if (el.scrollWidth > el.clientWidth + 0.5) out.push(`${what}: "${el.innerText.trim()}" needs ${el.scrollWidth}px, has ${el.clientWidth}px`);
@@ -146,6 +146,7 @@ try {
     document.querySelectorAll("#summary-pools-list li, #summary-pools-list li *").forEach((el, i) => check(el, `#summary-pools-list element ${i}`));
     return out;
   });
+  result.clipped = await clipped();
   result.poolCells = await page.locator("#pools tbody tr td.util").evaluateAll((els) => els.map((e) => e.innerText.trim()));
   result.summaryPools = await page.locator("#summary-pools-list li").evaluateAll((els) => els.map((e) => e.innerText.replace(/\s+/g, " ").trim()));
 
@@ -169,6 +170,16 @@ try {
   });
 
   await page.screenshot({ path: screenshot, fullPage: false });
+
+  // Narrower windows (two summary columns, then one) must not cut the
+  // pools' figures either.
+  result.clippedNarrow = {};
+  for (const width of [1000, 700]) {
+    await page.setViewportSize({ width, height: HEIGHT });
+    await page.waitForTimeout(200);
+    result.clippedNarrow[width] = await clipped();
+  }
+  await page.setViewportSize({ width: WIDTH, height: HEIGHT });
 
   // The refresh button: it stops this page's refresh, nothing else.
   const button = page.locator("#pause");

@@ -233,6 +233,17 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
             page["clipped"].as_array().is_some_and(|a| a.is_empty()),
             format!("no pool figure is cut: {}", page["clipped"]),
         );
+        for width in ["1000", "700"] {
+            check(
+                page["clippedNarrow"][width]
+                    .as_array()
+                    .is_some_and(|a| a.is_empty()),
+                format!(
+                    "no pool figure is cut at {width} px: {}",
+                    page["clippedNarrow"][width]
+                ),
+            );
+        }
         let held = format!("1 of {POOL_SIZE} active (10%)");
         check(
             page["summaryPools"].as_array().is_some_and(|a| {
