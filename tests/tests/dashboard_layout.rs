@@ -125,6 +125,17 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
             patterns >= 1 && loops > patterns,
             "the workload should make fewer patterns than loops: {detections}"
         );
+        // The chart's data: every statement together, per minute.
+        let latency = vigil.api_get("/api/latency").await?;
+        let calls: u64 = latency["recent"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|m| m["calls"].as_u64()).sum())
+            .unwrap_or(0);
+        let loop_calls = LOOPS * (CHILDREN as u64 + 1);
+        ensure!(
+            calls >= loop_calls,
+            "/api/latency counts {calls} calls, fewer than the {loop_calls} of the loops alone: {latency}"
+        );
         let slow = vigil.api_get("/api/slow").await?;
         let newest_slow_at = slow["events"][0]["at"]
             .as_str()
