@@ -1,5 +1,5 @@
 //! `pgvigil top` in a real terminal: the binary runs inside a detached tmux
-//! session (160x45) watching a live pgvigil; the test reads the screen with
+//! session (160x45, or 80x24 where the size is the point) watching a live pgvigil; the test reads the screen with
 //! `capture-pane` and types with `send-keys`.
 //!
 //! Needs tmux (`apt-get install -y tmux`); the tests fail, never skip, without it.
@@ -37,6 +37,11 @@ impl Tmux {
     /// the screen after exit can be read. `timeout` bounds the run should the
     /// test die without cleaning up.
     fn start(args: &[String]) -> Result<Tmux> {
+        Tmux::start_sized(args, 160, 45)
+    }
+
+    /// As [`Tmux::start`], in a `width`x`height` terminal.
+    fn start_sized(args: &[String], width: u16, height: u16) -> Result<Tmux> {
         require_tmux()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("pgvigil-it-{}-tmux-", std::process::id()))
@@ -59,13 +64,14 @@ impl Tmux {
             session,
             _dir: dir,
         };
+        let (width, height) = (width.to_string(), height.to_string());
         let out = tmux.run(&[
             "new-session",
             "-d",
             "-x",
-            "160",
+            &width,
             "-y",
-            "45",
+            &height,
             "-s",
             &tmux.session.clone(),
             &command,
@@ -432,6 +438,82 @@ async fn header_says_advisor_off_when_it_is() -> Result<()> {
         ensure!(
             !screen.contains("HTTP 404"),
             "the advisor being off is not an error; screen:\n{screen}"
+        );
+        tmux.quit_with("q")
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_80x24_a_missing_token_is_refused_and_headers_are_whole() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let vigil = Pgvigil::builder(cluster)
+            .arg("--admin-token")
+            .arg(TOKEN)
+            .spawn()
+            .await?;
+        let client = vigil.connect_app().await?;
+        let probe = "SELECT $1::int AS a_statement_long_enough_to_be_cut_somewhere";
+        for n in 0..5 {
+            client.query(probe, &[&n]).await?;
+        }
+        let admin = format!("127.0.0.1:{}", vigil.admin_port());
+
+        // No token: pgvigil answers 401, which is not "up".
+        let tmux = Tmux::start_sized(&["--admin".into(), admin.clone()], 80, 24)?;
+        let (refused, screen) = tmux.wait_for(Duration::from_secs(10), |s| {
+            s.lines()
+                .next()
+                .is_some_and(|l| l.contains("refused (HTTP 401)"))
+        })?;
+        ensure!(
+            refused,
+            "no `refused (HTTP 401)` in the header; screen:\n{screen}"
+        );
+        let header = screen.lines().next().unwrap_or("");
+        ensure!(!header.contains(" up "), "the header says up: {header:?}");
+        ensure!(
+            screen.contains("--admin-token"),
+            "nothing says how to give the token; screen:\n{screen}"
+        );
+        tmux.quit_with("q")?;
+
+        // With it: every header whole, and the query has the room.
+        let tmux = Tmux::start_sized(
+            &[
+                "--admin".into(),
+                admin,
+                "--admin-token".into(),
+                TOKEN.into(),
+            ],
+            80,
+            24,
+        )?;
+        let (seen, screen) = tmux.wait_for(Duration::from_secs(10), |s| {
+            s.contains("SELECT $1::int AS a_statement_long_enough")
+        })?;
+        ensure!(
+            seen,
+            "the probe is not on screen with 40 characters; screen:\n{screen}"
+        );
+        let header = line_with(&screen, "query").unwrap_or("");
+        for label in ["calls/s", "total ms▼", "mean ms", "p95 ms", "query"] {
+            ensure!(
+                header.contains(label),
+                "{label:?} missing or cut in {header:?}; screen:\n{screen}"
+            );
+        }
+        let pools = line_with(&screen, "database/user").unwrap_or("");
+        for label in ["mode", "active", "idle", "waiting", "clients", "util"] {
+            ensure!(
+                pools.contains(label),
+                "{label:?} missing or cut in {pools:?}; screen:\n{screen}"
+            );
+        }
+        ensure!(
+            screen.lines().next().is_some_and(|l| l.contains(" up ")),
+            "with the token the header says up; screen:\n{screen}"
         );
         tmux.quit_with("q")
     })

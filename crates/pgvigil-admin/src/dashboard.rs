@@ -1,7 +1,7 @@
 //! The web dashboard: `GET /` serves one page whose HTML, CSS and script
 //! are compiled into the binary (no CDN, works offline). The page reads the
 //! JSON API (`/api/queries`, `/api/queries/{fingerprint}`, `/api/slow`,
-//! `/api/n-plus-one`, `/api/pools`, `/api/insight`) every 2 seconds and
+//! `/api/n-plus-one`, `/api/pools`, `/api/insight`, `/api/latency`) every 2 seconds and
 //! draws its charts as inline SVG with its own script. The advisor's
 //! endpoints (`/api/advice`, `/api/health`, `/api/markers`,
 //! `/api/regressions`, `/api/queries/{fingerprint}/plan`) feed panels of

@@ -61,6 +61,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/n-plus-one", get(n_plus_one))
         .route("/api/reset", post(reset))
         .route("/api/insight", get(insight_status))
+        .route("/api/latency", get(latency))
         .route("/api/pools", get(pools))
         .route("/api/health", get(health::health))
         .route("/api/markers", get(markers::list).post(markers::create))
@@ -461,19 +462,30 @@ async fn query_detail(State(state): State<AdminState>, Path(fp): Path<String>) -
                 .map(|c| json!({"database": c.database, "user": c.user, "application_name": c.application_name}))
                 .collect(),
         );
-        map.insert(
-            "recent".into(),
-            d.minutes
-                .iter()
-                .map(|m| {
-                    json!({"start": rfc3339_ms(m.minute_start_ms), "minutes": m.minutes, "calls": m.calls,
-                           "p50_ms": m.p50_ms, "p95_ms": m.p95_ms, "p99_ms": m.p99_ms})
-                })
-                .collect(),
-        );
+        map.insert("recent".into(), minutes_json(&d.minutes));
         map.insert("slow_events".into(), slow.into());
     }
     Json(body).into_response()
+}
+
+fn minutes_json(minutes: &[pgvigil_insight::MinuteRow]) -> Value {
+    minutes
+        .iter()
+        .map(|m| {
+            json!({"start": rfc3339_ms(m.minute_start_ms), "minutes": m.minutes, "calls": m.calls,
+                   "p50_ms": m.p50_ms, "p95_ms": m.p95_ms, "p99_ms": m.p99_ms})
+        })
+        .collect()
+}
+
+/// Every statement together over the last hour, in the slices of a
+/// query's `recent`: the dashboard's latency-over-time chart.
+async fn latency(State(state): State<AdminState>) -> Response {
+    let Some(insight) = state.insight.as_ref() else {
+        return analytics_off();
+    };
+    let recent = insight.recent_overall(now_ms());
+    Json(json!({ "recent": minutes_json(&recent) })).into_response()
 }
 
 #[derive(Deserialize)]

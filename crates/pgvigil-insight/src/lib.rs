@@ -119,6 +119,39 @@ mod tests {
     }
 
     #[test]
+    fn overall_history_sums_every_statement_once_per_moment() {
+        const MIN: u64 = 60_000;
+        let insight = Insight::new(InsightConfig::default());
+        insight.record(exec(1, 1_000));
+        insight.record(exec(2, 3_000));
+        insight.flush(10 * MIN);
+        insight.record(exec(1, 1_000));
+        insight.flush(12 * MIN + 5);
+        let rows = insight.recent_overall(12 * MIN + 10);
+        let got: Vec<(u64, u64, u64)> = rows
+            .iter()
+            .map(|r| (r.minute_start_ms / MIN, r.minutes, r.calls))
+            .collect();
+        assert_eq!(got, [(10, 1, 2), (12, 1, 1)]);
+        assert_eq!(rows[0].p99_ms, 3.0, "both statements in one minute");
+
+        // Minute 20: fingerprint 2 runs and folds its old minutes into
+        // five-minute slices, fingerprint 1 has not; the minutes 10-14
+        // are one slice all the same, counted once.
+        insight.record(exec(2, 2_000));
+        insight.flush(20 * MIN);
+        let got: Vec<(u64, u64, u64)> = insight
+            .recent_overall(20 * MIN + 1)
+            .iter()
+            .map(|r| (r.minute_start_ms / MIN, r.minutes, r.calls))
+            .collect();
+        assert_eq!(got, [(10, 5, 3), (20, 1, 1)]);
+
+        // Older than the hour: gone.
+        assert!(insight.recent_overall(200 * MIN).is_empty());
+    }
+
+    #[test]
     fn percentiles_never_leave_the_measured_range() {
         let insight = Insight::new(InsightConfig::default());
         insight.record(exec(1, 200_600));

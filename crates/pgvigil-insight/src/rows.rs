@@ -3,7 +3,7 @@
 
 use crate::histogram::LatencyHistogram;
 use crate::insight::lock;
-use crate::stats::{Totals, HISTORY_MINUTES};
+use crate::stats::{Totals, FOLD_MINUTES, HISTORY_MINUTES, MINUTE_SLICES};
 use crate::store;
 use crate::{Caller, Insight};
 
@@ -180,6 +180,55 @@ impl Insight {
             callers,
             minutes,
         })
+    }
+
+    /// Every statement together, per recent slice of the last hour, oldest
+    /// first: the dashboard's latency-over-time chart. Fingerprints fold
+    /// their one-minute slices into five-minute ones only when they next
+    /// run, so a minute old enough to be folded is counted in its
+    /// five-minute slice whether or not its fingerprint has folded it yet;
+    /// otherwise one moment would show up twice, once per span.
+    pub fn recent_overall(&self, now_ms: u64) -> Vec<MinuteRow> {
+        let now_minute = now_ms / 60_000;
+        let first_minute = now_minute.saturating_sub(HISTORY_MINUTES - 1);
+        let mut merged: std::collections::BTreeMap<(u64, u64), (Totals, LatencyHistogram)> =
+            Default::default();
+        let store = lock(&self.store);
+        for e in store.entries.values() {
+            for s in e
+                .stats
+                .slices
+                .iter()
+                .filter(|s| s.minute + s.span > first_minute)
+            {
+                let key = if s.span == 1 && s.minute + MINUTE_SLICES <= now_minute {
+                    (s.minute - s.minute % FOLD_MINUTES, FOLD_MINUTES)
+                } else {
+                    (s.minute, s.span)
+                };
+                let (totals, hist) = merged.entry(key).or_insert_with(|| {
+                    (
+                        Totals::default(),
+                        LatencyHistogram::with_resolution(crate::histogram::COARSE),
+                    )
+                });
+                totals.merge(&s.totals);
+                hist.merge(&s.histogram);
+            }
+        }
+        drop(store);
+        merged
+            .into_iter()
+            .filter(|(_, (t, _))| t.calls > 0)
+            .map(|((minute, span), (t, h))| MinuteRow {
+                minute_start_ms: minute * 60_000,
+                minutes: span,
+                calls: t.calls,
+                p50_ms: percentile_ms(&h, &t, 0.5),
+                p95_ms: percentile_ms(&h, &t, 0.95),
+                p99_ms: percentile_ms(&h, &t, 0.99),
+            })
+            .collect()
     }
 
     fn fill_annotation(&self, r: &mut QueryRow) {

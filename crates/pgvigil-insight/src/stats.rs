@@ -18,7 +18,7 @@ pub const HISTORY_MINUTES: u64 = 60;
 /// A day: what regression baselines compare against, and what a restart
 /// keeps when history is saved to a file.
 pub const HISTORY_HOURS: u64 = 24;
-const FOLD_MINUTES: u64 = 5;
+pub(crate) const FOLD_MINUTES: u64 = 5;
 const HOUR_MINUTES: u64 = 60;
 /// Distinct SQLSTATEs and (database, user, application) tuples kept per
 /// fingerprint; beyond, the rarest stays out and a counter says so.

@@ -85,10 +85,21 @@
 
   const fmtInt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
 
+  // One clock everywhere on the page: UTC, 24-hour, as the API's
+  // timestamps, the logs and `pgvigil top` have it. The browser's locale
+  // would give a 12-hour clock in some places and 24-hour in others.
+  const pad2 = (n) => String(n).padStart(2, "0");
+
+  function fmtClock(date, seconds = true) {
+    const d = date instanceof Date ? date : new Date(date);
+    if (Number.isNaN(d.getTime())) return "–";
+    const hm = `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}`;
+    return seconds ? `${hm}:${pad2(d.getUTCSeconds())}` : hm;
+  }
+
   function fmtTime(rfc3339) {
     if (!rfc3339) return "–";
-    const d = new Date(rfc3339);
-    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    return fmtClock(new Date(rfc3339));
   }
 
   function fmtAgo(rfc3339) {
@@ -204,7 +215,7 @@
     const qs = new URLSearchParams({ sort: state.sort, limit: "25" });
     if (state.window) qs.set("window", state.window);
     const healthQs = state.healthDb ? "?" + new URLSearchParams({ database: state.healthDb }) : "";
-    const [queries, slow, nplus, pools, insight, advice, health, markers, marker, regressions] = await Promise.allSettled([
+    const [queries, slow, nplus, pools, insight, advice, health, markers, marker, regressions, latency] = await Promise.allSettled([
       api("api/queries?" + qs),
       api("api/slow?limit=50"),
       api("api/n-plus-one"),
@@ -215,6 +226,7 @@
       api("api/markers"),
       state.marker === null ? Promise.resolve(null) : api("api/markers/" + encodeURIComponent(state.marker)),
       api("api/regressions?limit=10"),
+      api("api/latency"),
     ]);
     const errors = [];
     const take = (r, render) => {
@@ -225,12 +237,13 @@
     take(slow, renderSlow);
     take(nplus, renderNPlusOne);
     take(pools, renderPools);
-    take(insight, renderCounters);
+    take(insight, (c) => renderCounters(c, nplus.status === "fulfilled" ? nplus.value.detections || [] : null));
     // The advisor's panels show their own state (off, no sample yet,
     // failed) and never turn the page's status into an error.
     renderAdvice(advice, health);
     renderHealth(health);
     renderMarkers(markers, marker);
+    renderLatency(latency);
     renderRegressions(regressions);
 
     if (state.selected) {
@@ -252,7 +265,7 @@
       status.textContent = [...new Set(errors)].join(" · ");
       status.className = "status error";
     } else {
-      status.textContent = (state.paused ? "Paused · updated " : "Live · updated ") + new Date().toLocaleTimeString();
+      status.textContent = (state.paused ? "Frozen · updated " : "Live · updated ") + fmtClock(new Date()) + " UTC";
       status.className = state.paused ? "status paused" : "status ok";
     }
     if (generation === state.generation && !state.paused) {
@@ -530,9 +543,14 @@
     }
     const startOf = (r) => new Date(r.start).getTime();
     const endOf = (r) => startOf(r) + r.minutes * 60000;
-    let t1 = Math.max(Date.now(), ...pts.map(endOf));
-    let t0 = Math.min(...pts.map(startOf));
-    if (t1 - t0 < 5 * 60000) t0 = t1 - 5 * 60000;
+    // The axis spans the samples and nothing else: stretching it to a
+    // fixed length would draw empty time before the first one, as if
+    // nothing had run then rather than nothing been recorded.
+    const t0 = Math.min(...pts.map(startOf));
+    const t1 = Math.max(...pts.map(endOf));
+    svg.setAttribute("data-t0", String(t0));
+    svg.setAttribute("data-t1", String(t1));
+    svg.setAttribute("data-first", String(startOf(pts[0])));
 
     const pw = W - M.left - M.right;
     const ph = H - M.top - M.bottom;
@@ -557,8 +575,8 @@
     const stepMin = [1, 2, 5, 10, 15, 30, 60].find((m) => spanMin / m <= 6) || 60;
     const first = Math.ceil(t0 / (stepMin * 60000)) * stepMin * 60000;
     for (let t = first; t <= t1; t += stepMin * 60000) {
-      const when = new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
-      const anchor = x(t) > W - M.right - 20 ? "end" : "middle";
+      const when = fmtClock(new Date(t), false);
+      const anchor = x(t) > W - M.right - 20 ? "end" : x(t) < M.left + 20 ? "start" : "middle";
       svg.append(
         s("line", { x1: x(t), x2: x(t), y1: M.top + ph, y2: M.top + ph + 4, class: "axis" }),
         s("text", { x: x(t), y: H - M.bottom + 17, class: "tick", "text-anchor": anchor }, when)
@@ -620,16 +638,25 @@
       );
       lx += 52;
     }
-    svg.append(s("rect", { x: lx, y: 4, width: 12, height: 8, class: "calls" }), s("text", { x: lx + 16, y: 12, class: "legend" }, "calls"));
+    svg.append(s("rect", { x: lx, y: 4, width: 12, height: 8, class: "calls swatch" }), s("text", { x: lx + 16, y: 12, class: "legend" }, "calls"));
     return svg;
   }
 
   // ------------------------------------------------------------ N+1
 
+  // A pattern is one (parent, repeated query) pair, a loop one run of it:
+  // the header, this panel and the summary count patterns, and say how
+  // many loops they add up to, so the figures never disagree.
+  const loopsOf = (rows) => rows.reduce((n, d) => n + (Number(d.occurrences) || 0), 0);
+  const plural = (n, one, many) => `${fmtInt(n)} ${n === 1 ? one : many}`;
+
   function renderNPlusOne(body) {
     const rows = body.detections || [];
+    renderSummaryNPlus(rows);
     if (!changed("nplus", rows)) return;
     $("nplus-count").textContent = rows.length ? String(rows.length) : "";
+    $("nplus-count").title = plural(rows.length, "pattern", "patterns");
+    $("nplus-loops").textContent = rows.length ? plural(loopsOf(rows), "loop", "loops") + " in all" : "";
     $("nplus-empty").hidden = rows.length > 0;
     keepFocus(() => {
       $("nplus").replaceChildren(
@@ -663,6 +690,7 @@
 
   function renderSlow(body) {
     const events = body.events || [];
+    renderSummarySlow(events);
     if (!changed("slow", events)) return;
     $("slow-count").textContent = events.length ? String(events.length) : "";
     keepFocus(() => {
@@ -704,14 +732,12 @@
 
   function renderPools(body) {
     const pools = body.pools || [];
+    renderSummaryPools(pools);
     if (!changed("pools", pools)) return;
     const tbody = $("pools").tBodies[0];
     tbody.replaceChildren(
       ...pools.map((p) => {
-        const pct = Math.round(p.utilization * 100);
-        const level = pct >= 90 ? "bad" : pct >= 70 ? "warn" : "ok";
-        const meter = h("span", { class: "meter " + level, role: "img", "aria-label": `${pct}% of ${p.pool_size} connections active` }, h("span", null));
-        meter.firstChild.style.width = Math.min(100, pct) + "%";
+        const [pct, meter] = meterFor(p);
         return h(
           "tr",
           null,
@@ -879,7 +905,7 @@
     try {
       const body = await api("api/advice/refresh", { method: "POST" });
       const n = ((body && body.advice) || []).length;
-      state.adviceNote = { text: `Advisor ran at ${new Date().toLocaleTimeString()}: ${n} ${n === 1 ? "advice" : "pieces of advice"}.` };
+      state.adviceNote = { text: `Advisor ran at ${fmtClock(new Date())} UTC: ${n} ${n === 1 ? "advice" : "pieces of advice"}.` };
     } catch (e) {
       state.adviceNote = { text: "Refresh failed: " + e.message, error: true };
     } finally {
@@ -1190,13 +1216,129 @@
 
   // ------------------------------------------------------------ counters
 
-  function renderCounters(c) {
-    if (!changed("counters", c)) return;
-    const item = (label, value, title) => h("div", { title }, h("dt", null, label), h("dd", null, value));
+  // `nplus`: the N+1 panel's rows (null when they could not be read), so
+  // the header counts what the panel lists.
+  function renderCounters(c, nplus) {
+    if (!changed("counters", [c, nplus])) return;
+    const item = (label, value, title, id) => h("div", { title, id }, h("dt", null, label), h("dd", null, value));
     $("counters").replaceChildren(
       item("fingerprints", `${fmtInt(c.fingerprints)} / ${fmtInt(c.max_fingerprints)}`, `${fmtInt(c.fingerprint_evictions)} evicted`),
       item("slow events", fmtInt(c.slow_events), `${fmtInt(c.slow_events_dropped)} dropped`),
-      item("N+1", fmtInt(c.detections), `${fmtInt(c.detections_dropped)} dropped`)
+      item(
+        "N+1 patterns",
+        nplus ? fmtInt(nplus.length) : "–",
+        nplus ? `${plural(loopsOf(nplus), "loop", "loops")} in all; ${fmtInt(c.detections_dropped)} dropped` : null,
+        "counter-nplus"
+      )
+    );
+  }
+
+  // ------------------------------------------------------------ summary
+
+  // The band at the top: what needs attention, before the long tables.
+  function renderLatency(r) {
+    if (!changed("latency", [r.status, r.status === "fulfilled" ? r.value : reasonText(r), state.markers])) return;
+    const el = $("latency-chart");
+    if (r.status !== "fulfilled") return panelState(el, r, "Latency is");
+    el.replaceChildren(percentileSvg((r.value && r.value.recent) || [], state.markers));
+  }
+
+  function renderSummaryNPlus(rows) {
+    const top = [...rows].sort((a, b) => b.total_ms - a.total_ms).slice(0, 4);
+    if (!changed("summary-nplus", [rows.length, top])) return;
+    $("summary-nplus-count").textContent = rows.length ? String(rows.length) : "";
+    $("summary-nplus-count").title = plural(rows.length, "pattern", "patterns");
+    const list = $("summary-nplus-list");
+    if (!top.length) {
+      list.replaceChildren(h("li", { class: "empty" }, "No N+1 loops detected."));
+      return;
+    }
+    keepFocus(() =>
+      list.replaceChildren(
+        ...top.map((d) =>
+          h(
+            "li",
+            { class: "top-item" },
+            h(
+              "div",
+              { class: "top-figures" },
+              h("span", { class: "tag " + (d.kind === "n_plus_one" ? "bad" : "warn") }, d.kind === "n_plus_one" ? "N+1" : "repeated"),
+              h("strong", null, plural(d.occurrences, "loop", "loops")),
+              h("span", { class: "muted" }, `${fmtInt(d.repeats)}× each · ${fmtMs(d.total_ms)}`)
+            ),
+            h("button", { type: "button", class: "link sql-inline", title: d.query, "data-focus": "sn-" + d.fingerprint + "-" + d.parent_fingerprint, onclick: () => select(d.fingerprint) }, d.query),
+            d.parent_query ? h("span", { class: "sql-inline muted small", title: d.parent_query }, "after " + d.parent_query) : null
+          )
+        )
+      )
+    );
+  }
+
+  function renderSummarySlow(events) {
+    // Slow executions by statement: how often, and the worst one.
+    const by = new Map();
+    for (const e of events) {
+      const g = by.get(e.fingerprint) || { fingerprint: e.fingerprint, query: e.query, count: 0, worst: 0 };
+      g.count += 1;
+      g.worst = Math.max(g.worst, e.duration_ms);
+      by.set(e.fingerprint, g);
+    }
+    const top = [...by.values()].sort((a, b) => b.count - a.count || b.worst - a.worst).slice(0, 5);
+    if (!changed("summary-slow", top)) return;
+    const list = $("summary-slow-list");
+    if (!top.length) {
+      list.replaceChildren(h("li", { class: "empty" }, "No slow executions recorded."));
+      return;
+    }
+    keepFocus(() =>
+      list.replaceChildren(
+        ...top.map((g) =>
+          h(
+            "li",
+            { class: "top-item" },
+            h("div", { class: "top-figures" }, h("strong", null, `${fmtInt(g.count)}× slow`), h("span", { class: "muted" }, `worst ${fmtMs(g.worst)}`)),
+            h("button", { type: "button", class: "link sql-inline", title: g.query, "data-focus": "ss-" + g.fingerprint, onclick: () => select(g.fingerprint) }, g.query)
+          )
+        )
+      )
+    );
+  }
+
+  function meterFor(p) {
+    const pct = Math.round(p.utilization * 100);
+    const level = pct >= 90 ? "bad" : pct >= 70 ? "warn" : "ok";
+    const meter = h("span", { class: "meter " + level, role: "img", "aria-label": `${pct}% of ${p.pool_size} connections active` }, h("span", null));
+    meter.firstChild.style.width = Math.min(100, pct) + "%";
+    return [pct, meter];
+  }
+
+  function renderSummaryPools(pools) {
+    if (!changed("summary-pools", pools)) return;
+    const list = $("summary-pools-list");
+    if (!pools.length) {
+      list.replaceChildren(h("li", { class: "empty" }, "No pools configured."));
+      return;
+    }
+    const shown = [...pools].sort((a, b) => b.utilization - a.utilization || b.waiting - a.waiting).slice(0, 5);
+    list.replaceChildren(
+      ...shown.map((p) => {
+        const [pct, meter] = meterFor(p);
+        meter.classList.add("wide-meter");
+        return h(
+          "li",
+          { class: "top-item pool" },
+          h("div", { class: "top-figures" }, h("strong", null, p.database), h("span", { class: "muted" }, "/ " + p.user), h("span", { class: "tag" }, p.pool_mode)),
+          meter,
+          h(
+            "div",
+            { class: "small pool-figures" },
+            h("span", null, `${fmtInt(p.active)} of ${fmtInt(p.pool_size)} active (${pct}%)`),
+            h("span", { class: p.waiting > 0 ? "bad-text" : "muted" }, `${fmtInt(p.waiting)} waiting`),
+            h("span", { class: "muted" }, plural(p.clients, "client", "clients"))
+          )
+        );
+      }),
+      ...(pools.length > shown.length ? [h("li", { class: "muted small" }, `and ${fmtInt(pools.length - shown.length)} more below`)] : [])
     );
   }
 
@@ -1220,7 +1362,7 @@
     $("pause").addEventListener("click", (e) => {
       state.paused = !state.paused;
       e.target.setAttribute("aria-pressed", String(state.paused));
-      e.target.textContent = state.paused ? "Resume" : "Pause";
+      e.target.textContent = state.paused ? "Resume auto-refresh" : "Stop auto-refresh";
       refresh();
     });
     refresh();

@@ -213,6 +213,10 @@ pub enum Link {
     Up,
     /// The message to show, e.g. "cannot reach 127.0.0.1:9930: Connection refused".
     Down(String),
+    /// pgvigil answered but refused the request (401 or 403: no token, or
+    /// the wrong one): reachable, yet nothing it shows is live, so the
+    /// header must not say "up". The HTTP status.
+    Refused(u16),
 }
 
 /// The pools panel.
@@ -288,6 +292,17 @@ impl App {
         if let Err(FetchError::Unreachable(why)) = &snap.queries {
             // Keep the last data on screen; rates restart after reconnecting.
             self.link = Link::Down(format!("cannot reach {}: {why}", self.admin));
+            self.baseline.clear();
+            self.baseline_at = None;
+            return;
+        }
+        if let Err(FetchError::Status(code @ (401 | 403), _)) = &snap.queries {
+            self.link = Link::Refused(*code);
+            self.queries.clear();
+            self.queries_error = Some(format!(
+                "the admin API refused the request (HTTP {code}): give its token with \
+                 --admin-token or $PGVIGIL_ADMIN_TOKEN"
+            ));
             self.baseline.clear();
             self.baseline_at = None;
             return;
@@ -678,6 +693,32 @@ mod tests {
         ));
         assert_eq!(app.link, Link::Up);
         assert_eq!(app.queries[0].calls_per_sec, None);
+    }
+
+    #[test]
+    fn a_refused_token_is_not_up() {
+        let mut app = App::new("127.0.0.1:9930", SortKey::TotalTime, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let mut snap = snapshot(t0, Vec::new());
+        snap.queries = Err(FetchError::Status(
+            401,
+            "missing or wrong admin token: send Authorization: Bearer <admin_token>".into(),
+        ));
+        app.apply(snap);
+        assert_eq!(app.link, Link::Refused(401));
+        assert_eq!(app.last_ok, None, "nothing arrived");
+        assert!(app
+            .queries_error
+            .as_deref()
+            .is_some_and(|e| e.contains("HTTP 401") && e.contains("--admin-token")));
+
+        // With the right token again: up.
+        app.apply(snapshot(
+            t0 + Duration::from_secs(1),
+            vec![row("a", 1, 1.0)],
+        ));
+        assert_eq!(app.link, Link::Up);
+        assert_eq!(app.queries_error, None);
     }
 
     #[test]

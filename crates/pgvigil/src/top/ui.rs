@@ -5,26 +5,35 @@ use std::time::Instant;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
 use super::{App, Extra, Link, Pools, SortKey};
 
-/// Rows of the slow-query and N+1 panels, borders and header included.
+/// Rows of the slow-query and N+1 panels, borders and header included,
+/// on a tall terminal; a third of the screen on a short one, so the top
+/// queries keep most of it.
 const EVENTS_HEIGHT: u16 = 12;
+const MIN_EVENTS_HEIGHT: u16 = 6;
 /// Most pool rows shown before the top-queries table gets the space.
 const MAX_POOL_ROWS: usize = 6;
+/// Query text is what a row is about: narrow terminals drop figures
+/// before the text gets shorter than this.
+const MIN_QUERY_WIDTH: u16 = 36;
+/// The same for the slow-query and N+1 panels, which get half the width.
+const MIN_EVENT_QUERY_WIDTH: u16 = 18;
 
 pub fn draw(frame: &mut Frame, app: &App, now: Instant) {
     let pool_rows = match &app.pools {
         Pools::Rows(rows) => rows.len().clamp(1, MAX_POOL_ROWS) as u16,
         _ => 1,
     };
+    let events_height = (frame.area().height / 3).clamp(MIN_EVENTS_HEIGHT, EVENTS_HEIGHT);
     let [header, queries, pools, events, help] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(6),
         Constraint::Length(pool_rows + 3),
-        Constraint::Length(EVENTS_HEIGHT),
+        Constraint::Length(events_height),
         Constraint::Length(1),
     ])
     .areas(frame.area());
@@ -76,6 +85,10 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, now: Instant) {
                 "{message} (retrying every {}s)",
                 secs(app.interval.as_secs_f64())
             ),
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        )),
+        Link::Refused(code) => spans.push(Span::styled(
+            format!("admin API refused (HTTP {code}): check --admin-token"),
             Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
         )),
     }
@@ -169,9 +182,11 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
+/// Until two refreshes have seen a statement there is no rate: a dash,
+/// never a made-up 0.00.
 fn fmt_rate(rate: Option<f64>) -> String {
     match rate {
-        None => "-".into(),
+        None => "—".into(),
         Some(r) if r < 10.0 => format!("{r:.2}"),
         Some(r) if r < 1000.0 => format!("{r:.1}"),
         Some(r) => format!("{r:.0}"),
@@ -195,8 +210,14 @@ fn right(text: String) -> Cell<'static> {
     Cell::from(Text::from(text).right_aligned())
 }
 
+/// Wrapped: an error's advice is at its end.
 fn message(frame: &mut Frame, area: Rect, block: Block, text: String, style: Style) {
-    frame.render_widget(Paragraph::new(Span::styled(text, style)).block(block), area);
+    frame.render_widget(
+        Paragraph::new(Span::styled(text, style))
+            .wrap(Wrap { trim: true })
+            .block(block),
+        area,
+    );
 }
 
 /// A bordered panel titled in bold.
@@ -223,29 +244,117 @@ fn render_table<'a>(
     frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }
 
+/// A column of a table that fits itself to the terminal's width.
+#[derive(Debug, Clone, Copy)]
+struct Col {
+    /// Cells, header included (its sort mark too), so nothing is cut.
+    width: u16,
+    /// Columns go least important first when they do not all fit.
+    priority: u8,
+}
+
+impl Col {
+    const fn new(width: u16, priority: u8) -> Col {
+        Col { width, priority }
+    }
+}
+
+/// The flexible column (query text): kept always, at least `min` wide,
+/// given whatever the others leave.
+const fn flex(min: u16) -> Col {
+    Col::new(min, u8::MAX)
+}
+
+/// Which columns fit in `available` cells (one cell between columns),
+/// dropping the least important (the rightmost of equals) until the rest
+/// do. Squeezing every column instead cuts headers to "tal ms" and leaves
+/// the query a few characters.
+fn fit_columns(cols: &[Col], available: u16) -> Vec<bool> {
+    let mut keep = vec![true; cols.len()];
+    loop {
+        let kept: Vec<&Col> = cols
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(c, _)| c)
+            .collect();
+        let need: u32 = kept.iter().map(|c| u32::from(c.width)).sum::<u32>()
+            + kept.len().saturating_sub(1) as u32;
+        if need <= u32::from(available) {
+            return keep;
+        }
+        let Some(drop) = (0..cols.len())
+            .filter(|&i| keep[i] && cols[i].priority < u8::MAX)
+            .min_by_key(|&i| (cols[i].priority, std::cmp::Reverse(i)))
+        else {
+            return keep;
+        };
+        keep[drop] = false;
+    }
+}
+
+/// The constraints of the kept columns: fixed widths, the flexible one fills.
+fn constraints(cols: &[Col], keep: &[bool]) -> Vec<Constraint> {
+    cols.iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| {
+            if c.priority == u8::MAX {
+                Constraint::Fill(1)
+            } else {
+                Constraint::Length(c.width)
+            }
+        })
+        .collect()
+}
+
+/// The kept cells of a row.
+fn kept<T>(cells: Vec<T>, keep: &[bool]) -> Vec<T> {
+    cells
+        .into_iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(c, _)| c)
+        .collect()
+}
+
+/// Inside a bordered panel.
+fn inner_width(area: Rect) -> u16 {
+    area.width.saturating_sub(2)
+}
+
 /// A panel titled `title` listing `items`, one row each: the error in red if
-/// fetching them failed, "none" dimmed if there are none.
+/// fetching them failed, "none" dimmed if there are none. Columns that do
+/// not fit the panel are left out (see [`fit_columns`]).
 fn draw_list<T>(
     frame: &mut Frame,
     area: Rect,
     title: &str,
     items: &Result<Vec<T>, String>,
-    headers: &[&'static str],
-    widths: impl IntoIterator<Item = Constraint>,
-    row: impl Fn(&T) -> Row<'static>,
+    columns: &[(&'static str, Col)],
+    row: impl Fn(&T) -> Vec<Cell<'static>>,
+    row_height: u16,
 ) {
+    let headers: Vec<&'static str> = columns.iter().map(|(h, _)| *h).collect();
+    let cols: Vec<Col> = columns.iter().map(|(_, c)| *c).collect();
     let block = panel(title);
     match items {
         Err(e) => message(frame, area, block, e.clone(), red()),
         Ok(items) if items.is_empty() => message(frame, area, block, "none".into(), dim()),
-        Ok(items) => render_table(
-            frame,
-            area,
-            block,
-            header_row(headers),
-            items.iter().map(row),
-            widths,
-        ),
+        Ok(items) => {
+            let keep = fit_columns(&cols, inner_width(area));
+            let header = header_row(&kept(headers, &keep));
+            render_table(
+                frame,
+                area,
+                block,
+                header,
+                items
+                    .iter()
+                    .map(|i| Row::new(kept(row(i), &keep)).height(row_height)),
+                constraints(&cols, &keep),
+            )
+        }
     }
 }
 
@@ -282,16 +391,32 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
         };
         Cell::from(Text::from(text).right_aligned()).style(style)
     };
-    let header = Row::new(vec![
-        Cell::from(Text::from("calls/s").right_aligned()).style(bold()),
-        sorted("calls", SortKey::Calls),
-        sorted("total ms", SortKey::TotalTime),
-        sorted("mean ms", SortKey::Mean),
-        sorted("p95 ms", SortKey::P95),
-        sorted("errors", SortKey::Errors),
-        Cell::from(Text::from("rows").right_aligned()).style(bold()),
-        Cell::from("query").style(bold()),
-    ]);
+    // The sorted column stays longest; then total time and the rate.
+    let rank = |key: SortKey, otherwise: u8| if app.sort == key { 200 } else { otherwise };
+    let cols = [
+        Col::new(7, 150),
+        Col::new(8, rank(SortKey::Calls, 100)),
+        Col::new(9, rank(SortKey::TotalTime, 140)),
+        Col::new(8, rank(SortKey::Mean, 110)),
+        Col::new(7, rank(SortKey::P95, 120)),
+        Col::new(7, rank(SortKey::Errors, 90)),
+        Col::new(8, 80),
+        flex(MIN_QUERY_WIDTH),
+    ];
+    let keep = fit_columns(&cols, inner_width(area));
+    let header = Row::new(kept(
+        vec![
+            Cell::from(Text::from("calls/s").right_aligned()).style(bold()),
+            sorted("calls", SortKey::Calls),
+            sorted("total ms", SortKey::TotalTime),
+            sorted("mean ms", SortKey::Mean),
+            sorted("p95 ms", SortKey::P95),
+            sorted("errors", SortKey::Errors),
+            Cell::from(Text::from("rows").right_aligned()).style(bold()),
+            Cell::from("query").style(bold()),
+        ],
+        &keep,
+    ));
     let rows = app.queries.iter().map(|q| {
         let errors = right(q.errors.to_string());
         let errors = if q.errors > 0 {
@@ -299,28 +424,21 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
         } else {
             errors
         };
-        Row::new(vec![
-            right(fmt_rate(q.calls_per_sec)),
-            right(q.calls.to_string()),
-            right(fmt_ms(q.total_ms)),
-            right(fmt_ms(q.mean_ms)),
-            right(fmt_ms(q.p95_ms)),
-            errors,
-            right(q.rows.to_string()),
-            Cell::from(one_line(&q.query)),
-        ])
+        Row::new(kept(
+            vec![
+                right(fmt_rate(q.calls_per_sec)),
+                right(q.calls.to_string()),
+                right(fmt_ms(q.total_ms)),
+                right(fmt_ms(q.mean_ms)),
+                right(fmt_ms(q.p95_ms)),
+                errors,
+                right(q.rows.to_string()),
+                Cell::from(one_line(&q.query)),
+            ],
+            &keep,
+        ))
     });
-    let widths = [
-        Constraint::Length(9),
-        Constraint::Length(10),
-        Constraint::Length(11),
-        Constraint::Length(9),
-        Constraint::Length(9),
-        Constraint::Length(7),
-        Constraint::Length(9),
-        Constraint::Min(20),
-    ];
-    render_table(frame, area, block, header, rows, widths);
+    render_table(frame, area, block, header, rows, constraints(&cols, &keep));
 }
 
 fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
@@ -342,10 +460,32 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
         }
         Pools::Rows(rows) => rows,
     };
-    let header = header_row(&[
-        "database", "user", "mode", "size", "active", "idle", "overflow", "waiting", "clients",
-        "util",
-    ]);
+    let cols = [
+        flex(12),
+        Col::new(11, 60),
+        Col::new(4, 70),
+        Col::new(6, 100),
+        Col::new(4, 50),
+        Col::new(8, 30),
+        Col::new(7, 90),
+        Col::new(7, 40),
+        Col::new(4, 110),
+    ];
+    let keep = fit_columns(&cols, inner_width(area));
+    let header = header_row(&kept(
+        vec![
+            "database/user",
+            "mode",
+            "size",
+            "active",
+            "idle",
+            "overflow",
+            "waiting",
+            "clients",
+            "util",
+        ],
+        &keep,
+    ));
     let body = rows.iter().take(MAX_POOL_ROWS).map(|p| {
         let util = format!("{:.0}%", p.utilization * 100.0);
         let util_style = if p.utilization >= 0.9 {
@@ -358,73 +498,62 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
         } else {
             Style::default()
         };
-        Row::new(vec![
-            Cell::from(p.database.clone()),
-            Cell::from(p.user.clone()),
-            Cell::from(p.pool_mode.clone()),
-            Cell::from(p.pool_size.to_string()),
-            Cell::from(p.active.to_string()),
-            Cell::from(p.idle.to_string()),
-            Cell::from(p.overflow.to_string()),
-            Cell::from(p.waiting.to_string()).style(waiting_style),
-            Cell::from(p.clients.to_string()),
-            Cell::from(util).style(util_style),
-        ])
+        Row::new(kept(
+            vec![
+                Cell::from(format!("{}/{}", p.database, p.user)),
+                Cell::from(p.pool_mode.clone()),
+                Cell::from(p.pool_size.to_string()),
+                Cell::from(p.active.to_string()),
+                Cell::from(p.idle.to_string()),
+                Cell::from(p.overflow.to_string()),
+                Cell::from(p.waiting.to_string()).style(waiting_style),
+                Cell::from(p.clients.to_string()),
+                Cell::from(util).style(util_style),
+            ],
+            &keep,
+        ))
     });
-    let widths = [
-        Constraint::Length(20),
-        Constraint::Length(20),
-        Constraint::Length(12),
-        Constraint::Length(5),
-        Constraint::Length(7),
-        Constraint::Length(5),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(5),
-    ];
-    render_table(frame, area, block, header, body, widths);
+    render_table(frame, area, block, header, body, constraints(&cols, &keep));
 }
 
 fn draw_slow(frame: &mut Frame, area: Rect, app: &App) {
-    let widths = [
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(14),
-        Constraint::Min(10),
+    let columns = [
+        ("at", Col::new(8, 80)),
+        ("ms", Col::new(9, 90)),
+        ("db/user", Col::new(14, 50)),
+        ("query", flex(MIN_EVENT_QUERY_WIDTH)),
     ];
     draw_list(
         frame,
         area,
-        "Latest slow queries",
+        "Latest slow queries (UTC)",
         &app.slow,
-        &["at", "ms", "db/user", "query"],
-        widths,
+        &columns,
         |e| {
-            Row::new(vec![
+            vec![
                 Cell::from(clock(&e.at)),
                 right(fmt_ms(e.duration_ms)),
                 Cell::from(format!("{}/{}", e.database, e.user)),
                 Cell::from(one_line(&e.query)),
-            ])
+            ]
         },
+        1,
     );
 }
 
 fn draw_n_plus_one(frame: &mut Frame, area: Rect, app: &App) {
-    let widths = [
-        Constraint::Length(6),
-        Constraint::Length(7),
-        Constraint::Length(14),
-        Constraint::Min(10),
+    let columns = [
+        ("kind", Col::new(6, 90)),
+        ("repeats", Col::new(7, 80)),
+        ("seen", Col::new(14, 50)),
+        ("query", flex(MIN_EVENT_QUERY_WIDTH)),
     ];
     draw_list(
         frame,
         area,
         "N+1 and repeated queries",
         &app.detections,
-        &["kind", "repeats", "seen", "query"],
-        widths,
+        &columns,
         |d| {
             let kind = match d.kind.as_str() {
                 "n_plus_one" => "N+1".to_string(),
@@ -442,14 +571,14 @@ fn draw_n_plus_one(frame: &mut Frame, area: Rect, app: &App) {
                 Line::from(one_line(&d.query)),
                 Line::styled(format!("  {}", detail.join(" | ")), dim()),
             ]);
-            Row::new(vec![
+            vec![
                 Cell::from(kind),
                 right(d.repeats.to_string()),
                 Cell::from(format!("{}x {}", d.occurrences, clock(&d.last_seen))),
                 Cell::from(text),
-            ])
-            .height(2)
+            ]
         },
+        2,
     );
 }
 
@@ -589,13 +718,234 @@ mod tests {
         assert!(header.contains("no advice"), "{header}");
     }
 
+    /// A live-looking view: long statements, one pool, slow events and an
+    /// N+1 detection, rates known or not.
+    fn busy_app(rates: bool) -> App {
+        let mut app = App::new("127.0.0.1:9930", SortKey::TotalTime, Duration::from_secs(1));
+        app.link = Link::Up;
+        app.last_ok = Some(Instant::now());
+        app.queries = (0..12)
+            .map(|i| QueryRow {
+                fingerprint: format!("{i:02}"),
+                query: format!(
+                    "SELECT o.id, o.amount, o.created_at FROM orders_{i} o JOIN customers c ON c.id = o.customer_id WHERE c.region = $1"
+                ),
+                statement: "SELECT".into(),
+                calls: 123_456 - i,
+                errors: 3,
+                rows: 9_876_543,
+                total_ms: 98_765.4 - i as f64,
+                mean_ms: 0.8,
+                p95_ms: 2.5,
+                calls_per_sec: rates.then_some(412.5),
+            })
+            .collect();
+        app.pools = Pools::Rows(vec![crate::top::PoolRow {
+            database: "appdb".into(),
+            user: "app".into(),
+            pool_mode: "transaction".into(),
+            pool_size: 10,
+            active: 1,
+            idle: 2,
+            overflow: 0,
+            waiting: 0,
+            clients: 3,
+            utilization: 0.1,
+        }]);
+        app.slow = Ok(vec![SlowRow {
+            at: "2026-01-02T21:04:05.678Z".into(),
+            rule: "duration".into(),
+            query: "SELECT pg_sleep($1) FROM generate_series($2, $3)".into(),
+            duration_ms: 612.25,
+            database: "appdb".into(),
+            user: "app".into(),
+            application_name: String::new(),
+        }]);
+        app.detections = Ok(vec![crate::top::DetectionRow {
+            kind: "n_plus_one".into(),
+            query: "SELECT id, title FROM books WHERE author_id = $1".into(),
+            parent_query: "SELECT id FROM authors".into(),
+            repeats: 20,
+            occurrences: 3,
+            last_seen: "2026-01-02T21:04:06.000Z".into(),
+            suggestion: "load them in one query".into(),
+        }]);
+        app
+    }
+
+    /// The line holding `needle` (the first).
+    fn line<'a>(screen: &'a str, needle: &str) -> &'a str {
+        screen
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{screen}"))
+    }
+
+    /// Every word of a header line is one of `labels`' words: a header
+    /// cut to fit ("tal ms", "activ") is not.
+    fn assert_whole_words(header: &str, labels: &[&str], screen: &str) {
+        let words: Vec<&str> = labels.iter().flat_map(|l| l.split(' ')).collect();
+        for word in header.split(|c: char| c.is_whitespace() || c == '│' || c == '▼') {
+            if word.is_empty() {
+                continue;
+            }
+            assert!(
+                words.contains(&word),
+                "header word {word:?} is not whole in {header:?}\n{screen}"
+            );
+        }
+    }
+
+    const QUERY_LABELS: [&str; 8] = [
+        "calls/s", "calls", "total ms", "mean ms", "p95 ms", "errors", "rows", "query",
+    ];
+    const POOL_LABELS: [&str; 9] = [
+        "database/user",
+        "mode",
+        "size",
+        "active",
+        "idle",
+        "overflow",
+        "waiting",
+        "clients",
+        "util",
+    ];
+
+    #[test]
+    fn at_80x24_headers_are_whole_and_the_query_gets_the_room() {
+        let app = busy_app(true);
+        let text = screen(&app, 80, 24);
+        let header = line(&text, "query");
+        assert_whole_words(header, &QUERY_LABELS, &text);
+        for label in ["calls/s", "total ms▼", "mean ms", "p95 ms", "query"] {
+            assert!(
+                header.contains(label),
+                "{label:?} missing from {header:?}\n{text}"
+            );
+        }
+        // The low-priority figures made room: 40 characters of each query.
+        let row = line(&text, "SELECT o.id");
+        assert!(
+            row.contains("SELECT o.id, o.amount, o.created_at FROM"),
+            "query text cut short: {row:?}\n{text}"
+        );
+        assert!(row.contains("412"), "calls/s shown: {row:?}");
+        // Several statements, not three.
+        assert!(text.matches("SELECT o.id").count() >= 5, "{text}");
+
+        let pools = line(&text, "database/user");
+        assert_whole_words(pools, &POOL_LABELS, &text);
+        for label in POOL_LABELS {
+            assert!(
+                pools.contains(label),
+                "{label:?} missing from {pools:?}\n{text}"
+            );
+        }
+        assert!(line(&text, "appdb/app").contains("transaction"), "{text}");
+
+        // The half-width panels keep their query text readable too.
+        let slow = line(&text, "pg_sleep");
+        assert!(slow.contains("SELECT pg_sleep($1)"), "{slow:?}\n{text}");
+        assert!(slow.contains("612.25"), "{slow:?}");
+        let n1 = line(&text, "SELECT id, title FROM");
+        assert!(n1.contains("N+1"), "{n1:?}\n{text}");
+        assert!(
+            text.lines().last().is_some_and(|l| l.contains("q quit")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_sorted_column_stays_at_80_columns() {
+        let mut app = busy_app(true);
+        app.sort = SortKey::Errors;
+        let text = screen(&app, 80, 24);
+        let header = line(&text, "query");
+        assert!(header.contains("errors▼"), "{header:?}\n{text}");
+        assert_whole_words(header, &QUERY_LABELS, &text);
+    }
+
+    #[test]
+    fn at_120x40_every_column_is_shown() {
+        let app = busy_app(true);
+        let text = screen(&app, 120, 40);
+        let header = line(&text, "query");
+        assert_whole_words(header, &QUERY_LABELS, &text);
+        for label in QUERY_LABELS {
+            assert!(
+                header.contains(label),
+                "{label:?} missing from {header:?}\n{text}"
+            );
+        }
+        let row = line(&text, "SELECT o.id");
+        assert!(
+            row.contains("SELECT o.id, o.amount, o.created_at FROM orders_0 o JOIN"),
+            "{row:?}\n{text}"
+        );
+        let slow = line(&text, "pg_sleep");
+        assert!(
+            slow.contains("appdb/app") && slow.contains("21:04:05"),
+            "{slow:?}\n{text}"
+        );
+        assert_whole_words(line(&text, "database/user"), &POOL_LABELS, &text);
+    }
+
+    #[test]
+    fn the_first_frame_shows_no_rate_rather_than_zero() {
+        let app = busy_app(false);
+        for (w, h) in [(80, 24), (120, 40)] {
+            let text = screen(&app, w, h);
+            let row = line(&text, "SELECT o.id");
+            let first = row
+                .trim_start_matches(['│', ' '])
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            assert_eq!(first, "—", "calls/s before two refreshes: {row:?}\n{text}");
+            assert!(!text.contains("0.00"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_refused_token_is_said_in_the_header_not_up() {
+        let mut app = busy_app(true);
+        app.link = Link::Refused(401);
+        app.last_ok = None;
+        app.queries.clear();
+        app.queries_error = Some(
+            "the admin API refused the request (HTTP 401): give its token with --admin-token"
+                .into(),
+        );
+        for (w, h) in [(80, 24), (120, 40)] {
+            let text = screen(&app, w, h);
+            let header = text.lines().next().unwrap_or("");
+            assert!(header.contains("refused (HTTP 401)"), "{header:?}");
+            assert!(!header.contains(" up "), "{header:?}");
+        }
+    }
+
+    #[test]
+    fn columns_go_least_important_first() {
+        let cols = [Col::new(5, 10), Col::new(5, 30), Col::new(5, 20), flex(10)];
+        // All: 5+5+5+10 and three gaps.
+        assert_eq!(fit_columns(&cols, 28), [true, true, true, true]);
+        assert_eq!(fit_columns(&cols, 27), [false, true, true, true]);
+        assert_eq!(fit_columns(&cols, 21), [false, true, false, true]);
+        assert_eq!(fit_columns(&cols, 15), [false, false, false, true]);
+        // Never the flexible one, however narrow.
+        assert_eq!(fit_columns(&cols, 3), [false, false, false, true]);
+        // Equals: the rightmost goes first.
+        let even = [Col::new(4, 1), Col::new(4, 1), flex(4)];
+        assert_eq!(fit_columns(&even, 9), [true, false, true]);
+    }
+
     #[test]
     fn number_formats() {
         assert_eq!(fmt_ms(0.0458), "0.046");
         assert_eq!(fmt_ms(56.5), "56.50");
         assert_eq!(fmt_ms(1234.56), "1234.6");
         assert_eq!(fmt_ms(f64::NAN), "-");
-        assert_eq!(fmt_rate(None), "-");
+        assert_eq!(fmt_rate(None), "—");
         assert_eq!(fmt_rate(Some(1500.2)), "1500");
         assert_eq!(clock("garbage"), "garbage");
     }
