@@ -529,3 +529,17 @@ async fn shutdown_signals(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dashboard_url;
+
+    #[test]
+    fn the_dashboard_url_of_a_listener_on_every_address_is_loopback() {
+        let url = |addr: &str| dashboard_url(addr.parse().unwrap());
+        assert_eq!(url("127.0.0.1:9930"), "http://127.0.0.1:9930/");
+        assert_eq!(url("10.1.2.3:9930"), "http://10.1.2.3:9930/");
+        assert_eq!(url("0.0.0.0:9930"), "http://127.0.0.1:9930/");
+        assert_eq!(url("[::]:9930"), "http://[::1]:9930/");
+    }
+}

@@ -74,7 +74,8 @@ fn parse_version(name: &str) -> Option<Vec<u32>> {
     name.split('.').map(|part| part.parse().ok()).collect()
 }
 
-fn has_programs(dir: &Path) -> bool {
+/// Whether `dir` holds the programs the demo runs.
+pub fn has_programs(dir: &Path) -> bool {
     PROGRAMS.iter().all(|p| is_executable(&dir.join(p)))
 }
 

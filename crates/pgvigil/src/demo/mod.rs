@@ -98,7 +98,8 @@ pub fn run(args: DemoArgs) -> ExitCode {
 
 fn run_demo(args: DemoArgs) -> Result<()> {
     let bindir = match &args.pg_bin {
-        Some(dir) => dir.clone(),
+        Some(dir) if locate::has_programs(dir) => dir.clone(),
+        Some(dir) => anyhow::bail!("--pg-bin {}: no initdb and postgres there", dir.display()),
         None => locate::find_bindir(
             std::env::var_os("PATH").as_deref(),
             Path::new("/usr/lib/postgresql"),
