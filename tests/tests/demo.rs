@@ -1,8 +1,10 @@
-//! `pgvigil demo`, the README's first command: the real binary creates its
-//! own throwaway PostgreSQL, serves the dashboard and `/metrics` while its
-//! workload runs, reports an N+1 loop, a slow statement and errors at the
-//! end, and removes its cluster when it stops, by `--duration` or by a
-//! signal.
+//! `pgvigil demo`, through the README's first command (`scripts/demo.sh`,
+//! which installs PostgreSQL if needed and runs the subcommand; here with
+//! `PGVIGIL_BIN` pointing at the binary under test instead of a release
+//! build): it creates its own throwaway PostgreSQL, serves the dashboard
+//! and `/metrics` while its workload runs, reports an N+1 loop, a slow
+//! statement and errors at the end, and removes its cluster when it stops,
+//! by `--duration` or by a signal.
 //!
 //! The demo runs with fewer clients than its default (the test machine has
 //! two cores shared with the rest of the suite); every page type still
@@ -28,7 +30,33 @@ const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 /// PostgreSQL shut down.
 const STOP_LIMIT: Duration = Duration::from_secs(90);
 
-/// A `pgvigil demo` process with its output in files.
+/// What the README's first line runs.
+const README_FIRST_COMMAND: &str = "scripts/demo.sh";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+#[test]
+fn the_readme_starts_with_the_demo() -> Result<()> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md"))?;
+    let first = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.lines().next())
+        .context("the README has no sh block")?;
+    ensure!(
+        first.split_whitespace().next() == Some(README_FIRST_COMMAND),
+        "the README's first command is not {README_FIRST_COMMAND}: {first}"
+    );
+    Ok(())
+}
+
+/// A `pgvigil demo` process (started by the README's first command) with
+/// its output in files.
 struct Demo {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -42,8 +70,8 @@ impl Demo {
             .context("creating the test's temporary directory")?;
         let stdout = std::fs::File::create(dir.path().join("stdout"))?;
         let stderr = std::fs::File::create(dir.path().join("stderr"))?;
-        let mut cmd = Command::new(binary_path());
-        cmd.arg("demo")
+        let mut cmd = Command::new(repo_root().join(README_FIRST_COMMAND));
+        cmd.env("PGVIGIL_BIN", binary_path())
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
