@@ -171,6 +171,30 @@ impl Drop for Demo {
     }
 }
 
+/// Runs a command line the demo printed (a psql command); its output,
+/// prefixed with the line. Fails when the command does.
+async fn run_printed(line: &str) -> Result<String> {
+    ensure!(line.starts_with("psql "), "not a psql line: {line}");
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {line}"))?;
+    let text = format!(
+        "$ {line}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success(),
+        "a command the demo printed failed:\n{text}"
+    );
+    Ok(text)
+}
+
 /// The admin port of a `http://127.0.0.1:PORT/` URL.
 fn port_of(url: &str) -> Result<u16> {
     url.strip_prefix("http://127.0.0.1:")
@@ -235,6 +259,22 @@ async fn the_demo_serves_its_dashboard_reports_what_it_saw_and_removes_its_clust
             ensure!(
                 metrics.body.contains("pgvigil_build_info"),
                 "/metrics lacks pgvigil_build_info"
+            );
+
+            // The command lines it prints work as printed. stdin is empty:
+            // psql logs in, reads the end of its input and exits 0.
+            let app = demo.banner_field("the shop's db ").await?;
+            run_printed(&app).await?;
+            let console = demo.banner_field("admin console ").await?;
+            let pools = run_printed(&console).await?;
+            ensure!(
+                pools.contains("appdb"),
+                "{console} printed no pool of appdb:\n{pools}"
+            );
+            let top = demo.banner_field("terminal view ").await?;
+            ensure!(
+                top.ends_with(&format!(" top --admin 127.0.0.1:{port}")),
+                "the terminal view line does not watch this demo: {top}"
             );
 
             let status = demo.wait().await?;
