@@ -85,8 +85,13 @@ impl Cluster {
             cmd.uid(uid).gid(gid);
         }
         // The postgres user may not be able to enter the caller's
-        // working directory.
-        cmd.current_dir(&self.dir).env("LC_ALL", "C");
+        // working directory. A process group of its own: Ctrl-C in a
+        // terminal signals the whole foreground group, and initdb or the
+        // server must not die of it while the demo winds down in order
+        // (clients, pgvigil, then the cluster).
+        cmd.current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .process_group(0);
         cmd
     }
 
@@ -157,11 +162,7 @@ impl Cluster {
             .arg(&self.data)
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log file")?)
-            .stderr(log)
-            // Ctrl-C in a terminal signals the whole foreground process
-            // group; the server must stay up until the demo has stopped
-            // its clients and pgvigil, then it is stopped in turn.
-            .process_group(0);
+            .stderr(log);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure calls only async-signal-safe functions
         // (prctl, getppid, _exit).
