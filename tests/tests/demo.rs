@@ -4,7 +4,8 @@
 //! build): it creates its own throwaway PostgreSQL, serves the dashboard
 //! and `/metrics` while its workload runs, reports an N+1 loop, a slow
 //! statement and errors at the end, and removes its cluster when it stops,
-//! by `--duration` or by a signal.
+//! by `--duration` or by a signal. The summary also carries the advisor's
+//! index for the lookup without one.
 //!
 //! The demo runs with fewer clients than its default (the test machine has
 //! two cores shared with the rest of the suite); every page type still
@@ -304,6 +305,11 @@ async fn the_demo_serves_its_dashboard_reports_what_it_saw_and_removes_its_clust
                     .lines()
                     .any(|l| l.contains(" errors in ") && l.contains("INSERT INTO customers")),
                 "the summary names no failing statement:\n{report}"
+            );
+            // The tracking page's lookup has no index: the advisor says so.
+            ensure!(
+                report.contains("CREATE INDEX CONCURRENTLY ON shipment_events (tracking_code)"),
+                "the summary has no index advice for the unindexed lookup:\n{report}"
             );
             ensure_removed(&cluster_dir, &demo)
         },

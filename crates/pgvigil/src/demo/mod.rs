@@ -452,3 +452,28 @@ fn say(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_pools_in_transaction_mode_with_the_advisor_on_and_room_for_its_clients() {
+        let listen: SocketAddr = "127.0.0.1:6432".parse().unwrap();
+        let admin: SocketAddr = "127.0.0.1:9930".parse().unwrap();
+        let config = demo_config(listen, admin, 5433, 300).unwrap();
+        assert_eq!(config.listen, listen);
+        assert_eq!(config.admin_listen, admin);
+        assert!(config.max_client_conn >= 302, "{}", config.max_client_conn);
+        assert_eq!(config.admin_users, [APP_USER]);
+        assert!(config.advisor.enabled);
+        assert_eq!(
+            config.advisor.interval,
+            Duration::from_secs(ADVISOR_INTERVAL_S)
+        );
+        let db = &config.databases[APP_DB];
+        assert_eq!((db.host.as_str(), db.port), ("127.0.0.1", 5433));
+        assert_eq!(db.pool.pool_mode, pgvigil_config::PoolMode::Transaction);
+        assert_eq!(db.pool.pool_size, POOL_SIZE);
+    }
+}
