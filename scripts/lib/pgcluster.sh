@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by scripts/demo.sh and benches/load/run.sh (sourced, not run):
+# Shared by the benchmarks (benches/) and scripts/client-suites.sh (sourced, not run):
 # a throwaway PostgreSQL 15 cluster in a temporary folder, run as the
 # postgres user when the caller is root, plus the small helpers both use.
 #

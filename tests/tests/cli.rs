@@ -155,6 +155,16 @@ async fn logs_listening_line_and_exits_0_on_sigterm() -> Result<()> {
             "stderr lacks `{listening}`:\n{}",
             vigil.stderr()
         );
+        // The same line says where the dashboard is, as a URL to open.
+        let dashboard = format!("dashboard http://127.0.0.1:{}/", vigil.admin_port());
+        ensure!(
+            vigil
+                .stderr()
+                .lines()
+                .any(|l| l.contains(&listening) && l.contains(&dashboard)),
+            "the `listening on` line does not name `{dashboard}`:\n{}",
+            vigil.stderr()
+        );
         drop(client);
         let status = vigil.terminate(Duration::from_secs(10))?;
         ensure!(

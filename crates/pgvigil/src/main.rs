@@ -1,6 +1,8 @@
 //! The `pgvigil` binary: flags and config file in, a running proxy out;
-//! `pgvigil top` watches a running one.
+//! `pgvigil top` watches a running one; `pgvigil demo` runs one in front of
+//! a throwaway PostgreSQL with a workload to watch.
 
+mod demo;
 mod top;
 
 use std::path::PathBuf;
@@ -169,6 +171,9 @@ struct Cli {
 enum Command {
     /// Live terminal view of a running pgvigil (top queries, pools, slow and N+1 events).
     Top(top::TopArgs),
+    /// A throwaway PostgreSQL, pgvigil in front of it and a shop's workload,
+    /// with the dashboard to watch; Ctrl-C removes everything.
+    Demo(demo::DemoArgs),
 }
 
 fn parse_on_off(text: &str) -> Result<bool, String> {
@@ -236,8 +241,10 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
-    if let Some(Command::Top(args)) = cli.command {
-        return top::run(args);
+    match cli.command.take() {
+        Some(Command::Top(args)) => return top::run(args),
+        Some(Command::Demo(args)) => return demo::run(args),
+        None => {}
     }
     if let Err(e) = read_admin_token_file(&mut cli) {
         eprintln!("pgvigil: {e}");
@@ -339,67 +346,120 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
     }
     .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listen = config.listen;
-        let admin_listen = config.admin_listen;
-        let max_query_series = config.metrics.max_query_series;
-        let duration_buckets: std::sync::Arc<[f64]> =
-            config.metrics.duration_buckets.clone().into();
-        let admin_token = config.admin_token.clone();
-        let metrics_require_token = config.metrics_require_token;
-        let admin_allowed_hosts = config.admin_allowed_hosts.clone();
         // Handlers exist before the listener does: a signal that arrives
         // as soon as clients can connect must not meet its default
         // action (which ends the process).
         let signals = Signals::register();
-        let proxy = Proxy::bind(config)
-            .await
-            .with_context(|| format!("binding the client listener on {listen}"))?;
-        let admin = tokio::net::TcpListener::bind(admin_listen)
-            .await
-            .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
-        proxy.set_reloader(Box::new(move || {
-            load_config(&cli).map_err(|e| e.to_string())
-        }));
-        let reload_on_hangup = tokio::spawn(reload_on_sighup(signals.hangup, proxy.control()));
-        let addr = proxy.local_addr()?;
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            admin = %admin.local_addr()?,
-            "listening on {addr}"
-        );
-        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = pgvigil_admin::AdminState {
-            insight: proxy.insight(),
-            pools: {
-                let control = proxy.control();
-                std::sync::Arc::new(move || control.pools())
-            },
-            max_query_series,
-            duration_buckets,
-            token: admin_token.map(|t| t.0.into()),
-            metrics_require_token,
-            listen: admin.local_addr()?,
-            allowed_hosts: admin_allowed_hosts.into(),
-            health: proxy.health(),
-            advisor: proxy.advisor(),
-        };
-        let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
-            let _ = admin_stopped.await;
-        }));
         let (requests, shutdown_requests) = tokio::sync::mpsc::unbounded_channel();
-        let signals = tokio::spawn(shutdown_signals(signals.shutdown, requests));
-        proxy.run(shutdown_requests).await;
-        signals.abort();
-        reload_on_hangup.abort();
-        let _ = stop_admin.send(());
-        match admin_task.await {
-            Ok(Err(e)) => tracing::warn!("admin listener: {e}"),
-            Err(e) => tracing::warn!("admin listener task: {e}"),
-            Ok(Ok(())) => {}
-        }
-        tracing::info!("stopped");
-        Ok(())
+        let signals_task = tokio::spawn(shutdown_signals(signals.shutdown, requests));
+        let reloader: pgvigil_proxy::Reloader =
+            Box::new(move || load_config(&cli).map_err(|e| e.to_string()));
+        let result = serve(
+            config,
+            Some(reloader),
+            signals.hangup,
+            shutdown_requests,
+            |_| {},
+        )
+        .await;
+        signals_task.abort();
+        result
     })
+}
+
+/// Where a started server can be reached.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Listening {
+    pub client: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
+/// The dashboard's address as a browser on this host reaches it: a
+/// listener on every address (0.0.0.0, [::]) is not a place to browse to.
+pub(crate) fn dashboard_url(admin: std::net::SocketAddr) -> String {
+    let ip = match admin.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}/", std::net::SocketAddr::new(ip, admin.port()))
+}
+
+/// The server itself, shared by the plain command and `pgvigil demo` (which
+/// runs it in-process, in front of its throwaway cluster): binds both
+/// listeners, calls `ready` once clients can connect, and returns after a
+/// request on `shutdown` has run its course.
+pub(crate) async fn serve(
+    config: Config,
+    reloader: Option<pgvigil_proxy::Reloader>,
+    hangup: Option<tokio::signal::unix::Signal>,
+    shutdown: tokio::sync::mpsc::UnboundedReceiver<pgvigil_proxy::Shutdown>,
+    ready: impl FnOnce(Listening),
+) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let admin_listen = config.admin_listen;
+    let max_query_series = config.metrics.max_query_series;
+    let duration_buckets: std::sync::Arc<[f64]> = config.metrics.duration_buckets.clone().into();
+    let admin_token = config.admin_token.clone();
+    let metrics_require_token = config.metrics_require_token;
+    let admin_allowed_hosts = config.admin_allowed_hosts.clone();
+    let proxy = Proxy::bind(config)
+        .await
+        .with_context(|| format!("binding the client listener on {listen}"))?;
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
+    if let Some(reloader) = reloader {
+        proxy.set_reloader(reloader);
+    }
+    let reload_on_hangup = tokio::spawn(reload_on_sighup(hangup, proxy.control()));
+    let addr = proxy.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    // The dashboard is what a newcomer wants to open: the line names it
+    // as a URL, not only as the listener's address.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        admin = %admin_addr,
+        "listening on {addr}, dashboard {}",
+        dashboard_url(admin_addr)
+    );
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = pgvigil_admin::AdminState {
+        insight: proxy.insight(),
+        pools: {
+            let control = proxy.control();
+            std::sync::Arc::new(move || control.pools())
+        },
+        max_query_series,
+        duration_buckets,
+        token: admin_token.map(|t| t.0.into()),
+        metrics_require_token,
+        listen: admin_addr,
+        allowed_hosts: admin_allowed_hosts.into(),
+        health: proxy.health(),
+        advisor: proxy.advisor(),
+    };
+    let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
+        let _ = admin_stopped.await;
+    }));
+    ready(Listening {
+        client: addr,
+        admin: admin_addr,
+    });
+    proxy.run(shutdown).await;
+    reload_on_hangup.abort();
+    let _ = stop_admin.send(());
+    match admin_task.await {
+        Ok(Err(e)) => tracing::warn!("admin listener: {e}"),
+        Err(e) => tracing::warn!("admin listener task: {e}"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// The signals pgvigil acts on, registered in one place.
@@ -467,5 +527,19 @@ async fn shutdown_signals(
         if requests.send(mode).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dashboard_url;
+
+    #[test]
+    fn the_dashboard_url_of_a_listener_on_every_address_is_loopback() {
+        let url = |addr: &str| dashboard_url(addr.parse().unwrap());
+        assert_eq!(url("127.0.0.1:9930"), "http://127.0.0.1:9930/");
+        assert_eq!(url("10.1.2.3:9930"), "http://10.1.2.3:9930/");
+        assert_eq!(url("0.0.0.0:9930"), "http://127.0.0.1:9930/");
+        assert_eq!(url("[::]:9930"), "http://[::1]:9930/");
     }
 }
