@@ -36,6 +36,10 @@ WORKLOAD_TITLES = {
     "tpcb-like": "TPC-B-like (default script)",
     LIST_WORKLOAD: f"list page: SELECT of {LIST_ROWS} consecutive pgbench_accounts rows (custom script)",
 }
+# Many connected, mostly idle clients at a fixed transaction rate: what a client
+# costs while it sits there, and whether latency grows with the number connected.
+MANY_CLIENTS = "many-clients"
+WORKLOAD_TITLES[MANY_CLIENTS] = "many clients at a fixed rate (pgbench -S -R)"
 LOG_LINES_TARGET = 200_000  # per run, across both pgbench threads, at most about this many
 
 
@@ -76,18 +80,25 @@ def alive(pid):
 
 
 class RssSampler(threading.Thread):
-    """Largest VmRSS of a process, sampled every 0.2 s while a run lasts."""
+    """VmRSS of a process, sampled every 0.2 s while a run lasts: the largest, and
+    the median of the last third of the run (steady state: every client connected)."""
 
     def __init__(self, pid):
         super().__init__(daemon=True)
         self.pid, self.peak_kib, self.stop = pid, 0, threading.Event()
+        self.samples = []
 
     def run(self):
         while not self.stop.is_set():
             st = read_status(self.pid)
             if st and st["VmRSS"]:
                 self.peak_kib = max(self.peak_kib, st["VmRSS"])
+                self.samples.append(st["VmRSS"])
             self.stop.wait(0.2)
+
+    def steady_kib(self):
+        tail = self.samples[len(self.samples) * 2 // 3:]
+        return statistics.median(tail) if tail else None
 
 
 def http_json(port, path):
@@ -196,6 +207,10 @@ def build_cells(env):
     for w in ("tpcb-like", LIST_WORKLOAD):
         if w in chosen:
             cells += [{"workload": w, "mode": m, "clients": 32} for m in modes]
+    if MANY_CLIENTS in chosen:
+        cells += [{"workload": MANY_CLIENTS, "mode": "simple", "clients": int(n), "rate": env["rate"],
+                   "reps": 1}
+                  for n in str(env["many_clients"]).split(",") if n]
     return cells
 
 
@@ -214,10 +229,22 @@ def list_script(env):
 def workload_flags(env, workload):
     if workload == LIST_WORKLOAD:
         return ["-f", list_script(env)]
+    if workload == MANY_CLIENTS:
+        return ["-S"]
     return WORKLOAD_FLAGS[workload]
 
 
+def run_seconds(env, cell):
+    """pgbench -T: the many-clients runs also leave time for every client to log in
+    (SCRAM, one after another per pgbench thread), which -T counts."""
+    if cell["workload"] == MANY_CLIENTS:
+        return env["duration"] + math.ceil(cell["clients"] / 100)
+    return env["duration"]
+
+
 def skip_reason(env, target, cell):
+    if cell["workload"] == MANY_CLIENTS and target["name"] == "direct":
+        return "not a pooler: many-clients compares the poolers"
     # Leave room for superuser_reserved_connections (3) and a few spare.
     if target["name"] == "direct" and cell["clients"] > env["pg_max_connections"] - 8:
         return f"more clients than max_connections={env['pg_max_connections']}"
@@ -245,17 +272,20 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
     prefix = os.path.join(logdir, f"{target['name']}-{cell['mode']}-{cell['clients']}-{rep}")
     cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(target["port"]), "-U", "app", "-n",
            *workload_flags(env, cell["workload"]), "-M", cell["mode"],
-           "-c", str(cell["clients"]), "-j", str(env["threads"]), "-T", str(env["duration"]),
+           "-c", str(cell["clients"]), "-j", str(env["threads"]), "-T", str(run_seconds(env, cell)),
            "--log", f"--log-prefix={prefix}", f"--sampling-rate={sampling_rate}", "appdb"]
+    if cell.get("rate"):
+        cmd[-1:-1] = ["-R", str(cell["rate"])]
     if cell["workload"] == "tpcb-like":
         reset_tpcb(env)
-    sampler = RssSampler(target["pid"]) if target.get("pid") else None
+    rss_pid = target.get("pid") or target.get("cpu_pid")
+    sampler = RssSampler(rss_pid) if rss_pid else None
     if sampler:
         sampler.start()
     cpu_pid = target.get("pid") or target.get("cpu_pid")
     cpu_before = cpu_seconds(cpu_pid) if cpu_pid else None
     started = time.time()
-    timeout = env["duration"] * 3 + 180
+    timeout = run_seconds(env, cell) * 3 + 180
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                            env=pgbench_env(env))
@@ -293,7 +323,8 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
         res["stderr"] = errors[:5] + ([f"... {len(errors) - 5} more lines"] if len(errors) > 5 else [])
     if sampler:
         res["rss_peak_kib"] = sampler.peak_kib
-        st = read_status(target["pid"])
+        res["rss_steady_kib"] = sampler.steady_kib()
+        st = read_status(rss_pid)
         res["vmhwm_kib"] = st["VmHWM"] if st else None
         res["process_alive"] = st is not None
     return res
@@ -371,7 +402,7 @@ def cmd_run(env_path):
                         "-c", "8", "-j", "2", "-T", "3", "appdb"], capture_output=True,
                        env=pgbench_env(env))
 
-    total = len(cells) * env["reps"] * len(targets)
+    total = sum(c.get("reps", env["reps"]) for c in cells) * len(targets)
     n = 0
     for cell in cells:
         entry = dict(cell, runs={t["name"]: [] for t in targets}, skipped={})
@@ -379,7 +410,9 @@ def cmd_run(env_path):
         # Bounded log volume: about LOG_LINES_TARGET lines for a run at 40k tps.
         rate = min(1.0, LOG_LINES_TARGET / (40_000 * env["duration"]))
         rate = float(f"{rate:.3g}")
-        for rep in range(env["reps"]):
+        if cell.get("rate"):
+            rate = 1.0  # a fixed rate: every transaction's latency is kept
+        for rep in range(cell.get("reps", env["reps"])):
             for t in targets:  # interleaved: A B C D A B C D ...
                 n += 1
                 tag = f"[{n}/{total}] {cell['workload']} -M {cell['mode']} -c {cell['clients']} " \
@@ -449,7 +482,7 @@ def med(values):
 def summarize(raw):
     cells = []
     for c in raw["cells"]:
-        s = {k: c[k] for k in ("workload", "mode", "clients")}
+        s = {k: c[k] for k in ("workload", "mode", "clients", "rate") if k in c}
         s["targets"] = {}
         for name in TARGET_ORDER:
             runs = c["runs"].get(name, [])
@@ -477,6 +510,9 @@ def summarize(raw):
                 )
                 if any("rss_peak_kib" in r for r in ok):
                     t["rss_peak_mb"] = round(max(r.get("rss_peak_kib", 0) for r in ok) / 1024, 1)
+                steady = med([r.get("rss_steady_kib") for r in ok])
+                if steady:
+                    t["rss_steady_kib"] = steady
             s["targets"][name] = t
         tps = {n: v.get("tps") for n, v in s["targets"].items() if v.get("status") == "ok"}
 
@@ -743,26 +779,178 @@ def esc(s):
     return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# --------------------------------------------------------------------------- many clients
+
+MANY_TARGETS = ["pgbouncer", "pgvigil", "pgvigil_off"]
+
+
+def many_clients_summary(cells):
+    """One row per client count: each pooler's steady RSS, latency and connect time,
+    and the ratios the targets are stated in; then the RSS slope per client."""
+    rows = []
+    for c in sorted(cells, key=lambda c: c["clients"]):
+        row = {"clients": c["clients"], "rate": c.get("rate")}
+        for name in MANY_TARGETS:
+            t = c["targets"].get(name)
+            if not t:
+                continue
+            row[name] = {k: t.get(k) for k in ("status", "tps", "latency_avg_ms", "latency_p99_ms",
+                                                 "connect_ms", "rss_steady_kib", "rss_peak_mb",
+                                                 "failed_transactions", "detail")
+                         if t.get(k) is not None}
+        v, b = row.get("pgvigil", {}), row.get("pgbouncer", {})
+
+        def ratio(key):
+            return round(v[key] / b[key], 3) if v.get(key) and b.get(key) else None
+
+        row["ratios"] = {"avg_latency": ratio("latency_avg_ms"), "p99_latency": ratio("latency_p99_ms"),
+                         "rss": ratio("rss_steady_kib"), "connect_time": ratio("connect_ms")}
+        rows.append(row)
+    slope = {}
+    by_n = {r["clients"]: r for r in rows}
+    lo, hi = (1000, 10000) if 1000 in by_n and 10000 in by_n else (
+        (min(by_n), max(by_n)) if len(by_n) >= 2 else (None, None))
+    if lo is not None:
+        for name in MANY_TARGETS:
+            a = by_n[lo].get(name, {}).get("rss_steady_kib")
+            z = by_n[hi].get(name, {}).get("rss_steady_kib")
+            if a and z:
+                slope[name] = round((z - a) / (hi - lo), 2)
+    return {"rows": rows, "rss_slope_kib_per_client": slope, "slope_between": [lo, hi]}
+
+
+def many_clients_checks(many):
+    out = []
+
+    def add(name, ok, value):
+        out.append({"target": name, "pass": ok, "measured": value})
+
+    lo, hi = many["slope_between"]
+    sl = many["rss_slope_kib_per_client"].get("pgvigil")
+    if sl is not None:
+        add(f"pgvigil RSS per idle client <= 2 KiB (slope {lo} to {hi} clients)", sl <= 2.0,
+            f"{sl:.2f} KiB (PgBouncer {many['rss_slope_kib_per_client'].get('pgbouncer', '-')} KiB)")
+    for r in many["rows"]:
+        n, q = r["clients"], r["ratios"]
+        v, b = r.get("pgvigil", {}), r.get("pgbouncer", {})
+        if n == max(x["clients"] for x in many["rows"]) and q["rss"] is not None:
+            add(f"pgvigil RSS <= 3x PgBouncer's at {n} clients", q["rss"] <= 3.0, f"{q['rss']:.2f}x")
+        for key, label_ in (("avg_latency", "average"), ("p99_latency", "p99")):
+            if q[key] is not None:
+                add(f"{n} clients at {r['rate']} tx/s: {label_} latency <= 1.1x PgBouncer's",
+                    q[key] <= 1.1, f"{q[key]:.2f}x")
+        if v:
+            errs = v.get("failed_transactions", 0) if v.get("status") == "ok" else "aborts"
+            add(f"{n} clients log in (SCRAM) and run without errors", errs == 0,
+                f"errors {errs}; all connected in {fmt((v.get('connect_ms') or 0) / 1000, 1)} s "
+                f"(PgBouncer {fmt((b.get('connect_ms') or 0) / 1000, 1)} s)")
+    return out
+
+
+def render_many_clients(many):
+    def mb(t):
+        return fmt(t["rss_steady_kib"] / 1024, 1) if t.get("rss_steady_kib") else "-"
+
+    def ms(t, key):
+        return fmt(t.get(key), 3) if t.get("status") == "ok" else t.get("status", "-")
+
+    lines = ["many clients: pgbench -S -n -j 2 -R RATE, N clients, SCRAM, transaction mode; "
+             "RSS = median VmRSS over the last third of the run (all clients connected)",
+             f"{'clients':>7} | {'RSS MB pgvigil':>14} {'pgbouncer':>9} {'pgv-off':>7} | "
+             f"{'avg ms pgvigil':>14} {'pgbouncer':>9} {'ratio':>5} | {'p99 ms pgvigil':>14} "
+             f"{'pgbouncer':>9} {'ratio':>5} | {'connect s pgvigil':>17} {'pgbouncer':>9}"]
+    for r in many["rows"]:
+        v, b, o, q = r.get("pgvigil", {}), r.get("pgbouncer", {}), r.get("pgvigil_off", {}), r["ratios"]
+        lines.append(
+            f"{r['clients']:>7} | {mb(v):>14} {mb(b):>9} {mb(o):>7} | {ms(v, 'latency_avg_ms'):>14} "
+            f"{ms(b, 'latency_avg_ms'):>9} {fmt(q['avg_latency'], 2):>5} | "
+            f"{ms(v, 'latency_p99_ms'):>14} {ms(b, 'latency_p99_ms'):>9} {fmt(q['p99_latency'], 2):>5} | "
+            f"{fmt((v.get('connect_ms') or 0) / 1000, 1):>17} {fmt((b.get('connect_ms') or 0) / 1000, 1):>9}")
+    sl = many["rss_slope_kib_per_client"]
+    if sl:
+        lo, hi = many["slope_between"]
+        lines.append(f"RSS per connected client (slope {lo} to {hi}): "
+                     + ", ".join(f"{SHORT[n]} {v:.2f} KiB" for n, v in sl.items()))
+    return "\n".join(lines)
+
+
+def svg_many_clients(meta, many):
+    """Two panels, RSS and average latency against the number of clients, a line per pooler."""
+    rows = many["rows"]
+    w, h, left, top, pw, ph, gap = 900, 420, 70, 60, 360, 280, 90
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
+           f'font-size="12">',
+           f'<text x="{left}" y="22" font-size="15">pgvigil vs PgBouncer with many clients at '
+           f'{rows[0]["rate"] if rows else "?"} tx/s (pgbench -S, SCRAM, transaction mode, pool '
+           f'{meta.get("pool_size")})</text>',
+           f'<text x="{left}" y="40" fill="#555">commit {meta.get("pgvigil_commit")} · '
+           f'{meta.get("started")}</text>']
+    ns = [r["clients"] for r in rows]
+    if not ns:
+        return "\n".join(out + ["</svg>"])
+    lx = [math.log10(n) for n in ns]
+    x0, x1 = min(lx), max(lx) if max(lx) > min(lx) else min(lx) + 1
+    for pi, (title, key, scale) in enumerate((("RSS (MB)", "rss_steady_kib", 1 / 1024),
+                                             ("average latency (ms)", "latency_avg_ms", 1))):
+        px = left + pi * (pw + gap)
+        vals = [r.get(t, {}).get(key) for r in rows for t in MANY_TARGETS]
+        vmax = max([v * scale for v in vals if v] or [1]) * 1.1
+        out.append(f'<text x="{px}" y="{top - 6}" font-weight="bold">{title}</text>')
+        out.append(f'<rect x="{px}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>')
+        for frac in (0, 0.5, 1):
+            y = top + ph - frac * ph
+            out.append(f'<text x="{px - 6}" y="{y + 4:.0f}" text-anchor="end" fill="#555">'
+                       f'{vmax * frac:.3g}</text>')
+        for n, l in zip(ns, lx):
+            x = px + (l - x0) / (x1 - x0) * pw
+            out.append(f'<text x="{x:.0f}" y="{top + ph + 16}" text-anchor="middle" fill="#555">{n}</text>')
+        for ti, t in enumerate(MANY_TARGETS):
+            pts = [(px + (l - x0) / (x1 - x0) * pw, top + ph - r.get(t, {}).get(key) * scale / vmax * ph)
+                   for r, l in zip(rows, lx) if r.get(t, {}).get(key)]
+            if pts:
+                out.append(f'<polyline fill="none" stroke="{COLORS[t]}" stroke-width="2" points="'
+                           + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+                out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{COLORS[t]}"/>' for x, y in pts]
+            out.append(f'<rect x="{left + ti * 160}" y="{h - 22}" width="12" height="12" fill="{COLORS[t]}"/>'
+                       f'<text x="{left + ti * 160 + 16}" y="{h - 12}">{SHORT[t]}</text>')
+        out.append(f'<text x="{px + pw / 2:.0f}" y="{top + ph + 34}" text-anchor="middle" fill="#555">'
+                   f'clients connected (log scale)</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
 def cmd_report(raw_path):
     with open(raw_path) as f:
         raw = json.load(f)
     out_dir = os.path.dirname(os.path.abspath(raw_path))
-    cells = summarize(raw)
+    summarized = summarize(raw)
+    cells = [c for c in summarized if c["workload"] != MANY_CLIENTS]
+    many = many_clients_summary([c for c in summarized if c["workload"] == MANY_CLIENTS])
     final = raw.get("final", {})
     problems = log_problems(out_dir)
-    ch = checks(cells, final)
+    ch = checks(cells, final) + (many_clients_checks(many) if many else [])
     table = render_table(raw["meta"], cells, final, ch, problems)
+    if many:
+        table = render_many_clients(many) + "\n\n" + table if not cells else \
+            table + "\n\n" + render_many_clients(many)
     print()
     print(table)
     results = {"meta": raw["meta"], "cells": cells, "final": final, "pgvigil_log_problems": problems,
                "targets": ch}
+    if many:
+        results["many_clients"] = many
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(out_dir, "table.txt"), "w") as f:
         f.write(table + "\n")
-    with open(os.path.join(out_dir, "chart.svg"), "w") as f:
-        f.write(svg_chart(raw["meta"], cells))
-    print(f"\nwrote {out_dir}/results.json, chart.svg, table.txt, raw.json and the logs")
+    if cells:
+        with open(os.path.join(out_dir, "chart.svg"), "w") as f:
+            f.write(svg_chart(raw["meta"], cells))
+    if many:
+        with open(os.path.join(out_dir, "many-clients.svg"), "w") as f:
+            f.write(svg_many_clients(raw["meta"], many))
+    charts = ", ".join(n for n, on in (("chart.svg", cells), ("many-clients.svg", many)) if on)
+    print(f"\nwrote {out_dir}/results.json, {charts}, table.txt, raw.json and the logs")
 
 
 def main():

@@ -6,6 +6,7 @@
 #                       [--clients 8,32,256,1000] [--modes simple,extended,prepared]
 #                       [--workloads select-only,tpcb-like,list-100] [--no-tpcb]
 #                       [--upstream tcp|unix] [--tls] [--advisor-interval S]
+#                       [--many-clients 100,1000,5000,10000] [--rate 2000]
 #
 # One run:
 #   1. builds pgvigil (cargo build --release -p pgvigil),
@@ -25,6 +26,10 @@
 # in the temporary folder, PostgreSQL with ssl = on, both poolers requiring TLS
 # from clients and using it towards PostgreSQL, pgbench with PGSSLMODE=require
 # to every target (so "direct" is direct over TLS).
+# --workloads many-clients: pgbench -S at a fixed rate (--rate, 2000 tx/s) with
+# each of --many-clients connected clients, PgBouncer and both pgvigils once
+# each: steady RSS, latency and login time side by side (many-clients.svg).
+# It raises the open-files limit it needs (as root) or says why it cannot.
 # Details and the meaning of each column: benches/README.md, "Load benchmark".
 set -euo pipefail
 # The whole script is one brace group: bash reads it completely before running
@@ -47,7 +52,9 @@ MODES=""
 WORKLOADS=select-only,tpcb-like,list-100
 UPSTREAM_KIND=tcp
 TLS=0
-usage() { sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+MANY_CLIENTS=100,1000,5000,10000
+RATE=2000
+usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -61,6 +68,8 @@ while [ $# -gt 0 ]; do
         --upstream) UPSTREAM_KIND=$2; shift ;;
         --tls) TLS=1 ;;
         --advisor-interval) ADVISOR_INTERVAL=$2; shift ;;
+        --many-clients) MANY_CLIENTS=$2; shift ;;
+        --rate) RATE=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -84,6 +93,23 @@ fi
 
 POOL_SIZE=20
 MAX_CLIENT_CONN=2000
+# many-clients: room for its largest client count, and open files for it in
+# pgbench, both poolers and this script.
+case ",$WORKLOADS," in
+    *,many-clients,*)
+        MOST=$(echo "$MANY_CLIENTS" | tr ',' '\n' | sort -n | tail -n 1)
+        [ "$MOST" -le "$MAX_CLIENT_CONN" ] || MAX_CLIENT_CONN=$((MOST + 100))
+        NEED_FILES=$((MAX_CLIENT_CONN + 500))
+        if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$NEED_FILES" ]; then
+            ulimit -n "$NEED_FILES" 2>/dev/null || {
+                echo "many-clients needs $NEED_FILES open files per process (pgbench and each pooler);" \
+                    "the hard limit is $(ulimit -Hn): raise it (e.g. ulimit -Hn as root, or" \
+                    "LimitNOFILE) or pass a smaller --many-clients" >&2
+                exit 2
+            }
+        fi
+        ;;
+esac
 PG_MAX_CONNECTIONS=1100
 SCALE=10
 FILL_FINGERPRINTS=5000
@@ -340,6 +366,8 @@ cat >"$TMP/env.json" <<EOF
   "upstream": "$UPSTREAM_KIND",
   "tls": $([ "$TLS" -eq 1 ] && echo true || echo false),
   "advisor_interval": "${ADVISOR_INTERVAL:-default}",
+  "many_clients": "$MANY_CLIENTS",
+  "rate": $RATE,
   "threads": 2,
   "scale": $SCALE,
   "pool_size": $POOL_SIZE,
