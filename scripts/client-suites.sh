@@ -8,7 +8,11 @@
 #       [--psycopg-src DIR] [--node-postgres-src DIR] [--targets direct,session,transaction]
 #       [-k EXPR] [-m EXPR] [--psycopg-tests PATHS] [--sqlalchemy-tests PATHS]
 #       [--node-tests REGEX] [--suite-timeout S] [--test-timeout S] [--no-build]
+#       [--session-server-lifetime S]
 #
+# --session-server-lifetime 0 uses each session-mode server connection once
+# (PgBouncer's meaning of server_lifetime = 0): every session gets a backend,
+# and a pid, of its own, as on a direct connection.
 # psycopg's and node-postgres's tests live only in their source repositories
 # (github.com/psycopg/psycopg, github.com/brianc/node-postgres): give the path
 # of a checkout with --psycopg-src / --node-postgres-src (or $PSYCOPG_SRC /
@@ -55,6 +59,7 @@ COMMAND="scripts/client-suites.sh${*:+ $*}"
 OUT=""
 ONLY=psycopg,sqlalchemy,node
 TARGETS=direct,session,transaction
+SESSION_SERVER_LIFETIME=""
 PSYCOPG_SRC=${PSYCOPG_SRC:-}
 NODE_POSTGRES_SRC=${NODE_POSTGRES_SRC:-}
 K_EXPR=""
@@ -83,6 +88,7 @@ while [ $# -gt 0 ]; do
         --suite-timeout) SUITE_TIMEOUT=$2; shift ;;
         --test-timeout) TEST_TIMEOUT=$2; shift ;;
         --no-build) BUILD=0 ;;
+        --session-server-lifetime) SESSION_SERVER_LIFETIME=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -226,6 +232,9 @@ write_config() { # mode port admin pool_size
             "$TMP/tls/server.crt" "$TMP/tls/server.key"
         printf 'server_tls_sslmode = "disable"\n\n'
         printf '[pool]\npool_mode = "%s"\npool_size = %s\nacquire_timeout = 60.0\n' "$1" "$4"
+        if [ "$1" = session ] && [ -n "$SESSION_SERVER_LIFETIME" ]; then
+            printf 'server_lifetime = %s\n' "$SESSION_SERVER_LIFETIME"
+        fi
         # Pinning is the point of the transaction-mode run; a cap the suites
         # never reach keeps it out of the results.
         printf 'max_pinned_clients = 200\npin_session_state = true\n\n'

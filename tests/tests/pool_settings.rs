@@ -400,6 +400,45 @@ async fn server_lifetime_recycles_connections_between_transactions_never_inside_
     .await
 }
 
+/// `server_lifetime = 0` uses each server connection once, as in
+/// PgBouncer: in session mode every new client gets a backend of its own
+/// and so a pid no earlier client had, as on a direct connection (what
+/// connection-pool libraries that check pids after a reconnect expect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_zero_gives_every_session_a_fresh_backend_and_pid() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = shared_cluster();
+        let direct = cluster.connect_direct().await?;
+        let vigil = Pgvigil::builder(cluster)
+            .pool_mode(PoolMode::Session)
+            .pool_size(2)
+            .arg("--server-lifetime")
+            .arg("0")
+            .spawn()
+            .await?;
+        let mut seen = BTreeSet::new();
+        for round in 0..4 {
+            let client = vigil.connect_app().await?;
+            let told = backend_pid(&client).await?;
+            ensure!(
+                seen.insert(told),
+                "session {round} got pid {told}, which an earlier session had"
+            );
+            drop(client);
+            // Its backend is closed, not pooled.
+            let closed = wait_until(
+                Duration::from_secs(5),
+                Duration::from_millis(50),
+                || async { Ok(!backend_exists(&direct, told).await?) },
+            )
+            .await?;
+            ensure!(closed, "backend {told} still exists after its session ended");
+        }
+        Ok(())
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------
 // 5. server_idle_timeout
 
