@@ -432,7 +432,10 @@ async fn server_lifetime_zero_gives_every_session_a_fresh_backend_and_pid() -> R
                 || async { Ok(!backend_exists(&direct, told).await?) },
             )
             .await?;
-            ensure!(closed, "backend {told} still exists after its session ended");
+            ensure!(
+                closed,
+                "backend {told} still exists after its session ended"
+            );
         }
         Ok(())
     })
