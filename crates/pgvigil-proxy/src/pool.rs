@@ -524,59 +524,52 @@ impl ServerPool {
         self.counters.wait.record(waited);
         let result = result.map(|(server, _)| server);
         match (&result, client) {
-            (Ok(server), Some(c)) => {
-                c.linked(Some(server.id));
-                if let Some(r) = &server.registration {
-                    r.entry.checked_out(Some(c.id), started_us);
-                }
-            }
-            (Ok(server), None) => {
-                if let Some(r) = &server.registration {
-                    r.entry.checked_out(None, started_us);
-                }
-            }
+            (Ok(server), client) => Self::checked_out(server, client, started_us),
             (Err(_), Some(c)) => c.linked(None),
             (Err(_), None) => {}
         }
         result
     }
 
+    /// SHOW CLIENTS and SHOW SERVERS learn who has the connection now.
+    fn checked_out(server: &ServerConn, client: Option<&Arc<ClientEntry>>, since_us: u64) {
+        if let Some(c) = client {
+            c.linked(Some(server.id));
+        }
+        if let Some(r) = &server.registration {
+            r.entry.checked_out(client.map(|c| c.id), since_us);
+        }
+    }
+
     /// The common checkout, without waiting: an idle connection that
     /// needs no health check, or None (the caller then waits in
-    /// `acquire_for`). Kept apart so that a session's future does not
-    /// hold the waiting machinery while its client is idle.
+    /// `acquire_for`). Synchronous, so that a transaction that finds a
+    /// connection at hand never enters (or allocates) the waiting path.
     pub(crate) fn try_acquire_now(
         self: &Arc<Self>,
         client: &Arc<ClientEntry>,
     ) -> Option<PooledServer> {
         let now = MonoTime::now();
-        let conn = {
+        let (conn, checks) = {
             let mut st = self.lock();
             if st.paused {
                 return None;
             }
-            let checks = Checks::of(&st.settings);
-            let fit = st.idle.last().is_some_and(|c| {
-                now.since(c.created) < checks.lifetime
-                    && now.since(c.last_used) < checks.check_delay
-            });
-            if !fit {
+            (st.idle.pop()?, Checks::of(&st.settings))
+        };
+        let conn = match self.validate(conn, checks, now) {
+            Validated::Fit(conn) => conn,
+            Validated::Unfit => return None,
+            // Left for `acquire_for`, which checks it.
+            Validated::Check(conn) => {
+                self.lock().idle.push(conn);
                 return None;
             }
-            st.idle.pop()?
         };
-        let mut conn = conn;
-        if !conn.looks_alive() {
-            self.discard(conn);
-            return None;
-        }
         self.counters.wait.record(std::time::Duration::ZERO);
         let now_us = unix_us(now);
         client.request_started(now_us);
-        client.linked(Some(conn.id));
-        if let Some(r) = &conn.registration {
-            r.entry.checked_out(Some(client.id), now_us);
-        }
+        Self::checked_out(&conn, Some(client), now_us);
         Some(self.guard(conn))
     }
 
@@ -616,7 +609,7 @@ impl ServerPool {
                     self.counters
                         .waiting_clients
                         .fetch_add(1, Ordering::Relaxed);
-                    let woken = Box::pin(tokio::time::timeout_at(deadline, resumed)).await;
+                    let woken = tokio::time::timeout_at(deadline, resumed).await;
                     self.counters
                         .waiting_clients
                         .fetch_sub(1, Ordering::Relaxed);
@@ -635,10 +628,7 @@ impl ServerPool {
                         rx: Some(rx),
                         pool: self,
                     };
-                    // Boxed, as every rare wait of a checkout is: a
-                    // client's session future holds its largest inline wait
-                    // for as long as the client stays connected.
-                    let got = Box::pin(waiter.wait_until(deadline, cancel)).await;
+                    let got = waiter.wait_until(deadline, cancel).await;
                     self.counters
                         .waiting_clients
                         .fetch_sub(1, Ordering::Relaxed);
@@ -656,7 +646,7 @@ impl ServerPool {
                         Validated::Unfit => None,
                         Validated::Check(conn) => {
                             wait = Wait::Some;
-                            Box::pin(self.health_check(conn, checks)).await
+                            self.health_check(conn, checks).await
                         }
                     };
                     if let Some(conn) = conn {
@@ -665,7 +655,8 @@ impl ServerPool {
                     wait = Wait::Some;
                 }
                 (Handoff::Slot, _) => {
-                    return Box::pin(self.open_in_slot())
+                    return self
+                        .open_in_slot()
                         .await
                         .map(|c| (self.guard(c), Wait::Some))
                 }
@@ -740,8 +731,8 @@ impl ServerPool {
     }
 
     /// Decides whether an idle connection may serve: not past its
-    /// lifetime, not closed under us, and answering a health check when it
-    /// sat idle longer than `server_check_delay`.
+    /// lifetime, not closed under us, and, when it sat idle longer than
+    /// `server_check_delay`, only after a health check.
     fn validate(&self, mut conn: Box<ServerConn>, checks: Checks, now: MonoTime) -> Validated {
         if now.since(conn.created) >= checks.lifetime || !conn.looks_alive() {
             self.discard(conn);

@@ -546,15 +546,17 @@ impl Session {
         };
         match at_hand {
             Some(server) if self.ready_as_is(&server) => {
-                self.cancel.set(Some(server.backend_key));
-                self.server = Some(server);
-                if let Some(s) = self.server.as_mut() {
-                    s.settled = false;
-                }
+                self.install(server);
                 Ok(())
             }
             at_hand => Box::pin(self.attach_server(at_hand)).await,
         }
+    }
+
+    fn install(&mut self, mut server: PooledServer) {
+        self.cancel.set(Some(server.backend_key));
+        server.settled = false;
+        self.server = Some(server);
     }
 
     /// A connection that already carries this client's settings and has
@@ -584,7 +586,7 @@ impl Session {
         self.cancel.set(Some(server.backend_key));
         if server.applied_signature != self.settings.signature() {
             if let Some(sql) = self.settings.sql_to_apply(&server.applied) {
-                match Box::pin(server.run_own_query(&sql)).await {
+                match server.run_own_query(&sql).await {
                     Ok(reported) => {
                         for (k, v) in reported {
                             if let Some(asked) = self.settings.get(&k) {
@@ -611,11 +613,10 @@ impl Session {
                     .iter()
                     .map(|id| format!("DEALLOCATE {};", id.server_name()))
                     .collect();
-                Box::pin(server.run_own_query(&sql)).await?;
+                server.run_own_query(&sql).await?;
             }
         }
-        server.settled = false;
-        self.server = Some(server);
+        self.install(server);
         Ok(())
     }
 

@@ -90,17 +90,14 @@ impl ClientSettings {
             return;
         }
         let startup = &self.startup;
-        match self
-            .changed
-            .get_or_insert_with(|| startup.to_vec())
+        let changed = self.changed.get_or_insert_with(|| startup.to_vec());
+        if let Some(slot) = changed
             .iter_mut()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
         {
-            Some(slot) => slot.1 = value.to_string(),
-            None => {
-                let changed = self.changed.as_mut().expect("made above");
-                changed.push((name.to_string(), value.to_string()));
-            }
+            slot.1 = value.to_string();
+        } else {
+            changed.push((name.to_string(), value.to_string()));
         }
         self.resign();
     }
