@@ -40,8 +40,8 @@ impl Api {
         self.request("POST", path, REFRESH_TIMEOUT).await
     }
 
-    /// One HTTP/1.0 exchange: the answer's body ends with the connection,
-    /// so no chunked decoding is needed.
+    /// One HTTP/1.0 exchange, asynchronous (`pgvigil top`'s client blocks
+    /// and only GETs); its answer is split by top's `parse_response`.
     async fn request(&self, method: &str, path: &str, limit: Duration) -> Result<Value> {
         let exchange = async {
             let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
@@ -61,22 +61,15 @@ impl Api {
             .await
             .with_context(|| format!("{method} {path}: no answer within {limit:?}"))?
             .with_context(|| format!("{method} {path}"))?;
-        let text = String::from_utf8_lossy(&response);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            bail!("{method} {path}: not an HTTP response");
-        };
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(0);
+        let (status, body) = top_api::parse_response(&response)
+            .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
         if !(200..300).contains(&status) {
             bail!(
                 "{method} {path}: HTTP {status}: {}",
-                truncate(body.trim(), 200)
+                truncate(String::from_utf8_lossy(&body).trim(), 200)
             );
         }
-        serde_json::from_str(body).with_context(|| format!("{method} {path}: not JSON"))
+        serde_json::from_slice(&body).with_context(|| format!("{method} {path}: not JSON"))
     }
 }
 
