@@ -112,3 +112,35 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
 pub fn spawn_tied(cmd: std::process::Command) -> std::io::Result<Child> {
     crate::spawn::spawn_tied(cmd, libc::SIGKILL)
 }
+
+/// The workspace's root: README.md, scripts/, config/.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Runs a command line as a user would paste it (`sh -c`), with `env` set
+/// and no stdin; whether it succeeded, and `$ line` followed by its output
+/// (stdout, then stderr) for error messages. libpq clients in it give up
+/// connecting after 10 s instead of hanging the test.
+pub async fn run_shell_line(line: &str, env: &[(&str, &str)]) -> Result<(bool, String)> {
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("running {line}"))?;
+    Ok((
+        out.status.success(),
+        format!(
+            "$ {line}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use pgvigil_integration::api::http_get;
 use pgvigil_integration::timed;
-use pgvigil_integration::util::{spawn_tied, wait_child_timeout};
+use pgvigil_integration::util::{repo_root, run_shell_line, spawn_tied, wait_child_timeout};
 use pgvigil_integration::vigil::binary_path;
 
 /// How long the demo may take to print where its dashboard is: initdb,
@@ -33,13 +33,6 @@ const STOP_LIMIT: Duration = Duration::from_secs(90);
 
 /// What the README's first line runs.
 const README_FIRST_COMMAND: &str = "scripts/demo.sh";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 #[test]
 fn the_readme_starts_with_the_demo() -> Result<()> {
@@ -176,23 +169,8 @@ impl Drop for Demo {
 /// prefixed with the line. Fails when the command does.
 async fn run_printed(line: &str) -> Result<String> {
     ensure!(line.starts_with("psql "), "not a psql line: {line}");
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(line)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("running {line}"))?;
-    let text = format!(
-        "$ {line}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ensure!(
-        out.status.success(),
-        "a command the demo printed failed:\n{text}"
-    );
+    let (ok, text) = run_shell_line(line, &[]).await?;
+    ensure!(ok, "a command the demo printed failed:\n{text}");
     Ok(text)
 }
 

@@ -6,23 +6,15 @@
 //!
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test quick_start`
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
+use pgvigil_integration::util::{repo_root, run_shell_line};
 use pgvigil_integration::{shared_cluster, timed, Pgvigil};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// The password of `app` in the shipped config (and in the test cluster).
 const APP_PASSWORD: &str = "secret";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 /// The lines of the README's `## title` section that start with `program `,
 /// trailing `# comments` dropped.
@@ -46,24 +38,8 @@ async fn run_line(line: &str, port: u16) -> Result<(bool, String)> {
     let line = line
         .replace("127.0.0.1:6432", &format!("127.0.0.1:{port}"))
         .replace("-p 6432", &format!("-p {port}"));
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&line)
-        // psql asks for the password the README says to give.
-        .env("PGPASSWORD", APP_PASSWORD)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| format!("running {line}"))?;
-    Ok((
-        out.status.success(),
-        format!(
-            "$ {line}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    ))
+    // psql asks for the password the README says to give.
+    run_shell_line(&line, &[("PGPASSWORD", APP_PASSWORD)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

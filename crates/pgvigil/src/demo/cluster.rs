@@ -5,7 +5,6 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -253,31 +252,16 @@ impl Drop for Cluster {
     }
 }
 
-/// A new private folder under the system's temporary directory.
+/// A new private (0700) folder under the system's temporary directory;
+/// [`Cluster`]'s drop removes it, after the server has stopped.
 fn new_temp_dir() -> Result<PathBuf> {
-    let base = std::env::temp_dir();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    for attempt in 0..100u32 {
-        let dir = base.join(format!(
-            "pgvigil-demo-{}-{:08x}",
-            std::process::id(),
-            nanos.wrapping_add(attempt)
-        ));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("creating {}", dir.display()));
-            }
-        }
-    }
-    bail!(
-        "could not create a temporary folder under {}",
-        base.display()
-    )
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("pgvigil-demo-{}-", std::process::id()))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .with_context(|| format!("creating a folder under {}", std::env::temp_dir().display()))?;
+    Ok(dir.keep())
 }
 
 /// The `postgres` system user's uid and gid (Debian's packages create it).

@@ -1,6 +1,7 @@
 //! What the demo shows of pgvigil while it runs and when it ends, read
 //! from the admin API as any other tool would, so the demo exercises the
-//! same surface the dashboard and `pgvigil top` use.
+//! same surface the dashboard and `pgvigil top` use; the answers are read
+//! by `pgvigil top`'s parsers, so the two agree on the API's fields.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::top::api as top_api;
 
 /// Answers larger than this are refused rather than buffered.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
@@ -37,8 +40,8 @@ impl Api {
         self.request("POST", path, REFRESH_TIMEOUT).await
     }
 
-    /// One HTTP/1.0 exchange: the answer's body ends with the connection,
-    /// so no chunked decoding is needed.
+    /// One HTTP/1.0 exchange, asynchronous (`pgvigil top`'s client blocks
+    /// and only GETs); its answer is split by top's `parse_response`.
     async fn request(&self, method: &str, path: &str, limit: Duration) -> Result<Value> {
         let exchange = async {
             let mut stream = tokio::net::TcpStream::connect(self.addr).await?;
@@ -58,22 +61,15 @@ impl Api {
             .await
             .with_context(|| format!("{method} {path}: no answer within {limit:?}"))?
             .with_context(|| format!("{method} {path}"))?;
-        let text = String::from_utf8_lossy(&response);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            bail!("{method} {path}: not an HTTP response");
-        };
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u16>().ok())
-            .unwrap_or(0);
+        let (status, body) = top_api::parse_response(&response)
+            .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))?;
         if !(200..300).contains(&status) {
             bail!(
                 "{method} {path}: HTTP {status}: {}",
-                truncate(body.trim(), 200)
+                truncate(String::from_utf8_lossy(&body).trim(), 200)
             );
         }
-        serde_json::from_str(body).with_context(|| format!("{method} {path}: not JSON"))
+        serde_json::from_slice(&body).with_context(|| format!("{method} {path}: not JSON"))
     }
 }
 
@@ -111,22 +107,19 @@ impl Snapshot {
         detections: &Value,
         pools: &Value,
     ) -> Snapshot {
-        let sum = |list: &Value, key: &str, field: &str| -> u64 {
-            list[key]
-                .as_array()
-                .map(|rows| rows.iter().filter_map(|r| r[field].as_u64()).sum())
-                .unwrap_or(0)
-        };
+        let queries = top_api::parse_queries(queries).unwrap_or_default();
+        let detections = top_api::parse_detections(detections).unwrap_or_default();
+        let pools = top_api::parse_pools(pools).unwrap_or_default();
         Snapshot {
-            calls: sum(queries, "queries", "calls"),
-            errors: sum(queries, "queries", "errors"),
-            fingerprints: insight["fingerprints"].as_u64().unwrap_or(0),
-            n_plus_one: sum(detections, "detections", "occurrences"),
-            slow: insight["slow_events"].as_u64().unwrap_or(0)
-                + insight["slow_events_dropped"].as_u64().unwrap_or(0),
-            active: sum(pools, "pools", "active"),
-            pool_size: sum(pools, "pools", "pool_size"),
-            clients: sum(pools, "pools", "clients"),
+            calls: queries.iter().map(|q| q.calls).sum(),
+            errors: queries.iter().map(|q| q.errors).sum(),
+            fingerprints: top_api::count(insight, "fingerprints"),
+            n_plus_one: detections.iter().map(|d| d.occurrences).sum(),
+            slow: top_api::count(insight, "slow_events")
+                + top_api::count(insight, "slow_events_dropped"),
+            active: pools.iter().map(|p| p.active).sum(),
+            pool_size: pools.iter().map(|p| p.pool_size).sum(),
+            clients: pools.iter().map(|p| p.clients).sum(),
         }
     }
 }
@@ -163,68 +156,68 @@ pub async fn final_report(api: &Api) -> Result<String> {
     let slow = api.get("/api/slow?limit=5").await?;
     let pools = api.get("/api/pools").await?;
     let mut out = String::new();
-    let rows = |v: &Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
-    let text = |v: &Value, key: &str| v[key].as_str().unwrap_or("").to_owned();
-    let num = |v: &Value, key: &str| v[key].as_f64().unwrap_or(0.0);
 
     out.push_str("top statements by total time (GET /api/queries):\n");
     out.push_str(&format!(
         "  {:>7} {:>10} {:>8} {:>8}  query\n",
         "calls", "total ms", "mean ms", "p95 ms"
     ));
-    for q in rows(&queries, "queries") {
+    for q in top_api::parse_queries(&queries).unwrap_or_default() {
         out.push_str(&format!(
             "  {:>7} {:>10.1} {:>8.3} {:>8.3}  {}\n",
-            q["calls"].as_u64().unwrap_or(0),
-            num(&q, "total_ms"),
-            num(&q, "mean_ms"),
-            num(&q, "p95_ms"),
-            truncate(&text(&q, "query"), 90)
+            q.calls,
+            q.total_ms,
+            q.mean_ms,
+            q.p95_ms,
+            truncate(&q.query, 90)
         ));
     }
 
     out.push_str("N+1 loops (GET /api/n-plus-one):\n");
-    let detections = rows(&detections, "detections");
+    let detections = top_api::parse_detections(&detections).unwrap_or_default();
     if detections.is_empty() {
         out.push_str("  none\n");
     }
     for d in &detections {
         out.push_str(&format!(
             "  {}: {} repeats, seen {} times  {}\n",
-            text(d, "kind"),
-            d["repeats"].as_u64().unwrap_or(0),
-            d["occurrences"].as_u64().unwrap_or(0),
-            truncate(&text(d, "query"), 90)
+            d.kind,
+            d.repeats,
+            d.occurrences,
+            truncate(&d.query, 90)
         ));
-        let parent = text(d, "parent_query");
-        if !parent.is_empty() {
-            out.push_str(&format!("    after parent: {}\n", truncate(&parent, 90)));
+        if !d.parent_query.is_empty() {
+            out.push_str(&format!(
+                "    after parent: {}\n",
+                truncate(&d.parent_query, 90)
+            ));
         }
         out.push_str(&format!(
             "    suggestion: {}\n",
-            truncate(&text(d, "suggestion"), 160)
+            truncate(&d.suggestion, 160)
         ));
     }
 
     out.push_str("slow statements (GET /api/slow):\n");
-    let slow = rows(&slow, "events");
+    let slow = top_api::parse_slow(&slow).unwrap_or_default();
     if slow.is_empty() {
         out.push_str("  none\n");
     }
     for e in &slow {
         out.push_str(&format!(
             "  {:.0} ms  rule={}  {}  ({})\n",
-            num(e, "duration_ms"),
-            text(e, "rule"),
-            truncate(&text(e, "query"), 80),
-            text(e, "application_name")
+            e.duration_ms,
+            e.rule,
+            truncate(&e.query, 80),
+            e.application_name
         ));
     }
 
     out.push_str("statements with errors (GET /api/queries?sort=errors):\n");
-    let failing: Vec<Value> = rows(&by_errors, "queries")
+    let failing: Vec<_> = top_api::parse_queries(&by_errors)
+        .unwrap_or_default()
         .into_iter()
-        .filter(|q| q["errors"].as_u64().unwrap_or(0) > 0)
+        .filter(|q| q.errors > 0)
         .collect();
     if failing.is_empty() {
         out.push_str("  none\n");
@@ -232,29 +225,30 @@ pub async fn final_report(api: &Api) -> Result<String> {
     for q in &failing {
         out.push_str(&format!(
             "  {} errors in {} calls  {}\n",
-            q["errors"].as_u64().unwrap_or(0),
-            q["calls"].as_u64().unwrap_or(0),
-            truncate(&text(q, "query"), 90)
+            q.errors,
+            q.calls,
+            truncate(&q.query, 90)
         ));
     }
 
+    // `pgvigil top` only counts the advice; the report shows each one.
     out.push_str("index advice (POST /api/advice/refresh):\n");
     match &advice {
         Ok(advice) => {
-            let list = rows(advice, "advice");
+            let list: &[Value] = advice["advice"].as_array().map_or(&[], Vec::as_slice);
             if list.is_empty() {
                 out.push_str("  none yet\n");
             }
-            for a in &list {
+            for a in list {
                 let gain = match a["improvement"].as_f64() {
                     Some(g) if g > 0.0 => format!(", estimated cost -{:.0}%", g * 100.0),
                     _ => String::new(),
                 };
                 out.push_str(&format!(
                     "  {} ({}{gain}): {}\n",
-                    text(a, "kind"),
-                    text(a, "method"),
-                    text(a, "ddl")
+                    top_api::text(a, "kind"),
+                    top_api::text(a, "method"),
+                    top_api::text(a, "ddl")
                 ));
             }
         }
@@ -262,17 +256,10 @@ pub async fn final_report(api: &Api) -> Result<String> {
     }
 
     out.push_str("pools (GET /api/pools):\n");
-    for p in rows(&pools, "pools") {
+    for p in top_api::parse_pools(&pools).unwrap_or_default() {
         out.push_str(&format!(
             "  {}/{} ({}): {} of {} server connections in use, {} idle, {} clients, {} waiting\n",
-            text(&p, "database"),
-            text(&p, "user"),
-            text(&p, "pool_mode"),
-            p["active"].as_u64().unwrap_or(0),
-            p["pool_size"].as_u64().unwrap_or(0),
-            p["idle"].as_u64().unwrap_or(0),
-            p["clients"].as_u64().unwrap_or(0),
-            p["waiting"].as_u64().unwrap_or(0),
+            p.database, p.user, p.pool_mode, p.active, p.pool_size, p.idle, p.clients, p.waiting,
         ));
     }
     Ok(out)

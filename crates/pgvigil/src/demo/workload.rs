@@ -16,7 +16,7 @@
 //! users do: a few hundred of them make a few hundred statements a second,
 //! which a small machine serves without strain.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,8 +146,6 @@ pub async fn create_shop(app: &Client) -> Result<()> {
 /// What the clients report, for the live line.
 #[derive(Default)]
 pub struct Counters {
-    /// Clients logged in through pgvigil right now.
-    pub connected: AtomicUsize,
     /// Pages served.
     pub pages: AtomicU64,
     /// Errors other than the deliberate ones (a failed login, a broken
@@ -287,9 +285,7 @@ impl ShopClient {
                 Some(s) => s,
                 None => return,
             };
-            self.counters.connected.fetch_add(1, Ordering::Relaxed);
             let stopped = self.browse(&session.0, &session.1).await;
-            self.counters.connected.fetch_sub(1, Ordering::Relaxed);
             if stopped {
                 return;
             }

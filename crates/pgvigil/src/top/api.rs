@@ -237,7 +237,7 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, FetchError> {
     }
 }
 
-fn text(v: &Value, key: &str) -> String {
+pub(crate) fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -253,7 +253,7 @@ fn number(v: &Value, key: &str) -> f64 {
     }
 }
 
-fn count(v: &Value, key: &str) -> u64 {
+pub(crate) fn count(v: &Value, key: &str) -> u64 {
     match v.get(key) {
         Some(Value::Number(n)) => n
             .as_u64()

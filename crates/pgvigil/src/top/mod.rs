@@ -7,7 +7,7 @@
 //!   [`api::Snapshot`]s to the event loop, so the keyboard never waits on the network);
 //! * [`ui`]: rendering a frame from an [`App`].
 
-mod api;
+pub(crate) mod api;
 mod ui;
 
 use std::collections::HashMap;
