@@ -22,6 +22,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use pgvigil_integration::repo::{promtool, repo_root};
 use pgvigil_integration::serde_json::{self, json, Value};
 use pgvigil_integration::vigil::run_cli;
 use pgvigil_integration::{shared_cluster, timed, wait_until, Pgvigil};
@@ -42,13 +43,6 @@ const KINDS: [&str; 8] = [
     "ServiceMonitor",
     "PrometheusRule",
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 fn base_dir() -> PathBuf {
     repo_root().join("deploy/kubernetes/base")
@@ -520,6 +514,29 @@ fn secrets_come_from_the_secret_never_the_configmap() -> Result<()> {
     Ok(())
 }
 
+/// `promtool check rules` on a rule file with the content `groups`
+/// (JSON, which promtool reads as YAML).
+fn promtool_check_rules(groups: &Value) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rules.json");
+    std::fs::write(&path, groups.to_string())?;
+    let promtool = promtool();
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .with_context(|| {
+            format!("running {promtool} (scripts/ensure-test-tools.sh installs it)")
+        })?;
+    ensure!(
+        out.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// `spec` of the PrometheusRule is deploy/prometheus/pgvigil-rules.yml from
 /// `groups:` on, indented, byte for byte (so comments travel too), and
 /// promtool accepts it as rendered.
@@ -550,24 +567,7 @@ fn prometheus_rule_is_the_rules_file_and_passes_promtool() -> Result<()> {
 
     let docs = documents()?;
     let rule = the(&docs, "PrometheusRule")?;
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("rules.json");
-    std::fs::write(&path, serde_json::to_string(&rule["spec"])?)?;
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let out = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .with_context(|| {
-            format!("running {promtool} (scripts/ensure-test-tools.sh installs it)")
-        })?;
-    ensure!(
-        out.status.success(),
-        "promtool check rules on the PrometheusRule's spec:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    promtool_check_rules(&rule["spec"]).context("the PrometheusRule's spec")
 }
 
 /// Each replica opens its own pools: at maxReplicas, every pool full
@@ -833,24 +833,8 @@ fn scaling_doc_promql_parses_and_names_real_metrics() -> Result<()> {
         .enumerate()
         .map(|(i, e)| json!({ "record": format!("scaling:doc_{i}"), "expr": e }))
         .collect();
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("scaling.rules.json");
-    std::fs::write(
-        &path,
-        json!({ "groups": [{ "name": "scaling", "rules": rules }] }).to_string(),
-    )?;
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let out = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .with_context(|| format!("running {promtool}"))?;
-    ensure!(
-        out.status.success(),
-        "PromQL in docs/scaling.md:\n{}{}\n{exprs:#?}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check_rules(&json!({ "groups": [{ "name": "scaling", "rules": rules }] }))
+        .with_context(|| format!("PromQL in docs/scaling.md: {exprs:#?}"))?;
 
     let mut exported = String::new();
     let admin = repo_root().join("crates/pgvigil-admin/src");
