@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -81,12 +82,17 @@ fn validate(dir: &Path) -> Result<std::result::Result<Vec<Value>, String>> {
     manifests(&args)
 }
 
-/// The base, rendered and validated.
+/// The base, rendered and validated once for all the tests of this file
+/// (each validation loads the schemas of every Kubernetes version).
 fn documents() -> Result<Vec<Value>> {
-    match validate(&base_dir())? {
-        Ok(docs) => Ok(docs),
-        Err(why) => bail!("deploy/kubernetes/base does not validate:\n{why}"),
-    }
+    static BASE: OnceLock<std::result::Result<Vec<Value>, String>> = OnceLock::new();
+    BASE.get_or_init(|| match validate(&base_dir()) {
+        Ok(Ok(docs)) => Ok(docs),
+        Ok(Err(why)) => Err(format!("deploy/kubernetes/base does not validate:\n{why}")),
+        Err(e) => Err(format!("{e:#}")),
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
 
 fn the<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
