@@ -170,19 +170,7 @@ async fn temporary_tables_and_advisory_locks_pin_until_released() -> Result<()> 
 async fn listen_works_in_transaction_mode_and_notifications_arrive() -> Result<()> {
     timed(LIMIT, async {
         let vigil = transaction_pool(2, "").await?;
-        let mut listener = RawConn::connect(vigil.port()).await?;
-        listener
-            .send_startup(&[("user", "app"), ("database", "appdb")])
-            .await?;
-        let first = listener.read_message().await?;
-        if first.auth_code() != Some(0) {
-            // SCRAM: log in the normal way instead.
-            bail!(
-                "expected trust login for the raw client, got {:?}",
-                first.tag as char
-            );
-        }
-        listener.read_until_ready().await?;
+        let mut listener = RawConn::startup_trust(vigil.port(), "app", "appdb").await?;
         listener.send_query("LISTEN session_state_jobs").await?;
         listener.read_until_ready().await?;
         wait_pinned(&vigil, 1).await?;
