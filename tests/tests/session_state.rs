@@ -18,9 +18,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 async fn transaction_pool(pool_size: u32, extra: &str) -> Result<Pgvigil> {
     let cluster = shared_cluster();
-    Pgvigil::builder(cluster)
-        .config_file(format!("[pool]\n{extra}\n"))
-        .upstream(cluster.url("appdb"))
+    Pgvigil::builder_with_config(cluster, format!("[pool]\n{extra}\n"))
         .pool_mode(PoolMode::Transaction)
         .pool_size(pool_size)
         .client_auth("trust")
