@@ -991,12 +991,7 @@ both_modes!(function_call_is_forwarded, function_call_is_forwarded);
 async fn function_call_is_forwarded(mode: PoolMode) -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
-        let vigil = Pgvigil::builder(cluster)
-            .pool_mode(mode)
-            .pool_size(2)
-            .client_auth("trust")
-            .spawn()
-            .await?;
+        let vigil = Pgvigil::start_trust(cluster, mode, 2).await?;
         let (mut conn, _) =
             raw_login(vigil.port(), &[("user", "app"), ("database", "appdb")]).await?;
         let rows = raw_query(&mut conn, b"SELECT 'int4pl'::regproc::oid::text").await?;
