@@ -40,12 +40,7 @@ async fn login(
                 let message = f.get(&b'M').cloned().unwrap_or_default();
                 return Ok(Err((code, message)));
             }
-            b'S' => {
-                let mut parts = msg.body.split(|&b| b == 0);
-                let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                told.push((name, value));
-            }
+            b'S' => told.extend(msg.parameter_status()),
             b'Z' => break,
             _ => {}
         }

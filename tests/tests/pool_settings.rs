@@ -110,15 +110,12 @@ async fn raw_login(port: u16, params: &[(&str, &str)]) -> Result<(RawConn, Vec<(
             first.error_fields()
         );
     }
-    let mut status = Vec::new();
-    for msg in conn.read_until_ready().await? {
-        if msg.tag == b'S' {
-            let mut parts = msg.body.split(|&b| b == 0);
-            let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            status.push((name, value));
-        }
-    }
+    let status = conn
+        .read_until_ready()
+        .await?
+        .iter()
+        .filter_map(Message::parameter_status)
+        .collect();
     Ok((conn, status))
 }
 
