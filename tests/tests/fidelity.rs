@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::raw::RawConn;
+use pgvigil_integration::raw::{Message, RawConn};
 use pgvigil_integration::{both_modes, shared_cluster, timed, Pgvigil, PoolMode};
 use tokio::io::AsyncReadExt;
 
@@ -22,10 +22,7 @@ async fn login(
     conn.send_startup(params).await?;
     let first = conn.read_message().await?;
     if first.tag == b'E' {
-        let f = first.error_fields();
-        let code = f.get(&b'C').cloned().unwrap_or_default();
-        let message = f.get(&b'M').cloned().unwrap_or_default();
-        return Ok(Err((code, message)));
+        return Ok(Err(code_and_message(&first)));
     }
     if first.auth_code() != Some(0) {
         bail!("expected AuthenticationOk, got {:?}", first.tag as char);
@@ -34,12 +31,7 @@ async fn login(
     loop {
         let msg = conn.read_message().await?;
         match msg.tag {
-            b'E' => {
-                let f = msg.error_fields();
-                let code = f.get(&b'C').cloned().unwrap_or_default();
-                let message = f.get(&b'M').cloned().unwrap_or_default();
-                return Ok(Err((code, message)));
-            }
+            b'E' => return Ok(Err(code_and_message(&msg))),
             b'S' => told.extend(msg.parameter_status()),
             b'Z' => break,
             _ => {}
@@ -48,6 +40,15 @@ async fn login(
     conn.send_terminate().await?;
     told.sort();
     Ok(Ok(told))
+}
+
+/// An ErrorResponse's SQLSTATE and message.
+fn code_and_message(error: &Message) -> (String, String) {
+    let mut f = error.error_fields();
+    (
+        f.remove(&b'C').unwrap_or_default(),
+        f.remove(&b'M').unwrap_or_default(),
+    )
 }
 
 fn value<'a>(told: &'a [(String, String)], name: &str) -> Option<&'a str> {
