@@ -116,10 +116,13 @@ fn selects(selector: &Value, labels_of: &Value) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
+/// The Deployment's pod spec.
+fn pod(docs: &[Value]) -> Result<&Value> {
+    Ok(&the(docs, "Deployment")?["spec"]["template"]["spec"])
+}
+
 fn container(docs: &[Value]) -> Result<&Value> {
-    let containers = the(docs, "Deployment")?["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .context("containers")?;
+    let containers = pod(docs)?["containers"].as_array().context("containers")?;
     ensure!(containers.len() == 1, "one container expected");
     Ok(&containers[0])
 }
@@ -152,8 +155,7 @@ fn port_of(addr: &str) -> Result<u64> {
 
 /// Where a volume of the pod is mounted in the container.
 fn mount_path(docs: &[Value], volume_of: impl Fn(&Value) -> bool) -> Result<String> {
-    let pod = &the(docs, "Deployment")?["spec"]["template"]["spec"];
-    let volume = pod["volumes"]
+    let volume = pod(docs)?["volumes"]
         .as_array()
         .context("volumes")?
         .iter()
@@ -425,8 +427,7 @@ fn probes_ports_and_drain_fit_the_config() -> Result<()> {
     let shutdown_timeout = section["shutdown_timeout"]
         .as_float()
         .context("shutdown_timeout must be set explicitly")?;
-    let grace = the(&docs, "Deployment")?["spec"]["template"]["spec"]
-        ["terminationGracePeriodSeconds"]
+    let grace = pod(&docs)?["terminationGracePeriodSeconds"]
         .as_f64()
         .context("terminationGracePeriodSeconds")?;
     ensure!(
@@ -440,7 +441,7 @@ fn probes_ports_and_drain_fit_the_config() -> Result<()> {
 #[test]
 fn pods_run_unprivileged_with_resources() -> Result<()> {
     let docs = documents()?;
-    let pod = &the(&docs, "Deployment")?["spec"]["template"]["spec"];
+    let pod = pod(&docs)?;
     let container = container(&docs)?;
     let sc = &container["securityContext"];
     ensure!(
