@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod orders;
 pub mod python;
 pub mod raw;
+pub mod repo;
 mod spawn;
 pub mod util;
 pub mod vigil;

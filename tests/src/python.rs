@@ -20,8 +20,6 @@ pub fn python_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A python3 command with no libpq settings from the environment that could
-/// redirect or alter the drivers' connections; output piped, killed when dropped.
 /// The Python the tests run: `PGVIGIL_PYTHON` (scripts/test.sh points it
 /// at a virtual environment under target/ with the pinned packages), else
 /// `python3` from PATH.
@@ -29,6 +27,8 @@ pub fn interpreter() -> std::ffi::OsString {
     std::env::var_os("PGVIGIL_PYTHON").unwrap_or_else(|| "python3".into())
 }
 
+/// A python3 command with no libpq settings from the environment that could
+/// redirect or alter the drivers' connections; output piped, killed when dropped.
 pub fn python3() -> Command {
     let mut cmd = Command::new(interpreter());
     for var in LIBPQ_ENV_TO_CLEAR

@@ -48,6 +48,16 @@ impl Message {
         self.error_fields().remove(&b'C')
     }
 
+    /// For a ParameterStatus ('S') message: the parameter's name and value.
+    pub fn parameter_status(&self) -> Option<(String, String)> {
+        if self.tag != b'S' {
+            return None;
+        }
+        let mut parts = self.body.split(|&b| b == 0);
+        let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        Some((next(), next()))
+    }
+
     /// SASL mechanisms listed in an AuthenticationSASL (code 10) message.
     pub fn sasl_mechanisms(&self) -> Vec<String> {
         if self.auth_code() != Some(10) {

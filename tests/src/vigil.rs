@@ -238,6 +238,21 @@ impl Pgvigil {
             .await
     }
 
+    /// Shorthand: as [`Pgvigil::start`], with clients let in without a
+    /// password (`--client-auth trust`), for the raw wire-protocol tests.
+    pub async fn start_trust(
+        cluster: &PgCluster,
+        mode: PoolMode,
+        pool_size: u32,
+    ) -> Result<Pgvigil> {
+        Pgvigil::builder(cluster)
+            .pool_mode(mode)
+            .pool_size(pool_size)
+            .client_auth("trust")
+            .spawn()
+            .await
+    }
+
     /// A builder with the config file `toml` (`--config`) and, after it, the
     /// default upstream, which [`PgvigilBuilder::config_file`] alone drops.
     pub fn builder_with_config(cluster: &PgCluster, toml: impl Into<String>) -> PgvigilBuilder {

@@ -21,21 +21,19 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
+use pgvigil_integration::orders::OrdersDb;
 use pgvigil_integration::serde_json::Value;
 use pgvigil_integration::tokio_postgres::Client;
-use pgvigil_integration::{shared_cluster, timed, unique_name, Pgvigil};
+use pgvigil_integration::{shared_cluster, timed, Pgvigil};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const ORDERS_QUERY: &str = "SELECT id, amount FROM orders WHERE customer_id = $1";
 
 /// A database of its own with `orders`: 300k rows, 30k customers, no
-/// index but the primary key; statistics up to date.
-fn orders_database(hypopg: bool) -> Result<String> {
-    let cluster = shared_cluster();
-    let db = unique_name("advisor");
-    cluster.psql_admin("postgres", &format!("CREATE DATABASE {db} OWNER app"))?;
-    cluster.psql_admin(
-        &db,
+/// index but the primary key; statistics up to date; dropped on drop.
+fn orders_database(hypopg: bool) -> Result<OrdersDb> {
+    let db = OrdersDb::create_with(
+        "advisor",
         "CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL, \
            status text NOT NULL, amount int NOT NULL); \
          INSERT INTO orders (customer_id, status, amount) \
@@ -46,16 +44,9 @@ fn orders_database(hypopg: bool) -> Result<String> {
     )?;
     if hypopg {
         // Not a trusted extension: a superuser creates it, as an operator would.
-        cluster.psql_admin(&db, "CREATE EXTENSION hypopg")?;
+        shared_cluster().psql_admin(&db.name, "CREATE EXTENSION hypopg")?;
     }
     Ok(db)
-}
-
-fn drop_database(db: &str) {
-    let _ = shared_cluster().psql_admin(
-        "postgres",
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
 }
 
 async fn start(db: &str, advisor: &str) -> Result<Pgvigil> {
@@ -164,10 +155,11 @@ fn only_advice(advice: &[Value]) -> Result<&Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unindexed_filter_gets_exactly_that_index_from_hypopg_and_it_goes_once_created(
 ) -> Result<()> {
-    let db = orders_database(true)?;
-    let result = timed(LIMIT, async {
-        let vigil = start(&db, "plans_per_minute = 100").await?;
-        let client = app(&vigil, &db).await?;
+    let orders = orders_database(true)?;
+    let db = &orders.name;
+    timed(LIMIT, async {
+        let vigil = start(db, "plans_per_minute = 100").await?;
+        let client = app(&vigil, db).await?;
         let fp = orders_workload(&vigil, &client, 20).await?;
 
         let advice = refresh(&vigil).await?;
@@ -308,17 +300,16 @@ async fn unindexed_filter_gets_exactly_that_index_from_hypopg_and_it_goes_once_c
         );
         vigil.assert_no_panic()
     })
-    .await;
-    drop_database(&db);
-    result
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_hypopg_the_same_index_comes_from_the_plan_heuristic_and_says_so() -> Result<()> {
-    let db = orders_database(false)?;
-    let result = timed(LIMIT, async {
-        let vigil = start(&db, "plans_per_minute = 100").await?;
-        let client = app(&vigil, &db).await?;
+    let orders = orders_database(false)?;
+    let db = &orders.name;
+    timed(LIMIT, async {
+        let vigil = start(db, "plans_per_minute = 100").await?;
+        let client = app(&vigil, db).await?;
         let fp = orders_workload(&vigil, &client, 10).await?;
         // A second statement the same index serves, with a list pgvigil
         // collapses to `IN ($1, ...)` in its normalized text.
@@ -375,17 +366,16 @@ async fn without_hypopg_the_same_index_comes_from_the_plan_heuristic_and_says_so
         );
         vigil.assert_no_panic()
     })
-    .await;
-    drop_database(&db);
-    result
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisor_never_runs_more_explains_than_plans_per_minute() -> Result<()> {
-    let db = orders_database(true)?;
-    let result = timed(LIMIT, async {
-        let vigil = start(&db, "plans_per_minute = 3").await?;
-        let client = app(&vigil, &db).await?;
+    let orders = orders_database(true)?;
+    let db = &orders.name;
+    timed(LIMIT, async {
+        let vigil = start(db, "plans_per_minute = 3").await?;
+        let client = app(&vigil, db).await?;
         // Six statements worth planning, each with a candidate index.
         for column in ["customer_id", "amount"] {
             for op in ["=", ">", "<"] {
@@ -410,23 +400,22 @@ async fn advisor_never_runs_more_explains_than_plans_per_minute() -> Result<()> 
         ensure!(limited >= 1.0, "the limit was never reached: {limited}");
         vigil.assert_no_panic()
     })
-    .await;
-    drop_database(&db);
-    result
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_stuck_behind_a_lock_never_holds_up_clients_nor_logs_statement_text() -> Result<()>
 {
-    let db = orders_database(false)?;
-    let result = timed(LIMIT, async {
+    let orders = orders_database(false)?;
+    let db = &orders.name;
+    timed(LIMIT, async {
         let cluster = shared_cluster();
         cluster.psql_admin(
-            &db,
+            db,
             "CREATE TABLE parked (secret_col int); ALTER TABLE parked OWNER TO app;",
         )?;
-        let vigil = start(&db, "plans_per_minute = 100\nstatement_timeout_ms = 4000").await?;
-        let client = app(&vigil, &db).await?;
+        let vigil = start(db, "plans_per_minute = 100\nstatement_timeout_ms = 4000").await?;
+        let client = app(&vigil, db).await?;
         for _ in 0..5 {
             client
                 .query(
@@ -439,7 +428,7 @@ async fn a_refresh_stuck_behind_a_lock_never_holds_up_clients_nor_logs_statement
 
         // Someone holds an exclusive lock: the advisor's EXPLAIN of the
         // parked statement waits for it until its statement_timeout.
-        let locker = cluster.connect_direct_db(&db).await?;
+        let locker = cluster.connect_direct_db(db).await?;
         locker
             .batch_execute("BEGIN; LOCK TABLE parked IN ACCESS EXCLUSIVE MODE")
             .await?;
@@ -489,17 +478,16 @@ async fn a_refresh_stuck_behind_a_lock_never_holds_up_clients_nor_logs_statement
         );
         vigil.assert_no_panic()
     })
-    .await;
-    drop_database(&db);
-    result
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisor_runs_on_its_interval_and_enabled_false_starts_nothing() -> Result<()> {
-    let db = orders_database(false)?;
-    let result = timed(LIMIT, async {
-        let vigil = start(&db, "interval_s = 1").await?;
-        let client = app(&vigil, &db).await?;
+    let orders = orders_database(false)?;
+    let db = &orders.name;
+    timed(LIMIT, async {
+        let vigil = start(db, "interval_s = 1").await?;
+        let client = app(&vigil, db).await?;
         orders_workload(&vigil, &client, 5).await?;
         // No refresh: the interval's run finds it.
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -517,8 +505,8 @@ async fn advisor_runs_on_its_interval_and_enabled_false_starts_nothing() -> Resu
         drop(client);
         drop(vigil);
 
-        let off = start(&db, "enabled = false").await?;
-        let client = app(&off, &db).await?;
+        let off = start(db, "enabled = false").await?;
+        let client = app(&off, db).await?;
         orders_workload(&off, &client, 5).await?;
         for (method, path) in [("GET", "/api/advice"), ("POST", "/api/advice/refresh")] {
             let reply = off.api_request(method, path).await?;
@@ -554,31 +542,28 @@ async fn advisor_runs_on_its_interval_and_enabled_false_starts_nothing() -> Resu
         }
         off.assert_no_panic()
     })
-    .await;
-    drop_database(&db);
-    result
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_extension_true_creates_hypopg_where_it_is_available() -> Result<()> {
-    let db = orders_database(false)?;
-    let result = timed(LIMIT, async {
-        let vigil = start(&db, "create_extension = true").await?;
-        let client = app(&vigil, &db).await?;
+    let orders = orders_database(false)?;
+    let db = &orders.name;
+    timed(LIMIT, async {
+        let vigil = start(db, "create_extension = true").await?;
+        let client = app(&vigil, db).await?;
         orders_workload(&vigil, &client, 5).await?;
         let advice = refresh(&vigil).await?;
         let a = only_advice(&advice)?;
         ensure!(a["method"] == "hypopg", "{a}");
         let installed = shared_cluster().psql_admin(
-            &db,
+            db,
             "SELECT count(*) FROM pg_extension WHERE extname = 'hypopg'",
         )?;
         ensure!(installed.trim() == "1", "hypopg not created: {installed}");
         vigil.assert_no_panic()
     })
-    .await;
-    drop_database(&db);
-    result
+    .await
 }
 
 /// With `capture_parameters`, a statement that matters (here: slower than
@@ -588,14 +573,15 @@ async fn create_extension_true_creates_hypopg_where_it_is_available() -> Result<
 /// inline literal, so the literal becomes the bound value of `$1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_captured_parameter_sample_plans_with_real_values() -> Result<()> {
-    let db = orders_database(false)?;
-    let outcome = timed(LIMIT, async {
+    let orders = orders_database(false)?;
+    let db = &orders.name;
+    timed(LIMIT, async {
         let vigil = start(
-            &db,
+            db,
             "capture_parameters = true\nexplain_analyze = true\nplan_p95_ms = 1\n",
         )
         .await?;
-        let client = app(&vigil, &db).await?;
+        let client = app(&vigil, db).await?;
         for id in [77, 78, 79] {
             client
                 .simple_query(&format!(
@@ -624,7 +610,5 @@ async fn a_captured_parameter_sample_plans_with_real_values() -> Result<()> {
         );
         vigil.assert_no_panic()
     })
-    .await;
-    drop_database(&db);
-    outcome
+    .await
 }

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pgvigil_integration::repo::promtool;
 use serde_json::{json, Value};
 
 fn deploy_dir() -> PathBuf {
@@ -17,10 +18,6 @@ fn deploy_dir() -> PathBuf {
 
 fn prometheus_dir() -> PathBuf {
     deploy_dir().join("prometheus")
-}
-
-fn promtool() -> String {
-    std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_string())
 }
 
 /// Runs `promtool <args>` in `dir` and panics, with promtool's output, unless

@@ -13,21 +13,15 @@
 //!
 //! Run: `cargo test -p pgvigil-integration --test container`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use pgvigil_integration::repo::{promtool, repo_root};
 use pgvigil_integration::serde_json::{self, Value};
 use pgvigil_integration::vigil::binary_path;
 use pgvigil_integration::{shared_cluster, timed, Pgvigil};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 /// Instructions of the Containerfile, continuation lines joined, comments dropped.
 fn instructions(text: &str) -> Vec<String> {
@@ -376,7 +370,7 @@ fn compose_file_parses_and_every_file_it_names_exists() -> Result<()> {
 #[test]
 fn compose_prometheus_config_passes_promtool() -> Result<()> {
     let config = repo_root().join("deploy/compose/prometheus.yml");
-    let out = match Command::new("promtool")
+    let out = match Command::new(promtool())
         .args(["check", "config"])
         .arg(&config)
         .output()

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::raw::RawConn;
+use pgvigil_integration::raw::{Message, RawConn};
 use pgvigil_integration::{both_modes, shared_cluster, timed, Pgvigil, PoolMode};
 use tokio::io::AsyncReadExt;
 
@@ -22,10 +22,7 @@ async fn login(
     conn.send_startup(params).await?;
     let first = conn.read_message().await?;
     if first.tag == b'E' {
-        let f = first.error_fields();
-        let code = f.get(&b'C').cloned().unwrap_or_default();
-        let message = f.get(&b'M').cloned().unwrap_or_default();
-        return Ok(Err((code, message)));
+        return Ok(Err(code_and_message(&first)));
     }
     if first.auth_code() != Some(0) {
         bail!("expected AuthenticationOk, got {:?}", first.tag as char);
@@ -34,18 +31,8 @@ async fn login(
     loop {
         let msg = conn.read_message().await?;
         match msg.tag {
-            b'E' => {
-                let f = msg.error_fields();
-                let code = f.get(&b'C').cloned().unwrap_or_default();
-                let message = f.get(&b'M').cloned().unwrap_or_default();
-                return Ok(Err((code, message)));
-            }
-            b'S' => {
-                let mut parts = msg.body.split(|&b| b == 0);
-                let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                told.push((name, value));
-            }
+            b'E' => return Ok(Err(code_and_message(&msg))),
+            b'S' => told.extend(msg.parameter_status()),
             b'Z' => break,
             _ => {}
         }
@@ -53,6 +40,15 @@ async fn login(
     conn.send_terminate().await?;
     told.sort();
     Ok(Ok(told))
+}
+
+/// An ErrorResponse's SQLSTATE and message.
+fn code_and_message(error: &Message) -> (String, String) {
+    let mut f = error.error_fields();
+    (
+        f.remove(&b'C').unwrap_or_default(),
+        f.remove(&b'M').unwrap_or_default(),
+    )
 }
 
 fn value<'a>(told: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -66,12 +62,7 @@ fn value<'a>(told: &'a [(String, String)], name: &str) -> Option<&'a str> {
 async fn startup_settings_are_reported_as_postgresql_spells_them(mode: PoolMode) -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
-        let vigil = Pgvigil::builder(cluster)
-            .pool_mode(mode)
-            .pool_size(2)
-            .client_auth("trust")
-            .spawn()
-            .await?;
+        let vigil = Pgvigil::start_trust(cluster, mode, 2).await?;
         let asked = [
             ("client_encoding", "utf-8"),
             ("DateStyle", "iso, dmy"),
@@ -129,12 +120,7 @@ both_modes!(
 async fn an_invalid_startup_setting_fails_the_login_as_postgresql_does() -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
-        let vigil = Pgvigil::builder(cluster)
-            .pool_mode(PoolMode::Transaction)
-            .pool_size(1)
-            .client_auth("trust")
-            .spawn()
-            .await?;
+        let vigil = Pgvigil::start_trust(cluster, PoolMode::Transaction, 1).await?;
         let bad = |user: &'static str| {
             vec![
                 ("user", user),
@@ -214,12 +200,7 @@ async fn reaction(port: u16, bytes: &[u8]) -> Result<String> {
 async fn invalid_startup_bytes_meet_what_postgresql_does_with_them() -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
-        let vigil = Pgvigil::builder(cluster)
-            .pool_mode(PoolMode::Transaction)
-            .pool_size(1)
-            .client_auth("trust")
-            .spawn()
-            .await?;
+        let vigil = Pgvigil::start_trust(cluster, PoolMode::Transaction, 1).await?;
         let good = startup_packet(196_608, &[("user", "app"), ("database", "appdb")]);
         // The last value's NUL and the list's terminator cut off.
         let mut unterminated = good.clone();
@@ -320,12 +301,7 @@ async fn query(conn: &mut RawConn, sql: &str) -> Result<(Vec<String>, Vec<i32>)>
 async fn session_mode_clients_are_told_their_backends_real_pid() -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
-        let session = Pgvigil::builder(cluster)
-            .pool_mode(PoolMode::Session)
-            .pool_size(2)
-            .client_auth("trust")
-            .spawn()
-            .await?;
+        let session = Pgvigil::start_trust(cluster, PoolMode::Session, 2).await?;
         let (mut conn, told) = login_with_pid(session.port()).await?;
         let (pids, _) = query(&mut conn, "SELECT pg_backend_pid()::text").await?;
         ensure!(
@@ -358,12 +334,7 @@ async fn session_mode_clients_are_told_their_backends_real_pid() -> Result<()> {
             None => bail!("the connection closed without PostgreSQL's 57P01"),
         }
 
-        let transaction = Pgvigil::builder(cluster)
-            .pool_mode(PoolMode::Transaction)
-            .pool_size(2)
-            .client_auth("trust")
-            .spawn()
-            .await?;
+        let transaction = Pgvigil::start_trust(cluster, PoolMode::Transaction, 2).await?;
         let (_, synthetic) = login_with_pid(transaction.port()).await?;
         ensure!(
             synthetic >= 1 << 22,

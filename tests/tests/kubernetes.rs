@@ -19,9 +19,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use pgvigil_integration::repo::{promtool, repo_root};
 use pgvigil_integration::serde_json::{self, json, Value};
 use pgvigil_integration::vigil::run_cli;
 use pgvigil_integration::{shared_cluster, timed, wait_until, Pgvigil};
@@ -42,13 +44,6 @@ const KINDS: [&str; 8] = [
     "ServiceMonitor",
     "PrometheusRule",
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 fn base_dir() -> PathBuf {
     repo_root().join("deploy/kubernetes/base")
@@ -87,12 +82,17 @@ fn validate(dir: &Path) -> Result<std::result::Result<Vec<Value>, String>> {
     manifests(&args)
 }
 
-/// The base, rendered and validated.
+/// The base, rendered and validated once for all the tests of this file
+/// (each validation loads the schemas of every Kubernetes version).
 fn documents() -> Result<Vec<Value>> {
-    match validate(&base_dir())? {
-        Ok(docs) => Ok(docs),
-        Err(why) => bail!("deploy/kubernetes/base does not validate:\n{why}"),
-    }
+    static BASE: OnceLock<std::result::Result<Vec<Value>, String>> = OnceLock::new();
+    BASE.get_or_init(|| match validate(&base_dir()) {
+        Ok(Ok(docs)) => Ok(docs),
+        Ok(Err(why)) => Err(format!("deploy/kubernetes/base does not validate:\n{why}")),
+        Err(e) => Err(format!("{e:#}")),
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
 
 fn the<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
@@ -116,10 +116,13 @@ fn selects(selector: &Value, labels_of: &Value) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
+/// The Deployment's pod spec.
+fn pod(docs: &[Value]) -> Result<&Value> {
+    Ok(&the(docs, "Deployment")?["spec"]["template"]["spec"])
+}
+
 fn container(docs: &[Value]) -> Result<&Value> {
-    let containers = the(docs, "Deployment")?["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .context("containers")?;
+    let containers = pod(docs)?["containers"].as_array().context("containers")?;
     ensure!(containers.len() == 1, "one container expected");
     Ok(&containers[0])
 }
@@ -152,8 +155,7 @@ fn port_of(addr: &str) -> Result<u64> {
 
 /// Where a volume of the pod is mounted in the container.
 fn mount_path(docs: &[Value], volume_of: impl Fn(&Value) -> bool) -> Result<String> {
-    let pod = &the(docs, "Deployment")?["spec"]["template"]["spec"];
-    let volume = pod["volumes"]
+    let volume = pod(docs)?["volumes"]
         .as_array()
         .context("volumes")?
         .iter()
@@ -425,8 +427,7 @@ fn probes_ports_and_drain_fit_the_config() -> Result<()> {
     let shutdown_timeout = section["shutdown_timeout"]
         .as_float()
         .context("shutdown_timeout must be set explicitly")?;
-    let grace = the(&docs, "Deployment")?["spec"]["template"]["spec"]
-        ["terminationGracePeriodSeconds"]
+    let grace = pod(&docs)?["terminationGracePeriodSeconds"]
         .as_f64()
         .context("terminationGracePeriodSeconds")?;
     ensure!(
@@ -440,7 +441,7 @@ fn probes_ports_and_drain_fit_the_config() -> Result<()> {
 #[test]
 fn pods_run_unprivileged_with_resources() -> Result<()> {
     let docs = documents()?;
-    let pod = &the(&docs, "Deployment")?["spec"]["template"]["spec"];
+    let pod = pod(&docs)?;
     let container = container(&docs)?;
     let sc = &container["securityContext"];
     ensure!(
@@ -520,6 +521,29 @@ fn secrets_come_from_the_secret_never_the_configmap() -> Result<()> {
     Ok(())
 }
 
+/// `promtool check rules` on a rule file with the content `groups`
+/// (JSON, which promtool reads as YAML).
+fn promtool_check_rules(groups: &Value) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rules.json");
+    std::fs::write(&path, groups.to_string())?;
+    let promtool = promtool();
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .with_context(|| {
+            format!("running {promtool} (scripts/ensure-test-tools.sh installs it)")
+        })?;
+    ensure!(
+        out.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// `spec` of the PrometheusRule is deploy/prometheus/pgvigil-rules.yml from
 /// `groups:` on, indented, byte for byte (so comments travel too), and
 /// promtool accepts it as rendered.
@@ -550,24 +574,7 @@ fn prometheus_rule_is_the_rules_file_and_passes_promtool() -> Result<()> {
 
     let docs = documents()?;
     let rule = the(&docs, "PrometheusRule")?;
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("rules.json");
-    std::fs::write(&path, serde_json::to_string(&rule["spec"])?)?;
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let out = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .with_context(|| {
-            format!("running {promtool} (scripts/ensure-test-tools.sh installs it)")
-        })?;
-    ensure!(
-        out.status.success(),
-        "promtool check rules on the PrometheusRule's spec:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    promtool_check_rules(&rule["spec"]).context("the PrometheusRule's spec")
 }
 
 /// Each replica opens its own pools: at maxReplicas, every pool full
@@ -833,24 +840,8 @@ fn scaling_doc_promql_parses_and_names_real_metrics() -> Result<()> {
         .enumerate()
         .map(|(i, e)| json!({ "record": format!("scaling:doc_{i}"), "expr": e }))
         .collect();
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("scaling.rules.json");
-    std::fs::write(
-        &path,
-        json!({ "groups": [{ "name": "scaling", "rules": rules }] }).to_string(),
-    )?;
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let out = Command::new(&promtool)
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .with_context(|| format!("running {promtool}"))?;
-    ensure!(
-        out.status.success(),
-        "PromQL in docs/scaling.md:\n{}{}\n{exprs:#?}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check_rules(&json!({ "groups": [{ "name": "scaling", "rules": rules }] }))
+        .with_context(|| format!("PromQL in docs/scaling.md: {exprs:#?}"))?;
 
     let mut exported = String::new();
     let admin = repo_root().join("crates/pgvigil-admin/src");

@@ -110,15 +110,12 @@ async fn raw_login(port: u16, params: &[(&str, &str)]) -> Result<(RawConn, Vec<(
             first.error_fields()
         );
     }
-    let mut status = Vec::new();
-    for msg in conn.read_until_ready().await? {
-        if msg.tag == b'S' {
-            let mut parts = msg.body.split(|&b| b == 0);
-            let name = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let value = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            status.push((name, value));
-        }
-    }
+    let status = conn
+        .read_until_ready()
+        .await?
+        .iter()
+        .filter_map(Message::parameter_status)
+        .collect();
     Ok((conn, status))
 }
 
@@ -991,12 +988,7 @@ both_modes!(function_call_is_forwarded, function_call_is_forwarded);
 async fn function_call_is_forwarded(mode: PoolMode) -> Result<()> {
     timed(LIMIT, async {
         let cluster = shared_cluster();
-        let vigil = Pgvigil::builder(cluster)
-            .pool_mode(mode)
-            .pool_size(2)
-            .client_auth("trust")
-            .spawn()
-            .await?;
+        let vigil = Pgvigil::start_trust(cluster, mode, 2).await?;
         let (mut conn, _) =
             raw_login(vigil.port(), &[("user", "app"), ("database", "appdb")]).await?;
         let rows = raw_query(&mut conn, b"SELECT 'int4pl'::regproc::oid::text").await?;

@@ -18,9 +18,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 
 async fn transaction_pool(pool_size: u32, extra: &str) -> Result<Pgvigil> {
     let cluster = shared_cluster();
-    Pgvigil::builder(cluster)
-        .config_file(format!("[pool]\n{extra}\n"))
-        .upstream(cluster.url("appdb"))
+    Pgvigil::builder_with_config(cluster, format!("[pool]\n{extra}\n"))
         .pool_mode(PoolMode::Transaction)
         .pool_size(pool_size)
         .client_auth("trust")
@@ -170,19 +168,7 @@ async fn temporary_tables_and_advisory_locks_pin_until_released() -> Result<()> 
 async fn listen_works_in_transaction_mode_and_notifications_arrive() -> Result<()> {
     timed(LIMIT, async {
         let vigil = transaction_pool(2, "").await?;
-        let mut listener = RawConn::connect(vigil.port()).await?;
-        listener
-            .send_startup(&[("user", "app"), ("database", "appdb")])
-            .await?;
-        let first = listener.read_message().await?;
-        if first.auth_code() != Some(0) {
-            // SCRAM: log in the normal way instead.
-            bail!(
-                "expected trust login for the raw client, got {:?}",
-                first.tag as char
-            );
-        }
-        listener.read_until_ready().await?;
+        let mut listener = RawConn::startup_trust(vigil.port(), "app", "appdb").await?;
         listener.send_query("LISTEN session_state_jobs").await?;
         listener.read_until_ready().await?;
         wait_pinned(&vigil, 1).await?;

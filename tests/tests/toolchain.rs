@@ -9,18 +9,11 @@
 //! Run: `cargo test -p pgvigil-integration --test toolchain`
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use pgvigil_integration::repo::repo_root;
 use pgvigil_integration::serde_json::{self, Value};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
 
 /// "1.89" or "1.88.0" as comparable numbers; a missing patch is 0, as
 /// Cargo reads it.
@@ -50,6 +43,16 @@ fn metadata() -> Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
+/// The package ids of the workspace's members.
+fn workspace_members(meta: &Value) -> Result<BTreeSet<&str>> {
+    Ok(meta["workspace_members"]
+        .as_array()
+        .context("workspace_members")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect())
+}
+
 /// The workspace's `rust-version`, read from Cargo.toml's [workspace.package].
 fn workspace_rust_version() -> Result<String> {
     let text = std::fs::read_to_string(repo_root().join("Cargo.toml"))?;
@@ -76,12 +79,7 @@ fn newest_dependency_minimum(meta: &Value) -> Result<((u64, u64, u64), BTreeSet<
         .iter()
         .filter_map(|n| Some((n["id"].as_str()?, n)))
         .collect();
-    let members: BTreeSet<&str> = meta["workspace_members"]
-        .as_array()
-        .context("workspace_members")?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let members = workspace_members(meta)?;
     let mut seen = BTreeSet::new();
     let mut todo: Vec<&str> = members.iter().copied().collect();
     while let Some(id) = todo.pop() {
@@ -137,12 +135,7 @@ fn workspace_rust_version_is_at_least_every_locked_dependencys() -> Result<()> {
 fn every_workspace_member_inherits_the_rust_version() -> Result<()> {
     let stated = workspace_rust_version()?;
     let meta = metadata()?;
-    let members: BTreeSet<&str> = meta["workspace_members"]
-        .as_array()
-        .context("workspace_members")?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let members = workspace_members(&meta)?;
     let mut checked = 0;
     for package in meta["packages"].as_array().context("packages")? {
         if !members.contains(package["id"].as_str().unwrap_or_default()) {
