@@ -113,14 +113,6 @@ pub fn spawn_tied(cmd: std::process::Command) -> std::io::Result<Child> {
     crate::spawn::spawn_tied(cmd, libc::SIGKILL)
 }
 
-/// The workspace's root: README.md, scripts/, config/.
-pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
 /// Runs a command line as a user would paste it (`sh -c`), with `env` set
 /// and no stdin; whether it succeeded, and `$ line` followed by its output
 /// (stdout, then stderr) for error messages. libpq clients in it give up

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use pgvigil_integration::api::http_get;
+use pgvigil_integration::repo::repo_root;
 use pgvigil_integration::timed;
-use pgvigil_integration::util::{repo_root, run_shell_line, spawn_tied, wait_child_timeout};
+use pgvigil_integration::util::{run_shell_line, spawn_tied, wait_child_timeout};
 use pgvigil_integration::vigil::binary_path;
 
 /// How long the demo may take to print where its dashboard is: initdb,

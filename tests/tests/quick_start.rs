@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use pgvigil_integration::util::{repo_root, run_shell_line};
+use pgvigil_integration::repo::repo_root;
+use pgvigil_integration::util::run_shell_line;
 use pgvigil_integration::{shared_cluster, timed, Pgvigil};
 
 const LIMIT: Duration = Duration::from_secs(60);
