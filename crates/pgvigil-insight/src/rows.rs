@@ -3,7 +3,7 @@
 
 use crate::histogram::LatencyHistogram;
 use crate::insight::lock;
-use crate::stats::{Totals, FOLD_MINUTES, HISTORY_MINUTES, MINUTE_SLICES};
+use crate::stats::{Totals, FOLD_MINUTES, HISTORY_MINUTES};
 use crate::store;
 use crate::{Caller, Insight};
 
@@ -201,7 +201,7 @@ impl Insight {
                 .iter()
                 .filter(|s| s.minute + s.span > first_minute)
             {
-                let key = if s.span == 1 && s.minute + MINUTE_SLICES <= now_minute {
+                let key = if s.folds_to_five_minutes(now_minute) {
                     (s.minute - s.minute % FOLD_MINUTES, FOLD_MINUTES)
                 } else {
                     (s.minute, s.span)
