@@ -262,26 +262,20 @@ const fn flex(min: u16) -> Col {
 /// the query a few characters.
 fn fit_columns(cols: &[Col], available: u16) -> Vec<bool> {
     let mut keep = vec![true; cols.len()];
-    loop {
-        let kept: Vec<&Col> = cols
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(c, _)| c)
-            .collect();
-        let need: u32 = kept.iter().map(|c| u32::from(c.width)).sum::<u32>()
-            + kept.len().saturating_sub(1) as u32;
-        if need <= u32::from(available) {
-            return keep;
-        }
+    // Each column and the cell after it, but for the last.
+    let cost = |c: &Col| u32::from(c.width) + 1;
+    let mut need = cols.iter().map(cost).sum::<u32>().saturating_sub(1);
+    while need > u32::from(available) {
         let Some(drop) = (0..cols.len())
             .filter(|&i| keep[i] && cols[i].priority < u8::MAX)
             .min_by_key(|&i| (cols[i].priority, std::cmp::Reverse(i)))
         else {
-            return keep;
+            break;
         };
         keep[drop] = false;
+        need = need.saturating_sub(cost(&cols[drop]));
     }
+    keep
 }
 
 /// The constraints of the kept columns: fixed widths, the flexible one fills.
