@@ -783,6 +783,16 @@ mod tests {
         }
     }
 
+    /// `line` holds every one of `labels`.
+    fn assert_shows(line: &str, labels: &[&str], screen: &str) {
+        for label in labels {
+            assert!(
+                line.contains(label),
+                "{label:?} missing from {line:?}\n{screen}"
+            );
+        }
+    }
+
     const QUERY_LABELS: [&str; 8] = [
         "calls/s", "calls", "total ms", "mean ms", "p95 ms", "errors", "rows", "query",
     ];
@@ -804,12 +814,11 @@ mod tests {
         let text = screen(&app, 80, 24);
         let header = line(&text, "query");
         assert_whole_words(header, &QUERY_LABELS, &text);
-        for label in ["calls/s", "total ms▼", "mean ms", "p95 ms", "query"] {
-            assert!(
-                header.contains(label),
-                "{label:?} missing from {header:?}\n{text}"
-            );
-        }
+        assert_shows(
+            header,
+            &["calls/s", "total ms▼", "mean ms", "p95 ms", "query"],
+            &text,
+        );
         // The low-priority figures made room: 40 characters of each query.
         let row = line(&text, "SELECT o.id");
         assert!(
@@ -822,12 +831,7 @@ mod tests {
 
         let pools = line(&text, "database/user");
         assert_whole_words(pools, &POOL_LABELS, &text);
-        for label in POOL_LABELS {
-            assert!(
-                pools.contains(label),
-                "{label:?} missing from {pools:?}\n{text}"
-            );
-        }
+        assert_shows(pools, &POOL_LABELS, &text);
         assert!(line(&text, "appdb/app").contains("transaction"), "{text}");
 
         // The half-width panels keep their query text readable too.
@@ -858,12 +862,7 @@ mod tests {
         let text = screen(&app, 120, 40);
         let header = line(&text, "query");
         assert_whole_words(header, &QUERY_LABELS, &text);
-        for label in QUERY_LABELS {
-            assert!(
-                header.contains(label),
-                "{label:?} missing from {header:?}\n{text}"
-            );
-        }
+        assert_shows(header, &QUERY_LABELS, &text);
         let row = line(&text, "SELECT o.id");
         assert!(
             row.contains("SELECT o.id, o.amount, o.created_at FROM orders_0 o JOIN"),
