@@ -12,11 +12,10 @@
 //!
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test dashboard`
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::browser::{chromium, e2e_dir, require_browser, target_dir};
+use pgvigil_integration::browser::{require_browser, run_e2e, target_dir};
 use pgvigil_integration::serde_json::{self, Value};
 use pgvigil_integration::vigil::tail;
 use pgvigil_integration::{shared_cluster, timed, unique_name, wait_until, Pgvigil, PoolMode};
@@ -227,37 +226,9 @@ async fn dashboard_shows_n_plus_one_top_query_and_pools_in_chromium() -> Result<
         let screenshot = target_dir()?.join("dashboard.png");
         let _ = std::fs::remove_file(&screenshot);
         let url = format!("http://127.0.0.1:{port}/?token={TOKEN}");
-        let script = e2e_dir().join("dashboard.mjs");
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(&script)
-            .arg(&url)
-            .arg(&screenshot)
-            .env("CHROMIUM_BIN", chromium())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(BROWSER_LIMIT, cmd.output())
+        let page = run_e2e("dashboard.mjs", &[url.as_ref(), screenshot.as_ref()], BROWSER_LIMIT)
             .await
-            .with_context(|| format!("node {} did not finish within {BROWSER_LIMIT:?}", script.display()))?
-            .with_context(|| format!("running node {}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let page: Value = serde_json::from_str(stdout.trim()).with_context(|| {
-            format!(
-                "node {} printed no JSON ({}); stdout:\n{}\nstderr:\n{}",
-                script.display(),
-                out.status,
-                tail(&stdout, 4000),
-                tail(&stderr, 4000)
-            )
-        })?;
-        ensure!(
-            out.status.success() && page["ok"] == true,
-            "the browser run failed ({}): {}\nstderr:\n{}\npgvigil:\n{}",
-            out.status,
-            page["error"].as_str().unwrap_or("?"),
-            tail(&stderr, 4000),
-            tail(&vigil.stderr(), 2000)
-        );
+            .with_context(|| format!("pgvigil:\n{}", tail(&vigil.stderr(), 2000)))?;
         println!("dashboard screenshot: {}", screenshot.display());
         ensure!(screenshot.is_file(), "no screenshot at {}", screenshot.display());
 

@@ -16,12 +16,11 @@
 //!
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test dashboard_layout`
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::browser::{chromium, e2e_dir, require_browser, target_dir};
-use pgvigil_integration::serde_json::{self, Value};
+use pgvigil_integration::browser::{require_browser, run_e2e, target_dir};
+use pgvigil_integration::serde_json::Value;
 use pgvigil_integration::vigil::tail;
 use pgvigil_integration::{shared_cluster, timed, unique_name, wait_until, Pgvigil, PoolMode};
 
@@ -145,38 +144,9 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
         let screenshot = target_dir()?.join("dashboard-1400x900.png");
         let _ = std::fs::remove_file(&screenshot);
         let url = format!("http://127.0.0.1:{port}/");
-        let script = e2e_dir().join("dashboard_layout.mjs");
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(&script)
-            .arg(&url)
-            .arg(&screenshot)
-            .env("CHROMIUM_BIN", chromium())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(BROWSER_LIMIT, cmd.output())
+        let page = run_e2e("dashboard_layout.mjs", &[url.as_ref(), screenshot.as_ref()], BROWSER_LIMIT)
             .await
-            .with_context(|| format!("node {} did not finish within {BROWSER_LIMIT:?}", script.display()))?
-            .with_context(|| format!("running node {}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let page: Value = serde_json::from_str(stdout.trim()).with_context(|| {
-            format!(
-                "node {} printed no JSON ({}); stdout:\n{}\nstderr:\n{}",
-                script.display(),
-                out.status,
-                tail(&stdout, 4000),
-                tail(&stderr, 4000)
-            )
-        })?;
-        ensure!(
-            out.status.success() && page["ok"] == true,
-            "the browser run failed ({}): {}\nbody:\n{}\nstderr:\n{}\npgvigil:\n{}",
-            out.status,
-            page["error"].as_str().unwrap_or("?"),
-            tail(page["bodyText"].as_str().unwrap_or(""), 3000),
-            tail(&stderr, 4000),
-            tail(&vigil.stderr(), 2000)
-        );
+            .with_context(|| format!("pgvigil:\n{}", tail(&vigil.stderr(), 2000)))?;
         println!("dashboard screenshot (1400x900, above the fold): {}", screenshot.display());
         ensure!(screenshot.is_file(), "no screenshot at {}", screenshot.display());
         holder.batch_execute("COMMIT").await?;
