@@ -19,10 +19,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use pgvigil_integration::books::Books;
 use pgvigil_integration::browser::{require_browser, run_e2e, target_dir};
 use pgvigil_integration::serde_json::Value;
 use pgvigil_integration::vigil::tail;
-use pgvigil_integration::{shared_cluster, timed, unique_name, wait_until, Pgvigil, PoolMode};
+use pgvigil_integration::{shared_cluster, timed, wait_until, Pgvigil, PoolMode};
 
 const LIMIT: Duration = Duration::from_secs(150);
 const BROWSER_LIMIT: Duration = Duration::from_secs(90);
@@ -58,35 +59,10 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
             .await?;
         let port = vigil.admin_port();
 
-        let authors = unique_name("authors");
-        let books = unique_name("books");
         let mut client = vigil.connect_app().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE {authors} (id int PRIMARY KEY, name text NOT NULL);
-                 CREATE TABLE {books} (id serial PRIMARY KEY, author_id int NOT NULL, title text NOT NULL);
-                 INSERT INTO {authors} SELECT i, 'author ' || i FROM generate_series(1, 50) i;
-                 INSERT INTO {books} (author_id, title)
-                     SELECT 1 + i % 50, 'book ' || i FROM generate_series(1, 200) i;"
-            ))
-            .await?;
+        let shop = Books::create(&client).await?;
         for _ in 0..LOOPS {
-            let tx = client.transaction().await?;
-            let parents = tx
-                .query(
-                    &format!("SELECT id FROM {authors} ORDER BY id LIMIT {CHILDREN}"),
-                    &[],
-                )
-                .await?;
-            for row in parents {
-                let id: i32 = row.get(0);
-                tx.query(
-                    &format!("SELECT id, title FROM {books} WHERE author_id = $1"),
-                    &[&id],
-                )
-                .await?;
-            }
-            tx.commit().await?;
+            shop.n_plus_one_loop(&mut client, CHILDREN).await?;
         }
         for _ in 0..2 {
             client.query("SELECT pg_sleep(0.15)", &[]).await?;
@@ -97,7 +73,7 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
         let holder = vigil.connect_app().await?;
         holder.batch_execute("BEGIN; SELECT 1").await?;
 
-        let child = format!("SELECT id, title FROM {books} WHERE author_id = $1");
+        let child = shop.child_query();
         let ready = wait_until(Duration::from_secs(10), Duration::from_millis(100), || async {
             let d = vigil.api_get("/api/n-plus-one").await?;
             let slow = vigil.api_get("/api/slow").await?;
