@@ -649,13 +649,20 @@
   // many loops they add up to, so the figures never disagree.
   const loopsOf = (rows) => rows.reduce((n, d) => n + (Number(d.occurrences) || 0), 0);
   const plural = (n, one, many) => `${fmtInt(n)} ${n === 1 ? one : many}`;
+  const kindTag = (d) => h("span", { class: "tag " + (d.kind === "n_plus_one" ? "bad" : "warn") }, d.kind === "n_plus_one" ? "N+1" : "repeated");
+
+  // The panel's and the summary's badge: how many patterns, none shown as
+  // nothing.
+  function patternCount(id, rows) {
+    $(id).textContent = rows.length ? String(rows.length) : "";
+    $(id).title = plural(rows.length, "pattern", "patterns");
+  }
 
   function renderNPlusOne(body) {
     const rows = body.detections || [];
     renderSummaryNPlus(rows);
     if (!changed("nplus", rows)) return;
-    $("nplus-count").textContent = rows.length ? String(rows.length) : "";
-    $("nplus-count").title = plural(rows.length, "pattern", "patterns");
+    patternCount("nplus-count", rows);
     $("nplus-loops").textContent = rows.length ? plural(loopsOf(rows), "loop", "loops") + " in all" : "";
     $("nplus-empty").hidden = rows.length > 0;
     keepFocus(() => {
@@ -667,7 +674,7 @@
             h(
               "div",
               { class: "det-head" },
-              h("span", { class: "tag " + (d.kind === "n_plus_one" ? "bad" : "warn") }, d.kind === "n_plus_one" ? "N+1" : "repeated"),
+              kindTag(d),
               h("span", null, h("strong", null, `${fmtInt(d.repeats)}×`), " per loop, ", h("strong", null, fmtInt(d.occurrences)), d.occurrences === 1 ? " loop" : " loops", ` · ${fmtMs(d.total_ms)}`),
               h("span", { class: "muted right" }, fmtAgo(d.last_seen))
             ),
@@ -1246,8 +1253,7 @@
   function renderSummaryNPlus(rows) {
     const top = [...rows].sort((a, b) => b.total_ms - a.total_ms).slice(0, 4);
     if (!changed("summary-nplus", [rows.length, top])) return;
-    $("summary-nplus-count").textContent = rows.length ? String(rows.length) : "";
-    $("summary-nplus-count").title = plural(rows.length, "pattern", "patterns");
+    patternCount("summary-nplus-count", rows);
     const list = $("summary-nplus-list");
     if (!top.length) {
       list.replaceChildren(h("li", { class: "empty" }, "No N+1 loops detected."));
@@ -1262,7 +1268,7 @@
             h(
               "div",
               { class: "top-figures" },
-              h("span", { class: "tag " + (d.kind === "n_plus_one" ? "bad" : "warn") }, d.kind === "n_plus_one" ? "N+1" : "repeated"),
+              kindTag(d),
               h("strong", null, plural(d.occurrences, "loop", "loops")),
               h("span", { class: "muted" }, `${fmtInt(d.repeats)}× each · ${fmtMs(d.total_ms)}`)
             ),
