@@ -1243,6 +1243,18 @@
   // ------------------------------------------------------------ summary
 
   // The band at the top: what needs attention, before the long tables.
+
+  // One of the band's short lists: `items` drawn by `item`, then `after`
+  // if given, or one line saying there are none.
+  function renderTops(id, items, none, item, after = null) {
+    const list = $(id);
+    if (!items.length) {
+      list.replaceChildren(h("li", { class: "empty" }, none));
+      return;
+    }
+    keepFocus(() => list.replaceChildren(...items.map(item), ...(after ? [after] : [])));
+  }
+
   function renderLatency(r) {
     if (!changed("latency", [r.status, r.status === "fulfilled" ? r.value : reasonText(r), state.markers])) return;
     const el = $("latency-chart");
@@ -1254,28 +1266,19 @@
     const top = [...rows].sort((a, b) => b.total_ms - a.total_ms).slice(0, 4);
     if (!changed("summary-nplus", [rows.length, top])) return;
     patternCount("summary-nplus-count", rows);
-    const list = $("summary-nplus-list");
-    if (!top.length) {
-      list.replaceChildren(h("li", { class: "empty" }, "No N+1 loops detected."));
-      return;
-    }
-    keepFocus(() =>
-      list.replaceChildren(
-        ...top.map((d) =>
-          h(
-            "li",
-            { class: "top-item" },
-            h(
-              "div",
-              { class: "top-figures" },
-              kindTag(d),
-              h("strong", null, plural(d.occurrences, "loop", "loops")),
-              h("span", { class: "muted" }, `${fmtInt(d.repeats)}× each · ${fmtMs(d.total_ms)}`)
-            ),
-            h("button", { type: "button", class: "link sql-inline", title: d.query, "data-focus": "sn-" + d.fingerprint + "-" + d.parent_fingerprint, onclick: () => select(d.fingerprint) }, d.query),
-            d.parent_query ? h("span", { class: "sql-inline muted small", title: d.parent_query }, "after " + d.parent_query) : null
-          )
-        )
+    renderTops("summary-nplus-list", top, "No N+1 loops detected.", (d) =>
+      h(
+        "li",
+        { class: "top-item" },
+        h(
+          "div",
+          { class: "top-figures" },
+          kindTag(d),
+          h("strong", null, plural(d.occurrences, "loop", "loops")),
+          h("span", { class: "muted" }, `${fmtInt(d.repeats)}× each · ${fmtMs(d.total_ms)}`)
+        ),
+        h("button", { type: "button", class: "link sql-inline", title: d.query, "data-focus": "sn-" + d.fingerprint + "-" + d.parent_fingerprint, onclick: () => select(d.fingerprint) }, d.query),
+        d.parent_query ? h("span", { class: "sql-inline muted small", title: d.parent_query }, "after " + d.parent_query) : null
       )
     );
   }
@@ -1291,21 +1294,12 @@
     }
     const top = [...by.values()].sort((a, b) => b.count - a.count || b.worst - a.worst).slice(0, 5);
     if (!changed("summary-slow", top)) return;
-    const list = $("summary-slow-list");
-    if (!top.length) {
-      list.replaceChildren(h("li", { class: "empty" }, "No slow executions recorded."));
-      return;
-    }
-    keepFocus(() =>
-      list.replaceChildren(
-        ...top.map((g) =>
-          h(
-            "li",
-            { class: "top-item" },
-            h("div", { class: "top-figures" }, h("strong", null, `${fmtInt(g.count)}× slow`), h("span", { class: "muted" }, `worst ${fmtMs(g.worst)}`)),
-            h("button", { type: "button", class: "link sql-inline", title: g.query, "data-focus": "ss-" + g.fingerprint, onclick: () => select(g.fingerprint) }, g.query)
-          )
-        )
+    renderTops("summary-slow-list", top, "No slow executions recorded.", (g) =>
+      h(
+        "li",
+        { class: "top-item" },
+        h("div", { class: "top-figures" }, h("strong", null, `${fmtInt(g.count)}× slow`), h("span", { class: "muted" }, `worst ${fmtMs(g.worst)}`)),
+        h("button", { type: "button", class: "link sql-inline", title: g.query, "data-focus": "ss-" + g.fingerprint, onclick: () => select(g.fingerprint) }, g.query)
       )
     );
   }
@@ -1320,14 +1314,13 @@
 
   function renderSummaryPools(pools) {
     if (!changed("summary-pools", pools)) return;
-    const list = $("summary-pools-list");
-    if (!pools.length) {
-      list.replaceChildren(h("li", { class: "empty" }, "No pools configured."));
-      return;
-    }
     const shown = [...pools].sort((a, b) => b.utilization - a.utilization || b.waiting - a.waiting).slice(0, 5);
-    list.replaceChildren(
-      ...shown.map((p) => {
+    const more = pools.length > shown.length ? h("li", { class: "muted small" }, `and ${fmtInt(pools.length - shown.length)} more below`) : null;
+    renderTops(
+      "summary-pools-list",
+      shown,
+      "No pools configured.",
+      (p) => {
         const [pct, meter] = meterFor(p);
         meter.classList.add("wide-meter");
         return h(
@@ -1343,8 +1336,8 @@
             h("span", { class: "muted" }, plural(p.clients, "client", "clients"))
           )
         );
-      }),
-      ...(pools.length > shown.length ? [h("li", { class: "muted small" }, `and ${fmtInt(pools.length - shown.length)} more below`)] : [])
+      },
+      more
     );
   }
 
