@@ -1226,15 +1226,18 @@
   // `nplus`: the N+1 panel's rows (null when they could not be read), so
   // the header counts what the panel lists.
   function renderCounters(c, nplus) {
-    if (!changed("counters", [c, nplus])) return;
+    // Two figures of the rows are shown: compare those, not every row again.
+    const patterns = nplus ? nplus.length : null;
+    const loops = nplus ? loopsOf(nplus) : null;
+    if (!changed("counters", [c, patterns, loops])) return;
     const item = (label, value, title, id) => h("div", { title, id }, h("dt", null, label), h("dd", null, value));
     $("counters").replaceChildren(
       item("fingerprints", `${fmtInt(c.fingerprints)} / ${fmtInt(c.max_fingerprints)}`, `${fmtInt(c.fingerprint_evictions)} evicted`),
       item("slow events", fmtInt(c.slow_events), `${fmtInt(c.slow_events_dropped)} dropped`),
       item(
         "N+1 patterns",
-        nplus ? fmtInt(nplus.length) : "–",
-        nplus ? `${plural(loopsOf(nplus), "loop", "loops")} in all; ${fmtInt(c.detections_dropped)} dropped` : null,
+        nplus ? fmtInt(patterns) : "–",
+        nplus ? `${plural(loops, "loop", "loops")} in all; ${fmtInt(c.detections_dropped)} dropped` : null,
         "counter-nplus"
       )
     );
