@@ -6,17 +6,9 @@
 //
 //   node tests/e2e/dashboard.mjs <dashboard url> <screenshot.png>
 //
-// Needs /usr/bin/chromium (apt-get install chromium) and
-// `npm ci --prefix tests/e2e`; scripts/ensure-browser.sh does both.
+// Needs what lib.mjs needs; scripts/ensure-browser.sh installs it.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const WAIT_MS = 20000;
-const ADVISOR_PATH = /\/api\/(advice|health|markers|regressions)\b|\/api\/queries\/[0-9a-f]+\/plan\b/;
+import { inChromium, WAIT_MS } from "./lib.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
 if (!url || !screenshot) {
@@ -24,62 +16,7 @@ if (!url || !screenshot) {
   process.exit(2);
 }
 
-const profile = mkdtempSync(join(tmpdir(), "pgvigil-chromium-"));
-const result = {
-  url: new URL(url).origin + new URL(url).pathname, // never print the token
-  screenshot,
-  consoleErrors: [],
-  advisorMisses: [],
-  pageErrors: [],
-  failedRequests: [],
-  foreignRequests: [],
-};
-
-let context;
-let page;
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      // --user-data-dir: the fresh profile passed as the first argument.
-    ],
-    viewport: { width: 1440, height: 1000 },
-    deviceScaleFactor: 1,
-    colorScheme: "light",
-    timeout: 30000,
-  });
-  page = context.pages()[0] || (await context.newPage());
-  const origin = new URL(url).origin;
-  page.on("console", (m) => {
-    if (m.type() !== "error") return;
-    // The advisor's endpoints answer 404/503 when the advisor is off or
-    // has nothing yet (no plan of a query); the page shows that in the
-    // panel, but chromium still logs the status as a console error.
-    const where = m.location() && m.location().url ? m.location().url : "";
-    if (/status of (404|503)/.test(m.text()) && ADVISOR_PATH.test(where)) result.advisorMisses.push(`${where}: ${m.text()}`);
-    else result.consoleErrors.push(m.text());
-  });
-  page.on("pageerror", (e) => result.pageErrors.push(String(e)));
-  page.on("request", (r) => {
-    if (!r.url().startsWith(origin)) result.foreignRequests.push(r.url());
-  });
-  page.on("requestfailed", (r) => result.failedRequests.push(`${r.url()}: ${r.failure()?.errorText}`));
-  page.on("dialog", (d) => {
-    // A token prompt means the page did not get the token from the URL.
-    result.pageErrors.push(`unexpected dialog: ${d.message()}`);
-    d.dismiss();
-  });
-
-  await page.goto(url, { waitUntil: "load", timeout: WAIT_MS });
+await inChromium({ url, screenshot }, async (page, result) => {
   await page.waitForSelector("#nplus .detection", { state: "visible", timeout: WAIT_MS });
   await page.waitForSelector("#queries tbody tr", { state: "visible", timeout: WAIT_MS });
   await page.waitForSelector("#histogram svg rect.bar", { timeout: WAIT_MS });
@@ -118,17 +55,4 @@ try {
   result.bodyText = await page.locator("body").innerText();
 
   await page.screenshot({ path: screenshot, fullPage: true });
-  result.ok = true;
-} catch (e) {
-  result.ok = false;
-  result.error = String(e && e.stack ? e.stack : e);
-  // What the page looked like when it failed, to see why.
-  if (page) await page.screenshot({ path: screenshot, fullPage: true }).catch(() => {});
-  if (page) result.bodyText = await page.locator("body").innerText().catch(() => "");
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+});

@@ -12,19 +12,9 @@
 // With --advisor-off it checks instead that a pgvigil without the advisor
 // gets panels that say so while the rest of the page works.
 //
-// Needs /usr/bin/chromium (apt-get install chromium) and
-// `npm ci --prefix tests/e2e`; scripts/ensure-browser.sh does both.
+// Needs what lib.mjs needs; scripts/ensure-browser.sh installs it.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
-
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const WAIT_MS = 20000;
-// The plan endpoint answers 404 until a query is planned, and chromium
-// logs that as a console error although the page shows "no plan yet".
-const ADVISOR_PATH = /\/api\/(advice|health|markers|regressions)\b|\/api\/queries\/[0-9a-f]+\/plan\b/;
+import { inChromium, WAIT_MS } from "./lib.mjs";
 
 const [url, screenshot, markerName] = process.argv.slice(2);
 if (!url || !screenshot || !markerName) {
@@ -32,52 +22,11 @@ if (!url || !screenshot || !markerName) {
   process.exit(2);
 }
 
-const profile = mkdtempSync(join(tmpdir(), "pgvigil-chromium-"));
-const origin = new URL(url).origin;
-const result = {
-  url: origin + new URL(url).pathname, // never print a token
-  screenshot,
-  consoleErrors: [],
-  advisorMisses: [],
-  pageErrors: [],
-  failedRequests: [],
-  foreignRequests: [],
-};
+// The Copy button uses the Clipboard API; reading it back needs the read
+// permission too.
+const permissions = ["clipboard-read", "clipboard-write"];
 
-let context;
-let page;
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-    viewport: { width: 1440, height: 1000 },
-    deviceScaleFactor: 1,
-    colorScheme: "light",
-    timeout: 30000,
-  });
-  // The Copy button uses the Clipboard API; reading it back needs the
-  // read permission too.
-  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin });
-  page = context.pages()[0] || (await context.newPage());
-  page.on("console", (m) => {
-    if (m.type() !== "error") return;
-    const where = m.location() && m.location().url ? m.location().url : "";
-    if (/status of (404|503)/.test(m.text()) && ADVISOR_PATH.test(where)) result.advisorMisses.push(`${where}: ${m.text()}`);
-    else result.consoleErrors.push(m.text());
-  });
-  page.on("pageerror", (e) => result.pageErrors.push(String(e)));
-  page.on("request", (r) => {
-    if (!r.url().startsWith(origin)) result.foreignRequests.push(r.url());
-  });
-  page.on("requestfailed", (r) => result.failedRequests.push(`${r.url()}: ${r.failure()?.errorText}`));
-  page.on("dialog", (d) => {
-    result.pageErrors.push(`unexpected dialog: ${d.message()}`);
-    d.dismiss();
-  });
-
-  await page.goto(url, { waitUntil: "load", timeout: WAIT_MS });
-
+await inChromium({ url, screenshot, permissions }, async (page, result) => {
   if (markerName === "--advisor-off") {
     await page.waitForSelector("#queries tbody tr", { state: "visible", timeout: WAIT_MS });
     await page.waitForFunction(() => /not available/.test(document.querySelector("#advice").innerText), null, { timeout: WAIT_MS });
@@ -94,7 +43,6 @@ try {
     result.percentilePoints = await page.locator("#percentiles svg circle").count();
     result.status = (await page.locator("#status").innerText()).trim();
     await page.screenshot({ path: screenshot, fullPage: true });
-    result.ok = true;
   } else {
     // Advice.
     const item = page.locator("#advice .advice-item.kind-create_index").first();
@@ -162,17 +110,5 @@ try {
     // From the top: the sticky header stays where it belongs.
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: screenshot, fullPage: true });
-    result.ok = true;
   }
-} catch (e) {
-  result.ok = false;
-  result.error = String(e && e.stack ? e.stack : e);
-  if (page) await page.screenshot({ path: screenshot, fullPage: true }).catch(() => {});
-  if (page) result.bodyText = await page.locator("body").innerText().catch(() => "");
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+});

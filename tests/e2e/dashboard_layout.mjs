@@ -12,16 +12,10 @@
 // (whose default clock is 12-hour), so a time formatted by the locale
 // instead of the page's UTC 24-hour clock shows.
 //
-// Needs /usr/bin/chromium (apt-get install chromium) and
-// `npm ci --prefix tests/e2e`; scripts/ensure-browser.sh does both.
+// Needs what lib.mjs needs; scripts/ensure-browser.sh installs it.
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { inChromium, WAIT_MS } from "./lib.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const WAIT_MS = 20000;
 const WIDTH = 1400;
 const HEIGHT = 900;
 const REFRESH_MS = 2000;
@@ -31,9 +25,6 @@ if (!url || !screenshot) {
   console.error("usage: node dashboard_layout.mjs <dashboard url> <screenshot.png>");
   process.exit(2);
 }
-
-const profile = mkdtempSync(join(tmpdir(), "pgvigil-chromium-"));
-const result = { screenshot, pageErrors: [], consoleErrors: [] };
 
 // Seconds between an HH:MM:SS text and the UTC time of day now (wrapping at
 // midnight), or null when the text is not a 24-hour HH:MM:SS.
@@ -47,44 +38,16 @@ function skewFromUtcNow(text) {
   return Math.min(diff, 86400 - diff);
 }
 
-let context;
-let page;
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    viewport: { width: WIDTH, height: HEIGHT },
-    deviceScaleFactor: 1,
-    colorScheme: "light",
-    locale: "en-US",
-    timezoneId: "America/Los_Angeles",
-    timeout: 30000,
-  });
-  page = context.pages()[0] || (await context.newPage());
-  page.on("console", (m) => {
-    if (m.type() !== "error") return;
-    // The advisor's endpoints may answer 404/503 (advisor off, no plan
-    // yet); the page shows that in its panel.
-    if (/status of (404|503)/.test(m.text())) return;
-    result.consoleErrors.push(m.text());
-  });
-  page.on("pageerror", (e) => result.pageErrors.push(String(e)));
-  page.on("dialog", (d) => {
-    result.pageErrors.push(`unexpected dialog: ${d.message()}`);
-    d.dismiss();
-  });
+const browser = {
+  url,
+  screenshot,
+  viewport: { width: WIDTH, height: HEIGHT },
+  fullPage: false,
+  locale: "en-US",
+  timezoneId: "America/Los_Angeles",
+};
 
-  await page.goto(url, { waitUntil: "load", timeout: WAIT_MS });
+await inChromium(browser, async (page, result) => {
   await page.waitForSelector("#summary-nplus-list .top-item", { state: "visible", timeout: WAIT_MS });
   await page.waitForSelector("#summary-slow-list .top-item", { state: "visible", timeout: WAIT_MS });
   await page.waitForSelector("#summary-pools-list .pool", { state: "visible", timeout: WAIT_MS });
@@ -201,16 +164,4 @@ try {
     pressed: await button.getAttribute("aria-pressed"),
     status: (await page.locator("#status").innerText()).trim(),
   };
-  result.ok = true;
-} catch (e) {
-  result.ok = false;
-  result.error = String(e && e.stack ? e.stack : e);
-  if (page) await page.screenshot({ path: screenshot, fullPage: false }).catch(() => {});
-  if (page) result.bodyText = await page.locator("body").innerText().catch(() => "");
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
-
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+});

@@ -1,10 +1,15 @@
 //! What the browser tests need: Debian's Chromium, node and the e2e
 //! scripts' node modules (`scripts/ensure-browser.sh` installs them).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+
+use crate::vigil::tail;
 
 pub fn chromium() -> PathBuf {
     std::env::var_os("CHROMIUM_BIN")
@@ -56,4 +61,43 @@ pub fn require_browser() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs `tests/e2e/<script>` under node with `args` (the page's URL and
+/// the screenshot's path first), Chromium named in `CHROMIUM_BIN`, for at
+/// most `limit`: the JSON object the script printed, once it says `ok`.
+/// A failure carries the script's error, the page's text and node's
+/// stderr.
+pub async fn run_e2e(script: &str, args: &[&OsStr], limit: Duration) -> Result<Value> {
+    let script = e2e_dir().join(script);
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(&script)
+        .args(args)
+        .env("CHROMIUM_BIN", chromium())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .with_context(|| format!("node {} did not finish within {limit:?}", script.display()))?
+        .with_context(|| format!("running node {}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let page: Value = serde_json::from_str(stdout.trim()).with_context(|| {
+        format!(
+            "node {} printed no JSON ({}); stdout:\n{}\nstderr:\n{}",
+            script.display(),
+            out.status,
+            tail(&stdout, 4000),
+            tail(&stderr, 4000)
+        )
+    })?;
+    ensure!(
+        out.status.success() && page["ok"] == true,
+        "the browser run failed ({}): {}\nbody text:\n{}\nstderr:\n{}",
+        out.status,
+        page["error"].as_str().unwrap_or("?"),
+        tail(page["bodyText"].as_str().unwrap_or(""), 3000),
+        tail(&stderr, 4000)
+    );
+    Ok(page)
 }

@@ -8,6 +8,8 @@
 //! * [`api`]: requests to pgvigil's admin JSON API (`Pgvigil::api_get` and friends).
 //! * [`python`]: the Python scripts under `tests/python/` (ORM, drivers).
 //! * [`certs`]: a CA and certificates signed by it, for the TLS tests.
+//! * [`browser`]: Chromium and the `tests/e2e` scripts; [`books`]: the N+1
+//!   workload the dashboard's browser tests show.
 //!
 //! Every long-lived child process (postgres, pgvigil) is tied to the test process
 //! with `PR_SET_PDEATHSIG`, so a crashed or killed test binary leaves nothing behind.
@@ -22,6 +24,7 @@
 //! A failing test prints the tail of pgvigil's stderr.
 
 pub mod api;
+pub mod books;
 pub mod browser;
 pub mod certs;
 pub mod cluster;

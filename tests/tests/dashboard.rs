@@ -12,14 +12,14 @@
 //!
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test dashboard`
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::browser::{chromium, e2e_dir, require_browser, target_dir};
+use pgvigil_integration::books::Books;
+use pgvigil_integration::browser::{require_browser, run_e2e, target_dir};
 use pgvigil_integration::serde_json::{self, Value};
 use pgvigil_integration::vigil::tail;
-use pgvigil_integration::{shared_cluster, timed, unique_name, wait_until, Pgvigil, PoolMode};
+use pgvigil_integration::{shared_cluster, timed, wait_until, Pgvigil, PoolMode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -86,37 +86,6 @@ async fn get_json(port: u16, path: &str) -> Result<Value> {
     serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
 }
 
-/// Parent SELECT, then one child SELECT per parent row, all in one
-/// transaction: the classic ORM lazy-loading loop.
-async fn n_plus_one_loop(
-    client: &mut pgvigil_integration::tokio_postgres::Client,
-    authors: &str,
-    books: &str,
-) -> Result<()> {
-    let tx = client.transaction().await?;
-    let parents = tx
-        .query(
-            &format!("SELECT id, name FROM {authors} ORDER BY id LIMIT {CHILDREN}"),
-            &[],
-        )
-        .await?;
-    ensure!(
-        parents.len() == CHILDREN as usize,
-        "{} authors",
-        parents.len()
-    );
-    for row in parents {
-        let id: i32 = row.get(0);
-        tx.query(
-            &format!("SELECT id, title FROM {books} WHERE author_id = $1"),
-            &[&id],
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_n_plus_one_top_query_and_pools_in_chromium() -> Result<()> {
     require_browser()?;
@@ -147,20 +116,11 @@ async fn dashboard_shows_n_plus_one_top_query_and_pools_in_chromium() -> Result<
         ensure!(status == 401, "GET /api/pools without the token: {status}");
 
         // The workload.
-        let authors = unique_name("authors");
-        let books = unique_name("books");
         let mut client = vigil.connect_app().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE {authors} (id int PRIMARY KEY, name text NOT NULL);
-                 CREATE TABLE {books} (id serial PRIMARY KEY, author_id int NOT NULL, title text NOT NULL);
-                 INSERT INTO {authors} SELECT i, 'author ' || i FROM generate_series(1, 50) i;
-                 INSERT INTO {books} (author_id, title)
-                     SELECT 1 + i % 50, 'book ' || i FROM generate_series(1, 500) i;"
-            ))
-            .await?;
+        let shop = Books::create(&client).await?;
+        let books = &shop.books;
         for _ in 0..2 {
-            n_plus_one_loop(&mut client, &authors, &books).await?;
+            shop.n_plus_one_loop(&mut client, CHILDREN).await?;
         }
         for _ in 0..3 {
             client.query("SELECT pg_sleep(0.25)", &[]).await?;
@@ -179,7 +139,7 @@ async fn dashboard_shows_n_plus_one_top_query_and_pools_in_chromium() -> Result<
         }
 
         // Wait until the API has the detection and the slow events.
-        let child = format!("SELECT id, title FROM {books} WHERE author_id = $1");
+        let child = shop.child_query();
         let found = wait_until(Duration::from_secs(10), Duration::from_millis(100), || async {
             let d = get_json(port, "/api/n-plus-one").await?;
             let slow = get_json(port, "/api/slow").await?;
@@ -227,37 +187,9 @@ async fn dashboard_shows_n_plus_one_top_query_and_pools_in_chromium() -> Result<
         let screenshot = target_dir()?.join("dashboard.png");
         let _ = std::fs::remove_file(&screenshot);
         let url = format!("http://127.0.0.1:{port}/?token={TOKEN}");
-        let script = e2e_dir().join("dashboard.mjs");
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(&script)
-            .arg(&url)
-            .arg(&screenshot)
-            .env("CHROMIUM_BIN", chromium())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(BROWSER_LIMIT, cmd.output())
+        let page = run_e2e("dashboard.mjs", &[url.as_ref(), screenshot.as_ref()], BROWSER_LIMIT)
             .await
-            .with_context(|| format!("node {} did not finish within {BROWSER_LIMIT:?}", script.display()))?
-            .with_context(|| format!("running node {}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let page: Value = serde_json::from_str(stdout.trim()).with_context(|| {
-            format!(
-                "node {} printed no JSON ({}); stdout:\n{}\nstderr:\n{}",
-                script.display(),
-                out.status,
-                tail(&stdout, 4000),
-                tail(&stderr, 4000)
-            )
-        })?;
-        ensure!(
-            out.status.success() && page["ok"] == true,
-            "the browser run failed ({}): {}\nstderr:\n{}\npgvigil:\n{}",
-            out.status,
-            page["error"].as_str().unwrap_or("?"),
-            tail(&stderr, 4000),
-            tail(&vigil.stderr(), 2000)
-        );
+            .with_context(|| format!("pgvigil:\n{}", tail(&vigil.stderr(), 2000)))?;
         println!("dashboard screenshot: {}", screenshot.display());
         ensure!(screenshot.is_file(), "no screenshot at {}", screenshot.display());
 

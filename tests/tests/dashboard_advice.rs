@@ -19,13 +19,12 @@
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test dashboard_advice`
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::browser::{chromium, e2e_dir, require_browser, target_dir};
+use pgvigil_integration::browser::{require_browser, run_e2e, target_dir};
 use pgvigil_integration::orders::OrdersDb;
-use pgvigil_integration::serde_json::{self, Value};
+use pgvigil_integration::serde_json::Value;
 use pgvigil_integration::tokio_postgres::Client;
 use pgvigil_integration::vigil::tail;
 use pgvigil_integration::{shared_cluster, timed, unique_name, Pgvigil};
@@ -74,44 +73,12 @@ async fn api_until(
 /// Runs the browser script (`mode`: the marker to look for, or
 /// `--advisor-off`) and returns what it printed.
 async fn browse(url: &str, screenshot: &Path, mode: &str) -> Result<Value> {
-    let script = e2e_dir().join("dashboard_advice.mjs");
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(&script)
-        .arg(url)
-        .arg(screenshot)
-        .arg(mode)
-        .env("CHROMIUM_BIN", chromium())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(BROWSER_LIMIT, cmd.output())
-        .await
-        .with_context(|| {
-            format!(
-                "node {} did not finish within {BROWSER_LIMIT:?}",
-                script.display()
-            )
-        })?
-        .with_context(|| format!("running node {}", script.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let page: Value = serde_json::from_str(stdout.trim()).with_context(|| {
-        format!(
-            "node {} printed no JSON ({}); stdout:\n{}\nstderr:\n{}",
-            script.display(),
-            out.status,
-            tail(&stdout, 4000),
-            tail(&stderr, 4000)
-        )
-    })?;
-    ensure!(
-        out.status.success() && page["ok"] == true,
-        "the browser run failed ({}): {}\nstderr:\n{}\nbody text:\n{}",
-        out.status,
-        page["error"].as_str().unwrap_or("?"),
-        tail(&stderr, 4000),
-        tail(page["bodyText"].as_str().unwrap_or(""), 4000)
-    );
-    Ok(page)
+    run_e2e(
+        "dashboard_advice.mjs",
+        &[url.as_ref(), screenshot.as_ref(), mode.as_ref()],
+        BROWSER_LIMIT,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

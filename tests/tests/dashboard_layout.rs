@@ -16,14 +16,14 @@
 //!
 //! Run: `cargo build -p pgvigil && cargo test -p pgvigil-integration --test dashboard_layout`
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::browser::{chromium, e2e_dir, require_browser, target_dir};
-use pgvigil_integration::serde_json::{self, Value};
+use pgvigil_integration::books::Books;
+use pgvigil_integration::browser::{require_browser, run_e2e, target_dir};
+use pgvigil_integration::serde_json::Value;
 use pgvigil_integration::vigil::tail;
-use pgvigil_integration::{shared_cluster, timed, unique_name, wait_until, Pgvigil, PoolMode};
+use pgvigil_integration::{shared_cluster, timed, wait_until, Pgvigil, PoolMode};
 
 const LIMIT: Duration = Duration::from_secs(150);
 const BROWSER_LIMIT: Duration = Duration::from_secs(90);
@@ -59,35 +59,10 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
             .await?;
         let port = vigil.admin_port();
 
-        let authors = unique_name("authors");
-        let books = unique_name("books");
         let mut client = vigil.connect_app().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE {authors} (id int PRIMARY KEY, name text NOT NULL);
-                 CREATE TABLE {books} (id serial PRIMARY KEY, author_id int NOT NULL, title text NOT NULL);
-                 INSERT INTO {authors} SELECT i, 'author ' || i FROM generate_series(1, 50) i;
-                 INSERT INTO {books} (author_id, title)
-                     SELECT 1 + i % 50, 'book ' || i FROM generate_series(1, 200) i;"
-            ))
-            .await?;
+        let shop = Books::create(&client).await?;
         for _ in 0..LOOPS {
-            let tx = client.transaction().await?;
-            let parents = tx
-                .query(
-                    &format!("SELECT id FROM {authors} ORDER BY id LIMIT {CHILDREN}"),
-                    &[],
-                )
-                .await?;
-            for row in parents {
-                let id: i32 = row.get(0);
-                tx.query(
-                    &format!("SELECT id, title FROM {books} WHERE author_id = $1"),
-                    &[&id],
-                )
-                .await?;
-            }
-            tx.commit().await?;
+            shop.n_plus_one_loop(&mut client, CHILDREN).await?;
         }
         for _ in 0..2 {
             client.query("SELECT pg_sleep(0.15)", &[]).await?;
@@ -98,7 +73,7 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
         let holder = vigil.connect_app().await?;
         holder.batch_execute("BEGIN; SELECT 1").await?;
 
-        let child = format!("SELECT id, title FROM {books} WHERE author_id = $1");
+        let child = shop.child_query();
         let ready = wait_until(Duration::from_secs(10), Duration::from_millis(100), || async {
             let d = vigil.api_get("/api/n-plus-one").await?;
             let slow = vigil.api_get("/api/slow").await?;
@@ -145,38 +120,9 @@ async fn summary_n_plus_one_and_pools_are_above_the_fold_at_1400x900() -> Result
         let screenshot = target_dir()?.join("dashboard-1400x900.png");
         let _ = std::fs::remove_file(&screenshot);
         let url = format!("http://127.0.0.1:{port}/");
-        let script = e2e_dir().join("dashboard_layout.mjs");
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(&script)
-            .arg(&url)
-            .arg(&screenshot)
-            .env("CHROMIUM_BIN", chromium())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(BROWSER_LIMIT, cmd.output())
+        let page = run_e2e("dashboard_layout.mjs", &[url.as_ref(), screenshot.as_ref()], BROWSER_LIMIT)
             .await
-            .with_context(|| format!("node {} did not finish within {BROWSER_LIMIT:?}", script.display()))?
-            .with_context(|| format!("running node {}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let page: Value = serde_json::from_str(stdout.trim()).with_context(|| {
-            format!(
-                "node {} printed no JSON ({}); stdout:\n{}\nstderr:\n{}",
-                script.display(),
-                out.status,
-                tail(&stdout, 4000),
-                tail(&stderr, 4000)
-            )
-        })?;
-        ensure!(
-            out.status.success() && page["ok"] == true,
-            "the browser run failed ({}): {}\nbody:\n{}\nstderr:\n{}\npgvigil:\n{}",
-            out.status,
-            page["error"].as_str().unwrap_or("?"),
-            tail(page["bodyText"].as_str().unwrap_or(""), 3000),
-            tail(&stderr, 4000),
-            tail(&vigil.stderr(), 2000)
-        );
+            .with_context(|| format!("pgvigil:\n{}", tail(&vigil.stderr(), 2000)))?;
         println!("dashboard screenshot (1400x900, above the fold): {}", screenshot.display());
         ensure!(screenshot.is_file(), "no screenshot at {}", screenshot.display());
         holder.batch_execute("COMMIT").await?;

@@ -3,7 +3,7 @@
 
 use crate::histogram::LatencyHistogram;
 use crate::insight::lock;
-use crate::stats::{Totals, FOLD_MINUTES, HISTORY_MINUTES, MINUTE_SLICES};
+use crate::stats::{Totals, FOLD_MINUTES, HISTORY_MINUTES};
 use crate::store;
 use crate::{Caller, Insight};
 
@@ -156,14 +156,7 @@ impl Insight {
             .slices
             .iter()
             .filter(|s| s.minute + s.span > first_minute)
-            .map(|s| MinuteRow {
-                minute_start_ms: s.minute * 60_000,
-                minutes: s.span,
-                calls: s.totals.calls,
-                p50_ms: percentile_ms(&s.histogram, &s.totals, 0.5),
-                p95_ms: percentile_ms(&s.histogram, &s.totals, 0.95),
-                p99_ms: percentile_ms(&s.histogram, &s.totals, 0.99),
-            })
+            .map(|s| minute_row(s.minute, s.span, &s.totals, &s.histogram))
             .collect();
         drop(store);
         // The same tables and lint as the list shows, or the detail page
@@ -201,7 +194,7 @@ impl Insight {
                 .iter()
                 .filter(|s| s.minute + s.span > first_minute)
             {
-                let key = if s.span == 1 && s.minute + MINUTE_SLICES <= now_minute {
+                let key = if s.folds_to_five_minutes(now_minute) {
                     (s.minute - s.minute % FOLD_MINUTES, FOLD_MINUTES)
                 } else {
                     (s.minute, s.span)
@@ -220,14 +213,7 @@ impl Insight {
         merged
             .into_iter()
             .filter(|(_, (t, _))| t.calls > 0)
-            .map(|((minute, span), (t, h))| MinuteRow {
-                minute_start_ms: minute * 60_000,
-                minutes: span,
-                calls: t.calls,
-                p50_ms: percentile_ms(&h, &t, 0.5),
-                p95_ms: percentile_ms(&h, &t, 0.95),
-                p99_ms: percentile_ms(&h, &t, 0.99),
-            })
+            .map(|((minute, span), (t, h))| minute_row(minute, span, &t, &h))
             .collect()
     }
 
@@ -242,6 +228,19 @@ impl Insight {
 /// A percentile in milliseconds. Histogram answers are bucket midpoints,
 /// which may fall just outside what was actually measured; the recorded
 /// minimum and maximum are exact, so the answer is kept between them.
+/// One slice of history as the API shows it, whether one fingerprint's
+/// or every fingerprint's merged.
+fn minute_row(minute: u64, span: u64, t: &Totals, h: &LatencyHistogram) -> MinuteRow {
+    MinuteRow {
+        minute_start_ms: minute * 60_000,
+        minutes: span,
+        calls: t.calls,
+        p50_ms: percentile_ms(h, t, 0.5),
+        p95_ms: percentile_ms(h, t, 0.95),
+        p99_ms: percentile_ms(h, t, 0.99),
+    }
+}
+
 fn percentile_ms(h: &LatencyHistogram, t: &Totals, q: f64) -> f64 {
     match h.quantile_us(q) {
         Some(us) if t.calls > 0 => us.clamp(t.min_us as f64, t.max_us as f64) / 1000.0,

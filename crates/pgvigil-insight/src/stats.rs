@@ -106,6 +106,13 @@ impl Slice {
             histogram: LatencyHistogram::with_resolution(COARSE),
         }
     }
+
+    /// A one-minute slice older than `MINUTE_SLICES`: folded into its
+    /// five-minute slice when its fingerprint next runs, and read as if it
+    /// already were by whoever merges fingerprints (`recent_overall`).
+    pub(crate) fn folds_to_five_minutes(&self, now_minute: u64) -> bool {
+        self.span == 1 && self.minute + MINUTE_SLICES <= now_minute
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +190,7 @@ impl QueryStats {
             let hour = s.minute - s.minute % HOUR_MINUTES;
             let span = if hour + HOUR_MINUTES + HISTORY_MINUTES <= now_minute + 1 {
                 HOUR_MINUTES
-            } else if s.span == 1 && s.minute + MINUTE_SLICES <= now_minute {
+            } else if s.folds_to_five_minutes(now_minute) {
                 FOLD_MINUTES
             } else {
                 s.span

@@ -649,13 +649,20 @@
   // many loops they add up to, so the figures never disagree.
   const loopsOf = (rows) => rows.reduce((n, d) => n + (Number(d.occurrences) || 0), 0);
   const plural = (n, one, many) => `${fmtInt(n)} ${n === 1 ? one : many}`;
+  const kindTag = (d) => h("span", { class: "tag " + (d.kind === "n_plus_one" ? "bad" : "warn") }, d.kind === "n_plus_one" ? "N+1" : "repeated");
+
+  // The panel's and the summary's badge: how many patterns, none shown as
+  // nothing.
+  function patternCount(id, rows) {
+    $(id).textContent = rows.length ? String(rows.length) : "";
+    $(id).title = plural(rows.length, "pattern", "patterns");
+  }
 
   function renderNPlusOne(body) {
     const rows = body.detections || [];
     renderSummaryNPlus(rows);
     if (!changed("nplus", rows)) return;
-    $("nplus-count").textContent = rows.length ? String(rows.length) : "";
-    $("nplus-count").title = plural(rows.length, "pattern", "patterns");
+    patternCount("nplus-count", rows);
     $("nplus-loops").textContent = rows.length ? plural(loopsOf(rows), "loop", "loops") + " in all" : "";
     $("nplus-empty").hidden = rows.length > 0;
     keepFocus(() => {
@@ -667,7 +674,7 @@
             h(
               "div",
               { class: "det-head" },
-              h("span", { class: "tag " + (d.kind === "n_plus_one" ? "bad" : "warn") }, d.kind === "n_plus_one" ? "N+1" : "repeated"),
+              kindTag(d),
               h("span", null, h("strong", null, `${fmtInt(d.repeats)}×`), " per loop, ", h("strong", null, fmtInt(d.occurrences)), d.occurrences === 1 ? " loop" : " loops", ` · ${fmtMs(d.total_ms)}`),
               h("span", { class: "muted right" }, fmtAgo(d.last_seen))
             ),
@@ -1219,15 +1226,18 @@
   // `nplus`: the N+1 panel's rows (null when they could not be read), so
   // the header counts what the panel lists.
   function renderCounters(c, nplus) {
-    if (!changed("counters", [c, nplus])) return;
+    // Two figures of the rows are shown: compare those, not every row again.
+    const patterns = nplus ? nplus.length : null;
+    const loops = nplus ? loopsOf(nplus) : null;
+    if (!changed("counters", [c, patterns, loops])) return;
     const item = (label, value, title, id) => h("div", { title, id }, h("dt", null, label), h("dd", null, value));
     $("counters").replaceChildren(
       item("fingerprints", `${fmtInt(c.fingerprints)} / ${fmtInt(c.max_fingerprints)}`, `${fmtInt(c.fingerprint_evictions)} evicted`),
       item("slow events", fmtInt(c.slow_events), `${fmtInt(c.slow_events_dropped)} dropped`),
       item(
         "N+1 patterns",
-        nplus ? fmtInt(nplus.length) : "–",
-        nplus ? `${plural(loopsOf(nplus), "loop", "loops")} in all; ${fmtInt(c.detections_dropped)} dropped` : null,
+        nplus ? fmtInt(patterns) : "–",
+        nplus ? `${plural(loops, "loop", "loops")} in all; ${fmtInt(c.detections_dropped)} dropped` : null,
         "counter-nplus"
       )
     );
@@ -1236,6 +1246,18 @@
   // ------------------------------------------------------------ summary
 
   // The band at the top: what needs attention, before the long tables.
+
+  // One of the band's short lists: `items` drawn by `item`, then `after`
+  // if given, or one line saying there are none.
+  function renderTops(id, items, none, item, after = null) {
+    const list = $(id);
+    if (!items.length) {
+      list.replaceChildren(h("li", { class: "empty" }, none));
+      return;
+    }
+    keepFocus(() => list.replaceChildren(...items.map(item), ...(after ? [after] : [])));
+  }
+
   function renderLatency(r) {
     if (!changed("latency", [r.status, r.status === "fulfilled" ? r.value : reasonText(r), state.markers])) return;
     const el = $("latency-chart");
@@ -1246,30 +1268,20 @@
   function renderSummaryNPlus(rows) {
     const top = [...rows].sort((a, b) => b.total_ms - a.total_ms).slice(0, 4);
     if (!changed("summary-nplus", [rows.length, top])) return;
-    $("summary-nplus-count").textContent = rows.length ? String(rows.length) : "";
-    $("summary-nplus-count").title = plural(rows.length, "pattern", "patterns");
-    const list = $("summary-nplus-list");
-    if (!top.length) {
-      list.replaceChildren(h("li", { class: "empty" }, "No N+1 loops detected."));
-      return;
-    }
-    keepFocus(() =>
-      list.replaceChildren(
-        ...top.map((d) =>
-          h(
-            "li",
-            { class: "top-item" },
-            h(
-              "div",
-              { class: "top-figures" },
-              h("span", { class: "tag " + (d.kind === "n_plus_one" ? "bad" : "warn") }, d.kind === "n_plus_one" ? "N+1" : "repeated"),
-              h("strong", null, plural(d.occurrences, "loop", "loops")),
-              h("span", { class: "muted" }, `${fmtInt(d.repeats)}× each · ${fmtMs(d.total_ms)}`)
-            ),
-            h("button", { type: "button", class: "link sql-inline", title: d.query, "data-focus": "sn-" + d.fingerprint + "-" + d.parent_fingerprint, onclick: () => select(d.fingerprint) }, d.query),
-            d.parent_query ? h("span", { class: "sql-inline muted small", title: d.parent_query }, "after " + d.parent_query) : null
-          )
-        )
+    patternCount("summary-nplus-count", rows);
+    renderTops("summary-nplus-list", top, "No N+1 loops detected.", (d) =>
+      h(
+        "li",
+        { class: "top-item" },
+        h(
+          "div",
+          { class: "top-figures" },
+          kindTag(d),
+          h("strong", null, plural(d.occurrences, "loop", "loops")),
+          h("span", { class: "muted" }, `${fmtInt(d.repeats)}× each · ${fmtMs(d.total_ms)}`)
+        ),
+        h("button", { type: "button", class: "link sql-inline", title: d.query, "data-focus": "sn-" + d.fingerprint + "-" + d.parent_fingerprint, onclick: () => select(d.fingerprint) }, d.query),
+        d.parent_query ? h("span", { class: "sql-inline muted small", title: d.parent_query }, "after " + d.parent_query) : null
       )
     );
   }
@@ -1285,21 +1297,12 @@
     }
     const top = [...by.values()].sort((a, b) => b.count - a.count || b.worst - a.worst).slice(0, 5);
     if (!changed("summary-slow", top)) return;
-    const list = $("summary-slow-list");
-    if (!top.length) {
-      list.replaceChildren(h("li", { class: "empty" }, "No slow executions recorded."));
-      return;
-    }
-    keepFocus(() =>
-      list.replaceChildren(
-        ...top.map((g) =>
-          h(
-            "li",
-            { class: "top-item" },
-            h("div", { class: "top-figures" }, h("strong", null, `${fmtInt(g.count)}× slow`), h("span", { class: "muted" }, `worst ${fmtMs(g.worst)}`)),
-            h("button", { type: "button", class: "link sql-inline", title: g.query, "data-focus": "ss-" + g.fingerprint, onclick: () => select(g.fingerprint) }, g.query)
-          )
-        )
+    renderTops("summary-slow-list", top, "No slow executions recorded.", (g) =>
+      h(
+        "li",
+        { class: "top-item" },
+        h("div", { class: "top-figures" }, h("strong", null, `${fmtInt(g.count)}× slow`), h("span", { class: "muted" }, `worst ${fmtMs(g.worst)}`)),
+        h("button", { type: "button", class: "link sql-inline", title: g.query, "data-focus": "ss-" + g.fingerprint, onclick: () => select(g.fingerprint) }, g.query)
       )
     );
   }
@@ -1314,14 +1317,13 @@
 
   function renderSummaryPools(pools) {
     if (!changed("summary-pools", pools)) return;
-    const list = $("summary-pools-list");
-    if (!pools.length) {
-      list.replaceChildren(h("li", { class: "empty" }, "No pools configured."));
-      return;
-    }
     const shown = [...pools].sort((a, b) => b.utilization - a.utilization || b.waiting - a.waiting).slice(0, 5);
-    list.replaceChildren(
-      ...shown.map((p) => {
+    const more = pools.length > shown.length ? h("li", { class: "muted small" }, `and ${fmtInt(pools.length - shown.length)} more below`) : null;
+    renderTops(
+      "summary-pools-list",
+      shown,
+      "No pools configured.",
+      (p) => {
         const [pct, meter] = meterFor(p);
         meter.classList.add("wide-meter");
         return h(
@@ -1337,8 +1339,8 @@
             h("span", { class: "muted" }, plural(p.clients, "client", "clients"))
           )
         );
-      }),
-      ...(pools.length > shown.length ? [h("li", { class: "muted small" }, `and ${fmtInt(pools.length - shown.length)} more below`)] : [])
+      },
+      more
     );
   }
 

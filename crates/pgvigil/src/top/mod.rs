@@ -292,19 +292,15 @@ impl App {
         if let Err(FetchError::Unreachable(why)) = &snap.queries {
             // Keep the last data on screen; rates restart after reconnecting.
             self.link = Link::Down(format!("cannot reach {}: {why}", self.admin));
-            self.baseline.clear();
-            self.baseline_at = None;
+            self.forget_rates();
             return;
         }
         if let Err(FetchError::Status(code @ (401 | 403), _)) = &snap.queries {
             self.link = Link::Refused(*code);
-            self.queries.clear();
-            self.queries_error = Some(format!(
+            self.no_queries(format!(
                 "the admin API refused the request (HTTP {code}): give its token with \
                  --admin-token or $PGVIGIL_ADMIN_TOKEN"
             ));
-            self.baseline.clear();
-            self.baseline_at = None;
             return;
         }
         self.link = Link::Up;
@@ -315,12 +311,7 @@ impl App {
                 self.queries_error = None;
                 sort_rows(&mut self.queries, self.sort);
             }
-            Err(e) => {
-                self.queries.clear();
-                self.queries_error = Some(e.to_string());
-                self.baseline.clear();
-                self.baseline_at = None;
-            }
+            Err(e) => self.no_queries(e.to_string()),
         }
         self.pools = match snap.pools {
             PoolsFetch::Rows(rows) => Pools::Rows(rows),
@@ -332,6 +323,18 @@ impl App {
         self.insight = snap.insight.ok();
         self.advice = snap.advice;
         self.regressions = snap.regressions;
+    }
+
+    /// No statement list, and why; rates start over with the next one.
+    fn no_queries(&mut self, why: String) {
+        self.queries.clear();
+        self.queries_error = Some(why);
+        self.forget_rates();
+    }
+
+    fn forget_rates(&mut self) {
+        self.baseline.clear();
+        self.baseline_at = None;
     }
 
     /// Fills in calls/s from the difference to the previous refresh and

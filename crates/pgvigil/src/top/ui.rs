@@ -227,21 +227,12 @@ fn panel(title: &str) -> Block<'static> {
         .title(Span::styled(format!(" {title} "), bold()))
 }
 
-/// A header row of bold labels.
-fn header_row(labels: &[&'static str]) -> Row<'static> {
-    Row::new(labels.iter().map(|h| Cell::from(*h).style(bold())))
-}
-
-/// `rows` as a table in `block`, under `header`.
-fn render_table<'a>(
-    frame: &mut Frame,
-    area: Rect,
-    block: Block<'a>,
-    header: Row<'a>,
-    rows: impl IntoIterator<Item = Row<'a>>,
-    widths: impl IntoIterator<Item = Constraint>,
-) {
-    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
+/// Header cells: bold labels.
+fn header_cells(labels: &[&'static str]) -> Vec<Cell<'static>> {
+    labels
+        .iter()
+        .map(|h| Cell::from(*h).style(bold()))
+        .collect()
 }
 
 /// A column of a table that fits itself to the terminal's width.
@@ -271,26 +262,20 @@ const fn flex(min: u16) -> Col {
 /// the query a few characters.
 fn fit_columns(cols: &[Col], available: u16) -> Vec<bool> {
     let mut keep = vec![true; cols.len()];
-    loop {
-        let kept: Vec<&Col> = cols
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            .map(|(c, _)| c)
-            .collect();
-        let need: u32 = kept.iter().map(|c| u32::from(c.width)).sum::<u32>()
-            + kept.len().saturating_sub(1) as u32;
-        if need <= u32::from(available) {
-            return keep;
-        }
+    // Each column and the cell after it, but for the last.
+    let cost = |c: &Col| u32::from(c.width) + 1;
+    let mut need = cols.iter().map(cost).sum::<u32>().saturating_sub(1);
+    while need > u32::from(available) {
         let Some(drop) = (0..cols.len())
             .filter(|&i| keep[i] && cols[i].priority < u8::MAX)
             .min_by_key(|&i| (cols[i].priority, std::cmp::Reverse(i)))
         else {
-            return keep;
+            break;
         };
         keep[drop] = false;
+        need = need.saturating_sub(cost(&cols[drop]));
     }
+    keep
 }
 
 /// The constraints of the kept columns: fixed widths, the flexible one fills.
@@ -323,9 +308,30 @@ fn inner_width(area: Rect) -> u16 {
     area.width.saturating_sub(2)
 }
 
+/// `rows` as a table in `block`, under `header`, with only the columns of
+/// `cols` that fit the panel (see [`fit_columns`]).
+fn render_fitted<'a>(
+    frame: &mut Frame,
+    area: Rect,
+    block: Block<'a>,
+    cols: &[Col],
+    header: Vec<Cell<'a>>,
+    rows: impl IntoIterator<Item = Vec<Cell<'a>>>,
+    row_height: u16,
+) {
+    let keep = fit_columns(cols, inner_width(area));
+    let rows = rows
+        .into_iter()
+        .map(|cells| Row::new(kept(cells, &keep)).height(row_height));
+    let table = Table::new(rows, constraints(cols, &keep))
+        .header(Row::new(kept(header, &keep)))
+        .block(block);
+    frame.render_widget(table, area);
+}
+
 /// A panel titled `title` listing `items`, one row each: the error in red if
 /// fetching them failed, "none" dimmed if there are none. Columns that do
-/// not fit the panel are left out (see [`fit_columns`]).
+/// not fit the panel are left out (see [`render_fitted`]).
 fn draw_list<T>(
     frame: &mut Frame,
     area: Rect,
@@ -341,20 +347,15 @@ fn draw_list<T>(
     match items {
         Err(e) => message(frame, area, block, e.clone(), red()),
         Ok(items) if items.is_empty() => message(frame, area, block, "none".into(), dim()),
-        Ok(items) => {
-            let keep = fit_columns(&cols, inner_width(area));
-            let header = header_row(&kept(headers, &keep));
-            render_table(
-                frame,
-                area,
-                block,
-                header,
-                items
-                    .iter()
-                    .map(|i| Row::new(kept(row(i), &keep)).height(row_height)),
-                constraints(&cols, &keep),
-            )
-        }
+        Ok(items) => render_fitted(
+            frame,
+            area,
+            block,
+            &cols,
+            header_cells(&headers),
+            items.iter().map(row),
+            row_height,
+        ),
     }
 }
 
@@ -403,20 +404,16 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
         Col::new(8, 80),
         flex(MIN_QUERY_WIDTH),
     ];
-    let keep = fit_columns(&cols, inner_width(area));
-    let header = Row::new(kept(
-        vec![
-            Cell::from(Text::from("calls/s").right_aligned()).style(bold()),
-            sorted("calls", SortKey::Calls),
-            sorted("total ms", SortKey::TotalTime),
-            sorted("mean ms", SortKey::Mean),
-            sorted("p95 ms", SortKey::P95),
-            sorted("errors", SortKey::Errors),
-            Cell::from(Text::from("rows").right_aligned()).style(bold()),
-            Cell::from("query").style(bold()),
-        ],
-        &keep,
-    ));
+    let header = vec![
+        Cell::from(Text::from("calls/s").right_aligned()).style(bold()),
+        sorted("calls", SortKey::Calls),
+        sorted("total ms", SortKey::TotalTime),
+        sorted("mean ms", SortKey::Mean),
+        sorted("p95 ms", SortKey::P95),
+        sorted("errors", SortKey::Errors),
+        Cell::from(Text::from("rows").right_aligned()).style(bold()),
+        Cell::from("query").style(bold()),
+    ];
     let rows = app.queries.iter().map(|q| {
         let errors = right(q.errors.to_string());
         let errors = if q.errors > 0 {
@@ -424,21 +421,18 @@ fn draw_queries(frame: &mut Frame, area: Rect, app: &App) {
         } else {
             errors
         };
-        Row::new(kept(
-            vec![
-                right(fmt_rate(q.calls_per_sec)),
-                right(q.calls.to_string()),
-                right(fmt_ms(q.total_ms)),
-                right(fmt_ms(q.mean_ms)),
-                right(fmt_ms(q.p95_ms)),
-                errors,
-                right(q.rows.to_string()),
-                Cell::from(one_line(&q.query)),
-            ],
-            &keep,
-        ))
+        vec![
+            right(fmt_rate(q.calls_per_sec)),
+            right(q.calls.to_string()),
+            right(fmt_ms(q.total_ms)),
+            right(fmt_ms(q.mean_ms)),
+            right(fmt_ms(q.p95_ms)),
+            errors,
+            right(q.rows.to_string()),
+            Cell::from(one_line(&q.query)),
+        ]
     });
-    render_table(frame, area, block, header, rows, constraints(&cols, &keep));
+    render_fitted(frame, area, block, &cols, header, rows, 1);
 }
 
 fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
@@ -471,21 +465,17 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
         Col::new(7, 40),
         Col::new(4, 110),
     ];
-    let keep = fit_columns(&cols, inner_width(area));
-    let header = header_row(&kept(
-        vec![
-            "database/user",
-            "mode",
-            "size",
-            "active",
-            "idle",
-            "overflow",
-            "waiting",
-            "clients",
-            "util",
-        ],
-        &keep,
-    ));
+    let header = header_cells(&[
+        "database/user",
+        "mode",
+        "size",
+        "active",
+        "idle",
+        "overflow",
+        "waiting",
+        "clients",
+        "util",
+    ]);
     let body = rows.iter().take(MAX_POOL_ROWS).map(|p| {
         let util = format!("{:.0}%", p.utilization * 100.0);
         let util_style = if p.utilization >= 0.9 {
@@ -498,22 +488,19 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
         } else {
             Style::default()
         };
-        Row::new(kept(
-            vec![
-                Cell::from(format!("{}/{}", p.database, p.user)),
-                Cell::from(p.pool_mode.clone()),
-                Cell::from(p.pool_size.to_string()),
-                Cell::from(p.active.to_string()),
-                Cell::from(p.idle.to_string()),
-                Cell::from(p.overflow.to_string()),
-                Cell::from(p.waiting.to_string()).style(waiting_style),
-                Cell::from(p.clients.to_string()),
-                Cell::from(util).style(util_style),
-            ],
-            &keep,
-        ))
+        vec![
+            Cell::from(format!("{}/{}", p.database, p.user)),
+            Cell::from(p.pool_mode.clone()),
+            Cell::from(p.pool_size.to_string()),
+            Cell::from(p.active.to_string()),
+            Cell::from(p.idle.to_string()),
+            Cell::from(p.overflow.to_string()),
+            Cell::from(p.waiting.to_string()).style(waiting_style),
+            Cell::from(p.clients.to_string()),
+            Cell::from(util).style(util_style),
+        ]
     });
-    render_table(frame, area, block, header, body, constraints(&cols, &keep));
+    render_fitted(frame, area, block, &cols, header, body, 1);
 }
 
 fn draw_slow(frame: &mut Frame, area: Rect, app: &App) {
@@ -796,6 +783,16 @@ mod tests {
         }
     }
 
+    /// `line` holds every one of `labels`.
+    fn assert_shows(line: &str, labels: &[&str], screen: &str) {
+        for label in labels {
+            assert!(
+                line.contains(label),
+                "{label:?} missing from {line:?}\n{screen}"
+            );
+        }
+    }
+
     const QUERY_LABELS: [&str; 8] = [
         "calls/s", "calls", "total ms", "mean ms", "p95 ms", "errors", "rows", "query",
     ];
@@ -817,12 +814,11 @@ mod tests {
         let text = screen(&app, 80, 24);
         let header = line(&text, "query");
         assert_whole_words(header, &QUERY_LABELS, &text);
-        for label in ["calls/s", "total ms▼", "mean ms", "p95 ms", "query"] {
-            assert!(
-                header.contains(label),
-                "{label:?} missing from {header:?}\n{text}"
-            );
-        }
+        assert_shows(
+            header,
+            &["calls/s", "total ms▼", "mean ms", "p95 ms", "query"],
+            &text,
+        );
         // The low-priority figures made room: 40 characters of each query.
         let row = line(&text, "SELECT o.id");
         assert!(
@@ -835,12 +831,7 @@ mod tests {
 
         let pools = line(&text, "database/user");
         assert_whole_words(pools, &POOL_LABELS, &text);
-        for label in POOL_LABELS {
-            assert!(
-                pools.contains(label),
-                "{label:?} missing from {pools:?}\n{text}"
-            );
-        }
+        assert_shows(pools, &POOL_LABELS, &text);
         assert!(line(&text, "appdb/app").contains("transaction"), "{text}");
 
         // The half-width panels keep their query text readable too.
@@ -871,12 +862,7 @@ mod tests {
         let text = screen(&app, 120, 40);
         let header = line(&text, "query");
         assert_whole_words(header, &QUERY_LABELS, &text);
-        for label in QUERY_LABELS {
-            assert!(
-                header.contains(label),
-                "{label:?} missing from {header:?}\n{text}"
-            );
-        }
+        assert_shows(header, &QUERY_LABELS, &text);
         let row = line(&text, "SELECT o.id");
         assert!(
             row.contains("SELECT o.id, o.amount, o.created_at FROM orders_0 o JOIN"),
