@@ -19,7 +19,10 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc: per-thread free lists make the hot path's few allocations
 /// (buffers, normalized statements) cheaper than glibc malloc; see
-/// BENCHMARKS.md.
+/// BENCHMARKS.md. Built without transparent huge pages (`no_thp`): a huge
+/// page is resident as a whole once one byte of it is touched, and an idle
+/// pgvigil's many small allocations left 6 MiB of them mostly unused
+/// (`MIMALLOC_ALLOW_THP=1` turns them back on).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
