@@ -102,6 +102,12 @@ impl NPlusOneDetector {
         if self.unit.is_empty() {
             self.unit_is_transaction = o.in_transaction_before || o.in_transaction_after;
         }
+        // Room for one step at first, not the four a Vec starts with: an
+        // autocommit client's unit is one statement, kept while the
+        // client idles until its next, and thousands of clients idle.
+        if self.unit.capacity() == 0 {
+            self.unit.reserve_exact(1);
+        }
         self.unit.push(Step {
             fingerprint: o.fingerprint,
             is_select: o.is_select,
@@ -255,6 +261,17 @@ mod tests {
                 total_us: 20 * 500,
             }]
         );
+    }
+
+    #[test]
+    fn an_idle_autocommit_client_keeps_room_for_one_step() {
+        let mut f = Feed::new();
+        for _ in 0..3 {
+            f.run(PARENT, true, 0, false, false);
+            f.pause(10_000_000);
+        }
+        assert_eq!(f.d.unit.len(), 1);
+        assert_eq!(f.d.unit.capacity(), 1);
     }
 
     #[test]
