@@ -1,5 +1,7 @@
 //! The monotonic clock the forwarding path times things with.
 
+use std::num::NonZeroU64;
+
 /// A reading of the monotonic clock (`CLOCK_MONOTONIC`, the clock behind
 /// `std::time::Instant` on Linux) as a plain count of nanoseconds.
 ///
@@ -9,9 +11,16 @@
 /// arithmetic: about 200 instructions per transaction under callgrind.
 /// Here a difference is one subtraction and a division.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MonoTime(u64);
+pub struct MonoTime(NonZeroU64);
 
 impl MonoTime {
+    /// Never zero (a reading of 0 ns after boot counts as 1 ns), so that
+    /// an `Option<MonoTime>` takes no more room than the time itself:
+    /// every connected client keeps a few.
+    fn from_count(ns: u64) -> MonoTime {
+        MonoTime(NonZeroU64::new(ns).unwrap_or(NonZeroU64::MIN))
+    }
+
     pub fn now() -> MonoTime {
         let mut ts = libc::timespec {
             tv_sec: 0,
@@ -20,24 +29,24 @@ impl MonoTime {
         // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is
         // always available on Linux, so the call cannot fail.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        MonoTime(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+        MonoTime::from_count(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
     }
 
     /// Nanoseconds since an arbitrary fixed point: the time insight's
     /// recorder is given.
     #[inline]
     pub fn as_nanos(self) -> u64 {
-        self.0
+        self.0.get()
     }
 
     /// Whole microseconds from `earlier` to `self`; 0 if `earlier` is later.
     pub fn micros_since(self, earlier: MonoTime) -> u64 {
-        self.0.saturating_sub(earlier.0) / 1_000
+        self.0.get().saturating_sub(earlier.0.get()) / 1_000
     }
 
     /// The time from `earlier` to `self`; zero if `earlier` is later.
     pub fn since(self, earlier: MonoTime) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.0.saturating_sub(earlier.0))
+        std::time::Duration::from_nanos(self.0.get().saturating_sub(earlier.0.get()))
     }
 
     pub fn elapsed(self) -> std::time::Duration {
@@ -45,21 +54,23 @@ impl MonoTime {
     }
 
     pub fn plus(self, d: std::time::Duration) -> MonoTime {
-        MonoTime(
+        MonoTime::from_count(
             self.0
+                .get()
                 .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
         )
     }
 
     #[cfg(test)]
     pub(crate) fn from_nanos(n: u64) -> MonoTime {
-        MonoTime(n)
+        MonoTime::from_count(n)
     }
 
     #[cfg(test)]
     fn minus(self, d: std::time::Duration) -> MonoTime {
-        MonoTime(
+        MonoTime::from_count(
             self.0
+                .get()
                 .saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64),
         )
     }

@@ -1,6 +1,7 @@
 //! One accepted connection: the handshake, then the pool session or the
 //! admin console it asked for.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use bytes::BytesMut;
 use pgvigil_wire::backend::{self, Severity};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::ProxyError;
 use crate::handshake::{self, Destination, Negotiated, Outcome};
@@ -19,35 +21,45 @@ use crate::Shared;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Serves one accepted client until it leaves.
+/// Serves one accepted client until it leaves; `permit` (its place under
+/// `max_client_conn`) is given back when it does.
 ///
-/// Each await below is boxed: this future lives in the client's task for
-/// as long as the client stays connected, so it holds only what the
-/// session needs, not what the handshake or the session needed on the way.
-pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    let id = ClientId(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
-    let _ = tcp.set_nodelay(true);
-    let local_addr = tcp.local_addr().ok();
-    let Some(auth) = Box::pin(admit(&shared, tcp, peer, id)).await else {
-        return;
-    };
-    match auth.destination {
-        Destination::Pool => {
-            Box::pin(crate::client::serve(shared, auth, id, peer, local_addr)).await
+/// The returned future is the client's task for as long as the client
+/// stays connected, so it holds only what the session needs: the
+/// handshake and the console are boxed and freed when done, and the
+/// session itself (the common case) is inline. It is an `async` block
+/// over its captures rather than an `async fn`, which would store every
+/// argument twice (as given, and as moved into its body).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> {
+    async move {
+        let id = ClientId(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
+        let _ = tcp.set_nodelay(true);
+        let Some(auth) = Box::pin(admit(&shared, tcp, peer, id)).await else {
+            return;
+        };
+        match auth.destination {
+            Destination::Pool => crate::client::serve(&shared, auth, id, &peer).await,
+            Destination::Console { .. } => {
+                let registration = shared.registry.add_client(crate::registry::NewClient {
+                    id,
+                    database: auth.database.clone(),
+                    user: auth.user.clone(),
+                    addr: peer,
+                    local_addr: auth.transport.local_addr(),
+                    application_name: auth.application_name().to_string(),
+                    console: true,
+                });
+                Box::pin(crate::console::serve(shared.clone(), *auth)).await;
+                drop(registration);
+            }
         }
-        Destination::Console { .. } => {
-            let registration = shared.registry.add_client(crate::registry::NewClient {
-                id,
-                database: auth.database.clone(),
-                user: auth.user.clone(),
-                addr: peer,
-                local_addr,
-                application_name: auth.application_name().to_string(),
-                console: true,
-            });
-            Box::pin(crate::console::serve(shared.clone(), *auth)).await;
-            drop(registration);
-        }
+        drop(permit);
     }
 }
 

@@ -136,11 +136,7 @@ impl Proxy {
                     backoff = Duration::from_millis(10);
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
-                            let shared = shared.clone();
-                            sessions.spawn(async move {
-                                connection::serve(shared, stream, peer).await;
-                                drop(permit);
-                            });
+                            sessions.spawn(connection::serve(shared.clone(), stream, peer, permit));
                         }
                         Err(_) => {
                             tokio::spawn(connection::reject_too_many(

@@ -32,6 +32,15 @@ impl OutQueue {
         self.bytes
     }
 
+    /// Gives the chunk list's storage back while nothing is queued: a
+    /// mostly idle client should not keep the room its last transaction
+    /// needed (see `Session::flush_and_maybe_release`).
+    pub(crate) fn release_storage(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// Writes what the socket takes without waiting (through TLS, what
     /// rustls takes, then what the socket takes of its records).
     pub(crate) fn try_flush(&mut self, stream: &mut Transport) -> io::Result<usize> {
@@ -152,5 +161,21 @@ mod tests {
         assert_eq!(all, b"aaaXYccc");
         assert_eq!(out.chunks.len(), 3);
         assert!(src.is_empty());
+    }
+
+    #[test]
+    fn storage_is_given_back_only_when_nothing_is_queued() {
+        let mut out = OutQueue::default();
+        out.push(Bytes::from_static(b"abc"));
+        out.release_storage();
+        assert_eq!(out.len(), 3, "a queued chunk survives");
+        assert!(out.chunks.capacity() > 0);
+        out.consume(3);
+        assert!(out.is_empty());
+        assert!(out.chunks.capacity() > 0);
+        out.release_storage();
+        assert_eq!(out.chunks.capacity(), 0);
+        out.push(Bytes::from_static(b"de"));
+        assert_eq!(out.len(), 2);
     }
 }

@@ -101,9 +101,21 @@ pub(crate) struct SessionTally {
     xact_start: Option<MonoTime>,
     /// When the last cycle ended, for the pool's checkin.
     ready_at: Option<MonoTime>,
+    /// When the last cycle ended, kept.
+    last_ready: Option<MonoTime>,
+    /// The client was idle at least `LONG_IDLE_US` before its latest cycle.
+    idled_long: bool,
     pub(crate) received: u64,
     pub(crate) sent: u64,
 }
+
+/// A client whose query cycles come further apart than this spends
+/// nearly all its time idle: its session gives back the room its queues
+/// grew to after each cycle, since with thousands of such clients that
+/// room is a large part of what each costs. A busy client keeps it, and
+/// spares the allocations its next transaction would make (a few hundred
+/// instructions per transaction under callgrind).
+const LONG_IDLE_US: u64 = 100_000;
 
 impl SessionTally {
     pub(crate) fn new(pool: Arc<PoolTally>) -> SessionTally {
@@ -115,6 +127,8 @@ impl SessionTally {
             cycle_start: None,
             xact_start: None,
             ready_at: None,
+            last_ready: None,
+            idled_long: true,
             received: 0,
             sent: 0,
         }
@@ -127,7 +141,16 @@ impl SessionTally {
             let now = MonoTime::now();
             self.cycle_start = Some(now);
             self.xact_start.get_or_insert(now);
+            self.idled_long = self
+                .last_ready
+                .is_none_or(|r| now.micros_since(r) >= LONG_IDLE_US);
         }
+    }
+
+    /// Whether the client idled long before its latest query cycle (or
+    /// has had none yet): the sign of a client that is mostly idle.
+    pub(crate) fn idles_long(&self) -> bool {
+        self.idled_long
     }
 
     /// The server said ReadyForQuery: one query cycle is over, and the
@@ -138,6 +161,7 @@ impl SessionTally {
         };
         let now = MonoTime::now();
         self.ready_at = Some(now);
+        self.last_ready = Some(now);
         let c = &self.cells;
         add(&c.queries, 1);
         add(&c.query_time_us, now.micros_since(start));
@@ -194,6 +218,22 @@ mod tests {
         assert_eq!((t.queries, t.transactions), (2, 1));
         assert_eq!((t.received, t.sent), (10, 7));
         assert!(t.xact_time_us >= t.query_time_us / 2);
+    }
+
+    #[test]
+    fn only_cycles_after_a_long_idle_mark_the_client_as_mostly_idle() {
+        let mut s = SessionTally::new(Arc::new(PoolTally::default()));
+        assert!(s.idles_long(), "a new client counts as idle");
+        s.request_sent();
+        s.ready(TransactionStatus::Idle);
+        s.request_sent();
+        assert!(!s.idles_long(), "back to back");
+        s.ready(TransactionStatus::Idle);
+        s.last_ready = s
+            .last_ready
+            .map(|r| MonoTime::from_nanos(r.as_nanos() - LONG_IDLE_US * 1_000));
+        s.request_sent();
+        assert!(s.idles_long());
     }
 
     #[test]

@@ -17,6 +17,13 @@ pub(crate) enum Reset {
 /// statements and portals that run these commands are remembered.
 #[derive(Default)]
 pub(crate) struct ResetTracker {
+    /// Made on the first such statement: almost no session has one, and
+    /// every session carries this tracker.
+    seen: Option<Box<ResetsSeen>>,
+}
+
+#[derive(Default)]
+struct ResetsSeen {
     statements: HashMap<Vec<u8>, Reset>,
     portals: HashMap<Vec<u8>, Reset>,
 }
@@ -28,33 +35,35 @@ impl ResetTracker {
             Some(LocalCommand::Deallocate(None)) => Some(Reset::DeallocateAll),
             _ => None,
         };
-        match reset {
-            Some(r) => {
-                self.statements.insert(name.to_vec(), r);
+        match (reset, &mut self.seen) {
+            (Some(r), seen) => {
+                seen.get_or_insert_with(Box::default)
+                    .statements
+                    .insert(name.to_vec(), r);
             }
-            None if !self.statements.is_empty() => {
-                self.statements.remove(name);
+            (None, Some(seen)) => {
+                seen.statements.remove(name);
             }
-            None => {}
+            (None, None) => {}
         }
     }
 
     pub(crate) fn on_bind(&mut self, portal: &[u8], statement: &[u8]) {
-        if self.statements.is_empty() && self.portals.is_empty() {
+        let Some(seen) = &mut self.seen else {
             return;
-        }
-        match self.statements.get(statement) {
+        };
+        match seen.statements.get(statement) {
             Some(&r) => {
-                self.portals.insert(portal.to_vec(), r);
+                seen.portals.insert(portal.to_vec(), r);
             }
             None => {
-                self.portals.remove(portal);
+                seen.portals.remove(portal);
             }
         }
     }
 
     pub(crate) fn executes(&self, portal: &[u8]) -> Option<Reset> {
-        self.portals.get(portal).copied()
+        self.seen.as_ref()?.portals.get(portal).copied()
     }
 }
 
@@ -146,5 +155,27 @@ mod tests {
         assert_eq!(local_command(b"DISCARD PLANS"), None);
         assert_eq!(local_command(b"SELECT 1; DEALLOCATE x"), None);
         assert_eq!(local_command(b"listen chan"), Some(LocalCommand::Listen));
+    }
+
+    #[test]
+    fn portals_of_reset_statements_are_followed_until_renamed() {
+        let mut t = ResetTracker::default();
+        t.on_parse(b"s", b"SELECT 1");
+        t.on_bind(b"", b"s");
+        assert!(t.seen.is_none(), "nothing kept for ordinary statements");
+        assert_eq!(t.executes(b""), None);
+        t.on_parse(b"d", b"DISCARD ALL");
+        t.on_parse(b"a", b"deallocate all;");
+        t.on_bind(b"p", b"d");
+        t.on_bind(b"", b"a");
+        assert!(matches!(t.executes(b"p"), Some(Reset::DiscardAll)));
+        assert!(matches!(t.executes(b""), Some(Reset::DeallocateAll)));
+        // The unnamed portal bound to another statement runs that one.
+        t.on_bind(b"", b"s");
+        assert_eq!(t.executes(b""), None);
+        // A statement parsed again under the same name is what it is now.
+        t.on_parse(b"d", b"SELECT 2");
+        t.on_bind(b"p", b"d");
+        assert_eq!(t.executes(b"p"), None);
     }
 }

@@ -11,6 +11,7 @@ mod session_state;
 mod settings;
 mod shared_list;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,17 +37,57 @@ pub(crate) fn pin_reasons(bits: u8) -> String {
 }
 
 /// Serves an authenticated pool client until it leaves.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
+///
+/// The returned future sits inline in the client's task for the whole
+/// session (see `connection::serve`): it keeps across the session's await
+/// only the session and what ends it.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve<'a>(
+    shared: &'a Arc<Shared>,
     auth: Box<Authenticated>,
     id: ClientId,
+    peer: &'a SocketAddr,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        // Boxed: what logging in waits for (a server connection, learning
+        // a setting's spelling) is freed once the client is in, instead
+        // of staying in this future for the whole session.
+        let Some(logged_in) = Box::pin(log_in(shared, auth, id, *peer)).await else {
+            return;
+        };
+        let (session, ending) = begin(shared, logged_in, id, *peer);
+        let exit = session.run().await;
+        ending.end(shared, id, peer, exit);
+    }
+}
+
+/// What a session leaves to undo when it ends.
+struct SessionEnding {
+    pool: Arc<crate::ServerPool>,
+    registration: crate::registry::ClientRegistration,
+    key: crate::ids::ClientKey,
+}
+
+impl SessionEnding {
+    fn end(self, shared: &Shared, id: ClientId, peer: &SocketAddr, exit: Exit) {
+        self.pool.counters.clients.fetch_sub(1, Ordering::Relaxed);
+        drop(self.registration);
+        shared.cancel.unregister(self.key);
+        match exit {
+            Exit::ClientLeft => tracing::debug!(client = %id, "client left"),
+            Exit::Error(e) => tracing::info!(client = %id, %peer, "session ended: {e}"),
+        }
+    }
+}
+
+/// Registers a logged-in client and builds its session.
+fn begin(
+    shared: &Shared,
+    logged_in: LoggedIn,
+    id: ClientId,
     peer: SocketAddr,
-    local_addr: Option<SocketAddr>,
-) {
-    // Boxed: what logging in waits for (a server connection, learning a
-    // setting's spelling) is freed once the client is in, instead of
-    // staying in this future for the whole session.
-    let Some(LoggedIn {
+) -> (Box<Session>, SessionEnding) {
+    let LoggedIn {
         transport,
         buf,
         pool,
@@ -55,23 +96,18 @@ pub(crate) async fn serve(
         owned,
         key,
         cancel,
-    }) = Box::pin(log_in(&shared, auth, id, peer)).await
-    else {
-        return;
-    };
+    } = logged_in;
     tracing::debug!(client = %id, %peer, database = %pool.database, user = %pool.user, "client logged in");
     let registration = shared.registry.add_client(NewClient {
         id,
         database: pool.database.clone(),
         user: pool.user.clone(),
         addr: peer,
-        local_addr,
+        local_addr: transport.local_addr(),
         application_name: settings.get("application_name").unwrap_or("").to_string(),
         console: false,
     });
-    let clients = pool.clone();
-    let clients = &clients.counters.clients;
-    clients.fetch_add(1, Ordering::Relaxed);
+    pool.counters.clients.fetch_add(1, Ordering::Relaxed);
     let observer = shared.insight.as_ref().map(|insight| {
         let who = pgvigil_insight::SessionInfo {
             database: pool.database.clone(),
@@ -86,12 +122,11 @@ pub(crate) async fn serve(
         )
     });
     // Boxed: moved into `run`'s future, an unboxed session would be laid
-    // out twice in this one (once here, once there).
+    // out twice in the task (once here, once there).
     let session = Box::new(Session::new(
-        id,
         transport,
         buf,
-        pool,
+        pool.clone(),
         settings,
         told,
         cancel,
@@ -101,14 +136,12 @@ pub(crate) async fn serve(
         owned,
         key.process_id,
     ));
-    let exit = session.run().await;
-    clients.fetch_sub(1, Ordering::Relaxed);
-    drop(registration);
-    shared.cancel.unregister(key);
-    match exit {
-        Exit::ClientLeft => tracing::debug!(client = %id, "client left"),
-        Exit::Error(e) => tracing::info!(client = %id, %peer, "session ended: {e}"),
-    }
+    let ending = SessionEnding {
+        pool,
+        registration,
+        key,
+    };
+    (session, ending)
 }
 
 /// What a client that logged in takes into its session.

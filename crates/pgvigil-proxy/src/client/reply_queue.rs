@@ -168,6 +168,15 @@ impl ReplyQueue {
         self.entries.is_empty() && !self.unsynced
     }
 
+    /// Gives the list's storage back while nothing is outstanding (see
+    /// `OutQueue::release_storage`): an extended-protocol batch leaves
+    /// room for eight requests of 112 bytes each.
+    pub(crate) fn release_storage(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+        }
+    }
+
     pub(crate) fn push(&mut self, expect: Expect) {
         self.entries.push_back(expect);
     }
@@ -382,6 +391,25 @@ mod tests {
                 ServerReply::Failed { .. } => 'x',
             })
             .collect()
+    }
+
+    #[test]
+    fn storage_is_given_back_only_between_requests() {
+        let mut q = ReplyQueue::default();
+        client(&mut q, b"PBDE");
+        q.release_storage();
+        assert_eq!(
+            names(&q),
+            ["P", "B", "D", "E"],
+            "outstanding requests survive"
+        );
+        assert_eq!(server(&mut q, b"12TC"), "cccc");
+        assert!(q.entries.capacity() > 0);
+        q.release_storage();
+        assert_eq!(q.entries.capacity(), 0);
+        client(&mut q, b"S");
+        assert_eq!(server(&mut q, b"Z"), "c");
+        assert!(q.is_idle());
     }
 
     #[test]

@@ -36,7 +36,6 @@ use super::settings::ClientSettings;
 use crate::cancel::CancelTarget;
 use crate::clock::MonoTime;
 use crate::error::ProxyError;
-use crate::ids::ClientId;
 use crate::outqueue::{OutQueue, Splicer};
 use crate::pool::{PooledServer, ServerPool};
 use crate::pool_stats::SessionTally;
@@ -46,7 +45,7 @@ use crate::stats;
 use crate::transport::Transport;
 use pgvigil_insight::Recorder;
 
-use super::session_state::{may_change_session_state, PinReason, SessionState, PROBE_SQL};
+use super::session_state::{may_change_session_state, SessionState, PROBE_SQL};
 
 /// Beyond this many queued bytes toward a peer, stop reading from the
 /// other one.
@@ -67,7 +66,6 @@ pub(crate) enum Exit {
 }
 
 pub(crate) struct Session {
-    pub(crate) id: ClientId,
     pub(crate) client: Transport,
     pub(crate) client_buf: BytesMut,
     pub(crate) pool: Arc<ServerPool>,
@@ -75,7 +73,9 @@ pub(crate) struct Session {
     /// ParameterStatus values this client has been told.
     pub(crate) told: super::shared_list::ToldParams,
     pub(crate) cancel: Arc<CancelTarget>,
-    pub(crate) max_frame: usize,
+    /// `max_packet_size`, as 32 bits: a frame's length field is 32 bits
+    /// anyway, and every connected client carries this.
+    pub(crate) max_frame: u32,
 
     server: Option<PooledServer>,
     /// Session mode: the server taken at login, attached when the session
@@ -87,10 +87,13 @@ pub(crate) struct Session {
     /// change session state, so the server is asked before it is released.
     state_dirty: bool,
     /// Transaction mode: session state that keeps this client on its
-    /// server connection (empty: not pinned).
-    pinned: Vec<PinReason>,
-    /// Named statements whose text may change session state.
-    stateful_statements: HashSet<Vec<u8>>,
+    /// server connection, a bit per `session_state::PinReason` (0: not
+    /// pinned).
+    pinned: u8,
+    /// Named statements whose text may change session state; made on the
+    /// first, which most sessions never have.
+    #[allow(clippy::box_collection)] // for the session's size, as said above
+    stateful_statements: Option<Box<HashSet<Vec<u8>>>>,
     /// The latest Parse text checked for session state, and the answer:
     /// drivers send the same unnamed statement over and over.
     last_parse_checked: (Vec<u8>, bool),
@@ -99,8 +102,9 @@ pub(crate) struct Session {
     replies: ReplyQueue,
     /// Bytes of a server frame still to pass through unexamined.
     passthrough: usize,
-    /// A server message to be replaced by this one on its way out.
-    error_replacement: Option<Bytes>,
+    /// A server message to be replaced by this one on its way out (boxed:
+    /// rare, and every connected client carries the field).
+    error_replacement: Option<Box<Bytes>>,
     statements: ClientStatements,
     /// Which statements and portals run DISCARD ALL / DEALLOCATE ALL.
     resets: ResetTracker,
@@ -150,7 +154,6 @@ struct GuardRuntime {
 impl Session {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        id: ClientId,
         client: Transport,
         client_buf: BytesMut,
         pool: Arc<ServerPool>,
@@ -180,7 +183,6 @@ impl Session {
             })
         });
         Session {
-            id,
             client,
             // The handshake's buffer, unless frames came with the login.
             client_buf: if client_buf.is_empty() {
@@ -192,13 +194,13 @@ impl Session {
             settings,
             told,
             cancel,
-            max_frame,
+            max_frame: u32::try_from(max_frame).unwrap_or(u32::MAX),
             server: None,
             owned,
             told_pid,
             state_dirty: false,
-            pinned: Vec::new(),
-            stateful_statements: HashSet::new(),
+            pinned: 0,
+            stateful_statements: None,
             last_parse_checked: (Vec::new(), false),
             to_client: OutQueue::default(),
             to_server: OutQueue::default(),
@@ -221,12 +223,17 @@ impl Session {
         self.pool.mode() == PoolMode::Transaction
     }
 
-    pub(crate) async fn run(mut self: Box<Self>) -> Exit {
-        let exit = self.forward().await;
-        // Boxed: held inline, the goodbye's state would sit in every
-        // connected client's session future.
-        Box::pin(self.finish(&exit)).await;
-        exit
+    /// An `async` block rather than an `async fn`: the latter stores its
+    /// argument twice for the whole session (see `connection::serve`).
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn run(mut self: Box<Self>) -> impl Future<Output = Exit> {
+        async move {
+            let exit = self.forward().await;
+            // Boxed: held inline, the goodbye's state would sit in every
+            // connected client's session future.
+            Box::pin(self.finish(&exit)).await;
+            exit
+        }
     }
 
     async fn forward(&mut self) -> Exit {
@@ -265,39 +272,58 @@ impl Session {
                 }
             }
             let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
-            let step = match event {
-                Event::ClientRead(Ok(0)) => return Exit::ClientLeft,
-                Event::ClientRead(Ok(n)) => {
-                    if let Some(g) = self.guards.as_mut() {
-                        let now = MonoTime::now();
-                        g.clock.last_activity = now;
-                        if self.replies.is_idle() {
-                            g.clock.busy_since = now;
-                        }
-                    }
-                    stats::count_client_bytes(n);
-                    self.tally.received += n as u64;
-                    self.on_client_data().await
-                }
-                Event::ClientRead(Err(e)) => Err(ProxyError::ClientIo(e)),
-                Event::ServerRead(Ok(0)) => Err(ProxyError::ServerClosed),
-                Event::ServerRead(Ok(n)) => {
-                    if let Some(g) = self.guards.as_mut() {
-                        g.clock.last_activity = MonoTime::now();
-                    }
-                    stats::count_server_bytes(n);
-                    self.tally.sent += n as u64;
-                    self.on_server_data().map(|()| true)
-                }
-                Event::ServerRead(Err(e)) => Err(ProxyError::ServerIo(e)),
-                Event::Writable(r) => r.map(|()| true),
-                Event::Guard => self.on_guard(),
+            // Handled in a plain function and its error returned first:
+            // the event and the error would otherwise stay in this
+            // future's state across the await below.
+            let next = match self.on_event(event) {
+                Ok(next) => next,
+                Err(e) => return Exit::Error(e),
+            };
+            let step = match next {
+                Next::ClientData => self.on_client_data().await,
+                Next::Continue => Ok(true),
+                Next::ClientLeft => Ok(false),
             };
             match step {
                 Ok(true) => {}
                 Ok(false) => return Exit::ClientLeft,
                 Err(e) => return Exit::Error(e),
             }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<Next, ProxyError> {
+        match event {
+            Event::ClientRead(Ok(0)) => Ok(Next::ClientLeft),
+            Event::ClientRead(Ok(n)) => {
+                if let Some(g) = self.guards.as_mut() {
+                    let now = MonoTime::now();
+                    g.clock.last_activity = now;
+                    if self.replies.is_idle() {
+                        g.clock.busy_since = now;
+                    }
+                }
+                stats::count_client_bytes(n);
+                self.tally.received += n as u64;
+                Ok(Next::ClientData)
+            }
+            Event::ClientRead(Err(e)) => Err(ProxyError::ClientIo(e)),
+            Event::ServerRead(Ok(0)) => Err(ProxyError::ServerClosed),
+            Event::ServerRead(Ok(n)) => {
+                if let Some(g) = self.guards.as_mut() {
+                    g.clock.last_activity = MonoTime::now();
+                }
+                stats::count_server_bytes(n);
+                self.tally.sent += n as u64;
+                self.on_server_data().map(|()| Next::Continue)
+            }
+            Event::ServerRead(Err(e)) => Err(ProxyError::ServerIo(e)),
+            Event::Writable(r) => r.map(|()| Next::Continue),
+            Event::Guard => match self.on_guard() {
+                Ok(true) => Ok(Next::Continue),
+                Ok(false) => Ok(Next::ClientLeft),
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -371,7 +397,7 @@ impl Session {
                 }
                 Verdict::Fire(Guard::Query) => {
                     stats::count_timeout(stats::TimeoutKind::Query);
-                    tracing::info!(client = %self.id, "query_timeout: cancelling the running statement");
+                    tracing::info!(client = %self.entry.id, "query_timeout: cancelling the running statement");
                     self.cancel.cancel_now();
                     g.clock.cancel_sent_at = Some(now);
                     g.cancelled = true;
@@ -400,12 +426,18 @@ impl Session {
                 .try_flush(&mut server.stream)
                 .map_err(ProxyError::ServerIo)?;
         }
-        if self.transaction_mode()
-            && !self.state_dirty
-            && self.pinned.is_empty()
-            && self.server_settled()
+        if self.transaction_mode() && !self.state_dirty && self.pinned == 0 && self.server_settled()
         {
             self.release_server();
+        }
+        if self.tally.idles_long()
+            && self.to_client.is_empty()
+            && self.to_server.is_empty()
+            && self.replies.is_idle()
+        {
+            self.to_client.release_storage();
+            self.to_server.release_storage();
+            self.replies.release_storage();
         }
         Ok(())
     }
@@ -461,7 +493,7 @@ impl Session {
         let server = self.server.as_mut().expect("attached");
         server.applied = self.settings.as_applied();
         server.applied_signature = self.settings.signature();
-        let was_pinned = !self.pinned.is_empty();
+        let was_pinned = self.pinned != 0;
         let settings = self.pool.settings();
         if state.pins.is_empty() {
             if was_pinned {
@@ -486,7 +518,7 @@ impl Session {
                     names.join(", ")
                 ),
             ));
-            self.pinned.clear();
+            self.pinned = 0;
             self.entry.set_pinned_bits(0);
             return Ok(());
         } else if !was_pinned && !self.pool.try_pin() {
@@ -503,9 +535,8 @@ impl Session {
                 ),
             ));
         }
-        self.entry
-            .set_pinned_bits(state.pins.iter().fold(0, |bits, p| bits | p.bit()));
-        self.pinned = state.pins;
+        self.pinned = state.pins.iter().fold(0, |bits, p| bits | p.bit());
+        self.entry.set_pinned_bits(self.pinned);
         Ok(())
     }
 
@@ -598,7 +629,7 @@ impl Session {
                     Err(ProxyError::ServerLogin { code, message }) => {
                         // PostgreSQL would have refused the login; the
                         // client's setting is invalid, not the session.
-                        tracing::warn!(client = %self.id, %code, "could not apply a startup setting: {message}");
+                        tracing::warn!(client = %self.entry.id, %code, "could not apply a startup setting: {message}");
                     }
                     Err(e) => return Err(e),
                 }
@@ -632,7 +663,7 @@ impl Session {
     /// the client said goodbye.
     async fn on_client_data(&mut self) -> Result<bool, ProxyError> {
         while self.to_server.len() < QUEUE_LIMIT {
-            let Some(h) = FrameHeader::peek(&self.client_buf, self.max_frame)? else {
+            let Some(h) = FrameHeader::peek(&self.client_buf, self.max_frame as usize)? else {
                 if self.client_buf.is_empty() {
                     // Nothing kept while the client is quiet (see
                     // `poll_read_client`); the frames split off keep the
@@ -704,7 +735,7 @@ impl Session {
     /// queue to the server was full when it arrived).
     fn client_frame_ready(&self) -> bool {
         matches!(
-            FrameHeader::peek(&self.client_buf, self.max_frame),
+            FrameHeader::peek(&self.client_buf, self.max_frame as usize),
             Ok(Some(h)) if self.client_buf.len() >= h.frame_len
         )
     }
@@ -749,7 +780,8 @@ impl Session {
         let mut at = 0;
         let mut parsed = Vec::new();
         loop {
-            let Some(h) = FrameHeader::peek(&self.client_buf[at..], self.max_frame)? else {
+            let Some(h) = FrameHeader::peek(&self.client_buf[at..], self.max_frame as usize)?
+            else {
                 return Ok(false);
             };
             let Some(frame) = self.client_buf.get(at..at + h.frame_len) else {
@@ -803,7 +835,7 @@ impl Session {
         let mut out = std::mem::take(&mut self.to_server);
         let result = (|| {
             let mut sp = Splicer::new(&mut src, &mut out);
-            while let Some(h) = FrameHeader::peek(sp.pending(), self.max_frame)? {
+            while let Some(h) = FrameHeader::peek(sp.pending(), self.max_frame as usize)? {
                 if sp.pending().len() < h.frame_len || h.tag == fe::TERMINATE {
                     break;
                 }
@@ -890,10 +922,12 @@ impl Session {
                     if self.parse_may_change_state(view.query) {
                         self.state_dirty = true;
                         if !view.statement.is_empty() {
-                            self.stateful_statements.insert(view.statement.to_vec());
+                            self.stateful_statements
+                                .get_or_insert_with(Box::default)
+                                .insert(view.statement.to_vec());
                         }
-                    } else if !self.stateful_statements.is_empty() {
-                        self.stateful_statements.remove(view.statement);
+                    } else if let Some(named) = self.stateful_statements.as_mut() {
+                        named.remove(view.statement);
                     }
                 }
                 if let Some(o) = self.observer.as_mut() {
@@ -921,8 +955,10 @@ impl Session {
             fe::BIND => {
                 let view = BindView::new(frame)?;
                 if rewrite
-                    && !self.stateful_statements.is_empty()
-                    && self.stateful_statements.contains(view.statement)
+                    && self
+                        .stateful_statements
+                        .as_ref()
+                        .is_some_and(|named| named.contains(view.statement))
                 {
                     self.state_dirty = true;
                 }
@@ -1187,7 +1223,7 @@ impl Session {
                     be::READY_FOR_QUERY | be::ERROR_RESPONSE | be::PARAMETER_STATUS
                 ) || (h.tag == be::COMMAND_COMPLETE && self.observer.is_some())
                     || self.replies.head_is_swallowed()
-                    || (h.tag == be::NOTIFICATION_RESPONSE && !self.pinned.is_empty());
+                    || (h.tag == be::NOTIFICATION_RESPONSE && self.pinned != 0);
                 // The server is trusted, and PostgreSQL caps its own
                 // messages at 1 GB; max_packet_size is about clients.
                 if decoded && h.frame_len > MAX_SERVER_FRAME {
@@ -1209,13 +1245,14 @@ impl Session {
                 } else {
                     None
                 };
-                if h.tag == be::NOTIFICATION_RESPONSE && !self.pinned.is_empty() {
-                    self.error_replacement = frame.and_then(|f| self.own_notification(f));
+                if h.tag == be::NOTIFICATION_RESPONSE && self.pinned != 0 {
+                    self.error_replacement =
+                        frame.and_then(|f| self.own_notification(f).map(Box::new));
                 }
                 let forward = self.route_server_message(h.tag, frame)?;
                 if let Some(replacement) = self.error_replacement.take() {
                     sp.skip(h.frame_len);
-                    sp.insert(replacement);
+                    sp.insert(*replacement);
                 } else if forward {
                     if decoded {
                         sp.keep(h.frame_len);
@@ -1299,14 +1336,14 @@ impl Session {
                 if let Some(g) = self.guards.as_ref().filter(|g| g.cancelled) {
                     let code = backend::error_fields(frame.expect("decoded"))?.code;
                     if code == b"57014" {
-                        self.error_replacement = Some(backend::error_response(
+                        self.error_replacement = Some(Box::new(backend::error_response(
                             Severity::Error,
                             "57014",
                             &format!(
                                 "canceling statement due to query_timeout ({} s)",
                                 g.settings.query_timeout.as_secs_f64()
                             ),
-                        ));
+                        )));
                     }
                 }
             }
@@ -1336,7 +1373,7 @@ impl Session {
             }
             ServerReply::Failed { request, skipped } => {
                 if matches!(request, Request::StaleStatement) {
-                    self.error_replacement = Some(stale_statement_error());
+                    self.error_replacement = Some(Box::new(stale_statement_error()));
                 }
                 // A renamed statement the server no longer has, or whose
                 // plan went stale after a schema change: prepare it
@@ -1412,10 +1449,10 @@ impl Session {
         })
         .await;
         self.cancel.set(None);
-        let held_state = !self.pinned.is_empty() || self.state_dirty;
-        if !self.pinned.is_empty() {
+        let held_state = self.pinned != 0 || self.state_dirty;
+        if self.pinned != 0 {
             self.pool.unpin();
-            self.pinned.clear();
+            self.pinned = 0;
         }
         if let Some(mut server) = self.server.take() {
             let clean = self.server_settled_with(&server);
@@ -1438,6 +1475,14 @@ impl Session {
             && self.passthrough == 0
             && s.buf.is_empty()
     }
+}
+
+/// What the forwarding loop does after an event.
+enum Next {
+    /// Act on what the client sent (which may wait for a server).
+    ClientData,
+    Continue,
+    ClientLeft,
 }
 
 enum Event {
@@ -1565,4 +1610,16 @@ fn stale_statement_error() -> Bytes {
         "cached plan must not change result type",
         &[(b'F', "plancache.c"), (b'R', "RevalidateCachedQuery")],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// A session is boxed for as long as its client is connected, in the
+    /// allocator's next size class up (896, 1,024, 1,280 bytes): a field
+    /// that grows it past 896 bytes costs every connected client 128.
+    #[test]
+    fn a_session_fits_the_allocators_896_byte_class() {
+        let size = std::mem::size_of::<super::Session>();
+        assert!(size <= 896, "Session is {size} bytes");
+    }
 }
