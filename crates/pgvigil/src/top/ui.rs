@@ -228,6 +228,19 @@ fn panel(title: &str) -> Block<'static> {
 }
 
 /// Header cells: bold labels.
+/// The pools table's columns, in order.
+const POOL_COLUMNS: [&str; 9] = [
+    "database/user",
+    "mode",
+    "size",
+    "active",
+    "idle",
+    "overflow",
+    "waiting",
+    "clients",
+    "util",
+];
+
 fn header_cells(labels: &[&'static str]) -> Vec<Cell<'static>> {
     labels
         .iter()
@@ -465,17 +478,7 @@ fn draw_pools(frame: &mut Frame, area: Rect, app: &App) {
         Col::new(7, 40),
         Col::new(4, 110),
     ];
-    let header = header_cells(&[
-        "database/user",
-        "mode",
-        "size",
-        "active",
-        "idle",
-        "overflow",
-        "waiting",
-        "clients",
-        "util",
-    ]);
+    let header = header_cells(&POOL_COLUMNS);
     let body = rows.iter().take(MAX_POOL_ROWS).map(|p| {
         let util = format!("{:.0}%", p.utilization * 100.0);
         let util_style = if p.utilization >= 0.9 {
@@ -796,17 +799,6 @@ mod tests {
     const QUERY_LABELS: [&str; 8] = [
         "calls/s", "calls", "total ms", "mean ms", "p95 ms", "errors", "rows", "query",
     ];
-    const POOL_LABELS: [&str; 9] = [
-        "database/user",
-        "mode",
-        "size",
-        "active",
-        "idle",
-        "overflow",
-        "waiting",
-        "clients",
-        "util",
-    ];
 
     #[test]
     fn at_80x24_headers_are_whole_and_the_query_gets_the_room() {
@@ -830,8 +822,8 @@ mod tests {
         assert!(text.matches("SELECT o.id").count() >= 5, "{text}");
 
         let pools = line(&text, "database/user");
-        assert_whole_words(pools, &POOL_LABELS, &text);
-        assert_shows(pools, &POOL_LABELS, &text);
+        assert_whole_words(pools, &super::POOL_COLUMNS, &text);
+        assert_shows(pools, &super::POOL_COLUMNS, &text);
         assert!(line(&text, "appdb/app").contains("transaction"), "{text}");
 
         // The half-width panels keep their query text readable too.
@@ -873,7 +865,7 @@ mod tests {
             slow.contains("appdb/app") && slow.contains("21:04:05"),
             "{slow:?}\n{text}"
         );
-        assert_whole_words(line(&text, "database/user"), &POOL_LABELS, &text);
+        assert_whole_words(line(&text, "database/user"), &super::POOL_COLUMNS, &text);
     }
 
     #[test]
