@@ -99,10 +99,10 @@ pub(crate) struct SessionTally {
     cells: Arc<Cells>,
     cycle_start: Option<MonoTime>,
     xact_start: Option<MonoTime>,
-    /// When the last cycle ended, for the pool's checkin.
-    ready_at: Option<MonoTime>,
-    /// When the last cycle ended, kept.
+    /// When the last cycle ended.
     last_ready: Option<MonoTime>,
+    /// `last_ready` has not yet been handed to a checkin.
+    ready_unclaimed: bool,
     /// The client was idle at least `LONG_IDLE_US` before its latest cycle.
     idled_long: bool,
     pub(crate) received: u64,
@@ -126,8 +126,8 @@ impl SessionTally {
             cells,
             cycle_start: None,
             xact_start: None,
-            ready_at: None,
             last_ready: None,
+            ready_unclaimed: false,
             idled_long: true,
             received: 0,
             sent: 0,
@@ -160,8 +160,8 @@ impl SessionTally {
             return;
         };
         let now = MonoTime::now();
-        self.ready_at = Some(now);
         self.last_ready = Some(now);
+        self.ready_unclaimed = true;
         let c = &self.cells;
         add(&c.queries, 1);
         add(&c.query_time_us, now.micros_since(start));
@@ -178,7 +178,9 @@ impl SessionTally {
     /// When the latest cycle ended, once: the time a server connection
     /// released right after it was last used.
     pub(crate) fn take_ready_at(&mut self) -> Option<MonoTime> {
-        self.ready_at.take()
+        std::mem::take(&mut self.ready_unclaimed)
+            .then_some(self.last_ready)
+            .flatten()
     }
 }
 
