@@ -39,20 +39,24 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let mut detector = NPlusOneDetector::new(NPlusOneConfig::default());
+    let mut detector = NPlusOneDetector::default();
+    let config = NPlusOneConfig::default();
     let mut t = 0u64;
     g.bench_function("n_plus_one_observe", |b| {
         b.iter(|| {
             t += 1;
-            detector.observe(black_box(&Observed {
-                fingerprint: 7,
-                is_select: true,
-                params_hash: t,
-                started_us: t * 1_000,
-                duration_us: 200,
-                in_transaction_before: false,
-                in_transaction_after: false,
-            }))
+            detector.observe(
+                black_box(&Observed {
+                    fingerprint: 7,
+                    is_select: true,
+                    params_hash: t,
+                    started_us: t * 1_000,
+                    duration_us: 200,
+                    in_transaction_before: false,
+                    in_transaction_after: false,
+                }),
+                &config,
+            )
         })
     });
     g.finish();

@@ -591,8 +591,8 @@ async fn pools(State(state): State<AdminState>) -> Response {
             let s = p.snapshot();
             let active = s.total.saturating_sub(s.idle);
             json!({
-                "database": p.database,
-                "user": p.user,
+                "database": &*p.database,
+                "user": &*p.user,
                 "pool_mode": p.mode().as_str(),
                 "pool_size": s.pool_size,
                 "active": active,

@@ -399,7 +399,12 @@ impl PgvigilCollector {
     }
 
     fn encode_pools(&self, encoder: &mut DescriptorEncoder) -> Result<(), Error> {
-        let who = |p: &ServerPool| vec![("database", p.database.clone()), ("user", p.user.clone())];
+        let who = |p: &ServerPool| {
+            vec![
+                ("database", p.database.to_string()),
+                ("user", p.user.to_string()),
+            ]
+        };
         let snapshots: Vec<_> = self.pools.iter().map(|p| (p, p.snapshot())).collect();
         family(
             encoder,
@@ -515,7 +520,7 @@ impl PgvigilCollector {
             .filter_map(|p| Some((p, p.upstream_up()?)))
             .collect();
         for (p, v) in &pool_up {
-            let slot = up.entry(p.database.clone()).or_insert(0);
+            let slot = up.entry(p.database.to_string()).or_insert(0);
             *slot = (*slot).max(i64::from(*v));
         }
         family(

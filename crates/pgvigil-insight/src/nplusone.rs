@@ -70,34 +70,27 @@ struct Step {
     duration_us: u64,
 }
 
+/// One connection's unit of work so far. The limits come with each call,
+/// not kept here: every connected client carries a detector.
+#[derive(Default)]
 pub struct NPlusOneDetector {
-    config: NPlusOneConfig,
     unit: Vec<Step>,
     unit_is_transaction: bool,
     last_end_us: u64,
 }
 
 impl NPlusOneDetector {
-    pub fn new(config: NPlusOneConfig) -> Self {
-        NPlusOneDetector {
-            config,
-            unit: Vec::new(),
-            unit_is_transaction: false,
-            last_end_us: 0,
-        }
-    }
-
     /// Feeds one statement; returns what the unit it closed contained.
-    pub fn observe(&mut self, o: &Observed) -> Vec<Detection> {
+    pub fn observe(&mut self, o: &Observed, config: &NPlusOneConfig) -> Vec<Detection> {
         let mut found = Vec::new();
         let begins_transaction = !o.in_transaction_before && o.in_transaction_after;
         let autocommit = !o.in_transaction_before && !o.in_transaction_after;
         let gap = o.started_us.saturating_sub(self.last_end_us);
         let boundary = begins_transaction
-            || (autocommit && (self.unit_is_transaction || gap > self.config.max_gap_us))
-            || self.unit.len() >= self.config.max_unit_statements;
+            || (autocommit && (self.unit_is_transaction || gap > config.max_gap_us))
+            || self.unit.len() >= config.max_unit_statements;
         if boundary {
-            found = self.finish_unit();
+            found = self.finish_unit(config);
         }
         if self.unit.is_empty() {
             self.unit_is_transaction = o.in_transaction_before || o.in_transaction_after;
@@ -116,20 +109,20 @@ impl NPlusOneDetector {
         });
         self.last_end_us = o.started_us + o.duration_us;
         if o.in_transaction_before && !o.in_transaction_after {
-            found.extend(self.finish_unit());
+            found.extend(self.finish_unit(config));
         }
         found
     }
 
     /// Evaluates and forgets the current unit (transaction end,
     /// connection close).
-    pub fn finish_unit(&mut self) -> Vec<Detection> {
+    pub fn finish_unit(&mut self, config: &NPlusOneConfig) -> Vec<Detection> {
         // Most units are shorter than `min_repeats`: nothing in them can
         // repeat often enough, and they are not worth a table.
-        let found = if self.unit.len() < self.config.min_repeats {
+        let found = if self.unit.len() < config.min_repeats {
             Vec::new()
         } else {
-            evaluate(&self.unit, self.config.min_repeats)
+            evaluate(&self.unit, config.min_repeats)
         };
         self.unit.clear();
         // The buffer is reused by the next unit; a long one gives its
@@ -213,7 +206,7 @@ mod tests {
     impl Feed {
         fn new() -> Self {
             Feed {
-                d: NPlusOneDetector::new(NPlusOneConfig::default()),
+                d: NPlusOneDetector::default(),
                 now: 1_000_000,
                 found: Vec::new(),
             }
@@ -229,13 +222,15 @@ mod tests {
                 in_transaction_after: after,
             };
             self.now += 1_000;
-            self.found.extend(self.d.observe(&o));
+            self.found
+                .extend(self.d.observe(&o, &NPlusOneConfig::default()));
         }
         fn pause(&mut self, us: u64) {
             self.now += us;
         }
         fn end(mut self) -> Vec<Detection> {
-            self.found.extend(self.d.finish_unit());
+            self.found
+                .extend(self.d.finish_unit(&NPlusOneConfig::default()));
             self.found
         }
     }

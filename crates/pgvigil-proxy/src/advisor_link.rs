@@ -86,7 +86,7 @@ impl Connector for AdvisorLink {
             .shared
             .all_pools()
             .iter()
-            .map(|p| p.database.clone())
+            .map(|p| p.database.to_string())
             .collect();
         names.dedup();
         names
@@ -98,7 +98,7 @@ impl Connector for AdvisorLink {
             .shared
             .all_pools()
             .into_iter()
-            .find(|p| p.database == database)
+            .find(|p| &*p.database == database)
             .ok_or_else(|| DbError::Connection(format!("no pool for database {database}")))?;
         let mut conn = ServerConn::connect(&pool.login_target(), 0)
             .await

@@ -354,7 +354,7 @@ pub(crate) fn dynamic_pool(
             .map(|d| d.pool.clone())
             .unwrap_or_else(|| db.pool.clone());
         let target = ServerTarget {
-            host: db.host.clone(),
+            host: db.host.as_str().into(),
             port: db.port,
             dbname: db.dbname.clone(),
             user: user.to_string(),
@@ -485,7 +485,7 @@ mod tests {
             .admit(key("a"), 2, || panic!("a exists already"))
             .expect("an existing pool is not refused");
         assert!(!made);
-        assert_eq!(again.user, "a");
+        assert_eq!(&*again.user, "a");
         assert!(aq.pool("db", "b").is_some() && aq.pool("db", "c").is_none());
         assert_eq!(aq.stats().dynamic_pools, 2);
     }

@@ -17,7 +17,7 @@ use crate::server::ServerTarget;
 /// Where a client's queries currently run. Updated when a server is
 /// attached or released; a single atomic so the hot path pays one store.
 pub struct CancelTarget {
-    host: String,
+    host: Arc<str>,
     port: u16,
     backend: AtomicU64,
     /// Wakes the client's wait for a server connection: a statement that

@@ -37,10 +37,13 @@ pub(crate) fn serve(
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> {
+    let id = ClientId(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
+    let _ = tcp.set_nodelay(true);
+    // Made before the block: the block keeps room for each capture for
+    // its whole life, and a boxed handshake takes less than the socket.
+    let admitting = Box::pin(admit(shared.clone(), tcp, peer, id));
     async move {
-        let id = ClientId(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
-        let _ = tcp.set_nodelay(true);
-        let Some(auth) = Box::pin(admit(&shared, tcp, peer, id)).await else {
+        let Some(auth) = admitting.await else {
             return;
         };
         match auth.destination {
@@ -48,11 +51,14 @@ pub(crate) fn serve(
             Destination::Console { .. } => {
                 let registration = shared.registry.add_client(crate::registry::NewClient {
                     id,
-                    database: auth.database.clone(),
-                    user: auth.user.clone(),
+                    who: Arc::new(pgvigil_insight::SessionInfo {
+                        database: auth.database.as_str().into(),
+                        user: auth.user.as_str().into(),
+                        application_name: auth.application_name().to_string(),
+                        client_addr: peer.ip(),
+                    }),
                     addr: peer,
                     local_addr: auth.transport.local_addr(),
-                    application_name: auth.application_name().to_string(),
                     console: true,
                 });
                 Box::pin(crate::console::serve(shared.clone(), *auth)).await;
@@ -66,13 +72,13 @@ pub(crate) fn serve(
 /// The handshake: an authenticated client, or None when it failed (the
 /// client was told why), timed out, or was a cancel request.
 async fn admit(
-    shared: &Arc<Shared>,
+    shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
     id: ClientId,
 ) -> Option<Box<handshake::Authenticated>> {
     let deadline = login_deadline(shared.login_timeout());
-    match handshake::run(shared, tcp, peer, deadline).await {
+    match handshake::run(&shared, tcp, peer, deadline).await {
         Outcome::Authenticated(auth) => return Some(auth),
         Outcome::Done => {}
         Outcome::Failed(transport, e) => {

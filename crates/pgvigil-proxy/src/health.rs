@@ -112,7 +112,7 @@ async fn wait_for_quiet(shared: &Shared, database: &str, limit: Duration) -> boo
         let pools: Vec<_> = shared
             .all_pools()
             .into_iter()
-            .filter(|p| p.database == database)
+            .filter(|p| &*p.database == database)
             .map(|p| p.snapshot())
             .collect();
         if pools.iter().any(|s| s.paused) {

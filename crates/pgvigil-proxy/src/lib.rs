@@ -149,7 +149,7 @@ impl Shared {
             server_tls.insert(db.name.clone(), tls.clone());
             for user in config.users.values() {
                 let target = ServerTarget {
-                    host: db.host.clone(),
+                    host: db.host.as_str().into(),
                     port: db.port,
                     dbname: db.dbname.clone(),
                     user: user.name.clone(),
@@ -311,9 +311,9 @@ impl Shared {
             if db.pool.pool_mode != was.pool.pool_mode {
                 needs_restart(&format!("databases.{}.pool_mode", db.name));
             }
-            for pool in self.pools.values().filter(|p| p.database == db.name) {
+            for pool in self.pools.values().filter(|p| *p.database == db.name) {
                 pool.set_settings(db.pool.clone());
-                if let Some(user) = new.users.get(&pool.user) {
+                if let Some(user) = new.users.get(&*pool.user) {
                     pool.set_credential(server_auth::Credential::from_config(
                         user.password.as_deref(),
                     ));
@@ -323,7 +323,7 @@ impl Shared {
                 .auth_query
                 .pools()
                 .into_iter()
-                .filter(|p| p.database == db.name)
+                .filter(|p| *p.database == db.name)
             {
                 pool.set_settings(db.pool.clone());
             }

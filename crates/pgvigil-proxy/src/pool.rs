@@ -117,8 +117,8 @@ pub(crate) struct UpstreamAttempt {
 }
 
 pub struct ServerPool {
-    pub database: String,
-    pub user: String,
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     /// Fixed for the pool's life: clients in the middle of a session
     /// cannot switch modes (RELOAD says a restart is needed).
     mode: PoolMode,
@@ -188,8 +188,8 @@ impl ServerPool {
     ) -> Arc<ServerPool> {
         let credential = target.credential.clone();
         Arc::new(ServerPool {
-            database,
-            user,
+            database: database.into(),
+            user: user.into(),
             mode: settings.pool_mode,
             target,
             state: Mutex::new(PoolState {
@@ -698,13 +698,13 @@ impl ServerPool {
                 slot.0 = None;
                 conn.registration = Some(self.registry.add_server(NewServer {
                     id: conn.id,
-                    database: self.database.clone(),
-                    user: self.user.clone(),
+                    database: self.database.to_string(),
+                    user: self.user.to_string(),
                     // PgBouncer's SHOW SERVERS says "unix" for a socket.
                     addr: if crate::transport::is_socket_dir(&self.target.host) {
                         "unix".into()
                     } else {
-                        self.target.host.clone()
+                        self.target.host.to_string()
                     },
                     port: self.target.port,
                     local_addr: conn.stream.local_addr(),

@@ -170,27 +170,34 @@ impl Prepared {
     }
 }
 
-/// The statements one client has prepared, by the client's names.
+/// The statements one client has prepared, by the client's names. The
+/// table is made on the first: most clients prepare no named statement,
+/// and every connected client carries this.
 #[derive(Default)]
 pub struct ClientStatements {
-    by_name: FastMap<Vec<u8>, Arc<Prepared>>,
+    #[allow(clippy::box_collection)] // for the size of every client's session
+    by_name: Option<Box<FastMap<Vec<u8>, Arc<Prepared>>>>,
 }
 
 impl ClientStatements {
     pub fn get(&self, name: &[u8]) -> Option<&Arc<Prepared>> {
-        self.by_name.get(name)
+        self.by_name.as_ref()?.get(name)
     }
 
     pub fn insert(&mut self, name: &[u8], prepared: Arc<Prepared>) {
-        self.by_name.insert(name.to_vec(), prepared);
+        self.by_name
+            .get_or_insert_with(Box::default)
+            .insert(name.to_vec(), prepared);
     }
 
     pub fn remove(&mut self, name: &[u8]) -> bool {
-        self.by_name.remove(name).is_some()
+        self.by_name
+            .as_mut()
+            .is_some_and(|m| m.remove(name).is_some())
     }
 
     pub fn clear(&mut self) {
-        self.by_name.clear();
+        self.by_name = None;
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
+use pgvigil_insight::SessionInfo;
 
 use crate::clock::MonoTime;
 use crate::ids::{ClientId, ServerId};
@@ -66,11 +67,11 @@ pub enum ServerState {
 
 pub struct ClientEntry {
     pub id: ClientId,
-    pub database: String,
-    pub user: String,
+    /// Database, user and application_name at login, shared with the
+    /// session's recorder.
+    pub who: Arc<SessionInfo>,
     pub addr: SocketAddr,
     pub local_addr: Option<SocketAddr>,
-    pub application_name: String,
     pub connect_time_us: u64,
     /// The console's own sessions are listed but never wait for servers.
     pub console: bool,
@@ -185,11 +186,9 @@ impl ServerEntry {
 /// The facts about a client fixed at login.
 pub(crate) struct NewClient {
     pub id: ClientId,
-    pub database: String,
-    pub user: String,
+    pub who: Arc<SessionInfo>,
     pub addr: SocketAddr,
     pub local_addr: Option<SocketAddr>,
-    pub application_name: String,
     pub console: bool,
 }
 
@@ -209,11 +208,9 @@ impl Registry {
         let now = now_us();
         let entry = Arc::new(ClientEntry {
             id: c.id,
-            database: c.database,
-            user: c.user,
+            who: c.who,
             addr: c.addr,
             local_addr: c.local_addr,
-            application_name: c.application_name,
             connect_time_us: now,
             console: c.console,
             state: AtomicU8::new(0),
@@ -300,11 +297,14 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let client = registry.add_client(NewClient {
             id: ClientId(7),
-            database: "d".into(),
-            user: "u".into(),
+            who: Arc::new(SessionInfo {
+                database: "d".into(),
+                user: "u".into(),
+                application_name: "app".into(),
+                client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            }),
             addr: "127.0.0.1:5000".parse().unwrap(),
             local_addr: None,
-            application_name: "app".into(),
             console: false,
         });
         let server = registry.add_server(NewServer {

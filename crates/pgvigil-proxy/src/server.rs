@@ -26,7 +26,7 @@ use crate::transport::Transport;
 /// Where and as whom a pool's server connections log in.
 #[derive(Clone)]
 pub struct ServerTarget {
-    pub host: String,
+    pub host: std::sync::Arc<str>,
     pub port: u16,
     pub dbname: String,
     pub user: String,

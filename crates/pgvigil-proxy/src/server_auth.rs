@@ -408,7 +408,7 @@ mod login_tests {
             ("127.0.0.1".to_string(), port, server)
         };
         let target = ServerTarget {
-            host,
+            host: host.into(),
             port,
             dbname: "db".into(),
             user: "app".into(),

@@ -105,20 +105,32 @@ pub struct Tracked {
     started_ns: u64,
 }
 
-/// Who a session is, for slow events and N+1 findings.
+/// Who a session is, for slow events and N+1 findings. Shared (`Arc`)
+/// with whatever else lists the session, such as the proxy's client
+/// registry: every connected client carries it, so it is held once, and
+/// the database and user names are the pool's own.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
-    pub database: String,
-    pub user: String,
+    pub database: Arc<str>,
+    pub user: Arc<str>,
     pub application_name: String,
-    pub client_addr: String,
+    pub client_addr: std::net::IpAddr,
+}
+
+/// A session's named statements and portals: most sessions have none
+/// (drivers use the unnamed ones), and every connected client carries
+/// the field, so the tables are made on the first name.
+#[derive(Default)]
+struct Named {
+    statements: FastMap<Vec<u8>, Statements>,
+    portals: FastMap<Vec<u8>, Portal>,
 }
 
 /// One session's recording state. Times are nanoseconds of a monotonic
 /// clock the caller reads (the same clock for every call).
 pub struct Recorder {
     insight: Arc<Insight>,
-    named: FastMap<Vec<u8>, Statements>,
+    named: Option<Box<Named>>,
     unnamed: Option<Statements>,
     /// The latest unnamed Parse's text and statements. Drivers send the
     /// same few texts as unnamed statements over and over, and comparing
@@ -127,12 +139,8 @@ pub struct Recorder {
     last_unnamed: Option<(Vec<u8>, Statements)>,
     /// The unnamed portal, by far the most used, outside the map.
     unnamed_portal: Option<Portal>,
-    portals: FastMap<Vec<u8>, Portal>,
     caller: u32,
-    database: Arc<str>,
-    user: Arc<str>,
-    application_name: String,
-    client_addr: String,
+    who: Arc<SessionInfo>,
     detector: NPlusOneDetector,
     in_transaction: bool,
     epoch_ns: u64,
@@ -144,24 +152,19 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(insight: Arc<Insight>, session: SessionInfo, now_ns: u64) -> Recorder {
-        let caller = insight.caller(&session.database, &session.user, &session.application_name);
+    pub fn new(insight: Arc<Insight>, who: Arc<SessionInfo>, now_ns: u64) -> Recorder {
+        let caller = insight.caller(&who.database, &who.user, &who.application_name);
         let config = insight.config();
-        let detector = NPlusOneDetector::new(config.n_plus_one);
         let keep_values = config.log_parameters || config.capture_parameters;
         Recorder {
             insight,
-            named: FastMap::default(),
+            named: None,
             unnamed: None,
             last_unnamed: None,
             unnamed_portal: None,
-            portals: FastMap::default(),
             caller,
-            database: session.database.into(),
-            user: session.user.into(),
-            application_name: session.application_name,
-            client_addr: session.client_addr,
-            detector,
+            who,
+            detector: NPlusOneDetector::default(),
             in_transaction: false,
             epoch_ns: now_ns,
             last_completion_ns: now_ns,
@@ -171,11 +174,13 @@ impl Recorder {
 
     /// application_name changed (SET application_name, or a reset).
     pub fn set_application_name(&mut self, name: &str) {
-        if self.application_name != name {
-            self.application_name = name.to_string();
+        if self.who.application_name != name {
+            let mut who = SessionInfo::clone(&self.who);
+            who.application_name = name.to_string();
             self.caller = self
                 .insight
-                .caller(&self.database, &self.user, &self.application_name);
+                .caller(&who.database, &who.user, &who.application_name);
+            self.who = Arc::new(who);
         }
     }
 
@@ -260,7 +265,8 @@ impl Recorder {
     pub fn prepare(&mut self, name: &[u8], query: &[u8]) {
         if !name.is_empty() {
             let statements = self.normalize(query);
-            self.named.insert(name.to_vec(), statements);
+            let named = self.named.get_or_insert_with(Box::default);
+            named.statements.insert(name.to_vec(), statements);
             return;
         }
         if let Some((text, statements)) = &self.last_unnamed {
@@ -288,7 +294,9 @@ impl Recorder {
         let statements = if statement.is_empty() {
             self.unnamed.clone()
         } else {
-            self.named.get(statement).cloned()
+            self.named
+                .as_ref()
+                .and_then(|n| n.statements.get(statement).cloned())
         };
         let Some(statements) = statements else {
             return;
@@ -298,7 +306,8 @@ impl Recorder {
         if portal.is_empty() {
             self.unnamed_portal = Some(entry);
         } else {
-            self.portals.insert(portal.to_vec(), entry);
+            let named = self.named.get_or_insert_with(Box::default);
+            named.portals.insert(portal.to_vec(), entry);
         }
     }
 
@@ -306,18 +315,17 @@ impl Recorder {
     pub fn close_statement(&mut self, name: &[u8]) {
         if name.is_empty() {
             self.unnamed = None;
-        } else {
-            self.named.remove(name);
+        } else if let Some(named) = &mut self.named {
+            named.statements.remove(name);
         }
     }
 
     /// DISCARD ALL / DEALLOCATE ALL, or the session's statements were
     /// otherwise dropped.
     pub fn forget_statements(&mut self) {
-        self.named.clear();
+        self.named = None;
         self.unnamed = None;
         self.unnamed_portal = None;
-        self.portals.clear();
     }
 
     /// An Execute of a bound portal.
@@ -326,7 +334,7 @@ impl Recorder {
         let (statements, params_hash, bind) = if portal.is_empty() {
             self.unnamed_portal.as_ref()?
         } else {
-            self.portals.get(portal)?
+            self.named.as_ref()?.portals.get(portal)?
         };
         Some(Tracked {
             statements: statements.clone(),
@@ -427,7 +435,7 @@ impl Recorder {
             in_transaction_before: before,
             in_transaction_after: after,
         };
-        let found = self.detector.observe(&observed);
+        let found = self.detector.observe(&observed, &config.n_plus_one);
         self.report(found, &s.tags);
     }
 
@@ -441,9 +449,9 @@ impl Recorder {
             fingerprint: s.fingerprint.0,
             statement: s.kind.as_str(),
             tables: &tables,
-            database: &self.database,
-            user: &self.user,
-            application_name: &self.application_name,
+            database: &self.who.database,
+            user: &self.who.user,
+            application_name: &self.who.application_name,
             query: &s.text,
         };
         let config = self.insight.config();
@@ -467,10 +475,10 @@ impl Recorder {
             fingerprint: s.fingerprint.0,
             query: s.text.to_string(),
             duration_us,
-            database: self.database.to_string(),
-            user: self.user.to_string(),
-            application_name: self.application_name.clone(),
-            client_addr: self.client_addr.clone(),
+            database: self.who.database.to_string(),
+            user: self.who.user.to_string(),
+            application_name: self.who.application_name.clone(),
+            client_addr: self.who.client_addr.to_string(),
             tags: s.tags.clone(),
             parameters,
         };
@@ -518,9 +526,9 @@ impl Recorder {
                 occurrences_since_last_line = more,
                 repeats = d.repeats,
                 total_ms = d.total_us as f64 / 1000.0,
-                database = %self.database,
-                user = %self.user,
-                application_name = %self.application_name,
+                database = %self.who.database,
+                user = %self.who.user,
+                application_name = %self.who.application_name,
                 "repeated query pattern"
             );
         }
@@ -533,7 +541,7 @@ impl Recorder {
 
     /// The session ended: the last unit of work is complete.
     pub fn finish(&mut self) {
-        let found = self.detector.finish_unit();
+        let found = self.detector.finish_unit(&self.insight.config().n_plus_one);
         self.report(found, &[]);
     }
 }

@@ -8,9 +8,9 @@ fn recorder(insight: &Arc<Insight>) -> Recorder {
         database: "db".into(),
         user: "app".into(),
         application_name: String::new(),
-        client_addr: "127.0.0.1".into(),
+        client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
     };
-    Recorder::new(insight.clone(), session, 0)
+    Recorder::new(insight.clone(), Arc::new(session), 0)
 }
 
 const DONE: Outcome = Outcome::Completed { rows: 1 };

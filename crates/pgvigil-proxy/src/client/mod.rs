@@ -98,23 +98,21 @@ fn begin(
         cancel,
     } = logged_in;
     tracing::debug!(client = %id, %peer, database = %pool.database, user = %pool.user, "client logged in");
-    let registration = shared.registry.add_client(NewClient {
-        id,
+    let who = Arc::new(pgvigil_insight::SessionInfo {
         database: pool.database.clone(),
         user: pool.user.clone(),
+        application_name: settings.get("application_name").unwrap_or("").to_string(),
+        client_addr: peer.ip(),
+    });
+    let registration = shared.registry.add_client(NewClient {
+        id,
+        who: who.clone(),
         addr: peer,
         local_addr: transport.local_addr(),
-        application_name: settings.get("application_name").unwrap_or("").to_string(),
         console: false,
     });
     pool.counters.clients.fetch_add(1, Ordering::Relaxed);
     let observer = shared.insight.as_ref().map(|insight| {
-        let who = pgvigil_insight::SessionInfo {
-            database: pool.database.clone(),
-            user: pool.user.clone(),
-            application_name: settings.get("application_name").unwrap_or("").to_string(),
-            client_addr: peer.ip().to_string(),
-        };
         pgvigil_insight::Recorder::new(
             insight.clone(),
             who,

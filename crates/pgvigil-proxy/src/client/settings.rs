@@ -19,8 +19,10 @@ pub(crate) struct ClientSettings {
     /// clients that asked for the same.
     startup: Arc<Pairs>,
     /// The settings the session changed since, all of them (None: the
-    /// startup ones, as for most clients).
-    changed: Option<Pairs>,
+    /// startup ones, as for most clients; boxed, as every connected
+    /// client carries the field).
+    #[allow(clippy::box_collection)]
+    changed: Option<Box<Pairs>>,
     /// Digest of the desired settings, so a server connection already
     /// configured for this client's settings is recognised with one
     /// comparison.
@@ -60,7 +62,10 @@ impl ClientSettings {
     }
 
     fn desired(&self) -> &[(String, String)] {
-        self.changed.as_deref().unwrap_or(&self.startup)
+        match &self.changed {
+            Some(changed) => changed,
+            None => &self.startup,
+        }
     }
 
     fn resign(&mut self) {
@@ -90,7 +95,9 @@ impl ClientSettings {
             return;
         }
         let startup = &self.startup;
-        let changed = self.changed.get_or_insert_with(|| startup.to_vec());
+        let changed = self
+            .changed
+            .get_or_insert_with(|| Box::new(startup.to_vec()));
         if let Some(slot) = changed
             .iter_mut()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -113,7 +120,7 @@ impl ClientSettings {
                 desired.push((k.clone(), v.clone()));
             }
         }
-        self.changed = (desired != *self.startup).then_some(desired);
+        self.changed = (desired != *self.startup).then(|| Box::new(desired));
         self.resign();
     }
 

@@ -32,20 +32,23 @@ impl ListCache {
 #[derive(Debug)]
 pub(crate) struct ToldParams {
     at_login: Arc<Pairs>,
-    since: Pairs,
+    /// Made on the first change: every connected client carries this.
+    #[allow(clippy::box_collection)]
+    since: Option<Box<Pairs>>,
 }
 
 impl ToldParams {
     pub(crate) fn new(at_login: Arc<Pairs>) -> ToldParams {
         ToldParams {
             at_login,
-            since: Vec::new(),
+            since: None,
         }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.since
             .iter()
+            .flat_map(|since| since.iter())
             .chain(self.at_login.iter())
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
@@ -56,9 +59,10 @@ impl ToldParams {
         if self.get(name) == Some(value) {
             return false;
         }
-        match self.since.iter_mut().find(|(k, _)| k == name) {
+        let since = self.since.get_or_insert_with(Box::default);
+        match since.iter_mut().find(|(k, _)| k == name) {
             Some(slot) => slot.1 = value.to_string(),
-            None => self.since.push((name.to_string(), value.to_string())),
+            None => since.push((name.to_string(), value.to_string())),
         }
         true
     }

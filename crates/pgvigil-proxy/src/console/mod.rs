@@ -310,7 +310,7 @@ impl Console {
             .shared
             .all_pools()
             .into_iter()
-            .filter(|p| database.is_none_or(|d| p.database == d))
+            .filter(|p| database.is_none_or(|d| &*p.database == d))
             .collect();
         match database {
             Some(db) if pools.is_empty() => Err(reply_error(

@@ -166,21 +166,21 @@ fn pools(shared: &Shared) -> Table {
     let servers = shared.registry.servers();
     for pool in sorted_pools(shared) {
         let s = pool.snapshot();
-        let mine = |db: &str, user: &str| db == pool.database && user == pool.user;
+        let mine = |db: &str, user: &str| db == &*pool.database && user == &*pool.user;
         let active_servers = servers
             .iter()
             .filter(|e| mine(&e.database, &e.user) && e.state() == ServerState::Active)
             .count();
         let oldest_wait = clients
             .iter()
-            .filter(|c| mine(&c.database, &c.user) && !c.console)
+            .filter(|c| mine(&c.who.database, &c.who.user) && !c.console)
             .filter_map(|c| c.wait_since_us())
             .min()
             .map_or(0, |since| now.saturating_sub(since));
         let waiting = s.waiting.min(s.clients);
         t.push(vec![
-            pool.database.as_str().into(),
-            pool.user.as_str().into(),
+            (*pool.database).into(),
+            (*pool.user).into(),
             (s.clients - waiting).into(),
             waiting.into(),
             0i64.into(),
@@ -241,8 +241,8 @@ fn clients(shared: &Shared) -> Table {
         };
         t.push(vec![
             "C".into(),
-            c.user.as_str().into(),
-            c.database.as_str().into(),
+            (*c.who.user).into(),
+            (*c.who.database).into(),
             "none".into(),
             state.into(),
             c.addr.ip().to_string().into(),
@@ -261,7 +261,7 @@ fn clients(shared: &Shared) -> Table {
                 .into(),
             0i64.into(),
             "".into(),
-            c.application_name.as_str().into(),
+            c.who.application_name.as_str().into(),
             0i64.into(),
             c.id.0.into(),
             crate::client::pin_reasons(c.pinned_bits()).into(),
@@ -344,7 +344,7 @@ fn stats(shared: &Shared, totals: bool, averages: bool) -> Table {
     for pool in &all {
         let p = pool.totals();
         let (_, wait_secs, assignments) = pool.counters.wait.snapshot();
-        let sums = per_db.entry(pool.database.as_str()).or_default();
+        let sums = per_db.entry(&*pool.database).or_default();
         let add = [
             assignments,
             p.transactions,
@@ -405,7 +405,7 @@ fn databases(shared: &Shared) -> Table {
     let config = &shared.config;
     let all = shared.all_pools();
     for db in config.databases.values() {
-        let pools: Vec<_> = all.iter().filter(|p| p.database == db.name).collect();
+        let pools: Vec<_> = all.iter().filter(|p| *p.database == db.name).collect();
         let current: usize = pools.iter().map(|p| p.snapshot().total).sum();
         let paused = !pools.is_empty() && pools.iter().all(|p| p.is_paused());
         let s = pools
@@ -444,7 +444,7 @@ fn users(shared: &Shared) -> Table {
         let current: usize = shared
             .pools
             .values()
-            .filter(|p| p.user == user.name)
+            .filter(|p| *p.user == user.name)
             .map(|p| p.snapshot().total)
             .sum();
         t.push(vec![
