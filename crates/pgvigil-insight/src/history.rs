@@ -125,7 +125,7 @@ impl Insight {
                 .map(|e| FingerprintRecord {
                     fingerprint: e.info.fingerprint,
                     query: e.info.query.clone(),
-                    kind: e.info.kind.clone(),
+                    kind: e.info.kind.to_string(),
                     first_seen_ms: e.stats.first_seen_ms,
                     last_seen_ms: e.stats.last_seen_ms,
                     slices: e
@@ -167,7 +167,7 @@ impl Insight {
                     .map(|(f, c)| FollowedRecord {
                         fingerprint: f.info.fingerprint,
                         query: f.info.query.clone(),
-                        kind: f.info.kind.clone(),
+                        kind: f.info.kind.to_string(),
                         related: f.related,
                         before: f.before,
                         after: c.after,
@@ -254,16 +254,16 @@ impl Insight {
                 let info = Arc::new(StatementInfo {
                     fingerprint: r.fingerprint,
                     query: r.query,
-                    kind: r.kind,
+                    kind: r.kind.into(),
                 });
                 self.catalog.insert(r.fingerprint, info.clone());
                 store.entries.insert(
                     r.fingerprint,
-                    Entry {
+                    Box::new(Entry {
                         info,
                         stats,
                         crossed: 0,
-                    },
+                    }),
                 );
                 loaded.fingerprints += 1;
             }
@@ -284,7 +284,7 @@ impl Insight {
                         info: Arc::new(StatementInfo {
                             fingerprint: f.fingerprint,
                             query: f.query,
-                            kind: f.kind,
+                            kind: f.kind.into(),
                         }),
                         related: f.related,
                         before: f.before,

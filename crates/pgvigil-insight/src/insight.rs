@@ -214,7 +214,7 @@ impl Insight {
         let mut store = lock(&self.store);
         let (slow_us, total_us) = (self.config.watch_slow_us, self.config.watch_total_us);
         for e in batch {
-            let entry = store.record(e, now_ms, || {
+            let info = || {
                 self.catalog
                     .get(&e.fingerprint)
                     .map(|i| i.clone())
@@ -225,19 +225,21 @@ impl Insight {
                             kind: "UNKNOWN".into(),
                         })
                     })
+            };
+            store.record(e, now_ms, info, |entry| {
+                if e.duration_us >= slow_us && entry.crossed & CROSSED_SLOW == 0 {
+                    entry.crossed |= CROSSED_SLOW;
+                    let c = Crossing::SlowExecution {
+                        duration_us: e.duration_us,
+                    };
+                    crossings.push((e.fingerprint, c));
+                }
+                let total = entry.stats.totals.total_us;
+                if total >= total_us && entry.crossed & CROSSED_TOTAL == 0 {
+                    entry.crossed |= CROSSED_TOTAL;
+                    crossings.push((e.fingerprint, Crossing::TotalTime { total_us: total }));
+                }
             });
-            if e.duration_us >= slow_us && entry.crossed & CROSSED_SLOW == 0 {
-                entry.crossed |= CROSSED_SLOW;
-                let c = Crossing::SlowExecution {
-                    duration_us: e.duration_us,
-                };
-                crossings.push((e.fingerprint, c));
-            }
-            let total = entry.stats.totals.total_us;
-            if total >= total_us && entry.crossed & CROSSED_TOTAL == 0 {
-                entry.crossed |= CROSSED_TOTAL;
-                crossings.push((e.fingerprint, Crossing::TotalTime { total_us: total }));
-            }
         }
         drop(store);
         self.notify_crossings(&crossings);

@@ -253,7 +253,7 @@ fn row(e: &store::Entry, t: &Totals, h: &LatencyHistogram) -> QueryRow {
     QueryRow {
         fingerprint: e.info.fingerprint,
         query: e.info.query.clone(),
-        statement: e.info.kind.clone(),
+        statement: e.info.kind.to_string(),
         calls: t.calls,
         errors: t.errors,
         rows: t.rows,

@@ -229,7 +229,7 @@ impl Recorder {
                 self.insight.register(Arc::new(StatementInfo {
                     fingerprint: fp,
                     query: s.text.to_string(),
-                    kind: s.kind.as_str().to_string(),
+                    kind: s.kind.as_str().into(),
                 }));
             }
         }
