@@ -76,7 +76,10 @@ impl LatencyHistogram {
 
     fn record_n(&mut self, b: u32, n: u32) {
         if self.counts.is_empty() {
+            // One bucket, not the four a first push reserves: most
+            // fingerprints of an app that inlines values run once.
             self.first = b;
+            self.counts.reserve_exact(1);
             self.counts.push(0);
         } else if b < self.first {
             // Exact growth: histograms are many and rarely widen.

@@ -138,7 +138,10 @@ impl QueryStats {
             histogram: LatencyHistogram::new(),
             slices: VecDeque::new(),
             errors_by_code: Vec::new(),
-            callers: Vec::new(),
+            // Every fingerprint has a caller from its first call, and
+            // most keep that one: room for one, not the four a first
+            // push reserves.
+            callers: Vec::with_capacity(1),
             first_seen_ms: now_ms,
             last_seen_ms: now_ms,
             usage: 0.0,
