@@ -64,7 +64,7 @@ pub struct QueryRow {
 }
 
 /// What the off-hot-path analysis of a statement found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Annotation {
     pub parsed: bool,
     pub tables: Vec<String>,
