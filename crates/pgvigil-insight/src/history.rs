@@ -121,16 +121,14 @@ impl Insight {
             store
                 .entries
                 .values()
-                .filter(|e| !e.stats.slices.is_empty())
-                .map(|e| FingerprintRecord {
+                .filter_map(|e| Some((e, e.stats.slices())).filter(|(_, s)| !s.is_empty()))
+                .map(|(e, slices)| FingerprintRecord {
                     fingerprint: e.info.fingerprint,
                     query: e.info.query.clone(),
                     kind: e.info.kind.to_string(),
                     first_seen_ms: e.stats.first_seen_ms,
                     last_seen_ms: e.stats.last_seen_ms,
-                    slices: e
-                        .stats
-                        .slices
+                    slices: slices
                         .iter()
                         .map(|s| {
                             let (bits, first, counts) = s.histogram.parts();
@@ -332,7 +330,7 @@ fn restore_stats(r: &FingerprintRecord, now_ms: u64) -> Option<QueryStats> {
             continue;
         };
         end = s.minute + s.span;
-        stats.slices.push_back(Slice {
+        stats.kept_slices.push_back(Slice {
             minute: s.minute,
             span: s.span,
             totals: s.totals,
@@ -340,10 +338,10 @@ fn restore_stats(r: &FingerprintRecord, now_ms: u64) -> Option<QueryStats> {
         });
     }
     stats.fold_history(now_ms / 60_000);
-    if stats.slices.is_empty() {
+    if stats.kept_slices.is_empty() {
         return None;
     }
-    for s in &stats.slices {
+    for s in &stats.kept_slices {
         stats.totals.merge(&s.totals);
         stats.histogram.merge(&s.histogram);
     }

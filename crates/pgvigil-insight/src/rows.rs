@@ -153,7 +153,7 @@ impl Insight {
         let first_minute = (now_ms / 60_000).saturating_sub(HISTORY_MINUTES - 1);
         let minutes = e
             .stats
-            .slices
+            .slices()
             .iter()
             .filter(|s| s.minute + s.span > first_minute)
             .map(|s| minute_row(s.minute, s.span, &s.totals, &s.histogram))
@@ -190,7 +190,7 @@ impl Insight {
         for e in store.entries.values() {
             for s in e
                 .stats
-                .slices
+                .slices()
                 .iter()
                 .filter(|s| s.minute + s.span > first_minute)
             {
