@@ -313,6 +313,7 @@ impl Insight {
 fn restore_stats(r: &FingerprintRecord, now_ms: u64) -> Option<QueryStats> {
     let mut stats = QueryStats::new(r.first_seen_ms);
     stats.last_seen_ms = r.last_seen_ms;
+    let mut slices = Vec::with_capacity(r.slices.len());
     let mut end = 0u64;
     for s in &r.slices {
         // Out of order, overlapping, future (the clock went back) or
@@ -330,18 +331,19 @@ fn restore_stats(r: &FingerprintRecord, now_ms: u64) -> Option<QueryStats> {
             continue;
         };
         end = s.minute + s.span;
-        stats.kept_slices.push_back(Slice {
+        slices.push(Slice {
             minute: s.minute,
             span: s.span,
             totals: s.totals,
             histogram,
         });
     }
+    stats.kept_slices = slices.into_boxed_slice();
     stats.fold_history(now_ms / 60_000);
     if stats.kept_slices.is_empty() {
         return None;
     }
-    for s in &stats.kept_slices {
+    for s in stats.kept_slices.iter() {
         stats.totals.merge(&s.totals);
         stats.histogram.merge(&s.histogram);
     }

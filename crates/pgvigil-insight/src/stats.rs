@@ -3,7 +3,6 @@
 //! last day.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 
 use crate::histogram::{LatencyHistogram, COARSE};
 
@@ -122,9 +121,14 @@ pub struct QueryStats {
     pub histogram: LatencyHistogram,
     /// Recent minutes, oldest first; minutes without calls are absent.
     /// Empty while every call fell in the first minute: that minute's
-    /// slice is then `totals` and `histogram` (see `slices`).
-    pub(crate) kept_slices: VecDeque<Slice>,
-    pub errors_by_code: Vec<([u8; 5], u64)>,
+    /// slice is then `totals` and `histogram` (see `slices`). Boxed,
+    /// 16 bytes less than a VecDeque: a new minute rebuilds the list when
+    /// it folds anyway.
+    pub(crate) kept_slices: Box<[Slice]>,
+    /// Boxed, 8 bytes less than a Vec: most fingerprints never fail, and
+    /// a new code (at most `MAX_ERROR_CODES` a fingerprint) can afford
+    /// a copy.
+    pub errors_by_code: Box<[([u8; 5], u64)]>,
     /// Interned caller ids (see `Callers`), most recent last.
     pub callers: Vec<u32>,
     /// Unix milliseconds.
@@ -139,8 +143,8 @@ impl QueryStats {
         QueryStats {
             totals: Totals::default(),
             histogram: LatencyHistogram::new(),
-            kept_slices: VecDeque::new(),
-            errors_by_code: Vec::new(),
+            kept_slices: Box::default(),
+            errors_by_code: Box::default(),
             // Every fingerprint has a caller from its first call, and
             // most keep that one: room for one, not the four a first
             // push reserves.
@@ -154,7 +158,7 @@ impl QueryStats {
     pub fn record(&mut self, s: &Execution, now_ms: u64) {
         let failed = s.sqlstate.is_some();
         let minute = now_ms / 60_000;
-        if self.kept_slices.back().map(|x| x.minute) != Some(minute) {
+        if self.kept_slices.last().map(|x| x.minute) != Some(minute) {
             self.next_minute(minute);
         }
         self.totals.record(s.duration_us, s.rows, failed);
@@ -162,7 +166,7 @@ impl QueryStats {
         self.last_seen_ms = now_ms;
         self.usage += 1.0;
         // None in the first minute, whose slice is the totals.
-        if let Some(slice) = self.kept_slices.back_mut() {
+        if let Some(slice) = self.kept_slices.last_mut() {
             slice.totals.record(s.duration_us, s.rows, failed);
             slice.histogram.record_us(s.duration_us);
         }
@@ -170,7 +174,12 @@ impl QueryStats {
             let known = self.errors_by_code.len();
             match self.errors_by_code.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, n)) => *n += 1,
-                None if known < MAX_ERROR_CODES => self.errors_by_code.push((code, 1)),
+                None if known < MAX_ERROR_CODES => {
+                    let mut codes = std::mem::take(&mut self.errors_by_code).into_vec();
+                    codes.reserve_exact(1);
+                    codes.push((code, 1));
+                    self.errors_by_code = codes.into_boxed_slice();
+                }
                 None => {}
             }
         }
@@ -186,20 +195,23 @@ impl QueryStats {
     /// A call in `minute`, which has no slice yet. The first minute
     /// keeps none: a fingerprint seen in one minute only (most of those
     /// of an app that inlines values) would hold its totals and
-    /// histogram twice, 120 bytes in two allocations. Its slice is made
+    /// histogram twice, over 100 bytes in two allocations. Its slice is made
     /// from them once a call comes in another minute, before that call
     /// is counted.
     #[cold]
     fn next_minute(&mut self, minute: u64) {
-        if self.kept_slices.is_empty() {
+        let first = if self.kept_slices.is_empty() {
             if self.totals.calls == 0 || minute == self.first_seen_ms / 60_000 {
                 return;
             }
-            let first = self.first_minute().expect("calls and no slice kept");
-            self.kept_slices.push_back(first);
-        }
-        self.kept_slices.push_back(Slice::new(minute, 1));
-        self.fold_history(minute);
+            self.first_minute()
+        } else {
+            None
+        };
+        let mut slices = std::mem::take(&mut self.kept_slices).into_vec();
+        slices.extend(first);
+        slices.push(Slice::new(minute, 1));
+        self.kept_slices = fold(slices, minute);
     }
 
     /// The slice of the first minute while no slice is kept.
@@ -218,9 +230,9 @@ impl QueryStats {
     /// Recent slices, oldest first, the first minute's included while it
     /// is not kept (then made on the spot: readers are rare, calls are
     /// not).
-    pub fn slices(&self) -> Cow<'_, VecDeque<Slice>> {
+    pub fn slices(&self) -> Cow<'_, [Slice]> {
         match self.first_minute() {
-            Some(first) => Cow::Owned(VecDeque::from([first])),
+            Some(first) => Cow::Owned(vec![first]),
             None => Cow::Borrowed(&self.kept_slices),
         }
     }
@@ -240,45 +252,10 @@ impl QueryStats {
         )
     }
 
-    /// Folds one-minute slices older than `MINUTE_SLICES` into
-    /// five-minute ones, five-minute ones into hourly ones once their whole
-    /// hour is older than `HISTORY_MINUTES` (so an hourly slice never
-    /// overlaps the recent hour windows are taken from), and drops what is
-    /// older than `HISTORY_HOURS`.
+    /// `fold`, of the kept slices.
     pub(crate) fn fold_history(&mut self, now_minute: u64) {
-        let mut folded: VecDeque<Slice> = VecDeque::with_capacity(self.kept_slices.len());
-        for s in self.kept_slices.drain(..) {
-            if s.minute + s.span + HISTORY_HOURS * HOUR_MINUTES <= now_minute + 1 {
-                continue; // older than the day
-            }
-            let hour = s.minute - s.minute % HOUR_MINUTES;
-            let span = if hour + HOUR_MINUTES + HISTORY_MINUTES <= now_minute + 1 {
-                HOUR_MINUTES
-            } else if s.folds_to_five_minutes(now_minute) {
-                FOLD_MINUTES
-            } else {
-                s.span
-            };
-            if span == s.span {
-                folded.push_back(s);
-                continue;
-            }
-            let start = s.minute - s.minute % span;
-            match folded.back_mut() {
-                Some(last) if last.span == span && last.minute == start => {
-                    last.totals.merge(&s.totals);
-                    last.histogram.merge(&s.histogram);
-                }
-                _ => {
-                    let mut f = Slice::new(start, span);
-                    f.totals = s.totals;
-                    f.histogram = s.histogram;
-                    folded.push_back(f);
-                }
-            }
-        }
-        folded.shrink_to_fit();
-        self.kept_slices = folded;
+        let slices = std::mem::take(&mut self.kept_slices).into_vec();
+        self.kept_slices = fold(slices, now_minute);
     }
 
     /// Totals and histogram over the last `minutes` minutes (the current,
@@ -301,15 +278,55 @@ impl QueryStats {
     /// Heap bytes, for the documented per-fingerprint memory figure.
     pub fn heap_bytes(&self) -> usize {
         self.histogram.heap_bytes()
-            + self.kept_slices.capacity() * std::mem::size_of::<Slice>()
+            + self.kept_slices.len() * std::mem::size_of::<Slice>()
             + self
                 .kept_slices
                 .iter()
                 .map(|s| s.histogram.heap_bytes())
                 .sum::<usize>()
-            + self.errors_by_code.capacity() * std::mem::size_of::<([u8; 5], u64)>()
+            + self.errors_by_code.len() * std::mem::size_of::<([u8; 5], u64)>()
             + self.callers.capacity() * std::mem::size_of::<u32>()
     }
+}
+
+/// Folds one-minute slices older than `MINUTE_SLICES` into five-minute
+/// ones, five-minute ones into hourly ones once their whole hour is older
+/// than `HISTORY_MINUTES` (so an hourly slice never overlaps the recent
+/// hour windows are taken from), and drops what is older than
+/// `HISTORY_HOURS`.
+fn fold(slices: Vec<Slice>, now_minute: u64) -> Box<[Slice]> {
+    let mut folded: Vec<Slice> = Vec::with_capacity(slices.len());
+    for s in slices {
+        if s.minute + s.span + HISTORY_HOURS * HOUR_MINUTES <= now_minute + 1 {
+            continue; // older than the day
+        }
+        let hour = s.minute - s.minute % HOUR_MINUTES;
+        let span = if hour + HOUR_MINUTES + HISTORY_MINUTES <= now_minute + 1 {
+            HOUR_MINUTES
+        } else if s.folds_to_five_minutes(now_minute) {
+            FOLD_MINUTES
+        } else {
+            s.span
+        };
+        if span == s.span {
+            folded.push(s);
+            continue;
+        }
+        let start = s.minute - s.minute % span;
+        match folded.last_mut() {
+            Some(last) if last.span == span && last.minute == start => {
+                last.totals.merge(&s.totals);
+                last.histogram.merge(&s.histogram);
+            }
+            _ => {
+                let mut f = Slice::new(start, span);
+                f.totals = s.totals;
+                f.histogram = s.histogram;
+                folded.push(f);
+            }
+        }
+    }
+    folded.into_boxed_slice()
 }
 
 /// One finished statement, as the proxy reports it.
@@ -366,7 +383,7 @@ mod tests {
         assert_eq!(q.kept_slices.len(), 2);
         assert_eq!(q.window(60, 120 * 60_000).0.calls, 1);
         q.record(&exec(10), 25 * 60 * 60_000);
-        assert_eq!(q.kept_slices.front().unwrap().minute, 120);
+        assert_eq!(q.kept_slices.first().unwrap().minute, 120);
     }
 
     #[test]
@@ -400,7 +417,7 @@ mod tests {
         }
         let hourly: Vec<&Slice> = q.kept_slices.iter().filter(|s| s.span == 60).collect();
         assert!(hourly.len() >= 22 && hourly.len() <= 23, "{}", hourly.len());
-        let oldest = q.kept_slices.front().unwrap();
+        let oldest = q.kept_slices.first().unwrap();
         assert!(oldest.minute + 24 * 60 > now_minute, "{}", oldest.minute);
         // No hourly slice reaches into the last hour.
         assert!(hourly.iter().all(|s| s.minute + 60 + 60 <= now_minute + 1));
@@ -463,6 +480,6 @@ mod tests {
         q.record(&e, 0);
         q.record(&e, 0);
         assert_eq!(q.totals.errors, 2);
-        assert_eq!(q.errors_by_code, vec![(*b"23505", 2)]);
+        assert_eq!(&q.errors_by_code[..], [(*b"23505", 2)]);
     }
 }

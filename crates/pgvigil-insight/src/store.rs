@@ -86,7 +86,7 @@ impl Hasher for FingerprintHasher {
 pub struct Store {
     /// Boxed: hashbrown keeps up to twice as many slots as entries (8,192
     /// for 5,000), and an empty slot of a boxed entry costs 16 bytes where
-    /// one holding the entry itself cost 224.
+    /// one holding the entry itself cost the whole entry (about 200).
     pub(crate) entries: HashMap<u64, Box<Entry>, FingerprintHash>,
     max: usize,
     pub(crate) evictions: u64,
