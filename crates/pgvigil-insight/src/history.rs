@@ -378,6 +378,25 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_seen_in_one_minute_is_saved_with_that_minute() {
+        let path = scratch("one-minute");
+        let a = Insight::new(InsightConfig::default());
+        for us in [300, 4_000, 90_000] {
+            a.record(exec(9, us));
+        }
+        a.flush(T0);
+        let now = T0 + 1_000;
+        a.save_history(&path, now).unwrap();
+        let b = Insight::new(InsightConfig::default());
+        assert_eq!(b.load_history(&path, now).unwrap().fingerprints, 1);
+        let (before, after) = (a.query(9, now).unwrap(), b.query(9, now).unwrap());
+        assert_eq!(before.minutes.len(), 1);
+        assert_eq!(after.minutes, before.minutes);
+        assert_eq!(after.row.calls, 3);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
     fn history_and_markers_survive_a_save_and_load() {
         let path = scratch("roundtrip");
         let a = Insight::new(InsightConfig::default());
