@@ -261,7 +261,7 @@ impl PgvigilCollector {
                 fp_label(s.info.as_ref().map(|i| i.fingerprint)),
                 s.info
                     .as_ref()
-                    .map_or_else(|| "other".to_string(), |i| i.kind.clone()),
+                    .map_or_else(|| "other".to_string(), |i| i.kind.to_string()),
             )
         };
         family(
@@ -292,7 +292,7 @@ impl PgvigilCollector {
                 Some((
                     vec![
                         ("fingerprint", fp_label(Some(info.fingerprint))),
-                        ("statement", info.kind.clone()),
+                        ("statement", info.kind.to_string()),
                         ("query", cut(&info.query)),
                     ],
                     Value::Gauge(1),

@@ -62,7 +62,7 @@ impl Insight {
     /// `bounds_us`, with one more for +Inf.
     pub fn export(&self, max_series: usize, bounds_us: &[u64]) -> Vec<ExportedSeries> {
         let store = lock(&self.store);
-        let mut entries: Vec<&store::Entry> = store.entries.values().collect();
+        let mut entries: Vec<&store::Entry> = store.entries.values().map(|e| &**e).collect();
         entries.sort_by_key(|e| std::cmp::Reverse(e.stats.totals.total_us));
         let mut out: Vec<ExportedSeries> = Vec::new();
         let mut other = ExportedSeries::empty(None, bounds_us.len());

@@ -121,16 +121,14 @@ impl Insight {
             store
                 .entries
                 .values()
-                .filter(|e| !e.stats.slices.is_empty())
-                .map(|e| FingerprintRecord {
+                .filter_map(|e| Some((e, e.stats.slices())).filter(|(_, s)| !s.is_empty()))
+                .map(|(e, slices)| FingerprintRecord {
                     fingerprint: e.info.fingerprint,
                     query: e.info.query.clone(),
-                    kind: e.info.kind.clone(),
+                    kind: e.info.kind.to_string(),
                     first_seen_ms: e.stats.first_seen_ms,
                     last_seen_ms: e.stats.last_seen_ms,
-                    slices: e
-                        .stats
-                        .slices
+                    slices: slices
                         .iter()
                         .map(|s| {
                             let (bits, first, counts) = s.histogram.parts();
@@ -167,7 +165,7 @@ impl Insight {
                     .map(|(f, c)| FollowedRecord {
                         fingerprint: f.info.fingerprint,
                         query: f.info.query.clone(),
-                        kind: f.info.kind.clone(),
+                        kind: f.info.kind.to_string(),
                         related: f.related,
                         before: f.before,
                         after: c.after,
@@ -254,16 +252,16 @@ impl Insight {
                 let info = Arc::new(StatementInfo {
                     fingerprint: r.fingerprint,
                     query: r.query,
-                    kind: r.kind,
+                    kind: r.kind.into(),
                 });
                 self.catalog.insert(r.fingerprint, info.clone());
                 store.entries.insert(
                     r.fingerprint,
-                    Entry {
+                    Box::new(Entry {
                         info,
                         stats,
                         crossed: 0,
-                    },
+                    }),
                 );
                 loaded.fingerprints += 1;
             }
@@ -284,7 +282,7 @@ impl Insight {
                         info: Arc::new(StatementInfo {
                             fingerprint: f.fingerprint,
                             query: f.query,
-                            kind: f.kind,
+                            kind: f.kind.into(),
                         }),
                         related: f.related,
                         before: f.before,
@@ -315,6 +313,7 @@ impl Insight {
 fn restore_stats(r: &FingerprintRecord, now_ms: u64) -> Option<QueryStats> {
     let mut stats = QueryStats::new(r.first_seen_ms);
     stats.last_seen_ms = r.last_seen_ms;
+    let mut slices = Vec::with_capacity(r.slices.len());
     let mut end = 0u64;
     for s in &r.slices {
         // Out of order, overlapping, future (the clock went back) or
@@ -332,18 +331,19 @@ fn restore_stats(r: &FingerprintRecord, now_ms: u64) -> Option<QueryStats> {
             continue;
         };
         end = s.minute + s.span;
-        stats.slices.push_back(Slice {
+        slices.push(Slice {
             minute: s.minute,
             span: s.span,
             totals: s.totals,
             histogram,
         });
     }
+    stats.kept_slices = slices.into_boxed_slice();
     stats.fold_history(now_ms / 60_000);
-    if stats.slices.is_empty() {
+    if stats.kept_slices.is_empty() {
         return None;
     }
-    for s in &stats.slices {
+    for s in stats.kept_slices.iter() {
         stats.totals.merge(&s.totals);
         stats.histogram.merge(&s.histogram);
     }
@@ -375,6 +375,25 @@ mod tests {
         ));
         let _ = std::fs::create_dir_all(&dir);
         dir.join("history.json")
+    }
+
+    #[test]
+    fn a_fingerprint_seen_in_one_minute_is_saved_with_that_minute() {
+        let path = scratch("one-minute");
+        let a = Insight::new(InsightConfig::default());
+        for us in [300, 4_000, 90_000] {
+            a.record(exec(9, us));
+        }
+        a.flush(T0);
+        let now = T0 + 1_000;
+        a.save_history(&path, now).unwrap();
+        let b = Insight::new(InsightConfig::default());
+        assert_eq!(b.load_history(&path, now).unwrap().fingerprints, 1);
+        let (before, after) = (a.query(9, now).unwrap(), b.query(9, now).unwrap());
+        assert_eq!(before.minutes.len(), 1);
+        assert_eq!(after.minutes, before.minutes);
+        assert_eq!(after.row.calls, 3);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

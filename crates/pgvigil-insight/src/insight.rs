@@ -4,7 +4,7 @@
 //! cache line.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -63,6 +63,11 @@ pub struct Insight {
     pub(crate) config: InsightConfig,
     pub(crate) catalog: DashMap<u64, Arc<StatementInfo>>,
     pub(crate) annotations: DashMap<u64, Arc<Annotation>>,
+    /// The distinct annotations of `annotations`, each held once: most
+    /// statements of an app name a table others name too and lint finds
+    /// nothing in them, so thousands of fingerprints share a few dozen
+    /// annotations, where each held a copy (about 140 bytes).
+    pub(crate) distinct_annotations: Mutex<HashSet<Arc<Annotation>>>,
     pub(crate) store: Mutex<Store>,
     pub(crate) shards: Mutex<Vec<Arc<Shard>>>,
     pub(crate) callers: Mutex<(HashMap<Caller, u32>, Vec<Caller>)>,
@@ -91,6 +96,7 @@ impl Insight {
             config,
             catalog: DashMap::new(),
             annotations: DashMap::new(),
+            distinct_annotations: Mutex::new(HashSet::new()),
             shards: Mutex::new(Vec::new()),
             callers: Mutex::new((HashMap::new(), Vec::new())),
             detections: Mutex::new(HashMap::new()),
@@ -141,7 +147,23 @@ impl Insight {
         if self.annotations.len() >= self.config.max_fingerprints * CATALOG_FACTOR {
             self.annotations.clear();
         }
-        self.annotations.insert(fingerprint, Arc::new(annotation));
+        let shared = {
+            let mut distinct = lock(&self.distinct_annotations);
+            if distinct.len() >= self.config.max_fingerprints {
+                // Bounded like the table: past it, annotations made
+                // before are simply no longer shared with later ones.
+                distinct.clear();
+            }
+            match distinct.get(&annotation) {
+                Some(known) => known.clone(),
+                None => {
+                    let new = Arc::new(annotation);
+                    distinct.insert(new.clone());
+                    new
+                }
+            }
+        };
+        self.annotations.insert(fingerprint, shared);
     }
 
     /// A new fingerprint could not be queued for lint.
@@ -214,7 +236,7 @@ impl Insight {
         let mut store = lock(&self.store);
         let (slow_us, total_us) = (self.config.watch_slow_us, self.config.watch_total_us);
         for e in batch {
-            let entry = store.record(e, now_ms, || {
+            let info = || {
                 self.catalog
                     .get(&e.fingerprint)
                     .map(|i| i.clone())
@@ -225,19 +247,21 @@ impl Insight {
                             kind: "UNKNOWN".into(),
                         })
                     })
+            };
+            store.record(e, now_ms, info, |entry| {
+                if e.duration_us >= slow_us && entry.crossed & CROSSED_SLOW == 0 {
+                    entry.crossed |= CROSSED_SLOW;
+                    let c = Crossing::SlowExecution {
+                        duration_us: e.duration_us,
+                    };
+                    crossings.push((e.fingerprint, c));
+                }
+                let total = entry.stats.totals.total_us;
+                if total >= total_us && entry.crossed & CROSSED_TOTAL == 0 {
+                    entry.crossed |= CROSSED_TOTAL;
+                    crossings.push((e.fingerprint, Crossing::TotalTime { total_us: total }));
+                }
             });
-            if e.duration_us >= slow_us && entry.crossed & CROSSED_SLOW == 0 {
-                entry.crossed |= CROSSED_SLOW;
-                let c = Crossing::SlowExecution {
-                    duration_us: e.duration_us,
-                };
-                crossings.push((e.fingerprint, c));
-            }
-            let total = entry.stats.totals.total_us;
-            if total >= total_us && entry.crossed & CROSSED_TOTAL == 0 {
-                entry.crossed |= CROSSED_TOTAL;
-                crossings.push((e.fingerprint, Crossing::TotalTime { total_us: total }));
-            }
         }
         drop(store);
         self.notify_crossings(&crossings);

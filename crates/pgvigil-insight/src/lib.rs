@@ -209,6 +209,27 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_with_equal_annotations_share_one() {
+        let insight = Insight::new(InsightConfig::default());
+        let of = |tables: &[&str]| Annotation {
+            parsed: true,
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+            findings: Vec::new(),
+        };
+        insight.annotate(1, of(&["accounts"]));
+        insight.annotate(2, of(&["accounts"]));
+        insight.annotate(3, of(&["branches"]));
+        let (a, b, c) = (
+            insight.annotation(1).unwrap(),
+            insight.annotation(2).unwrap(),
+            insight.annotation(3).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(c.tables, ["branches"]);
+        assert_eq!(*a, of(&["accounts"]));
+    }
+
+    #[test]
     fn a_typical_fingerprint_fits_in_eight_kib() {
         // A statement that ran every minute of the last hour with
         // latencies spread over a 16x range.

@@ -618,11 +618,12 @@ impl Insight {
             .filter_map(|(fp, e)| {
                 let total: u64 = e
                     .stats
-                    .slices
-                    .iter()
+                    .slice_totals()
                     .rev()
-                    .take_while(|s| s.minute + s.span + HISTORY_MINUTES > now_minute + 1)
-                    .map(|s| s.totals.total_us)
+                    .take_while(|(minute, span, _)| {
+                        minute + span + HISTORY_MINUTES > now_minute + 1
+                    })
+                    .map(|(_, _, t)| t.total_us)
                     .sum();
                 if total == 0 {
                     return None;

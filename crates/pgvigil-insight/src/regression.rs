@@ -54,20 +54,20 @@ impl Insight {
                     |s: &&crate::stats::Slice| s.minute + s.span + window_minutes > now_minute + 1;
                 // Call counts first: most fingerprints stop here without
                 // allocating or merging a histogram.
-                let all_calls: u64 = e.stats.slices.iter().map(|s| s.totals.calls).sum();
+                let all_calls: u64 = e.stats.slice_totals().map(|(_, _, t)| t.calls).sum();
                 let recent_calls: u64 = e
                     .stats
-                    .slices
-                    .iter()
+                    .slice_totals()
                     .rev()
-                    .take_while(in_window)
-                    .map(|s| s.totals.calls)
+                    .take_while(|(minute, span, _)| minute + span + window_minutes > now_minute + 1)
+                    .map(|(_, _, t)| t.calls)
                     .sum();
                 let older_calls = all_calls - recent_calls;
                 if recent_calls < min_calls || older_calls < min_calls {
                     continue;
                 }
-                let (recent, older): (Vec<_>, Vec<_>) = e.stats.slices.iter().partition(in_window);
+                let slices = e.stats.slices();
+                let (recent, older): (Vec<_>, Vec<_>) = slices.iter().partition(in_window);
                 let p95 = |slices: &[&crate::stats::Slice]| {
                     let mut t = Totals::default();
                     let mut h = LatencyHistogram::with_resolution(COARSE);

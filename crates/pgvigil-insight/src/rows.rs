@@ -64,7 +64,7 @@ pub struct QueryRow {
 }
 
 /// What the off-hot-path analysis of a statement found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Annotation {
     pub parsed: bool,
     pub tables: Vec<String>,
@@ -153,7 +153,7 @@ impl Insight {
         let first_minute = (now_ms / 60_000).saturating_sub(HISTORY_MINUTES - 1);
         let minutes = e
             .stats
-            .slices
+            .slices()
             .iter()
             .filter(|s| s.minute + s.span > first_minute)
             .map(|s| minute_row(s.minute, s.span, &s.totals, &s.histogram))
@@ -190,7 +190,7 @@ impl Insight {
         for e in store.entries.values() {
             for s in e
                 .stats
-                .slices
+                .slices()
                 .iter()
                 .filter(|s| s.minute + s.span > first_minute)
             {
@@ -253,7 +253,7 @@ fn row(e: &store::Entry, t: &Totals, h: &LatencyHistogram) -> QueryRow {
     QueryRow {
         fingerprint: e.info.fingerprint,
         query: e.info.query.clone(),
-        statement: e.info.kind.clone(),
+        statement: e.info.kind.to_string(),
         calls: t.calls,
         errors: t.errors,
         rows: t.rows,

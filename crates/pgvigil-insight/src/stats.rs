@@ -2,7 +2,7 @@
 //! histogram, one-minute slices of the last hour and hourly slices of the
 //! last day.
 
-use std::collections::VecDeque;
+use std::borrow::Cow;
 
 use crate::histogram::{LatencyHistogram, COARSE};
 
@@ -120,8 +120,15 @@ pub struct QueryStats {
     pub totals: Totals,
     pub histogram: LatencyHistogram,
     /// Recent minutes, oldest first; minutes without calls are absent.
-    pub slices: VecDeque<Slice>,
-    pub errors_by_code: Vec<([u8; 5], u64)>,
+    /// Empty while every call fell in the first minute: that minute's
+    /// slice is then `totals` and `histogram` (see `slices`). Boxed,
+    /// 16 bytes less than a VecDeque: a new minute rebuilds the list when
+    /// it folds anyway.
+    pub(crate) kept_slices: Box<[Slice]>,
+    /// Boxed, 8 bytes less than a Vec: most fingerprints never fail, and
+    /// a new code (at most `MAX_ERROR_CODES` a fingerprint) can afford
+    /// a copy.
+    pub errors_by_code: Box<[([u8; 5], u64)]>,
     /// Interned caller ids (see `Callers`), most recent last.
     pub callers: Vec<u32>,
     /// Unix milliseconds.
@@ -136,9 +143,12 @@ impl QueryStats {
         QueryStats {
             totals: Totals::default(),
             histogram: LatencyHistogram::new(),
-            slices: VecDeque::new(),
-            errors_by_code: Vec::new(),
-            callers: Vec::new(),
+            kept_slices: Box::default(),
+            errors_by_code: Box::default(),
+            // Every fingerprint has a caller from its first call, and
+            // most keep that one: room for one, not the four a first
+            // push reserves.
+            callers: Vec::with_capacity(1),
             first_seen_ms: now_ms,
             last_seen_ms: now_ms,
             usage: 0.0,
@@ -147,23 +157,29 @@ impl QueryStats {
 
     pub fn record(&mut self, s: &Execution, now_ms: u64) {
         let failed = s.sqlstate.is_some();
+        let minute = now_ms / 60_000;
+        if self.kept_slices.last().map(|x| x.minute) != Some(minute) {
+            self.next_minute(minute);
+        }
         self.totals.record(s.duration_us, s.rows, failed);
         self.histogram.record_us(s.duration_us);
         self.last_seen_ms = now_ms;
         self.usage += 1.0;
-        let minute = now_ms / 60_000;
-        if self.slices.back().map(|x| x.minute) != Some(minute) {
-            self.slices.push_back(Slice::new(minute, 1));
-            self.fold_history(minute);
+        // None in the first minute, whose slice is the totals.
+        if let Some(slice) = self.kept_slices.last_mut() {
+            slice.totals.record(s.duration_us, s.rows, failed);
+            slice.histogram.record_us(s.duration_us);
         }
-        let slice = self.slices.back_mut().expect("just ensured");
-        slice.totals.record(s.duration_us, s.rows, failed);
-        slice.histogram.record_us(s.duration_us);
         if let Some(code) = s.sqlstate {
             let known = self.errors_by_code.len();
             match self.errors_by_code.iter_mut().find(|(c, _)| *c == code) {
                 Some((_, n)) => *n += 1,
-                None if known < MAX_ERROR_CODES => self.errors_by_code.push((code, 1)),
+                None if known < MAX_ERROR_CODES => {
+                    let mut codes = std::mem::take(&mut self.errors_by_code).into_vec();
+                    codes.reserve_exact(1);
+                    codes.push((code, 1));
+                    self.errors_by_code = codes.into_boxed_slice();
+                }
                 None => {}
             }
         }
@@ -176,45 +192,70 @@ impl QueryStats {
         }
     }
 
-    /// Folds one-minute slices older than `MINUTE_SLICES` into
-    /// five-minute ones, five-minute ones into hourly ones once their whole
-    /// hour is older than `HISTORY_MINUTES` (so an hourly slice never
-    /// overlaps the recent hour windows are taken from), and drops what is
-    /// older than `HISTORY_HOURS`.
-    pub(crate) fn fold_history(&mut self, now_minute: u64) {
-        let mut folded: VecDeque<Slice> = VecDeque::with_capacity(self.slices.len());
-        for s in self.slices.drain(..) {
-            if s.minute + s.span + HISTORY_HOURS * HOUR_MINUTES <= now_minute + 1 {
-                continue; // older than the day
+    /// A call in `minute`, which has no slice yet. The first minute
+    /// keeps none: a fingerprint seen in one minute only (most of those
+    /// of an app that inlines values) would hold its totals and
+    /// histogram twice, over 100 bytes in two allocations. Its slice is made
+    /// from them once a call comes in another minute, before that call
+    /// is counted.
+    #[cold]
+    fn next_minute(&mut self, minute: u64) {
+        let first = if self.kept_slices.is_empty() {
+            if self.totals.calls == 0 || minute == self.first_seen_ms / 60_000 {
+                return;
             }
-            let hour = s.minute - s.minute % HOUR_MINUTES;
-            let span = if hour + HOUR_MINUTES + HISTORY_MINUTES <= now_minute + 1 {
-                HOUR_MINUTES
-            } else if s.folds_to_five_minutes(now_minute) {
-                FOLD_MINUTES
-            } else {
-                s.span
-            };
-            if span == s.span {
-                folded.push_back(s);
-                continue;
-            }
-            let start = s.minute - s.minute % span;
-            match folded.back_mut() {
-                Some(last) if last.span == span && last.minute == start => {
-                    last.totals.merge(&s.totals);
-                    last.histogram.merge(&s.histogram);
-                }
-                _ => {
-                    let mut f = Slice::new(start, span);
-                    f.totals = s.totals;
-                    f.histogram = s.histogram;
-                    folded.push_back(f);
-                }
-            }
+            self.first_minute()
+        } else {
+            None
+        };
+        let mut slices = std::mem::take(&mut self.kept_slices).into_vec();
+        slices.extend(first);
+        slices.push(Slice::new(minute, 1));
+        self.kept_slices = fold(slices, minute);
+    }
+
+    /// The slice of the first minute while no slice is kept.
+    fn first_minute(&self) -> Option<Slice> {
+        if !self.kept_slices.is_empty() || self.totals.calls == 0 {
+            return None;
         }
-        folded.shrink_to_fit();
-        self.slices = folded;
+        let mut slice = Slice::new(self.first_seen_ms / 60_000, 1);
+        slice.totals = self.totals;
+        // Exactly the coarse histogram of the same calls: each fine
+        // bucket lies within one coarse bucket.
+        slice.histogram.merge(&self.histogram);
+        Some(slice)
+    }
+
+    /// Recent slices, oldest first, the first minute's included while it
+    /// is not kept (then made on the spot: readers are rare, calls are
+    /// not).
+    pub fn slices(&self) -> Cow<'_, [Slice]> {
+        match self.first_minute() {
+            Some(first) => Cow::Owned(vec![first]),
+            None => Cow::Borrowed(&self.kept_slices),
+        }
+    }
+
+    /// (first minute, minutes, totals) of each recent slice, oldest
+    /// first, as `slices` without making the first minute's.
+    pub(crate) fn slice_totals(&self) -> impl DoubleEndedIterator<Item = (u64, u64, &Totals)> {
+        let first = (self.kept_slices.is_empty() && self.totals.calls > 0).then_some((
+            self.first_seen_ms / 60_000,
+            1,
+            &self.totals,
+        ));
+        first.into_iter().chain(
+            self.kept_slices
+                .iter()
+                .map(|s| (s.minute, s.span, &s.totals)),
+        )
+    }
+
+    /// `fold`, of the kept slices.
+    pub(crate) fn fold_history(&mut self, now_minute: u64) {
+        let slices = std::mem::take(&mut self.kept_slices).into_vec();
+        self.kept_slices = fold(slices, now_minute);
     }
 
     /// Totals and histogram over the last `minutes` minutes (the current,
@@ -223,7 +264,7 @@ impl QueryStats {
         let now_minute = now_ms / 60_000;
         let mut totals = Totals::default();
         let mut hist = LatencyHistogram::new();
-        for s in self.slices.iter().rev() {
+        for s in self.slices().iter().rev() {
             // Include every slice that overlaps the window.
             if s.minute + s.span + minutes <= now_minute + 1 {
                 break;
@@ -237,15 +278,55 @@ impl QueryStats {
     /// Heap bytes, for the documented per-fingerprint memory figure.
     pub fn heap_bytes(&self) -> usize {
         self.histogram.heap_bytes()
-            + self.slices.capacity() * std::mem::size_of::<Slice>()
+            + self.kept_slices.len() * std::mem::size_of::<Slice>()
             + self
-                .slices
+                .kept_slices
                 .iter()
                 .map(|s| s.histogram.heap_bytes())
                 .sum::<usize>()
-            + self.errors_by_code.capacity() * std::mem::size_of::<([u8; 5], u64)>()
+            + self.errors_by_code.len() * std::mem::size_of::<([u8; 5], u64)>()
             + self.callers.capacity() * std::mem::size_of::<u32>()
     }
+}
+
+/// Folds one-minute slices older than `MINUTE_SLICES` into five-minute
+/// ones, five-minute ones into hourly ones once their whole hour is older
+/// than `HISTORY_MINUTES` (so an hourly slice never overlaps the recent
+/// hour windows are taken from), and drops what is older than
+/// `HISTORY_HOURS`.
+fn fold(slices: Vec<Slice>, now_minute: u64) -> Box<[Slice]> {
+    let mut folded: Vec<Slice> = Vec::with_capacity(slices.len());
+    for s in slices {
+        if s.minute + s.span + HISTORY_HOURS * HOUR_MINUTES <= now_minute + 1 {
+            continue; // older than the day
+        }
+        let hour = s.minute - s.minute % HOUR_MINUTES;
+        let span = if hour + HOUR_MINUTES + HISTORY_MINUTES <= now_minute + 1 {
+            HOUR_MINUTES
+        } else if s.folds_to_five_minutes(now_minute) {
+            FOLD_MINUTES
+        } else {
+            s.span
+        };
+        if span == s.span {
+            folded.push(s);
+            continue;
+        }
+        let start = s.minute - s.minute % span;
+        match folded.last_mut() {
+            Some(last) if last.span == span && last.minute == start => {
+                last.totals.merge(&s.totals);
+                last.histogram.merge(&s.histogram);
+            }
+            _ => {
+                let mut f = Slice::new(start, span);
+                f.totals = s.totals;
+                f.histogram = s.histogram;
+                folded.push(f);
+            }
+        }
+    }
+    folded.into_boxed_slice()
 }
 
 /// One finished statement, as the proxy reports it.
@@ -299,10 +380,10 @@ mod tests {
         // Two hours later the old minutes are one hourly slice, outside
         // the recent windows; a day later they are gone.
         q.record(&exec(10), 120 * 60_000);
-        assert_eq!(q.slices.len(), 2);
+        assert_eq!(q.kept_slices.len(), 2);
         assert_eq!(q.window(60, 120 * 60_000).0.calls, 1);
         q.record(&exec(10), 25 * 60 * 60_000);
-        assert_eq!(q.slices.front().unwrap().minute, 120);
+        assert_eq!(q.kept_slices.first().unwrap().minute, 120);
     }
 
     #[test]
@@ -311,7 +392,7 @@ mod tests {
         for minute in 0..60u64 {
             q.record(&exec(1000 + minute), minute * 60_000);
         }
-        let spans: Vec<u64> = q.slices.iter().map(|s| s.span).collect();
+        let spans: Vec<u64> = q.kept_slices.iter().map(|s| s.span).collect();
         assert_eq!(
             spans.iter().filter(|&&s| s == 1).count(),
             MINUTE_SLICES as usize
@@ -331,12 +412,12 @@ mod tests {
         }
         let now_minute = 30 * 60 - 1;
         // Slices stay in time order and never overlap.
-        for w in q.slices.iter().collect::<Vec<_>>().windows(2) {
+        for w in q.kept_slices.iter().collect::<Vec<_>>().windows(2) {
             assert!(w[0].minute + w[0].span <= w[1].minute, "{w:?}");
         }
-        let hourly: Vec<&Slice> = q.slices.iter().filter(|s| s.span == 60).collect();
+        let hourly: Vec<&Slice> = q.kept_slices.iter().filter(|s| s.span == 60).collect();
         assert!(hourly.len() >= 22 && hourly.len() <= 23, "{}", hourly.len());
-        let oldest = q.slices.front().unwrap();
+        let oldest = q.kept_slices.first().unwrap();
         assert!(oldest.minute + 24 * 60 > now_minute, "{}", oldest.minute);
         // No hourly slice reaches into the last hour.
         assert!(hourly.iter().all(|s| s.minute + 60 + 60 <= now_minute + 1));
@@ -358,6 +439,40 @@ mod tests {
     }
 
     #[test]
+    fn a_first_minute_keeps_no_slice_and_reads_as_if_it_did() {
+        let durations = [40u64, 1_000, 1_037, 250_000];
+        let mut q = QueryStats::new(5 * 60_000 + 10);
+        for (i, &us) in durations.iter().enumerate() {
+            q.record(&exec(us), 5 * 60_000 + 10 + i as u64);
+        }
+        assert!(q.kept_slices.is_empty());
+        let mut want = Slice::new(5, 1);
+        for &us in &durations {
+            want.totals.record(us, 1, false);
+            want.histogram.record_us(us);
+        }
+        let check = |s: &Slice| {
+            assert_eq!((s.minute, s.span, s.totals), (5, 1, want.totals));
+            assert_eq!(s.histogram, want.histogram);
+        };
+        check(&q.slices()[0]);
+        assert_eq!(q.slices().len(), 1);
+        let (t, h) = q.window(1, 5 * 60_000 + 59_000);
+        assert_eq!(t, want.totals);
+        let mut coarse_in_fine = LatencyHistogram::new();
+        coarse_in_fine.merge(&want.histogram);
+        assert_eq!(h, coarse_in_fine);
+
+        // A call in the next minute keeps the first minute's slice as it
+        // was, then its own.
+        q.record(&exec(77), 6 * 60_000);
+        assert_eq!(q.kept_slices.len(), 2);
+        check(&q.kept_slices[0]);
+        assert_eq!(q.kept_slices[1].totals.calls, 1);
+        assert_eq!(q.totals.calls, 5);
+    }
+
+    #[test]
     fn errors_are_counted_by_sqlstate() {
         let mut q = QueryStats::new(0);
         let mut e = exec(5);
@@ -365,6 +480,6 @@ mod tests {
         q.record(&e, 0);
         q.record(&e, 0);
         assert_eq!(q.totals.errors, 2);
-        assert_eq!(q.errors_by_code, vec![(*b"23505", 2)]);
+        assert_eq!(&q.errors_by_code[..], [(*b"23505", 2)]);
     }
 }

@@ -1,6 +1,7 @@
 //! The global table of fingerprints, bounded like pg_stat_statements:
 //! at `max_fingerprints`, usage decays and the least-used 5% go.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -14,8 +15,10 @@ pub struct StatementInfo {
     pub fingerprint: u64,
     /// Normalized text, constants as `$n`, as first seen.
     pub query: String,
-    /// Statement kind: SELECT, INSERT, ...
-    pub kind: String,
+    /// Statement kind: SELECT, INSERT, ... Borrowed from the parser's
+    /// names, so a fingerprint holds no copy; owned only when read back
+    /// from a history file.
+    pub kind: Cow<'static, str>,
 }
 
 #[derive(Debug)]
@@ -81,7 +84,10 @@ impl Hasher for FingerprintHasher {
 }
 
 pub struct Store {
-    pub(crate) entries: HashMap<u64, Entry, FingerprintHash>,
+    /// Boxed: hashbrown keeps up to twice as many slots as entries (8,192
+    /// for 5,000), and an empty slot of a boxed entry costs 16 bytes where
+    /// one holding the entry itself cost the whole entry (about 200).
+    pub(crate) entries: HashMap<u64, Box<Entry>, FingerprintHash>,
     max: usize,
     pub(crate) evictions: u64,
 }
@@ -107,29 +113,32 @@ impl Store {
         self.entries.clear();
     }
 
-    pub fn record(
+    /// Records one execution and hands its entry to `then`, whose answer
+    /// is returned: a known fingerprint, by far the most common, costs one
+    /// lookup, where returning the entry itself would cost two (the borrow
+    /// checker refuses an early return of the first lookup's borrow).
+    pub fn record<R>(
         &mut self,
         e: &Execution,
         now_ms: u64,
         info: impl FnOnce() -> Arc<StatementInfo>,
-    ) -> &mut Entry {
-        // Looked up twice on a miss: the borrow checker refuses an early
-        // return of the first lookup's borrow.
-        if self.entries.contains_key(&e.fingerprint) {
-            let entry = self.entries.get_mut(&e.fingerprint).expect("just checked");
+        then: impl FnOnce(&mut Entry) -> R,
+    ) -> R {
+        if let Some(entry) = self.entries.get_mut(&e.fingerprint) {
             entry.stats.record(e, now_ms);
-            return entry;
+            return then(entry);
         }
         if self.entries.len() >= self.max {
             self.evict();
         }
         let mut stats = QueryStats::new(now_ms);
         stats.record(e, now_ms);
-        self.entries.entry(e.fingerprint).or_insert(Entry {
+        let entry = self.entries.entry(e.fingerprint).or_insert(Box::new(Entry {
             info: info(),
             stats,
             crossed: 0,
-        })
+        }));
+        then(entry)
     }
 
     /// Decays every entry's usage and drops the least used 5% (at least
@@ -178,7 +187,7 @@ mod tests {
     fn table_never_exceeds_its_cap_and_counts_evictions() {
         let mut s = Store::new(100);
         for fp in 0..10_000u64 {
-            s.record(&exec(fp), 0, || info(fp));
+            s.record(&exec(fp), 0, || info(fp), |_| ());
         }
         assert!(s.len() <= 100);
         assert_eq!(s.evictions() as usize + s.len(), 10_000);
@@ -188,10 +197,10 @@ mod tests {
     fn busy_fingerprints_survive_eviction() {
         let mut s = Store::new(100);
         for _ in 0..1000 {
-            s.record(&exec(7), 0, || info(7));
+            s.record(&exec(7), 0, || info(7), |_| ());
         }
         for fp in 100..600u64 {
-            s.record(&exec(fp), 0, || info(fp));
+            s.record(&exec(fp), 0, || info(fp), |_| ());
         }
         assert!(s.entries.contains_key(&7));
     }

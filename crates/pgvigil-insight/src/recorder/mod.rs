@@ -234,7 +234,7 @@ impl Recorder {
                 self.insight.register(Arc::new(StatementInfo {
                     fingerprint: fp,
                     query: s.text.to_string(),
-                    kind: s.kind.as_str().to_string(),
+                    kind: s.kind.as_str().into(),
                 }));
             }
         }
