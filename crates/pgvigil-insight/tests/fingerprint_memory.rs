@@ -85,9 +85,9 @@ fn session(insight: &Arc<Insight>) -> Recorder {
         database: "pgbench".into(),
         user: "bench".into(),
         application_name: "psql".into(),
-        client_addr: "127.0.0.1".into(),
+        client_addr: std::net::Ipv4Addr::LOCALHOST.into(),
     };
-    Recorder::new(insight.clone(), info, 0)
+    Recorder::new(insight.clone(), Arc::new(info), 0)
 }
 
 /// The proxy's lint worker, run at once on the recording thread: each
