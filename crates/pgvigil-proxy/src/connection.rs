@@ -57,7 +57,7 @@ pub(crate) fn serve(
                         application_name: auth.application_name().to_string(),
                         client_addr: peer.ip(),
                     }),
-                    addr: peer,
+                    port: peer.port(),
                     local_addr: auth.transport.local_addr(),
                     console: true,
                 });

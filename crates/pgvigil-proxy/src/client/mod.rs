@@ -107,7 +107,7 @@ fn begin(
     let registration = shared.registry.add_client(NewClient {
         id,
         who: who.clone(),
-        addr: peer,
+        port: peer.port(),
         local_addr: transport.local_addr(),
         console: false,
     });
