@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::admission::Admission;
 use bytes::BytesMut;
 use pgvigil_wire::backend::{self, Severity};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::ProxyError;
 use crate::handshake::{self, Destination, Negotiated, Outcome};
@@ -21,8 +21,8 @@ use crate::Shared;
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Serves one accepted client until it leaves; `permit` (its place under
-/// `max_client_conn`) is given back when it does.
+/// Serves one accepted client until it leaves; `admission` (its place
+/// under `max_client_conn`) is given back when it does.
 ///
 /// The returned future is the client's task for as long as the client
 /// stays connected, so it holds only what the session needs: the
@@ -35,7 +35,7 @@ pub(crate) fn serve(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    admission: Admission,
 ) -> impl Future<Output = ()> {
     let id = ClientId(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed));
     let _ = tcp.set_nodelay(true);
@@ -65,7 +65,7 @@ pub(crate) fn serve(
                 drop(registration);
             }
         }
-        drop(permit);
+        drop(admission);
     }
 }
 

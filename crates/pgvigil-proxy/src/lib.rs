@@ -3,6 +3,7 @@
 //! cancel routing. Framing comes from `pgvigil-wire`; this crate owns
 //! sockets and tasks.
 
+mod admission;
 mod advisor_link;
 mod analysis;
 mod auth_query;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use pgvigil_config::Config;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 
+use crate::admission::Admissions;
 use crate::advisor_link::{AdvisorLink, InsightStatements};
 use crate::shutdown::{self, Shutdown};
 use crate::{analysis, connection, health, history, Shared};
@@ -100,8 +100,7 @@ impl Proxy {
     pub async fn run(self, mut requests: mpsc::UnboundedReceiver<Shutdown>) {
         let shared = self.shared;
         let limit = shared.config.max_client_conn;
-        let permits = Arc::new(Semaphore::new(limit));
-        let mut sessions = JoinSet::new();
+        let admissions = Admissions::new(limit);
         let upkeep = tokio::spawn(maintain_pools(shared.clone()));
         let flusher = shared
             .insight
@@ -129,16 +128,22 @@ impl Proxy {
                 mode = requests.recv() => break mode.unwrap_or(Shutdown::Smart),
                 _ = &mut console_shutdown => break Shutdown::Safe,
                 accepted = self.listener.accept() => accepted,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
             };
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
-                    match permits.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            sessions.spawn(connection::serve(shared.clone(), stream, peer, permit));
+                    match admissions.admit() {
+                        Some(admission) => {
+                            let slot = admission.slot();
+                            let task = tokio::spawn(connection::serve(
+                                shared.clone(),
+                                stream,
+                                peer,
+                                admission,
+                            ));
+                            admissions.started(slot, task.abort_handle());
                         }
-                        Err(_) => {
+                        None => {
                             tokio::spawn(connection::reject_too_many(
                                 shared.clone(),
                                 stream,
@@ -169,14 +174,14 @@ impl Proxy {
         let limit = shared.shutdown_timeout();
         tracing::info!(
             "shutting down ({mode:?}): waiting up to {limit:?} for {} sessions",
-            sessions.len()
+            admissions.active()
         );
         let deadline = tokio::time::Instant::now() + limit;
         let mut check = tokio::time::interval(Duration::from_millis(100));
-        while !shutdown::cutting() && !sessions.is_empty() {
+        while !shutdown::cutting() && admissions.active() > 0 {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
-                Some(_) = sessions.join_next() => {}
+                _ = admissions.all_ended() => break,
                 more = requests.recv() => match more {
                     Some(_) => break,
                     None => std::future::pending::<()>().await,
@@ -191,11 +196,12 @@ impl Proxy {
         // Everyone left is told why before the connection closes (the
         // session's drop writes 57P01).
         shutdown::cut();
-        if !sessions.is_empty() {
-            tracing::info!("ending {} sessions", sessions.len());
+        let left = admissions.active();
+        if left > 0 {
+            tracing::info!("ending {left} sessions");
         }
-        sessions.abort_all();
-        while sessions.join_next().await.is_some() {}
+        admissions.cut_all();
+        admissions.all_ended().await;
         upkeep.abort();
         if let Some(f) = flusher {
             f.abort();
