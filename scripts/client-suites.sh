@@ -333,7 +333,11 @@ if wants sqlalchemy; then
     mkdir -p "$OUT/downloads"
     sdist="$OUT/downloads/sqlalchemy-$SQLALCHEMY_VERSION"
     if ! [ -d "$sdist/test" ]; then
-        python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+        # The sdist of SQLAlchemy only: pip prepares its metadata in an
+        # isolated build environment, and "--no-binary :all:" would build that
+        # environment's Cython and setuptools from source too (Cython alone is
+        # minutes of compiling on two cores, silent under --quiet).
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary SQLAlchemy \
             -d "$OUT/downloads" "SQLAlchemy==$SQLALCHEMY_VERSION"
         tar -xzf "$OUT/downloads/"[sS][qQ][lL][aA]lchemy-"$SQLALCHEMY_VERSION".tar.gz -C "$OUT/downloads"
         [ -d "$sdist/test" ] || mv "$OUT/downloads/SQLAlchemy-$SQLALCHEMY_VERSION" "$sdist"
