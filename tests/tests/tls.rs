@@ -22,8 +22,10 @@
 //! (about 15 s; the Python test needs `python3 -m pip install -r tests/python/requirements.txt`).
 
 use std::path::Path;
+use std::pin::Pin;
 use std::process::Output;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -37,7 +39,7 @@ use pgvigil_integration::{
     PoolMode,
 };
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -756,6 +758,123 @@ async def main():
 
 asyncio.run(main())
 "#;
+
+/// A TCP stream that keeps a copy of every byte it reads.
+struct Recording {
+    inner: TcpStream,
+    received: Arc<Mutex<Vec<u8>>>,
+}
+
+impl AsyncRead for Recording {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = &buf.filled()[before..];
+            self.received
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(read);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Recording {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The length field of each TLS record in `bytes`, in order.
+fn tls_record_lengths(bytes: &[u8]) -> Result<Vec<usize>> {
+    let mut lengths = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let header = bytes
+            .get(at..at + 5)
+            .context("the stream ends inside a TLS record header")?;
+        let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+        lengths.push(len);
+        at += 5 + len;
+    }
+    Ok(lengths)
+}
+
+/// TLS records to a client carry at most 8 KB of data, as PostgreSQL's
+/// do. libpq reading without blocking takes a record only as far as its
+/// buffer has room and leaves the rest inside OpenSSL, where a client
+/// that then waits on the socket (psycopg 3) never sees it: with 16 KB
+/// records, psycopg's COPY tests hung through pgvigil.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_records_to_the_client_carry_at_most_8_kb_as_postgresql_sends_them() -> Result<()> {
+    timed(LIMIT, async {
+        let env = env().await?;
+        let vigil = both_legs_verified(env, PoolMode::Transaction).await?;
+        let mut tcp = TcpStream::connect(("127.0.0.1", vigil.port())).await?;
+        tcp.write_all(&SSL_REQUEST).await?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await?;
+        ensure!(
+            answer[0] == b'S',
+            "SSLRequest answered {:?}",
+            answer[0] as char
+        );
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let recording = Recording {
+            inner: tcp,
+            received: received.clone(),
+        };
+        let name = ServerName::try_from("localhost")?.to_owned();
+        let tls = TlsConnector::from(Pki::client_config(&env.pki.ca, true, None)?)
+            .connect(name, recording)
+            .await
+            .context("TLS handshake with pgvigil")?;
+        let mut cfg = vigil.app_config();
+        cfg.ssl_mode(SslMode::Disable);
+        let (client, conn) = cfg.connect_raw(tls, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let row = client.query_one("SELECT repeat('x', 200000)", &[]).await?;
+        ensure!(row.get::<_, String>(0).len() == 200_000, "short reply");
+        let bytes = received.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let lengths = tls_record_lengths(&bytes)?;
+        let largest = lengths.iter().copied().max().unwrap_or(0);
+        // 8 KB of data plus the record's own encryption overhead.
+        ensure!(
+            largest <= 8192 + 256,
+            "pgvigil sent a TLS record of {largest} bytes; PostgreSQL's carry at most 8 KB"
+        );
+        let full = lengths.iter().filter(|&&l| l > 8192).count();
+        ensure!(
+            full >= 20,
+            "the 200 KB reply came in {} records, {full} of them full",
+            lengths.len()
+        );
+        vigil.assert_no_panic()
+    })
+    .await
+}
 
 /// The drivers bring their own TLS stacks (psycopg's libpq, asyncpg's
 /// Python ssl module), which must work with pgvigil's.

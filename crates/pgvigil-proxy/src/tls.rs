@@ -28,6 +28,15 @@ use sha2::Digest;
 /// a different one, so both legs announce it.
 pub(crate) const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
+/// The largest TLS record pgvigil sends a client: 8 KB of data, as in
+/// PostgreSQL's own records (its send buffer is 8 KB), plus the 5-byte
+/// header rustls counts in. libpq reading without blocking takes a record
+/// only as far as its input buffer has room and leaves the rest decrypted
+/// inside OpenSSL, where a client that then waits on the socket (psycopg
+/// 3) never sees it: with rustls' default 16 KB records, large replies
+/// left such clients waiting for good.
+const CLIENT_RECORD_BYTES: usize = 8192 + 5;
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TlsError {
     /// A file named by a setting is missing, unreadable or holds the
@@ -296,6 +305,7 @@ impl ClientTls {
                 reason: format!("unusable with client_tls_cert_file ({e})"),
             })?;
         config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
+        config.max_fragment_size = Some(CLIENT_RECORD_BYTES);
         Ok(ClientTlsState {
             mode,
             config: Some((Arc::new(config), end_point)),
