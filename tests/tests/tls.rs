@@ -211,6 +211,14 @@ async fn psql_fails(vigil: &Pgvigil, conninfo: &str) -> Result<String> {
 /// The SSLRequest packet: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
+/// Sends an SSLRequest on `tcp` and returns the one-byte answer.
+async fn ssl_request(tcp: &mut TcpStream) -> Result<u8> {
+    tcp.write_all(&SSL_REQUEST).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    Ok(answer[0])
+}
+
 /// Opens TCP to `port` and, after an SSLRequest answered 'S' (or
 /// directly, PostgreSQL 17's `sslnegotiation=direct`), a TLS handshake
 /// for the name `localhost` with `config`.
@@ -223,13 +231,11 @@ async fn tls_to(
         .await
         .context("connecting to pgvigil")?;
     if !direct {
-        tcp.write_all(&SSL_REQUEST).await?;
-        let mut answer = [0u8; 1];
-        tcp.read_exact(&mut answer).await?;
+        let answer = ssl_request(&mut tcp).await?;
         ensure!(
-            answer[0] == b'S',
+            answer == b'S',
             "SSLRequest answered {:?}, not 'S'",
-            answer[0] as char
+            answer as char
         );
     }
     let name = ServerName::try_from("localhost")?.to_owned();
@@ -557,13 +563,11 @@ async fn prefer_admits_plain_and_tls_clients_and_disable_declines_tls() -> Resul
             .spawn()
             .await?;
         let mut tcp = TcpStream::connect(("127.0.0.1", vigil.port())).await?;
-        tcp.write_all(&SSL_REQUEST).await?;
-        let mut answer = [0u8; 1];
-        tcp.read_exact(&mut answer).await?;
+        let answer = ssl_request(&mut tcp).await?;
         ensure!(
-            answer[0] == b'N',
+            answer == b'N',
             "SSLRequest under disable answered {:?}",
-            answer[0] as char
+            answer as char
         );
         drop(tcp);
         let stderr = psql_fails(&vigil, &conninfo(&vigil, "127.0.0.1", "sslmode=require")).await?;
@@ -831,14 +835,8 @@ async fn tls_records_to_the_client_carry_at_most_8_kb_as_postgresql_sends_them()
         let env = env().await?;
         let vigil = both_legs_verified(env, PoolMode::Transaction).await?;
         let mut tcp = TcpStream::connect(("127.0.0.1", vigil.port())).await?;
-        tcp.write_all(&SSL_REQUEST).await?;
-        let mut answer = [0u8; 1];
-        tcp.read_exact(&mut answer).await?;
-        ensure!(
-            answer[0] == b'S',
-            "SSLRequest answered {:?}",
-            answer[0] as char
-        );
+        let answer = ssl_request(&mut tcp).await?;
+        ensure!(answer == b'S', "SSLRequest answered {:?}", answer as char);
         let received = Arc::new(Mutex::new(Vec::new()));
         let recording = Recording {
             inner: tcp,
