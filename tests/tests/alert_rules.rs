@@ -7,9 +7,8 @@
 //! (`apt-get install prometheus`); `PROMTOOL` overrides the binary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use pgvigil_integration::repo::promtool;
+use pgvigil_integration::repo::run_promtool;
 use serde_json::{json, Value};
 
 fn deploy_dir() -> PathBuf {
@@ -18,30 +17,6 @@ fn deploy_dir() -> PathBuf {
 
 fn prometheus_dir() -> PathBuf {
     deploy_dir().join("prometheus")
-}
-
-/// Runs `promtool <args>` in `dir` and panics, with promtool's output, unless
-/// it succeeds. A missing promtool is a failure, not a skip.
-fn run_promtool(dir: &Path, args: &[&str]) -> Output {
-    let bin = promtool();
-    let out = match Command::new(&bin).args(args).current_dir(dir).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{bin}` not found: install it with `apt-get install prometheus` \
-             (Debian's package ships promtool), or set PROMTOOL to its path"
-        ),
-        Err(e) => panic!("could not run `{bin}`: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "`{bin} {}` (in {}) failed with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        args.join(" "),
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    out
 }
 
 #[test]

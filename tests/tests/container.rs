@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use pgvigil_integration::repo::{promtool, repo_root};
+use pgvigil_integration::repo::{repo_root, run_promtool};
 use pgvigil_integration::serde_json::{self, Value};
 use pgvigil_integration::vigil::binary_path;
 use pgvigil_integration::{shared_cluster, timed, Pgvigil};
@@ -368,28 +368,11 @@ fn compose_file_parses_and_every_file_it_names_exists() -> Result<()> {
 }
 
 #[test]
-fn compose_prometheus_config_passes_promtool() -> Result<()> {
-    let config = repo_root().join("deploy/compose/prometheus.yml");
-    let out = match Command::new(promtool())
-        .args(["check", "config"])
-        .arg(&config)
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("promtool not installed (scripts/ensure-test-tools.sh): skipped");
-            return Ok(());
-        }
-        Err(e) => return Err(e).context("running promtool"),
-    };
-    ensure!(
-        out.status.success(),
-        "promtool check config {}:\n{}{}",
-        config.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+fn compose_prometheus_config_passes_promtool() {
+    run_promtool(
+        &repo_root().join("deploy/compose"),
+        &["check", "config", "prometheus.yml"],
     );
-    Ok(())
 }
 
 /// The HEALTHCHECK command of the runtime stage, as the argument list of

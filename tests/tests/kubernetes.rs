@@ -592,11 +592,13 @@ fn pools_of_all_replicas_fit_in_max_connections() -> Result<()> {
         .as_u64()
         .context("maxReplicas")?;
     let pool = config.get("pool").and_then(|p| p.as_table());
-    let setting = |db: &toml::Table, key: &str, default: i64| {
+    // What the binary uses where the ConfigMap says nothing.
+    let defaults = pgvigil_config::PoolSettings::default();
+    let setting = |db: &toml::Table, key: &str, default: usize| {
         db.get(key)
             .or_else(|| pool.and_then(|p| p.get(key)))
             .and_then(|v| v.as_integer())
-            .unwrap_or(default)
+            .unwrap_or(default as i64)
     };
     let databases = config["databases"].as_table().context("[databases]")?;
     let users = config["users"].as_table().context("[users]")?.len() as i64;
@@ -604,12 +606,13 @@ fn pools_of_all_replicas_fit_in_max_connections() -> Result<()> {
         .get("advisor")
         .and_then(|a| a.get("enabled"))
         .and_then(|e| e.as_bool())
-        .unwrap_or(true);
+        .unwrap_or(pgvigil_config::AdvisorSettings::default().enabled);
     let mut per_replica = 0;
     for db in databases.values() {
         let db = db.as_table().context("a database")?;
-        // Defaults of config/pgvigil.toml.
-        per_replica += users * (setting(db, "pool_size", 20) + setting(db, "max_overflow", 0));
+        per_replica += users
+            * (setting(db, "pool_size", defaults.pool_size)
+                + setting(db, "max_overflow", defaults.max_overflow));
         per_replica += 1 + 2 * i64::from(advisor_on);
     }
     let total = max_replicas as i64 * per_replica;
