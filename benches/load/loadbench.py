@@ -208,8 +208,9 @@ def build_cells(env):
         if w in chosen:
             cells += [{"workload": w, "mode": m, "clients": 32} for m in modes]
     if MANY_CLIENTS in chosen:
-        cells += [{"workload": MANY_CLIENTS, "mode": "simple", "clients": int(n), "rate": env["rate"],
-                   "reps": 1}
+        # Repeated like every other cell (--reps): a p99 of a third of a
+        # millisecond moves by a third between two runs on a shared machine.
+        cells += [{"workload": MANY_CLIENTS, "mode": "simple", "clients": int(n), "rate": env["rate"]}
                   for n in str(env["many_clients"]).split(",") if n]
     return cells
 
@@ -492,7 +493,9 @@ def summarize(raw):
             if not runs:
                 continue
             ok = [r for r in runs if r["status"] == "ok"]
-            t = {"runs": len(runs), "tps_runs": [r.get("tps") for r in runs]}
+            t = {"runs": len(runs), "tps_runs": [r.get("tps") for r in runs],
+                 "latency_avg_runs": [r.get("latency_avg_ms") for r in runs],
+                 "latency_p99_runs": [r.get("latency_p99_ms") for r in runs]}
             if len(ok) < len(runs):
                 bad = [r for r in runs if r["status"] != "ok"][0]
                 t.update(status="aborts", detail=bad.get("stderr", [bad["status"]])[:3])
@@ -789,7 +792,8 @@ def many_clients_summary(cells):
     and the ratios the targets are stated in; then the RSS slope per client."""
     rows = []
     for c in sorted(cells, key=lambda c: c["clients"]):
-        row = {"clients": c["clients"], "rate": c.get("rate")}
+        row = {"clients": c["clients"], "rate": c.get("rate"),
+               "runs": max((t.get("runs", 0) for t in c["targets"].values()), default=0)}
         for name in MANY_TARGETS:
             t = c["targets"].get(name)
             if not t:
@@ -803,8 +807,17 @@ def many_clients_summary(cells):
         def ratio(key):
             return round(v[key] / b[key], 3) if v.get(key) and b.get(key) else None
 
+        def per_run(key):
+            # Run i of pgvigil against run i of PgBouncer: interleaved, so
+            # each pair shared the machine's state of that moment.
+            tv = c["targets"].get("pgvigil", {}).get(key) or []
+            tb = c["targets"].get("pgbouncer", {}).get(key) or []
+            return [round(x / y, 3) if x and y else None for x, y in zip(tv, tb)]
+
         row["ratios"] = {"avg_latency": ratio("latency_avg_ms"), "p99_latency": ratio("latency_p99_ms"),
-                         "rss": ratio("rss_steady_kib"), "connect_time": ratio("connect_ms")}
+                         "rss": ratio("rss_steady_kib"), "connect_time": ratio("connect_ms"),
+                         "avg_latency_runs": per_run("latency_avg_runs"),
+                         "p99_latency_runs": per_run("latency_p99_runs")}
         rows.append(row)
     slope = {}
     by_n = {r["clients"]: r for r in rows}
@@ -854,8 +867,10 @@ def render_many_clients(many):
     def ms(t, key):
         return fmt(t.get(key), 3) if t.get("status") == "ok" else t.get("status", "-")
 
+    runs = max((r.get("runs", 1) for r in many["rows"]), default=1)
     lines = ["many clients: pgbench -S -n -j 2 -R RATE, N clients, SCRAM, transaction mode; "
-             "RSS = median VmRSS over the last third of the run (all clients connected)",
+             "RSS = median VmRSS over the last third of the run (all clients connected); "
+             f"each figure the median of {runs} run(s), targets interleaved",
              f"{'clients':>7} | {'RSS MB pgvigil':>14} {'pgbouncer':>9} {'pgv-off':>7} | "
              f"{'avg ms pgvigil':>14} {'pgbouncer':>9} {'ratio':>5} | {'p99 ms pgvigil':>14} "
              f"{'pgbouncer':>9} {'ratio':>5} | {'connect s pgvigil':>17} {'pgbouncer':>9}"]
@@ -866,6 +881,13 @@ def render_many_clients(many):
             f"{ms(b, 'latency_avg_ms'):>9} {fmt(q['avg_latency'], 2):>5} | "
             f"{ms(v, 'latency_p99_ms'):>14} {ms(b, 'latency_p99_ms'):>9} {fmt(q['p99_latency'], 2):>5} | "
             f"{fmt((v.get('connect_ms') or 0) / 1000, 1):>17} {fmt((b.get('connect_ms') or 0) / 1000, 1):>9}")
+    if runs > 1:
+        def each(xs):
+            return " / ".join(fmt(x, 2) for x in xs)
+        lines.append("pgvigil / PgBouncer, run by run (average; p99):")
+        for r in many["rows"]:
+            q = r["ratios"]
+            lines.append(f"{r['clients']:>7} | {each(q['avg_latency_runs'])}; {each(q['p99_latency_runs'])}")
     sl = many["rss_slope_kib_per_client"]
     if sl:
         lo, hi = many["slope_between"]

@@ -27,8 +27,8 @@
 # from clients and using it towards PostgreSQL, pgbench with PGSSLMODE=require
 # to every target (so "direct" is direct over TLS).
 # --workloads many-clients: pgbench -S at a fixed rate (--rate, 2000 tx/s) with
-# each of --many-clients connected clients, PgBouncer and both pgvigils once
-# each: steady RSS, latency and login time side by side (many-clients.svg).
+# each of --many-clients connected clients, PgBouncer and both pgvigils --reps
+# times each: steady RSS, latency and login time side by side (many-clients.svg).
 # It raises the open-files limit it needs (as root) or says why it cannot.
 # Details and the meaning of each column: benches/README.md, "Load benchmark".
 set -euo pipefail
