@@ -1950,3 +1950,92 @@ async fn cancel_request_for_a_client_waiting_on_the_pool_cancels_at_once() -> Re
     })
     .await
 }
+
+/// libpq's PQcancel returns only once the server has closed the cancel
+/// connection, which PostgreSQL does after it has signalled the backend:
+/// a client may send its next statement the moment the call returns, and
+/// a cancel still on its way would cancel that one instead (psycopg's
+/// `test_cancel_stream` met it in transaction mode, where the next
+/// statement runs on the same backend). So pgvigil closes a client's
+/// cancel connection only after PostgreSQL closed the one pgvigil opened.
+/// With the postmaster frozen, the kernel accepts pgvigil's cancel
+/// connection but nobody reads it: the client's must stay open until the
+/// thaw, and the statement after the cancelled one must run in full.
+/// Own cluster: freezing the shared one would stall every other test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_answered_only_after_postgresql_has_taken_it() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = PgCluster::new_async().await?;
+        let vigil = Pgvigil::start_trust(&cluster, PoolMode::Transaction, 1).await?;
+        let direct = cluster.connect_direct().await?;
+
+        let mut client = RawConn::connect(vigil.port()).await?;
+        client
+            .send_startup(&[("user", "app"), ("database", "appdb")])
+            .await?;
+        let mut key = None;
+        loop {
+            let msg = client.read_message().await?;
+            match msg.tag {
+                b'K' if msg.body.len() == 8 => key = Some(msg.body.clone()),
+                b'E' => bail!("login failed: {:?}", msg.error_fields()),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        let key = key.context("no BackendKeyData at login")?;
+        let marker = unique_name("cancel_landed");
+        client
+            .send_query(&format!("SELECT pg_sleep(10), '{marker}'"))
+            .await?;
+        wait_backend(&direct, &marker, "active").await?;
+
+        cluster.signal_postmaster(libc::SIGSTOP)?;
+        let thaw = ThawPostmaster(&cluster);
+        let mut cancel = RawConn::connect(vigil.port()).await?;
+        let mut packet = Vec::with_capacity(16);
+        packet.extend_from_slice(&16u32.to_be_bytes());
+        packet.extend_from_slice(&80_877_102u32.to_be_bytes());
+        packet.extend_from_slice(&key);
+        cancel.send_bytes(&packet).await?;
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(
+            Duration::from_millis(700),
+            cancel.stream_mut().read(&mut byte),
+        )
+        .await;
+        ensure!(
+            early.is_err(),
+            "the cancel connection ended ({early:?}) while PostgreSQL could not have taken \
+             the cancel: the client would go on before the cancel lands"
+        );
+        drop(thaw);
+        let closed = tokio::time::timeout(VERDICT, cancel.stream_mut().read(&mut byte))
+            .await
+            .context("the cancel connection is still open after the thaw")?;
+        ensure!(
+            matches!(closed, Ok(0)),
+            "expected the cancel connection to end, got {closed:?}"
+        );
+
+        let error = client
+            .read_until_error_or_close(VERDICT)
+            .await?
+            .context("the connection closed instead of cancelling pg_sleep(10)")?;
+        ensure!(
+            error.sqlstate().as_deref() == Some("57014"),
+            "expected 57014, got {:?}",
+            error.error_fields()
+        );
+        let ready = client.read_message().await?;
+        ensure!(ready.tag == b'Z', "expected ReadyForQuery after the error");
+        client.send_query("SELECT pg_sleep(0.5)").await?;
+        client
+            .read_until_ready()
+            .await
+            .context("the statement after the cancelled one")?;
+        vigil.assert_no_panic()?;
+        Ok(())
+    })
+    .await
+}

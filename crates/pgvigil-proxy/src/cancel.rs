@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use pgvigil_wire::frontend;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ids::{BackendKey, ClientKey};
 use crate::server::ServerTarget;
@@ -58,7 +58,15 @@ async fn send_cancel(target: &CancelTarget) {
     let send = async {
         let mut s = crate::transport::Transport::connect(&target.host, target.port).await?;
         s.write_all(&packet).await?;
-        s.shutdown().await
+        // PostgreSQL closes a cancel connection once it has signalled the
+        // backend, and libpq's PQcancel returns only then. The client's
+        // own cancel connection is closed after this returns, so it too
+        // learns that the cancel has landed before it sends its next
+        // statement; otherwise the cancel could hit that statement, on
+        // the same backend in transaction mode.
+        let mut rest = [0u8; 64];
+        while s.read(&mut rest).await? != 0 {}
+        Ok::<(), std::io::Error>(())
     };
     match tokio::time::timeout(Duration::from_secs(5), send).await {
         Ok(Ok(())) => {}
