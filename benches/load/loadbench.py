@@ -14,6 +14,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import platform
 import re
 import statistics
@@ -148,7 +149,10 @@ def read_latency_logs(prefix):
                     lat.append(int(parts[2]) / 1000.0)
                 except ValueError:
                     pass
-        os.remove(path)
+        if os.environ.get("KEEP_PGBENCH_LOGS"):
+            shutil.move(path, os.environ["KEEP_PGBENCH_LOGS"])
+        else:
+            os.remove(path)
     lat.sort()
     return lat, failed
 

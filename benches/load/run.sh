@@ -30,6 +30,8 @@
 # each of --many-clients connected clients, PgBouncer and both pgvigils --reps
 # times each: steady RSS, latency and login time side by side (many-clients.svg).
 # It raises the open-files limit it needs (as root) or says why it cannot.
+# KEEP_PGBENCH_LOGS=DIR keeps pgbench's per-transaction latency logs there
+# (one set per run), to see when in a run a tail came.
 # Details and the meaning of each column: benches/README.md, "Load benchmark".
 set -euo pipefail
 # The whole script is one brace group: bash reads it completely before running

@@ -59,6 +59,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("pgvigil_bytes_total", "counter"),
     ("pgvigil_fingerprints_tracked", "gauge"),
     ("pgvigil_fingerprint_evictions_total", "counter"),
+    ("pgvigil_executions_dropped_total", "counter"),
     ("pgvigil_build_info", "gauge"),
     ("pgvigil_timeouts_total", "counter"),
     ("pgvigil_pool_acquire_timeouts_total", "counter"),

@@ -578,6 +578,7 @@ async fn insight_status(State(state): State<AdminState>) -> Response {
         "detections_dropped": c.detections_dropped,
         "max_detections": cfg.max_detections,
         "lint_dropped": c.lint_dropped,
+        "executions_dropped": c.executions_dropped,
     }))
     .into_response()
 }

@@ -395,6 +395,13 @@ impl PgvigilCollector {
             "Fingerprints evicted from the full statistics table",
             MetricType::Counter,
             [(vec![], Value::Counter(c.evictions))],
+        )?;
+        family(
+            encoder,
+            "pgvigil_executions_dropped",
+            "Executions left out of the statistics: a thread's buffer was full while the table was held",
+            MetricType::Counter,
+            [(vec![], Value::Counter(c.executions_dropped))],
         )
     }
 

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use dashmap::DashMap;
 
@@ -28,6 +28,10 @@ pub(crate) struct Shard {
 /// A thread merges its own buffer once it holds this many executions,
 /// so a burst between flushes stays bounded.
 const SHARD_BATCH: usize = 8192;
+/// A thread never waits for the table (a reader ranking every
+/// fingerprint may hold it for milliseconds): while it is held, a full
+/// buffer keeps growing to this, then executions are dropped and counted.
+const SHARD_LIMIT: usize = 4 * SHARD_BATCH;
 /// The catalog of statement texts may hold this many times
 /// `max_fingerprints` before it is trimmed.
 const CATALOG_FACTOR: usize = 4;
@@ -55,6 +59,9 @@ pub struct InsightCounters {
     pub detections_dropped: u64,
     /// New fingerprints not linted because the lint queue was full.
     pub lint_dropped: u64,
+    /// Executions not counted: a thread's buffer reached its limit while
+    /// the statistics table was held.
+    pub executions_dropped: u64,
 }
 
 /// Query insight: one per proxy process (tests make several).
@@ -78,6 +85,7 @@ pub struct Insight {
     /// The `now_ms` of the latest flush, for merges a thread triggers.
     pub(crate) last_flush_ms: AtomicU64,
     pub(crate) lint_dropped: AtomicU64,
+    pub(crate) executions_dropped: AtomicU64,
     pub(crate) watchers: Watchers,
     /// Whether `watchers` is non-empty, read without its lock when a
     /// fingerprint is registered.
@@ -104,6 +112,7 @@ impl Insight {
             detections_dropped: AtomicU64::new(0),
             last_flush_ms: AtomicU64::new(0),
             lint_dropped: AtomicU64::new(0),
+            executions_dropped: AtomicU64::new(0),
             watchers: Watchers::default(),
             has_watchers: std::sync::atomic::AtomicBool::new(false),
             samples: Mutex::new(HashMap::new()),
@@ -201,12 +210,24 @@ impl Insight {
             // Pushed where the shard lies: cloning its Arc out first would
             // cost two atomic operations per statement.
             let mut pending = lock(&local[at].1.pending);
+            if pending.len() >= SHARD_LIMIT {
+                self.executions_dropped.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
             pending.push(e);
-            (pending.len() >= SHARD_BATCH)
-                .then(|| std::mem::replace(&mut *pending, Vec::with_capacity(SHARD_BATCH)))
+            if pending.len() < SHARD_BATCH {
+                return None;
+            }
+            let store = match self.store.try_lock() {
+                Ok(store) => store,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            };
+            let batch = std::mem::replace(&mut *pending, Vec::with_capacity(SHARD_BATCH));
+            Some((store, batch))
         });
-        if let Some(batch) = full {
-            self.merge(&batch, self.last_flush_ms.load(Ordering::Relaxed));
+        if let Some((store, batch)) = full {
+            self.merge_into(store, &batch, self.last_flush_ms.load(Ordering::Relaxed));
         }
     }
 
@@ -232,8 +253,11 @@ impl Insight {
     }
 
     pub(crate) fn merge(&self, batch: &[Execution], now_ms: u64) {
+        self.merge_into(lock(&self.store), batch, now_ms);
+    }
+
+    fn merge_into(&self, mut store: MutexGuard<'_, Store>, batch: &[Execution], now_ms: u64) {
         let mut crossings = Vec::new();
-        let mut store = lock(&self.store);
         let (slow_us, total_us) = (self.config.watch_slow_us, self.config.watch_total_us);
         for e in batch {
             let info = || {
@@ -293,6 +317,7 @@ impl Insight {
             detections: self.detections_total.load(Ordering::Relaxed),
             detections_dropped: self.detections_dropped.load(Ordering::Relaxed),
             lint_dropped: self.lint_dropped.load(Ordering::Relaxed),
+            executions_dropped: self.executions_dropped.load(Ordering::Relaxed),
         }
     }
 }

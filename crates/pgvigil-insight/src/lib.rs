@@ -94,6 +94,36 @@ mod tests {
     }
 
     #[test]
+    fn a_recording_thread_never_waits_for_a_held_table_and_counts_what_it_drops() {
+        let insight = Arc::new(Insight::new(InsightConfig::default()));
+        let held = crate::insight::lock(&insight.store);
+        let recorder = insight.clone();
+        // Twice the buffer limit, recorded while a reader holds the
+        // table: with a blocking merge this thread would never finish.
+        let n = 2 * 4 * 8192;
+        let done = std::thread::spawn(move || {
+            for i in 0..n {
+                recorder.record(exec(7, 100 + i % 50));
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !done.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the recording thread waited for the table"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(held);
+        done.join().unwrap();
+        insight.flush(1_000);
+        let kept = insight.queries(SortBy::Calls, 10, None, 1_000)[0].calls;
+        let dropped = insight.counters().executions_dropped;
+        assert_eq!(kept, 4 * 8192, "the buffer keeps up to its limit");
+        assert_eq!(kept + dropped, n, "every execution is kept or counted");
+    }
+
+    #[test]
     fn nothing_is_visible_before_a_flush_and_reset_clears() {
         let insight = Insight::new(InsightConfig::default());
         insight.record(exec(1, 10));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pgvigil_config::Config;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::admission::Admissions;
@@ -26,6 +27,8 @@ pub struct Proxy {
     listener: TcpListener,
     /// Spawned by `run`, so nothing advises before the proxy serves.
     advisor: Option<AdvisorTask>,
+    /// Where the work that forwards nothing runs (see `with_background`).
+    background: Option<Handle>,
 }
 
 impl Proxy {
@@ -54,7 +57,19 @@ impl Proxy {
             shared,
             listener,
             advisor,
+            background: None,
         })
+    }
+
+    /// Runs the periodic work that forwards nothing (merging analytics,
+    /// the advisor's passes, health samples, history saves) on another
+    /// runtime. With 5,000 fingerprints an advisor pass ranks all of them
+    /// and held a one-thread runtime for milliseconds at a time, during
+    /// which no client's bytes moved (BENCHMARKS.md). Without it, that
+    /// work shares `run`'s runtime.
+    pub fn with_background(mut self, runtime: Handle) -> Proxy {
+        self.background = Some(runtime);
+        self
     }
 
     /// Every pool, for the admin surface.
@@ -101,17 +116,20 @@ impl Proxy {
         let shared = self.shared;
         let limit = shared.config.max_client_conn;
         let admissions = Admissions::new(limit);
+        // Pool upkeep opens server connections, which belong with the
+        // sessions that use them: on this runtime.
         let upkeep = tokio::spawn(maintain_pools(shared.clone()));
+        let background = self.background.unwrap_or_else(Handle::current);
         let flusher = shared
             .insight
             .clone()
-            .map(|i| tokio::spawn(analysis::flush_periodically(i)));
+            .map(|i| background.spawn(analysis::flush_periodically(i)));
         let saver = shared
             .insight
             .clone()
             .zip(shared.config.advisor.history_file.clone())
-            .map(|(i, path)| tokio::spawn(history::save_periodically(i, path)));
-        let advisor = self.advisor.map(|a| tokio::spawn(a.serve()));
+            .map(|(i, path)| background.spawn(history::save_periodically(i, path)));
+        let advisor = self.advisor.map(|a| background.spawn(a.serve()));
         for pool in shared.pools.values() {
             pool.maintain();
         }
@@ -119,7 +137,7 @@ impl Proxy {
         let health_sampler = shared
             .health
             .clone()
-            .map(|board| tokio::spawn(health::sample_periodically(shared.clone(), board)));
+            .map(|board| background.spawn(health::sample_periodically(shared.clone(), board)));
         let console_shutdown = shared.shutdown.notified();
         tokio::pin!(console_shutdown);
         let mut backoff = Duration::from_millis(10);

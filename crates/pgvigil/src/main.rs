@@ -348,7 +348,18 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             .build(),
     }
     .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    // Everything that forwards nothing (admin API and metrics, advisor,
+    // health samples, analytics merges) on a thread of its own: a scrape
+    // or an advisor pass ranks every fingerprint, milliseconds of work
+    // that on the forwarding thread would hold every client's bytes.
+    let background = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("pgvigil-background")
+        .enable_all()
+        .build()
+        .context("starting the background runtime")?;
+    let background_handle = background.handle().clone();
+    let result = runtime.block_on(async move {
         // Handlers exist before the listener does: a signal that arrives
         // as soon as clients can connect must not meet its default
         // action (which ends the process).
@@ -362,12 +373,16 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             Some(reloader),
             signals.hangup,
             shutdown_requests,
+            Some(background_handle),
             |_| {},
         )
         .await;
         signals_task.abort();
         result
-    })
+    });
+    // An advisor statement still running must not hold the exit.
+    background.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Where a started server can be reached.
@@ -401,6 +416,7 @@ pub(crate) async fn serve(
     reloader: Option<pgvigil_proxy::Reloader>,
     hangup: Option<tokio::signal::unix::Signal>,
     shutdown: tokio::sync::mpsc::UnboundedReceiver<pgvigil_proxy::Shutdown>,
+    background: Option<tokio::runtime::Handle>,
     ready: impl FnOnce(Listening),
 ) -> anyhow::Result<()> {
     let listen = config.listen;
@@ -410,11 +426,15 @@ pub(crate) async fn serve(
     let admin_token = config.admin_token.clone();
     let metrics_require_token = config.metrics_require_token;
     let admin_allowed_hosts = config.admin_allowed_hosts.clone();
+    let background = background.unwrap_or_else(tokio::runtime::Handle::current);
     let proxy = Proxy::bind(config)
         .await
-        .with_context(|| format!("binding the client listener on {listen}"))?;
-    let admin = tokio::net::TcpListener::bind(admin_listen)
-        .await
+        .with_context(|| format!("binding the client listener on {listen}"))?
+        .with_background(background.clone());
+    // Bound here, so a taken port fails the start, but registered with the
+    // background runtime, whose thread serves it.
+    let admin = std::net::TcpListener::bind(admin_listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .with_context(|| format!("binding the admin listener on {admin_listen}"))?;
     if let Some(reloader) = reloader {
         proxy.set_reloader(reloader);
@@ -446,9 +466,13 @@ pub(crate) async fn serve(
         health: proxy.health(),
         advisor: proxy.advisor(),
     };
-    let admin_task = tokio::spawn(pgvigil_admin::serve(admin, state, async {
-        let _ = admin_stopped.await;
-    }));
+    let admin_task = background.spawn(async move {
+        let admin = tokio::net::TcpListener::from_std(admin)?;
+        pgvigil_admin::serve(admin, state, async {
+            let _ = admin_stopped.await;
+        })
+        .await
+    });
     ready(Listening {
         client: addr,
         admin: admin_addr,

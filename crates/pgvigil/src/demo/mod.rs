@@ -154,7 +154,7 @@ async fn demo(
     let config = demo_config(listen, admin_listen, cluster.port(), args.clients)?;
     let (shutdown, shutdown_requests) = tokio::sync::mpsc::unbounded_channel();
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
-    let server = crate::serve(config, None, None, shutdown_requests, move |l| {
+    let server = crate::serve(config, None, None, shutdown_requests, None, move |l| {
         let _ = ready_tx.send(l);
     });
     let control = async {
