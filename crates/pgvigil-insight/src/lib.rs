@@ -149,6 +149,55 @@ mod tests {
     }
 
     #[test]
+    fn a_short_list_is_the_head_of_the_full_ranking_for_every_sort() {
+        let insight = Insight::new(InsightConfig::default());
+        // 300 fingerprints whose calls, durations and errors rank them
+        // differently per sort, with ties in every column.
+        for fp in 1..=300u64 {
+            for call in 0..(fp % 7 + 1) {
+                let mut e = exec(fp, (fp * 37 + call * 11) % 5_000 + 10);
+                if (fp + call) % 5 == 0 {
+                    e.sqlstate = Some(*b"57014");
+                }
+                insight.record(e);
+            }
+        }
+        insight.flush(1_000);
+        let key = |r: &QueryRow, sort| match sort {
+            SortBy::TotalTime => r.total_ms,
+            SortBy::Calls => r.calls as f64,
+            SortBy::Mean => r.mean_ms,
+            SortBy::P95 => r.p95_ms,
+            SortBy::Errors => r.errors as f64,
+        };
+        for sort in [
+            SortBy::TotalTime,
+            SortBy::Calls,
+            SortBy::Mean,
+            SortBy::P95,
+            SortBy::Errors,
+        ] {
+            let all = insight.queries(sort, usize::MAX, None, 1_000);
+            assert_eq!(all.len(), 300);
+            assert!(
+                all.windows(2).all(|w| key(&w[0], sort) >= key(&w[1], sort)),
+                "{sort:?}"
+            );
+            for limit in [0, 1, 7, 150, 299, 300, 1_000] {
+                let head = insight.queries(sort, limit, None, 1_000);
+                assert_eq!(head.len(), limit.min(300), "{sort:?} {limit}");
+                let keys =
+                    |rows: &[QueryRow]| rows.iter().map(|r| key(r, sort)).collect::<Vec<_>>();
+                assert_eq!(keys(&head), keys(&all[..head.len()]), "{sort:?} {limit}");
+                // Ties may come in any order, but each row is whole.
+                for r in &head {
+                    assert!(all.contains(r), "{sort:?} {limit}: {r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn overall_history_sums_every_statement_once_per_moment() {
         const MIN: u64 = 60_000;
         let insight = Insight::new(InsightConfig::default());

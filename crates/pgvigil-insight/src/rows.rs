@@ -1,6 +1,8 @@
 //! What readers get out of insight: the query list and one query in
 //! detail, with pg_stat_statements' column names and percentiles.
 
+use std::borrow::Cow;
+
 use crate::histogram::LatencyHistogram;
 use crate::insight::lock;
 use crate::stats::{Totals, FOLD_MINUTES, HISTORY_MINUTES};
@@ -105,33 +107,38 @@ impl Insight {
         now_ms: u64,
     ) -> Vec<QueryRow> {
         let store = lock(&self.store);
-        let mut rows: Vec<QueryRow> = store
+        // Ranked by the one figure the sort needs, and rows built for the
+        // top `limit` only: with thousands of fingerprints, building every
+        // row (its text copied, five percentiles) cost most of a scrape or
+        // an advisor pass.
+        let mut ranked: Vec<(f64, &store::Entry, Totals, Cow<'_, LatencyHistogram>)> = store
             .entries
             .values()
             .filter_map(|e| {
                 let (totals, hist) = match window_minutes {
                     Some(m) => {
                         let (t, h) = e.stats.window(m, now_ms);
-                        (t, std::borrow::Cow::Owned(h))
+                        (t, Cow::Owned(h))
                     }
-                    None => (
-                        e.stats.totals,
-                        std::borrow::Cow::Borrowed(&e.stats.histogram),
-                    ),
+                    None => (e.stats.totals, Cow::Borrowed(&e.stats.histogram)),
                 };
-                (totals.calls > 0).then(|| row(e, &totals, &hist))
+                (totals.calls > 0).then(|| (sort_key(sort, &totals, &hist), &**e, totals, hist))
             })
             .collect();
+        let first = |a: &(f64, _, _, _), b: &(f64, _, _, _)| b.0.total_cmp(&a.0);
+        if limit == 0 {
+            ranked.clear();
+        } else if ranked.len() > limit {
+            ranked.select_nth_unstable_by(limit - 1, first);
+            ranked.truncate(limit);
+        }
+        ranked.sort_by(first);
+        let mut rows: Vec<QueryRow> = ranked
+            .iter()
+            .map(|(_, e, totals, hist)| row(e, totals, hist))
+            .collect();
+        drop(ranked);
         drop(store);
-        let key = |r: &QueryRow| match sort {
-            SortBy::TotalTime => r.total_ms,
-            SortBy::Calls => r.calls as f64,
-            SortBy::Mean => r.mean_ms,
-            SortBy::P95 => r.p95_ms,
-            SortBy::Errors => r.errors as f64,
-        };
-        rows.sort_by(|a, b| key(b).total_cmp(&key(a)));
-        rows.truncate(limit);
         for r in &mut rows {
             self.fill_annotation(r);
         }
@@ -246,6 +253,17 @@ fn percentile_ms(h: &LatencyHistogram, t: &Totals, q: f64) -> f64 {
         Some(us) if t.calls > 0 => us.clamp(t.min_us as f64, t.max_us as f64) / 1000.0,
         Some(us) => us / 1000.0,
         None => 0.0,
+    }
+}
+
+/// The figure `row` would give the column `sort` orders by.
+fn sort_key(sort: SortBy, t: &Totals, h: &LatencyHistogram) -> f64 {
+    match sort {
+        SortBy::TotalTime => t.total_us as f64 / 1000.0,
+        SortBy::Calls => t.calls as f64,
+        SortBy::Mean => t.mean_us() / 1000.0,
+        SortBy::P95 => percentile_ms(h, t, 0.95),
+        SortBy::Errors => t.errors as f64,
     }
 }
 

@@ -61,8 +61,8 @@ impl Proxy {
         })
     }
 
-    /// Runs the periodic work that forwards nothing (merging analytics,
-    /// the advisor's passes, health samples, history saves) on another
+    /// Runs the periodic work that forwards nothing (the advisor's
+    /// passes, health samples, history saves) on another
     /// runtime. With 5,000 fingerprints an advisor pass ranks all of them
     /// and held a one-thread runtime for milliseconds at a time, during
     /// which no client's bytes moved (BENCHMARKS.md). Without it, that
@@ -120,10 +120,13 @@ impl Proxy {
         // sessions that use them: on this runtime.
         let upkeep = tokio::spawn(maintain_pools(shared.clone()));
         let background = self.background.unwrap_or_else(Handle::current);
+        // The merge stays with the threads that record: on another thread
+        // the buffers' memory crossed between allocators' heaps, and RSS
+        // at 5,000 clients grew by 5 MB (BENCHMARKS.md).
         let flusher = shared
             .insight
             .clone()
-            .map(|i| background.spawn(analysis::flush_periodically(i)));
+            .map(|i| tokio::spawn(analysis::flush_periodically(i)));
         let saver = shared
             .insight
             .clone()

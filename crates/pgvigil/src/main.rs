@@ -348,8 +348,8 @@ fn run(config: Config, cli: Cli) -> anyhow::Result<()> {
             .build(),
     }
     .context("starting the async runtime")?;
-    // Everything that forwards nothing (admin API and metrics, advisor,
-    // health samples, analytics merges) on a thread of its own: a scrape
+    // What forwards nothing (admin API and metrics, advisor, health
+    // samples, history saves) on a thread of its own: a scrape
     // or an advisor pass ranks every fingerprint, milliseconds of work
     // that on the forwarding thread would hold every client's bytes.
     let background = tokio::runtime::Builder::new_multi_thread()
