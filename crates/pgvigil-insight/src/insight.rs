@@ -31,7 +31,7 @@ const SHARD_BATCH: usize = 8192;
 /// A thread never waits for the table (a reader ranking every
 /// fingerprint may hold it for milliseconds): while it is held, a full
 /// buffer keeps growing to this, then executions are dropped and counted.
-const SHARD_LIMIT: usize = 4 * SHARD_BATCH;
+pub(crate) const SHARD_LIMIT: usize = 4 * SHARD_BATCH;
 /// The catalog of statement texts may hold this many times
 /// `max_fingerprints` before it is trimmed.
 const CATALOG_FACTOR: usize = 4;

@@ -100,7 +100,7 @@ mod tests {
         let recorder = insight.clone();
         // Twice the buffer limit, recorded while a reader holds the
         // table: with a blocking merge this thread would never finish.
-        let n = 2 * 4 * 8192;
+        let n = 2 * crate::insight::SHARD_LIMIT as u64;
         let done = std::thread::spawn(move || {
             for i in 0..n {
                 recorder.record(exec(7, 100 + i % 50));
@@ -119,7 +119,11 @@ mod tests {
         insight.flush(1_000);
         let kept = insight.queries(SortBy::Calls, 10, None, 1_000)[0].calls;
         let dropped = insight.counters().executions_dropped;
-        assert_eq!(kept, 4 * 8192, "the buffer keeps up to its limit");
+        assert_eq!(
+            kept,
+            crate::insight::SHARD_LIMIT as u64,
+            "the buffer keeps up to its limit"
+        );
         assert_eq!(kept + dropped, n, "every execution is kept or counted");
     }
 
