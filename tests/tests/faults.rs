@@ -1969,35 +1969,10 @@ async fn a_cancel_is_answered_only_after_postgresql_has_taken_it() -> Result<()>
         let vigil = Pgvigil::start_trust(&cluster, PoolMode::Transaction, 1).await?;
         let direct = cluster.connect_direct().await?;
 
-        let mut client = RawConn::connect(vigil.port()).await?;
-        client
-            .send_startup(&[("user", "app"), ("database", "appdb")])
-            .await?;
-        let mut key = None;
-        loop {
-            let msg = client.read_message().await?;
-            match msg.tag {
-                b'K' if msg.body.len() == 8 => key = Some(msg.body.clone()),
-                b'E' => bail!("login failed: {:?}", msg.error_fields()),
-                b'Z' => break,
-                _ => {}
-            }
-        }
-        let key = key.context("no BackendKeyData at login")?;
-        let marker = unique_name("cancel_landed");
-        client
-            .send_query(&format!("SELECT pg_sleep(10), '{marker}'"))
-            .await?;
-        wait_backend(&direct, &marker, "active").await?;
-
+        let (mut client, key) = sleeping_raw_client(&vigil, &direct).await?;
         cluster.signal_postmaster(libc::SIGSTOP)?;
         let thaw = ThawPostmaster(&cluster);
-        let mut cancel = RawConn::connect(vigil.port()).await?;
-        let mut packet = Vec::with_capacity(16);
-        packet.extend_from_slice(&16u32.to_be_bytes());
-        packet.extend_from_slice(&80_877_102u32.to_be_bytes());
-        packet.extend_from_slice(&key);
-        cancel.send_bytes(&packet).await?;
+        let mut cancel = send_raw_cancel(&vigil, &key).await?;
         let mut byte = [0u8; 1];
         let early = tokio::time::timeout(
             Duration::from_millis(700),
@@ -2034,6 +2009,109 @@ async fn a_cancel_is_answered_only_after_postgresql_has_taken_it() -> Result<()>
             .read_until_ready()
             .await
             .context("the statement after the cancelled one")?;
+        vigil.assert_no_panic()?;
+        Ok(())
+    })
+    .await
+}
+
+/// A trust-authenticated raw client whose `pg_sleep(10)` is running on its
+/// backend, and the cancel key pgvigil gave it.
+async fn sleeping_raw_client(vigil: &Pgvigil, direct: &Client) -> Result<(RawConn, Vec<u8>)> {
+    let mut client = RawConn::connect(vigil.port()).await?;
+    client
+        .send_startup(&[("user", "app"), ("database", "appdb")])
+        .await?;
+    let mut key = None;
+    loop {
+        let msg = client.read_message().await?;
+        match msg.tag {
+            b'K' if msg.body.len() == 8 => key = Some(msg.body.clone()),
+            b'E' => bail!("login failed: {:?}", msg.error_fields()),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    let key = key.context("no BackendKeyData at login")?;
+    let marker = unique_name("cancel_landed");
+    client
+        .send_query(&format!("SELECT pg_sleep(10), '{marker}'"))
+        .await?;
+    wait_backend(direct, &marker, "active").await?;
+    Ok((client, key.to_vec()))
+}
+
+/// A CancelRequest for `key` sent on a connection of its own, left open.
+async fn send_raw_cancel(vigil: &Pgvigil, key: &[u8]) -> Result<RawConn> {
+    let mut cancel = RawConn::connect(vigil.port()).await?;
+    let mut packet = Vec::with_capacity(16);
+    packet.extend_from_slice(&16u32.to_be_bytes());
+    packet.extend_from_slice(&80_877_102u32.to_be_bytes());
+    packet.extend_from_slice(key);
+    cancel.send_bytes(&packet).await?;
+    Ok(cancel)
+}
+
+/// Forwarding a cancel opens a server connection, so
+/// `server_connect_timeout` bounds it: with the postmaster frozen, pgvigil
+/// gives up after that long and closes the client's cancel connection, and
+/// the session whose statement it was meant for goes on once PostgreSQL is
+/// back.
+/// Own cluster, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_postgresql_cannot_take_is_given_up_after_server_connect_timeout() -> Result<()> {
+    timed(LIMIT, async {
+        let cluster = PgCluster::new_async().await?;
+        let vigil =
+            Pgvigil::builder_with_config(&cluster, "[pool]\nserver_connect_timeout = 1.0\n")
+                .pool_mode(PoolMode::Transaction)
+                .pool_size(1)
+                .client_auth("trust")
+                .spawn()
+                .await?;
+        let direct = cluster.connect_direct().await?;
+        let (mut client, key) = sleeping_raw_client(&vigil, &direct).await?;
+
+        cluster.signal_postmaster(libc::SIGSTOP)?;
+        let thaw = ThawPostmaster(&cluster);
+        let sent = Instant::now();
+        let mut cancel = send_raw_cancel(&vigil, &key).await?;
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(VERDICT, cancel.stream_mut().read(&mut byte))
+            .await
+            .context("the cancel connection is still open with PostgreSQL frozen")?;
+        let waited = sent.elapsed();
+        drop(thaw);
+        ensure!(
+            matches!(closed, Ok(0)),
+            "expected the cancel connection to end, got {closed:?}"
+        );
+        ensure!(
+            waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+            "the cancel connection ended after {waited:?}; server_connect_timeout is 1 s"
+        );
+
+        // Whether the cancel, left in the frozen postmaster's socket,
+        // still lands is PostgreSQL's business; the session must end its
+        // statement either way and take the next one.
+        // pg_sleep(10) runs in full if the cancel did not land.
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while client.read_message().await?.tag != b'Z' {}
+            anyhow::Ok(())
+        })
+        .await
+        .context("the statement the cancel was meant for never ended")??;
+        client.send_query("SELECT 1").await?;
+        client
+            .read_until_ready()
+            .await
+            .context("the statement after it")?;
+        ensure!(
+            vigil
+                .stderr()
+                .contains("forwarding a cancel request timed out"),
+            "pgvigil did not say it gave up on the cancel"
+        );
         vigil.assert_no_panic()?;
         Ok(())
     })

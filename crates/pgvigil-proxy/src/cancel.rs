@@ -19,6 +19,10 @@ use crate::server::ServerTarget;
 pub struct CancelTarget {
     host: Arc<str>,
     port: u16,
+    /// `server_connect_timeout` of the client's pool: forwarding a cancel
+    /// opens a server connection, so the setting that bounds opening one
+    /// bounds it too, instead of a limit no operator can see.
+    timeout: Duration,
     backend: AtomicU64,
     /// Wakes the client's wait for a server connection: a statement that
     /// has not reached a server yet is cancelled where it waits.
@@ -68,7 +72,7 @@ async fn send_cancel(target: &CancelTarget) {
         while s.read(&mut rest).await? != 0 {}
         Ok::<(), std::io::Error>(())
     };
-    match tokio::time::timeout(Duration::from_secs(5), send).await {
+    match tokio::time::timeout(target.timeout, send).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("could not forward cancel request: {e}"),
         Err(_) => tracing::warn!("forwarding a cancel request timed out"),
@@ -133,6 +137,7 @@ impl CancelRegistry {
         Arc::new(CancelTarget {
             host: server.host.clone(),
             port: server.port,
+            timeout: server.connect_timeout,
             backend: AtomicU64::new(0),
             waiting: tokio::sync::Notify::new(),
             real_pid: AtomicBool::new(false),
