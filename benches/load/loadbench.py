@@ -17,6 +17,7 @@ import os
 import shutil
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,42 @@ def cpu_seconds(pid):
         return None
     # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds(pidfile):
+    """CPU time of a PostgreSQL cluster: the postmaster, its live children (backends,
+    walwriter, ...) and the children it has reaped, whose time the kernel adds to its
+    cutime/cstime; so a difference over a run counts backends that came and went."""
+    try:
+        with open(pidfile) as f:
+            pm = int(f.readline())
+    except (OSError, ValueError):
+        return None
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        if pid == pm:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        elif ppid == pm:
+            total += int(fields[11]) + int(fields[12])
+    return total / tck
+
+
+def machine_ticks():
+    """(busy, total) clock ticks of all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user
+    return total - idle, total
 
 
 def alive(pid):
@@ -289,6 +326,10 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
         sampler.start()
     cpu_pid = target.get("pid") or target.get("cpu_pid")
     cpu_before = cpu_seconds(cpu_pid) if cpu_pid else None
+    pg_before = postgres_cpu_seconds(env["pg_pidfile"]) if env.get("pg_pidfile") else None
+    machine_before = machine_ticks()
+    # pgbench is the only child waited for until the run ends.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     timeout = run_seconds(env, cell) * 3 + 180
     try:
@@ -301,6 +342,9 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
             partial = partial.decode(errors="replace")
         rc, out, err = "timeout", partial, f"pgbench did not finish within {timeout} s"
     elapsed = time.time() - started
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pg_after = postgres_cpu_seconds(env["pg_pidfile"]) if pg_before is not None else None
+    machine_after = machine_ticks()
     if sampler:
         sampler.stop.set()
         sampler.join()
@@ -310,6 +354,18 @@ def run_one(env, target, cell, rep, logdir, sampling_rate):
         # Pooler CPU per transaction: steadier than TPS on a shared machine, and it
         # includes connection setup, which is small against a 5-10 s run.
         res["pooler_cpu_us_per_tx"] = round((cpu_after - cpu_before) * 1e6 / res["transactions"], 2)
+    # Where the rest of the machine went: at saturation TPS follows the CPU all three
+    # (load generator, database, pooler) spend on a transaction, not the pooler's alone.
+    if res.get("transactions"):
+        pgbench_s = sum(getattr(children_after, k) - getattr(children_before, k)
+                        for k in ("ru_utime", "ru_stime"))
+        res["pgbench_cpu_us_per_tx"] = round(pgbench_s * 1e6 / res["transactions"], 2)
+        if pg_after is not None:
+            res["postgres_cpu_us_per_tx"] = round((pg_after - pg_before) * 1e6 / res["transactions"], 2)
+    busy = machine_after[0] - machine_before[0]
+    ticks = machine_after[1] - machine_before[1]
+    if ticks > 0:
+        res["machine_busy"] = round(busy / ticks, 3)
     lat, log_failed = read_latency_logs(prefix)
     res.update({
         "rc": rc,
@@ -484,6 +540,16 @@ def med(values):
     return statistics.median(values) if values else None
 
 
+def paired_ratio(runs, a, b):
+    """TPS of `a` over `b` run by run, and their median. The targets run interleaved,
+    so run i of each saw the same minute of a shared machine; the ratio of two medians
+    can pair a good minute with a bad one, which at 1,000 clients moves it by 10%."""
+    ra, rb = runs.get(a, []), runs.get(b, [])
+    per_run = [round(x["tps"] / y["tps"], 3) for x, y in zip(ra, rb)
+               if x.get("status") == "ok" and y.get("status") == "ok" and x.get("tps") and y.get("tps")]
+    return {"median": med(per_run), "runs": per_run} if per_run else None
+
+
 def summarize(raw):
     cells = []
     for c in raw["cells"]:
@@ -511,8 +577,10 @@ def summarize(raw):
                     latency_avg_ms=med([r["latency_avg_ms"] for r in ok]),
                     latency_p99_ms=med([r["latency_p99_ms"] for r in ok]),
                     connect_ms=med([r["connect_ms"] for r in ok]),
-                    pooler_cpu_us_per_tx=med([r.get("pooler_cpu_us_per_tx") for r in ok
-                                              if r.get("pooler_cpu_us_per_tx") is not None]),
+                    pooler_cpu_us_per_tx=med([r.get("pooler_cpu_us_per_tx") for r in ok]),
+                    pgbench_cpu_us_per_tx=med([r.get("pgbench_cpu_us_per_tx") for r in ok]),
+                    postgres_cpu_us_per_tx=med([r.get("postgres_cpu_us_per_tx") for r in ok]),
+                    machine_busy=med([r.get("machine_busy") for r in ok]),
                     failed_transactions=sum((r.get("failed") or 0) + r.get("log_failed", 0) for r in ok),
                 )
                 if any("rss_peak_kib" in r for r in ok):
@@ -530,6 +598,10 @@ def summarize(raw):
             "pgvigil/direct": ratio("pgvigil", "direct"),
             "pgvigil/pgbouncer": ratio("pgvigil", "pgbouncer"),
             "analytics_on/off": ratio("pgvigil", "pgvigil_off"),
+        }
+        s["paired_ratios"] = {
+            "pgvigil/pgbouncer": paired_ratio(c["runs"], "pgvigil", "pgbouncer"),
+            "analytics_on/off": paired_ratio(c["runs"], "pgvigil", "pgvigil_off"),
         }
         cells.append(s)
     return cells
@@ -622,6 +694,33 @@ def cell_value(t, key, digits):
     return fmt(t.get(key), digits)
 
 
+def render_cpu_block(cells):
+    """Per cell: the CPU pgbench, PostgreSQL and the pooler spent on a transaction and
+    how busy the machine was, and pgvigil's TPS ratios paired run by run."""
+    def target(t):
+        if not t or t.get("status") != "ok":
+            return "-"
+        cpu = "/".join(fmt(t.get(k), 1) for k in
+                       ("pgbench_cpu_us_per_tx", "postgres_cpu_us_per_tx", "pooler_cpu_us_per_tx"))
+        busy = t.get("machine_busy")
+        return f"{cpu} {busy * 100:.0f}%" if busy is not None else cpu
+
+    def paired(c, key):
+        p = (c.get("paired_ratios") or {}).get(key)
+        return fmt(p["median"], 2) if p else "-"
+
+    hdr = (f"{'workload':<12} {'mode':<8} {'cl':>4} | " +
+           " | ".join(f"{n:>21}" for n in TARGET_ORDER) + f" | {'vig/pgb':>7} {'on/off':>6}")
+    out = ["CPU us/tx pgbench/PostgreSQL/pooler and machine busy (medians) | TPS ratios "
+           "paired run by run (median)", hdr, "-" * len(hdr)]
+    for c in cells:
+        t = c["targets"]
+        out.append(f"{c['workload']:<12} {c['mode']:<8} {c['clients']:>4} | " +
+                   " | ".join(f"{target(t.get(n)):>21}" for n in TARGET_ORDER) +
+                   f" | {paired(c, 'pgvigil/pgbouncer'):>7} {paired(c, 'analytics_on/off'):>6}")
+    return out
+
+
 def render_table(meta, cells, final, checks_, problems):
     lines = []
     m = meta
@@ -665,6 +764,8 @@ def render_table(meta, cells, final, checks_, problems):
         lines.append(f"{c['workload']:<12} {c['mode']:<8} {c['clients']:>4} | {tps} | {ratios} | "
                      f"{lat('latency_avg_ms'):>27} | {lat('latency_p99_ms'):>27} | {rss:>11} | "
                      f"{cpu:>17}")
+    lines.append("")
+    lines.extend(render_cpu_block(cells))
     lines.append("")
     for name, lbl in (("pgvigil", "pgvigil"), ("pgvigil_off", "pgvigil analytics off"),
                       ("pgbouncer", "PgBouncer")):

@@ -376,6 +376,7 @@ cat >"$TMP/env.json" <<EOF
   "max_client_conn": $MAX_CLIENT_CONN,
   "pg_max_connections": $PG_MAX_CONNECTIONS,
   "pg_socket_dir": "$TMP",
+  "pg_pidfile": "$PG_DATA/postmaster.pid",
   "fill_fingerprints": $FILL_FINGERPRINTS,
   "pgbouncer_version": "$PGB_VERSION",
   "pgbouncer_pidfile": "$TMP/pgbouncer.pid",
