@@ -1543,6 +1543,12 @@ fn apply_pool(
         section.server_connect_timeout,
         &mut pool.server_connect_timeout,
     )?;
+    if pool.server_connect_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            key("server_connect_timeout"),
+            "must be more than 0: every server connection and cancel would give up at once",
+        ));
+    }
     if pool.pool_size == 0 {
         return Err(ConfigError::invalid(key("pool_size"), "must be at least 1"));
     }
@@ -2154,6 +2160,28 @@ mod tests {
         assert_eq!(cfg.server_tls, defaults.server_tls);
         assert_eq!(cfg.client_login_timeout, defaults.client_login_timeout);
         assert_eq!(cfg.shutdown_timeout, defaults.shutdown_timeout);
+    }
+
+    #[test]
+    fn a_zero_server_connect_timeout_is_refused_where_it_is_set() {
+        for (toml, named) in [
+            (
+                "[pool]\nserver_connect_timeout = 0\n",
+                "server_connect_timeout",
+            ),
+            (
+                "[databases.a]\nserver_connect_timeout = 0.0\n",
+                "databases.a.server_connect_timeout",
+            ),
+        ] {
+            let err = resolve_toml(&format!("{BASE}{toml}")).unwrap_err();
+            assert!(err.to_string().contains(named), "{toml}: {err}");
+        }
+        let cfg = resolve_toml(&format!("{BASE}[pool]\nserver_connect_timeout = 0.5\n")).unwrap();
+        assert_eq!(
+            cfg.pool_defaults.server_connect_timeout,
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
