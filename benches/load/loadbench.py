@@ -765,8 +765,9 @@ def render_table(meta, cells, final, checks_, problems):
                      f"{lat('latency_avg_ms'):>27} | {lat('latency_p99_ms'):>27} | {rss:>11} | "
                      f"{cpu:>17}")
     lines.append("")
-    lines.extend(render_cpu_block(cells))
-    lines.append("")
+    if cells:
+        lines.extend(render_cpu_block(cells))
+        lines.append("")
     for name, lbl in (("pgvigil", "pgvigil"), ("pgvigil_off", "pgvigil analytics off"),
                       ("pgbouncer", "PgBouncer")):
         f = final.get(name, {})
