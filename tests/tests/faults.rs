@@ -1638,6 +1638,17 @@ impl Drop for ThawPostmaster<'_> {
     }
 }
 
+/// A trust-authenticated pgvigil in transaction mode that gives up on a
+/// server connection after one second (`server_connect_timeout`).
+async fn one_second_connect_timeout(cluster: &PgCluster, pool_size: u32) -> Result<Pgvigil> {
+    Pgvigil::builder_with_config(cluster, "[pool]\nserver_connect_timeout = 1.0\n")
+        .pool_mode(PoolMode::Transaction)
+        .pool_size(pool_size)
+        .client_auth("trust")
+        .spawn()
+        .await
+}
+
 /// A frozen postmaster accepts TCP (the kernel does) but never answers a
 /// login: a client whose query needs a new server gets an error within
 /// server_connect_timeout, not a hang, and everything works once it thaws.
@@ -1646,13 +1657,7 @@ impl Drop for ThawPostmaster<'_> {
 async fn frozen_postmaster_fails_new_server_logins_in_bounded_time() -> Result<()> {
     timed(LIMIT, async {
         let cluster = PgCluster::new_async().await?;
-        let vigil =
-            Pgvigil::builder_with_config(&cluster, "[pool]\nserver_connect_timeout = 1.0\n")
-                .pool_mode(PoolMode::Transaction)
-                .pool_size(4)
-                .client_auth("trust")
-                .spawn()
-                .await?;
+        let vigil = one_second_connect_timeout(&cluster, 4).await?;
         let client = vigil.connect_app().await?;
         client.simple_query("SELECT 1").await?;
         // Every server pgvigil has is taken by a transaction, so the next
@@ -2062,13 +2067,7 @@ async fn send_raw_cancel(vigil: &Pgvigil, key: &[u8]) -> Result<RawConn> {
 async fn a_cancel_postgresql_cannot_take_is_given_up_after_server_connect_timeout() -> Result<()> {
     timed(LIMIT, async {
         let cluster = PgCluster::new_async().await?;
-        let vigil =
-            Pgvigil::builder_with_config(&cluster, "[pool]\nserver_connect_timeout = 1.0\n")
-                .pool_mode(PoolMode::Transaction)
-                .pool_size(1)
-                .client_auth("trust")
-                .spawn()
-                .await?;
+        let vigil = one_second_connect_timeout(&cluster, 1).await?;
         let direct = cluster.connect_direct().await?;
         let (mut client, key) = sleeping_raw_client(&vigil, &direct).await?;
 
